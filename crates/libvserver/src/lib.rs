@@ -1,0 +1,7 @@
+//! libvserver: the engine of vserver, Linux-VServer's virtual servers rebuilt on a stock kernel.
+//!
+//! Binaries in `vserver-tools` only parse arguments and print; every kernel operation lives here,
+//! one module per concern (see ARCHITECTURE.md).
+
+pub mod net;
+pub mod security;

@@ -1,0 +1,2 @@
+//! Networking of guests: netlink operations on links, addresses and routes.
+pub mod netlink;

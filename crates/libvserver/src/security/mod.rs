@@ -1,0 +1,2 @@
+//! Security of guests: capabilities and seccomp.
+pub mod seccomp;
