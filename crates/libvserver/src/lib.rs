@@ -3,5 +3,14 @@
 //! Binaries in `vserver-tools` only parse arguments and print; every kernel operation lives here,
 //! one module per concern (see ARCHITECTURE.md).
 
+pub mod cgroup;
+pub mod config;
+pub mod context;
+pub mod guest;
+pub mod monitor;
 pub mod net;
+pub mod paths;
+pub mod rootfs;
 pub mod security;
+pub mod stats;
+pub mod storage;

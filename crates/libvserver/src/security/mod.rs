@@ -1,2 +1,3 @@
-//! Security of guests: capabilities and seccomp.
+//! Security of guests: capability bounding sets and the seccomp filter.
+pub mod caps;
 pub mod seccomp;

@@ -1,0 +1,198 @@
+//! Discovery of the host's cgroup hierarchies from a mount table (proc(5), mountinfo).
+
+use super::{io, write_file, CgroupError, CGROUP_BASE};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// cgroup v2 (unified); its controllers come from `cgroup.controllers`.
+    V2 {
+        /// Mount point.
+        mount: PathBuf,
+    },
+    /// A cgroup v1 hierarchy with its controllers (`cpu`, `memory`, `name=systemd`, ...).
+    V1 {
+        /// Mount point.
+        mount: PathBuf,
+        /// Controllers bound to it.
+        controllers: Vec<String>,
+    },
+}
+
+impl Hierarchy {
+    /// Mount point.
+    pub fn mount(&self) -> &Path {
+        match self {
+            Hierarchy::V2 { mount } | Hierarchy::V1 { mount, .. } => mount,
+        }
+    }
+
+    /// True for the unified hierarchy.
+    pub fn is_v2(&self) -> bool {
+        matches!(self, Hierarchy::V2 { .. })
+    }
+
+    /// True if the v1 hierarchy carries `c`.
+    pub fn has_controller(&self, c: &str) -> bool {
+        match self {
+            Hierarchy::V2 { .. } => false,
+            Hierarchy::V1 { controllers, .. } => controllers.iter().any(|x| x == c),
+        }
+    }
+
+    /// Initialise a directory just created: v2 enables the available controllers for the
+    /// children of `vservers/`; v1 cpuset copies cpus/mems from the parent (a new cpuset is
+    /// empty and takes no process); v1 devices allows only the nodes a guest's /dev holds.
+    pub(super) fn init_new_dir(&self, xid: u32, dir: &Path, is_base: bool) -> Result<(), CgroupError> {
+        match self {
+            Hierarchy::V2 { .. } => {
+                if is_base {
+                    let avail = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+                    let want: Vec<String> = avail
+                        .split_whitespace()
+                        .filter(|c| matches!(*c, "cpu" | "memory" | "pids" | "io"))
+                        .map(|c| format!("+{c}"))
+                        .collect();
+                    if !want.is_empty() {
+                        // Best effort: a controller busy in a threaded subtree is not fatal.
+                        let _ = write_file(xid, &dir.join("cgroup.subtree_control"), &want.join(" "));
+                    }
+                }
+            }
+            Hierarchy::V1 { controllers, .. } => {
+                if controllers.iter().any(|c| c == "cpuset") {
+                    let parent = dir.parent().unwrap_or(dir);
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let v = fs::read_to_string(parent.join(f)).map_err(io(xid, "read", &parent.join(f)))?;
+                        write_file(xid, &dir.join(f), v.trim())?;
+                    }
+                }
+                if !is_base && controllers.iter().any(|c| c == "devices") {
+                    write_file(xid, &dir.join("devices.deny"), "a")?;
+                    for rule in GUEST_DEVICES_V1 {
+                        write_file(xid, &dir.join("devices.allow"), rule)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Devices a guest may use (v1 devices controller syntax): null zero full random urandom tty,
+/// ptmx, console and the devpts slaves.
+const GUEST_DEVICES_V1: &[&str] = &[
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm",
+    "c 5:2 rwm", "c 136:* rwm",
+];
+
+/// The cgroup hierarchies of a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLayout {
+    /// v2 first (if mounted), then v1 hierarchies in mount order, each mounted once.
+    pub hierarchies: Vec<Hierarchy>,
+}
+
+impl CgroupLayout {
+    /// Discover the layout from `/proc/self/mountinfo`.
+    ///
+    /// Errors: the table cannot be read, or no hierarchy is mounted.
+    pub fn detect() -> Result<CgroupLayout, CgroupError> {
+        Self::from_mountinfo(Path::new("/proc/self/mountinfo"))
+    }
+
+    /// Discover the layout from the mount table at `path`.
+    pub fn from_mountinfo(path: &Path) -> Result<CgroupLayout, CgroupError> {
+        let text = fs::read_to_string(path)
+            .map_err(|source| CgroupError::MountTable { path: path.to_path_buf(), source })?;
+        let hierarchies = parse_mountinfo(&text);
+        if hierarchies.is_empty() {
+            return Err(CgroupError::NoHierarchy(path.to_path_buf()));
+        }
+        Ok(CgroupLayout { hierarchies })
+    }
+
+    /// "v2", "v1" or "hybrid", for messages and `status --json`.
+    pub fn mode(&self) -> &'static str {
+        let v2 = self.hierarchies.iter().any(|h| h.is_v2());
+        let v1 = self.hierarchies.iter().any(|h| !h.is_v2());
+        match (v2, v1) {
+            (true, false) => "v2",
+            (false, true) => "v1",
+            _ => "hybrid",
+        }
+    }
+
+    /// Directories under `vservers/` of the first hierarchy that lists guests: context ids of
+    /// every guest cgroup on the host.
+    pub fn guest_xids(&self) -> Vec<u32> {
+        let Some(h) = self.hierarchies.first() else { return Vec::new() };
+        let mut v: Vec<u32> = fs::read_dir(h.mount().join(CGROUP_BASE))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Unescape mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parse mountinfo text into the cgroup hierarchies mounted at their root (`/`), each once.
+pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
+    let mut v2 = None;
+    let mut v1: Vec<Hierarchy> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        if fields.len() < sep + 4 || fields.len() < 5 {
+            continue;
+        }
+        let (root, mount) = (fields[3], unescape(fields[4]));
+        let (fstype, superopts) = (fields[sep + 1], fields[sep + 3]);
+        if root != "/" {
+            continue;
+        }
+        match fstype {
+            "cgroup2" if v2.is_none() => v2 = Some(Hierarchy::V2 { mount: PathBuf::from(mount) }),
+            "cgroup" => {
+                let controllers: Vec<String> = superopts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime" | "clone_children" | "noprefix" | "xattr" | "cpuset_v2_mode")
+                            && !o.starts_with("release_agent=")
+                    })
+                    .map(String::from)
+                    .collect();
+                if controllers.is_empty() {
+                    continue;
+                }
+                let dup = v1.iter().any(|h| matches!(h, Hierarchy::V1 { controllers: c, .. } if *c == controllers));
+                if !dup {
+                    v1.push(Hierarchy::V1 { mount: PathBuf::from(mount), controllers });
+                }
+            }
+            _ => {}
+        }
+    }
+    v2.into_iter().chain(v1).collect()
+}

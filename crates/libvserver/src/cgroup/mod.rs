@@ -1,0 +1,312 @@
+//! Control groups of guests: one cgroup per context id, on cgroup v2, v1 or a hybrid host.
+//!
+//! The layout is discovered from a mount table (`/proc/self/mountinfo`, a parameter so the
+//! parser is tested on fake tables). Every guest gets `vservers/<xid>` in the v2 hierarchy (if
+//! one is mounted; it takes processes even without controllers) and in every v1 hierarchy.
+//! Kernel docs: Documentation/admin-guide/cgroup-v2.rst and cgroup-v1/.
+
+mod layout;
+
+pub use layout::{parse_mountinfo, CgroupLayout, Hierarchy};
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Directory under each hierarchy's root that holds the guests' cgroups.
+pub const CGROUP_BASE: &str = "vservers";
+
+/// A cgroup operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Reading the mount table failed.
+    #[error("cannot read the mount table {path}: {source}")]
+    MountTable {
+        /// Table read.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// No usable cgroup hierarchy is mounted.
+    #[error("no cgroup hierarchy is mounted (looked in {0}); mount cgroup2 on /sys/fs/cgroup")]
+    NoHierarchy(PathBuf),
+    /// A file or directory operation in a cgroup failed.
+    #[error("context {xid}: cannot {what} {path}: {source}")]
+    Io {
+        /// Context id of the guest.
+        xid: u32,
+        /// What was attempted ("create", "write", "remove", ...).
+        what: &'static str,
+        /// Cgroup path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The cgroup kept processes after the kill sequence.
+    #[error("context {xid}: cgroup {path} still has processes after {secs} s")]
+    NotEmpty {
+        /// Context id.
+        xid: u32,
+        /// Cgroup directory.
+        path: PathBuf,
+        /// How long it was waited.
+        secs: u64,
+    },
+}
+
+type Result<T> = std::result::Result<T, CgroupError>;
+
+/// CPU time of a cgroup in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// User time, microseconds.
+    pub user_usec: u64,
+    /// System time, microseconds.
+    pub sys_usec: u64,
+}
+
+/// The cgroup of one context (`vservers/<xid>`) in every hierarchy of the host.
+#[derive(Debug, Clone)]
+pub struct GuestCgroup {
+    /// Context id.
+    pub xid: u32,
+    /// (hierarchy, absolute cgroup directory).
+    dirs: Vec<(Hierarchy, PathBuf)>,
+}
+
+fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { xid, what, path, source }
+}
+
+/// Write `value` to an existing cgroup file (no create, no truncate semantics needed).
+fn write_file(xid: u32, path: &Path, value: &str) -> Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(path).map_err(io(xid, "open", path))?;
+    f.write_all(value.as_bytes()).map_err(io(xid, "write", path))
+}
+
+fn read_pids(path: &Path) -> std::io::Result<Vec<i32>> {
+    Ok(fs::read_to_string(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+impl GuestCgroup {
+    /// The cgroup of context `xid` in `layout` (nothing is created).
+    pub fn new(layout: &CgroupLayout, xid: u32) -> GuestCgroup {
+        let rel = format!("{CGROUP_BASE}/{xid}");
+        let dirs = layout.hierarchies.iter().map(|h| (h.clone(), h.mount().join(&rel))).collect();
+        GuestCgroup { xid, dirs }
+    }
+
+    /// Absolute directories of this cgroup, one per hierarchy.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|(_, d)| d.as_path())
+    }
+
+    /// True if the cgroup exists in at least one hierarchy.
+    pub fn exists(&self) -> bool {
+        self.dirs.iter().any(|(_, d)| d.is_dir())
+    }
+
+    /// The v2 directory, if the host has a v2 hierarchy.
+    pub fn unified_dir(&self) -> Option<&Path> {
+        self.dirs.iter().find(|(h, _)| h.is_v2()).map(|(_, d)| d.as_path())
+    }
+
+    /// Create the cgroup in every hierarchy (and `vservers/` above it), enabling v2 controllers
+    /// for it and initialising v1 cpuset and devices. Existing directories are reused.
+    ///
+    /// Errors: [`CgroupError::Io`] naming the directory or file.
+    pub fn create(&self) -> Result<()> {
+        for (h, dir) in &self.dirs {
+            let base = h.mount().join(CGROUP_BASE);
+            for d in [&base, dir] {
+                match fs::create_dir(d) {
+                    Ok(()) => h.init_new_dir(self.xid, d, d == &base)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io(self.xid, "create", d)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Open the v2 directory for clone3(2)'s CLONE_INTO_CGROUP.
+    ///
+    /// Errors: [`CgroupError::Io`] if it cannot be opened; None when the host has no v2 mount.
+    pub fn open_unified(&self) -> Result<Option<OwnedFd>> {
+        let Some(d) = self.unified_dir() else { return Ok(None) };
+        let f = fs::File::open(d).map_err(io(self.xid, "open", d))?;
+        Ok(Some(f.into()))
+    }
+
+    /// Open `cgroup.procs` of every hierarchy (v1 only when `v1_only`), for a process that will
+    /// move itself in after leaving the host's mount namespace.
+    pub fn open_procs_files(&self, v1_only: bool) -> Result<Vec<fs::File>> {
+        let mut v = Vec::new();
+        for (h, d) in &self.dirs {
+            if v1_only && h.is_v2() {
+                continue;
+            }
+            let p = d.join("cgroup.procs");
+            v.push(fs::OpenOptions::new().write(true).open(&p).map_err(io(self.xid, "open", &p))?);
+        }
+        Ok(v)
+    }
+
+    /// Move process `pid` into the cgroup (v1 only when `v1_only`).
+    pub fn add_pid(&self, pid: i32, v1_only: bool) -> Result<()> {
+        for (h, d) in &self.dirs {
+            if v1_only && h.is_v2() {
+                continue;
+            }
+            write_file(self.xid, &d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Pids (host view) of the processes in the cgroup; empty if it does not exist.
+    pub fn pids(&self) -> Vec<i32> {
+        // v2 first: its cgroup.procs is always complete; else the first v1 hierarchy.
+        let mut order: Vec<&(Hierarchy, PathBuf)> = self.dirs.iter().filter(|(h, _)| h.is_v2()).collect();
+        order.extend(self.dirs.iter().filter(|(h, _)| !h.is_v2()));
+        for (_, d) in order {
+            if let Ok(p) = read_pids(&d.join("cgroup.procs")) {
+                return p;
+            }
+        }
+        Vec::new()
+    }
+
+    /// Signal every process of the cgroup with `sig` (a snapshot of the pids; the guest's pid
+    /// namespace keeps them from forking out of reach).
+    pub fn signal_all(&self, sig: nix::sys::signal::Signal) {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+
+    /// Kill every process: `cgroup.kill` on v2 (Linux 5.14), else SIGKILL to each pid.
+    pub fn kill_all(&self) {
+        if let Some(d) = self.unified_dir() {
+            let k = d.join("cgroup.kill");
+            if k.exists() && write_file(self.xid, &k, "1").is_ok() {
+                return;
+            }
+        }
+        self.signal_all(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Wait until the cgroup has no process, killing again every 100 ms, at most `timeout`.
+    ///
+    /// Errors: [`CgroupError::NotEmpty`].
+    pub fn kill_and_wait(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.pids().is_empty() {
+                return Ok(());
+            }
+            self.kill_all();
+            if start.elapsed() > timeout {
+                let path = self.dirs.first().map(|(_, d)| d.clone()).unwrap_or_default();
+                return Err(CgroupError::NotEmpty { xid: self.xid, path, secs: timeout.as_secs() });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Remove the cgroup from every hierarchy, after killing what is left in it. Missing
+    /// directories are fine; a busy one is retried for up to 2 s.
+    ///
+    /// Errors: [`CgroupError::NotEmpty`] or [`CgroupError::Io`].
+    pub fn remove(&self) -> Result<()> {
+        if !self.exists() {
+            return Ok(());
+        }
+        self.kill_and_wait(Duration::from_secs(5))?;
+        for (_, d) in &self.dirs {
+            let start = Instant::now();
+            loop {
+                match fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < Duration::from_secs(2) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(io(self.xid, "remove", d)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// CPU time used by the cgroup: v2 `cpu.stat` (always present), else v1 `cpuacct.stat`.
+    pub fn cpu_times(&self) -> CpuTimes {
+        for (h, d) in &self.dirs {
+            if h.is_v2() {
+                if let Ok(s) = fs::read_to_string(d.join("cpu.stat")) {
+                    return parse_cpu_stat_v2(&s);
+                }
+            } else if h.has_controller("cpuacct") {
+                if let Ok(s) = fs::read_to_string(d.join("cpuacct.stat")) {
+                    return parse_cpuacct_stat(&s);
+                }
+            }
+        }
+        CpuTimes::default()
+    }
+}
+
+/// Parse v2 `cpu.stat` (`user_usec N`, `system_usec N`).
+pub fn parse_cpu_stat_v2(text: &str) -> CpuTimes {
+    let mut t = CpuTimes::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next().and_then(|v| v.parse().ok())) {
+            (Some("user_usec"), Some(v)) => t.user_usec = v,
+            (Some("system_usec"), Some(v)) => t.sys_usec = v,
+            _ => {}
+        }
+    }
+    t
+}
+
+/// Parse v1 `cpuacct.stat` (`user N`, `system N` in USER_HZ = 100 ticks per second).
+pub fn parse_cpuacct_stat(text: &str) -> CpuTimes {
+    let mut t = CpuTimes::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+            (Some("user"), Some(v)) => t.user_usec = v * 10_000,
+            (Some("system"), Some(v)) => t.sys_usec = v * 10_000,
+            _ => {}
+        }
+    }
+    t
+}
+
+/// Context id of process `pid` from `/proc/PID/cgroup` (`PROC` is a parameter for tests): the
+/// number after `/vservers/` in any hierarchy, None for host processes.
+pub fn xid_of_pid(proc_root: &Path, pid: i32) -> Option<u32> {
+    let text = fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    xid_from_cgroup_file(&text)
+}
+
+/// Parse the context id out of the text of a `/proc/PID/cgroup` file.
+pub fn xid_from_cgroup_file(text: &str) -> Option<u32> {
+    let needle = format!("/{CGROUP_BASE}/");
+    for line in text.lines() {
+        let path = line.splitn(3, ':').nth(2)?;
+        if let Some(rest) = path.strip_prefix(&needle) {
+            let id = rest.split('/').next()?;
+            if let Ok(x) = id.parse() {
+                return Some(x);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

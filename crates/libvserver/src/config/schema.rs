@@ -1,0 +1,334 @@
+//! The schema of `NAME.toml`. Unknown keys are refused (`deny_unknown_fields`).
+
+use super::{FieldError, KeySeg};
+use crate::security::caps;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Lowest context id (xid) a guest may have; 0 is the host and 1 the spectator context.
+pub const XID_MIN: u32 = 2;
+/// Highest static context id, as util-vserver (dynamic ids start at 49152).
+pub const XID_MAX_STATIC: u32 = 49151;
+/// First context id assigned automatically by `build`, as util-vserver's `context.start`.
+pub const XID_AUTO_START: u32 = 40000;
+/// First dynamic context id (used by `chcontext` without `--xid`).
+pub const XID_DYNAMIC_START: u32 = 49152;
+/// Highest dynamic context id.
+pub const XID_DYNAMIC_END: u32 = 65534;
+
+/// A guest's parameters as written in `NAME.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// Context id (xid), unique across guests: names the cgroup and veths.
+    pub context: u32,
+    /// Host name inside the guest (UTS namespace); defaults to the guest name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// NIS domain name inside the guest.
+    #[serde(default)]
+    pub domainname: Option<String>,
+    /// Guest root directory; defaults to `ROOTBASE/NAME`.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Start groups this guest belongs to (`vservers --mark M start`).
+    #[serde(default)]
+    pub mark: Vec<String>,
+    /// Network interfaces; none means loopback only.
+    #[serde(default)]
+    pub interface: Vec<InterfaceConfig>,
+    /// Changes to the secure default capability bounding set.
+    #[serde(default)]
+    pub capabilities: CapabilitiesConfig,
+    /// How the guest is booted and shut down.
+    #[serde(default)]
+    pub init: InitConfig,
+    /// How the guest is stopped.
+    #[serde(default)]
+    pub stop: StopConfig,
+    /// Host directories mounted into the guest at start.
+    #[serde(default)]
+    pub mount: Vec<MountConfig>,
+}
+
+/// A host directory bind-mounted into the guest. The target is resolved inside the guest root
+/// (after pivot_root), so a symlink in the guest tree cannot send it elsewhere on the host.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Absolute path inside the guest.
+    pub target: PathBuf,
+    /// Read-only (default true).
+    #[serde(default = "default_true")]
+    pub readonly: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One network interface of a guest.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Address with prefix length, e.g. `10.77.0.2/24` or `fd00::2/64`.
+    pub address: String,
+    /// Host bridge the guest's veth is attached to (created on first use).
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// Address of the bridge on the host, the guest's default gateway; defaults to the first
+    /// address of the subnet (or the second when the guest has the first).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Interface name inside the guest; defaults to `eth<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Default host bridge name.
+pub fn default_bridge() -> String {
+    String::from("vsbr0")
+}
+
+/// Capability bounding set changes relative to util-vserver's secure default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesConfig {
+    /// Capabilities to keep in addition (names with or without `CAP_`, any case).
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Capabilities to remove from the default set.
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+/// How the guest's pid 1 is chosen.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InitStyle {
+    /// vserver's own minimal init: reaps zombies, forwards signals, runs `init.command`.
+    #[default]
+    Builtin,
+    /// The guest's `/sbin/init` (or `init.command`) as pid 1.
+    Plain,
+    /// The built-in init runs the guest's SysV rc scripts for `init.runlevel`.
+    Sysv,
+}
+
+/// Boot and shutdown of the guest.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// Init style.
+    #[serde(default)]
+    pub style: InitStyle,
+    /// Builtin: command started at boot (argv); plain: replaces `/sbin/init`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Command run inside the guest at stop, before the kill sequence (argv).
+    #[serde(default)]
+    pub stop_command: Vec<String>,
+    /// SysV runlevel to start (style `sysv`); default 3.
+    #[serde(default)]
+    pub runlevel: Option<u8>,
+}
+
+/// Stop behaviour.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StopConfig {
+    /// Seconds between SIGTERM and SIGKILL of the whole guest (util-vserver's killseq `15 5 9`).
+    #[serde(default = "default_kill_timeout")]
+    pub kill_timeout: u32,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig { kill_timeout: default_kill_timeout() }
+    }
+}
+
+fn default_kill_timeout() -> u32 {
+    5
+}
+
+/// Parse `ADDR/PREFIX` into an address and a prefix length valid for its family.
+///
+/// Errors: a one-line reason naming the text.
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+    let (a, p) = text
+        .split_once('/')
+        .ok_or_else(|| format!("'{text}' needs a prefix length, e.g. 10.0.0.2/24"))?;
+    let addr: IpAddr = a.parse().map_err(|_| format!("'{a}' is not an IPv4 or IPv6 address"))?;
+    let prefix: u8 = p.parse().map_err(|_| format!("'{p}' is not a prefix length"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(format!("prefix /{prefix} is longer than {max} bits"));
+    }
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
+        return Err(format!("'{addr}' cannot be a guest address"));
+    }
+    Ok((addr, prefix))
+}
+
+/// The default gateway of a guest address: the first address of the subnet, or the second when
+/// the guest itself has the first. None for /31, /32, /127 and /128.
+pub fn default_gateway(addr: IpAddr, prefix: u8) -> Option<IpAddr> {
+    match addr {
+        IpAddr::V4(a) => {
+            if prefix >= 31 {
+                return None;
+            }
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            let net = u32::from(a) & mask;
+            let first = net + 1;
+            let gw = if first == u32::from(a) { first + 1 } else { first };
+            Some(IpAddr::V4(gw.into()))
+        }
+        IpAddr::V6(a) => {
+            if prefix >= 127 {
+                return None;
+            }
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            let net = u128::from(a) & mask;
+            let first = net + 1;
+            let gw = if first == u128::from(a) { first + 1 } else { first };
+            Some(IpAddr::V6(gw.into()))
+        }
+    }
+}
+
+/// Check a host name (RFC 1123 labels, at most 64 bytes as the UTS namespace allows).
+pub fn validate_hostname(h: &str) -> Result<(), String> {
+    if h.is_empty() || h.len() > 64 {
+        return Err(format!("host name '{h}' must be 1 to 64 characters"));
+    }
+    for label in h.split('.') {
+        if label.is_empty()
+            || label.starts_with('-')
+            || label.ends_with('-')
+            || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "host name '{h}' is not valid: labels of letters, digits and '-', separated by '.'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Check a Linux interface name (1-15 bytes, no '/', whitespace or ':').
+pub fn validate_ifname(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.len() > 15 || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!("interface name '{n}' must be 1-15 characters without '/', ':' or spaces"));
+    }
+    Ok(())
+}
+
+impl GuestConfig {
+    /// Check values that serde cannot: ranges, addresses, names, capability names.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        use KeySeg::{Index, Key};
+        if !(XID_MIN..=XID_MAX_STATIC).contains(&self.context) {
+            return Err(FieldError::new(
+                vec![Key("context")],
+                format!("context id {} is out of range {XID_MIN}-{XID_MAX_STATIC}", self.context),
+            ));
+        }
+        if let Some(h) = &self.hostname {
+            validate_hostname(h).map_err(|m| FieldError::new(vec![Key("hostname")], m))?;
+        }
+        if let Some(d) = &self.domainname {
+            if d.len() > 64 || d.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(FieldError::new(vec![Key("domainname")], "at most 64 characters, no spaces"));
+            }
+        }
+        if let Some(r) = &self.root {
+            if !r.is_absolute() {
+                return Err(FieldError::new(vec![Key("root")], "guest root must be an absolute path"));
+            }
+        }
+        for (i, m) in self.mark.iter().enumerate() {
+            if m.is_empty() || m.chars().any(|c| c.is_whitespace() || c == ',' || c == '!') {
+                return Err(FieldError::new(
+                    vec![Key("mark"), Index(i)],
+                    format!("mark '{m}' must be a word without spaces, ',' or '!'"),
+                ));
+            }
+        }
+        for (i, ifc) in self.interface.iter().enumerate() {
+            let at = |k| vec![Key("interface"), Index(i), Key(k)];
+            let (addr, prefix) = parse_cidr(&ifc.address).map_err(|m| FieldError::new(at("address"), m))?;
+            validate_ifname(&ifc.bridge).map_err(|m| FieldError::new(at("bridge"), m))?;
+            if let Some(n) = &ifc.name {
+                validate_ifname(n).map_err(|m| FieldError::new(at("name"), m))?;
+            }
+            match &ifc.gateway {
+                Some(g) => {
+                    let gw: IpAddr = g
+                        .parse()
+                        .map_err(|_| FieldError::new(at("gateway"), format!("'{g}' is not an IP address")))?;
+                    if gw.is_ipv4() != addr.is_ipv4() {
+                        return Err(FieldError::new(at("gateway"), "gateway and address are of different families"));
+                    }
+                    if gw == addr {
+                        return Err(FieldError::new(at("gateway"), "gateway equals the guest's own address"));
+                    }
+                }
+                None => {
+                    if default_gateway(addr, prefix).is_none() {
+                        return Err(FieldError::new(
+                            at("address"),
+                            format!("/{prefix} leaves no room for a gateway; set interface.gateway"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (list, key) in [(&self.capabilities.add, "add"), (&self.capabilities.drop, "drop")] {
+            for (i, c) in list.iter().enumerate() {
+                caps::parse_cap(c)
+                    .map_err(|m| FieldError::new(vec![Key("capabilities"), Key(key), Index(i)], m))?;
+            }
+        }
+        for (i, mc) in self.mount.iter().enumerate() {
+            let at = |k| vec![Key("mount"), Index(i), Key(k)];
+            if !mc.source.is_absolute() {
+                return Err(FieldError::new(at("source"), "must be an absolute host path"));
+            }
+            if !mc.target.is_absolute() || mc.target.components().any(|c| c.as_os_str() == "..") {
+                return Err(FieldError::new(at("target"), "must be an absolute path without '..'"));
+            }
+            if mc.target.to_str().is_none() {
+                return Err(FieldError::new(at("target"), "must be UTF-8"));
+            }
+        }
+        if let Some(rl) = self.init.runlevel {
+            if rl > 6 {
+                return Err(FieldError::new(vec![Key("init"), Key("runlevel")], "runlevel must be 0-6"));
+            }
+        }
+        if self.stop.kill_timeout > 3600 {
+            return Err(FieldError::new(vec![Key("stop"), Key("kill_timeout")], "at most 3600 seconds"));
+        }
+        Ok(())
+    }
+
+    /// Host name inside the guest: `hostname` or the guest name.
+    pub fn hostname_or<'a>(&'a self, name: &'a str) -> &'a str {
+        self.hostname.as_deref().unwrap_or(name)
+    }
+
+    /// Render as TOML text with a header comment, as `build` writes it.
+    pub fn to_toml(&self, name: &str) -> String {
+        let body = toml::to_string_pretty(self).unwrap_or_default();
+        format!(
+            "# vserver guest '{name}'; see the README for every key.\n\
+             # Edit, then 'vserver {name} restart' to apply.\n{body}"
+        )
+    }
+}

@@ -1,0 +1,84 @@
+use super::*;
+
+fn p() -> &'static Path {
+    Path::new("/etc/vservers/t.toml")
+}
+
+fn err(text: &str) -> String {
+    parse_guest_config(p(), text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_parses_with_defaults() {
+    let c = parse_guest_config(p(), "context = 40001\n").unwrap();
+    assert_eq!(c.context, 40001);
+    assert_eq!(c.init.style, InitStyle::Builtin);
+    assert_eq!(c.stop.kill_timeout, 5);
+    assert!(c.interface.is_empty());
+}
+
+#[test]
+fn full_config_round_trips() {
+    let text = r#"
+context = 42
+hostname = "web1"
+mark = ["default"]
+[[interface]]
+address = "10.77.0.2/24"
+[capabilities]
+add = ["NET_RAW"]
+drop = ["CAP_SYS_PTRACE"]
+[init]
+style = "sysv"
+runlevel = 2
+"#;
+    let c = parse_guest_config(p(), text).unwrap();
+    assert_eq!(c.interface[0].bridge, "vsbr0");
+    let again = parse_guest_config(p(), &c.to_toml("web1")).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = err("context = 42\nhostnme = \"x\"\n");
+    assert!(e.starts_with("/etc/vservers/t.toml:2:"), "{e}");
+    assert!(e.contains("hostnme"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_key_path() {
+    let e = err("context = 42\n[[interface]]\naddress = 7\n");
+    assert!(e.starts_with("/etc/vservers/t.toml:3: key 'interface[0].address'"), "{e}");
+}
+
+#[test]
+fn bad_value_names_line_and_key() {
+    let e = err("context = 42\n\n[[interface]]\naddress = \"10.0.0.300/24\"\n");
+    assert!(e.starts_with("/etc/vservers/t.toml:4: key 'interface[0].address'"), "{e}");
+    let e = err("context = 1\n");
+    assert!(e.contains(":1: key 'context'") && e.contains("out of range"), "{e}");
+    let e = err("context = 42\n[capabilities]\nadd = [\"CAP_FLY\"]\n");
+    assert!(e.contains(":3: key 'capabilities.add[0]'"), "{e}");
+    let e = err("context = 42\nhostname = \"bad host\"\n");
+    assert!(e.contains(":2: key 'hostname'"), "{e}");
+    let e = err("context = 42\n[init]\nstyle = \"systemd\"\n");
+    assert!(e.contains(":3: key 'init.style'"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_line() {
+    let e = err("context = 42\nhostname = \n");
+    assert!(e.starts_with("/etc/vservers/t.toml:2:"), "{e}");
+}
+
+#[test]
+fn gateways() {
+    let g = |s| {
+        let (a, p) = parse_cidr(s).unwrap();
+        default_gateway(a, p).map(|g| g.to_string())
+    };
+    assert_eq!(g("10.77.0.2/24").as_deref(), Some("10.77.0.1"));
+    assert_eq!(g("10.77.0.1/24").as_deref(), Some("10.77.0.2"));
+    assert_eq!(g("fd00::5/64").as_deref(), Some("fd00::1"));
+    assert_eq!(g("10.0.0.1/32"), None);
+}

@@ -1,0 +1,191 @@
+//! The first process of a new context sets itself up, in this order (one call per step):
+//!
+//! 1. wait for the parent's "go" (it has put us in every cgroup and created our veths);
+//! 2. unshare the cgroup namespace, so /proc/self/cgroup shows `/` inside;
+//! 3. network: loopback up, then each interface's address, link and default route;
+//! 4. host name and domain name (UTS namespace);
+//! 5. the root: pivot_root into the guest root with /proc, /sys, /dev and the masks
+//!    ([`crate::rootfs`]); chcontext keeps the host tree and only mounts a fresh /proc;
+//! 6. the console becomes stdio and controlling terminal;
+//! 7. [`finish`]: environment, capability bounding set, seccomp, fds, then exec (or the
+//!    built-in init, which keeps running as pid 1).
+//!
+//! A failing step writes one message to the error pipe and exits 127; the parent kills and
+//! reaps us, so a failed start leaves no process behind.
+
+use super::{ContextSpec, GuestIface, Payload};
+use crate::security::seccomp::SeccompProgram;
+use caps::Capability;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Standard PATH inside guests.
+pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Exit with a report on the error pipe.
+pub fn fail(err: &OwnedFd, msg: &str) -> ! {
+    super::sync::report(err, msg);
+    // SAFETY: _exit is async-signal-safe and skips atexit handlers of the parent's copy.
+    unsafe { libc::_exit(127) }
+}
+
+/// Run the setup sequence of a new context and exec its payload. Never returns.
+pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
+    if !super::sync::wait_go(&go) {
+        // SAFETY: see fail().
+        unsafe { libc::_exit(1) }
+    }
+    drop(go);
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+        fail(&err, &format!("unshare the cgroup namespace: {e}"));
+    }
+    if spec.namespaces.contains(nix::sched::CloneFlags::CLONE_NEWNET) {
+        if let Err(e) = setup_network(&spec.interfaces) {
+            fail(&err, &e);
+        }
+    }
+    if let Some(h) = &spec.hostname {
+        if let Err(e) = nix::unistd::sethostname(h) {
+            fail(&err, &format!("set host name '{h}': {e}"));
+        }
+    }
+    if let Some(d) = &spec.domainname {
+        // SAFETY: pointer and length describe a live byte slice.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            fail(&err, &format!("set domain name '{d}': {}", nix::errno::Errno::last()));
+        }
+    }
+    let r = match &spec.root {
+        Some(root) => crate::rootfs::enter_guest_root(root, &spec.binds, spec.console.as_ref()),
+        None => crate::rootfs::fresh_proc_only(),
+    };
+    if let Err(e) = r {
+        fail(&err, &e);
+    }
+    if let Some(con) = &spec.console {
+        if let Err(e) = make_stdio_terminal(con) {
+            fail(&err, &e);
+        }
+    }
+    finish(&spec.cap_drop, spec.seccomp.as_ref(), None, &spec.payload, err)
+}
+
+/// A user a command runs as inside the guest (from the guest's /etc/passwd and /etc/group).
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary gids.
+    pub groups: Vec<u32>,
+}
+
+/// Configure loopback and the guest's interfaces inside its new network namespace.
+fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
+    use crate::net::netlink::Netlink;
+    let mut nl = Netlink::open().map_err(|e| format!("open netlink in the guest: {e}"))?;
+    let lo = nl
+        .link_index("lo")
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| String::from("no loopback interface in the new network namespace"))?;
+    nl.set_up(lo).map_err(|e| e.to_string())?;
+    for i in ifaces {
+        let idx = nl
+            .link_index(&i.name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("interface {} did not arrive in the guest", i.name))?;
+        nl.add_address(idx, i.addr, i.prefix).map_err(|e| e.to_string())?;
+        nl.set_up(idx).map_err(|e| e.to_string())?;
+    }
+    for i in ifaces {
+        if let Some(gw) = i.gateway {
+            nl.add_default_route(gw).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Make `tty` the stdin/stdout/stderr and controlling terminal of a new session.
+pub fn make_stdio_terminal(tty: &OwnedFd) -> Result<(), String> {
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    // SAFETY: TIOCSCTTY takes an int argument; the fd is a live terminal.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(format!("make the console the controlling terminal: {}", nix::errno::Errno::last()));
+    }
+    for n in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors; both fds are valid.
+        if unsafe { libc::dup2(tty.as_raw_fd(), n) } < 0 {
+            return Err(format!("dup2 console to fd {n}: {}", nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
+}
+
+/// The default environment of processes in a guest, plus `extra` (`K=V`).
+pub fn guest_env(extra: &[(&str, &str)]) -> Vec<CString> {
+    let mut v: Vec<(String, String)> = vec![
+        ("PATH".into(), GUEST_PATH.into()),
+        ("HOME".into(), "/root".into()),
+        ("TERM".into(), "linux".into()),
+        ("container".into(), "vserver".into()),
+    ];
+    for (k, val) in extra {
+        v.retain(|(kk, _)| kk != k);
+        v.push(((*k).into(), (*val).into()));
+    }
+    v.into_iter().filter_map(|(k, val)| CString::new(format!("{k}={val}")).ok()).collect()
+}
+
+/// Last steps shared by start, exec and chcontext: environment, bounding set, seccomp, fds,
+/// then exec of the payload (or the built-in init). Never returns.
+pub fn finish(
+    cap_drop: &[Capability],
+    seccomp: Option<&SeccompProgram>,
+    user: Option<&UserSpec>,
+    payload: &Payload,
+    err: OwnedFd,
+) -> ! {
+    let builtin = matches!(payload, Payload::Builtin(_));
+    // The built-in init never execs, so it must lose the dropped capabilities itself.
+    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, builtin) {
+        fail(&err, &e);
+    }
+    if let Err(e) = super::clone::cloexec_from(3) {
+        fail(&err, &format!("mark inherited fds close-on-exec: {e}"));
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o022) };
+    // Seccomp last: after it, mount/unshare and friends are refused.
+    if let Some(s) = seccomp {
+        if let Err(e) = s.load() {
+            fail(&err, &format!("load the seccomp filter: {e}"));
+        }
+    }
+    // After seccomp (loading it needs CAP_SYS_ADMIN, which a non-root user no longer has).
+    if let Some(u) = user {
+        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        if let Err(e) = nix::unistd::setgroups(&groups) {
+            fail(&err, &format!("setgroups for uid {}: {e}", u.uid));
+        }
+        if let Err(e) = nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid)) {
+            fail(&err, &format!("setgid {}: {e}", u.gid));
+        }
+        if let Err(e) = nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid)) {
+            fail(&err, &format!("setuid {}: {e}", u.uid));
+        }
+    }
+    match payload {
+        Payload::Exec { argv, env } => {
+            let Some(prog) = argv.first() else { fail(&err, "no command given") };
+            // execvpe searches the PATH of this process's environment: use the guest's.
+            std::env::set_var("PATH", GUEST_PATH);
+            let e = nix::unistd::execvpe(prog, argv, env).unwrap_err();
+            fail(&err, &format!("execute {}: {e}", prog.to_string_lossy()))
+        }
+        Payload::Builtin(plan) => {
+            drop(err);
+            crate::monitor::init::run(plan)
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The guest lifecycle: load, start, stop, status, exec/enter. One process-building path
+//! ([`crate::context`]) serves start and exec.
+
+pub mod exec;
+pub mod scripts;
+pub mod start;
+pub mod state;
+pub mod stop;
+
+use crate::cgroup::{CgroupError, CgroupLayout, GuestCgroup};
+use crate::config::{self, ConfigError, GuestConfig};
+use crate::paths::{validate_guest_name, Paths};
+use state::{RunDir, RunState};
+use std::path::PathBuf;
+
+/// An error of a lifecycle operation; every message starts with the guest's name.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The name is not a valid guest name.
+    #[error("{0}")]
+    BadName(String),
+    /// No configuration file for this guest.
+    #[error("{name}: no such guest: {path} does not exist (build it with 'vserver {name} build')")]
+    Unknown {
+        /// Guest name.
+        name: String,
+        /// Expected config file.
+        path: PathBuf,
+    },
+    /// The configuration file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The guest is not running.
+    #[error("{0}: is not running")]
+    NotRunning(String),
+    /// The guest is already running.
+    #[error("{name}: is already running at context {xid}")]
+    AlreadyRunning {
+        /// Guest name.
+        name: String,
+        /// Context id.
+        xid: u32,
+    },
+    /// Another guest uses the same context id.
+    #[error("{name}: cannot start: context {xid} is already used by {other}")]
+    XidInUse {
+        /// Guest name.
+        name: String,
+        /// Context id.
+        xid: u32,
+        /// Who has it (guest name and config path, or "a running context").
+        other: String,
+    },
+    /// A hook script failed.
+    #[error("{name}: {stage} script {path} failed: {message}")]
+    Script {
+        /// Guest name.
+        name: String,
+        /// pre-start, post-start, pre-stop or post-stop.
+        stage: &'static str,
+        /// Script path.
+        path: PathBuf,
+        /// Exit status or OS error.
+        message: String,
+    },
+    /// A cgroup operation failed.
+    #[error("{name}: {source}")]
+    Cgroup {
+        /// Guest name.
+        name: String,
+        /// Cause.
+        source: CgroupError,
+    },
+    /// Something else failed; the message names the step and path.
+    #[error("{name}: {message}")]
+    Failed {
+        /// Guest name.
+        name: String,
+        /// What failed, on which path, with the OS error.
+        message: String,
+    },
+}
+
+/// Shorthand for a [`GuestError::Failed`].
+pub(crate) fn failed(name: &str, message: impl Into<String>) -> GuestError {
+    GuestError::Failed { name: name.to_string(), message: message.into() }
+}
+
+/// A configured guest.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// Guest name.
+    pub name: String,
+    /// Host paths in use.
+    pub paths: Paths,
+    /// Parsed `NAME.toml`.
+    pub config: GuestConfig,
+}
+
+impl Guest {
+    /// Load guest `name` from `paths.config_dir`.
+    ///
+    /// Errors: bad name, unknown guest, invalid configuration.
+    pub fn load(paths: &Paths, name: &str) -> Result<Guest, GuestError> {
+        validate_guest_name(name).map_err(GuestError::BadName)?;
+        let path = paths.config_file(name);
+        if !path.exists() {
+            return Err(GuestError::Unknown { name: name.into(), path });
+        }
+        let config = config::load_guest_config(&path)?;
+        Ok(Guest { name: name.into(), paths: paths.clone(), config })
+    }
+
+    /// Guest root on the host.
+    pub fn root(&self) -> PathBuf {
+        self.config.root.clone().unwrap_or_else(|| self.paths.default_root(&self.name))
+    }
+
+    /// Runtime directory.
+    pub fn run_dir(&self) -> RunDir {
+        RunDir::new(&self.paths.run_dir, &self.name)
+    }
+
+    /// The guest's cgroup on this host.
+    pub fn cgroup(&self) -> Result<GuestCgroup, GuestError> {
+        let layout = CgroupLayout::detect().map_err(|source| GuestError::Cgroup { name: self.name.clone(), source })?;
+        Ok(GuestCgroup::new(&layout, self.config.context))
+    }
+
+    /// The running state, if the guest's init is alive.
+    pub fn running(&self) -> Option<RunState> {
+        self.run_dir().read_state().filter(|s| s.init_alive())
+    }
+
+    /// Host-side veth name of interface `index`: `vs<xid>-<index>` (at most 15 bytes).
+    pub fn veth_name(&self, index: usize) -> String {
+        format!("vs{}-{index}", self.config.context)
+    }
+}
+
+/// Status of a guest, for `vserver NAME status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// Guest name.
+    pub name: String,
+    /// Context id.
+    pub xid: u32,
+    /// Running or not.
+    pub running: bool,
+    /// Number of processes.
+    pub processes: usize,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Host pid of the guest's init.
+    pub init_pid: Option<i32>,
+    /// Whether the monitor is alive (false after it was killed; `stop` still works).
+    pub monitor_alive: bool,
+    /// Guest addresses.
+    pub addresses: Vec<String>,
+}
+
+/// Status of `g`.
+pub fn status(g: &Guest) -> Result<Status, GuestError> {
+    let st = g.running();
+    let processes = match &st {
+        Some(_) => g.cgroup()?.pids().len(),
+        None => 0,
+    };
+    Ok(Status {
+        name: g.name.clone(),
+        xid: g.config.context,
+        running: st.is_some(),
+        processes,
+        uptime_secs: st.as_ref().map(|s| state::now_unix().saturating_sub(s.started_unix)).unwrap_or(0),
+        init_pid: st.as_ref().map(|s| s.init_pid),
+        monitor_alive: st.as_ref().map(|s| s.monitor_alive()).unwrap_or(false),
+        addresses: g.config.interface.iter().map(|i| i.address.clone()).collect(),
+    })
+}
+
+/// Guests configured in `paths.config_dir`: (name, config path) for every `*.toml`, sorted.
+pub fn configured_guests(paths: &Paths) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(&paths.config_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let name = p.file_name()?.to_str()?.strip_suffix(".toml")?.to_string();
+            validate_guest_name(&name).ok()?;
+            Some((name, p))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Cleanup after the guest's init has exited (used by the monitor): same as [`repair`].
+pub fn repair_after_exit(g: &Guest) -> Result<(), GuestError> {
+    repair(g)
+}
+
+/// Remove what a dead guest left behind: processes in its cgroup, the cgroup, host veths and
+/// the state file. Safe to call on a clean guest.
+pub fn repair(g: &Guest) -> Result<(), GuestError> {
+    let rd = g.run_dir();
+    let st = rd.read_state();
+    if let Some(s) = &st {
+        if s.init_alive() {
+            return Ok(());
+        }
+    }
+    g.cgroup()?.remove().map_err(|source| GuestError::Cgroup { name: g.name.clone(), source })?;
+    let mut veths: Vec<String> = (0..g.config.interface.len()).map(|i| g.veth_name(i)).collect();
+    if let Some(s) = &st {
+        veths.extend(s.veths.iter().cloned());
+    }
+    if !veths.is_empty() {
+        if let Ok(mut nl) = crate::net::netlink::Netlink::open() {
+            for v in veths {
+                let _ = nl.delete_link(&v);
+            }
+        }
+    }
+    rd.remove_state();
+    Ok(())
+}

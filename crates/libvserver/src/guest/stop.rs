@@ -1,0 +1,83 @@
+//! `vserver NAME stop`: pre-stop script, the init's stop action, the kill sequence (TERM, wait
+//! `stop.kill_timeout` seconds, KILL of the whole cgroup), wait for the monitor's cleanup,
+//! post-stop script. Every wait is bounded.
+
+use super::state::GuestLock;
+use super::{failed, scripts, Guest, GuestError};
+use crate::context::clone::{pidfd_kill, pidfd_open};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Wait until the process behind `pidfd` has exited, at most `timeout`. True if it exited.
+pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            _ if left.is_zero() => return false,
+            _ => {}
+        }
+    }
+}
+
+/// Outcome of a stop.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// False when the guest was not running (nothing done).
+    pub was_running: bool,
+    /// True when SIGKILL was needed.
+    pub killed: bool,
+    /// Non-fatal problems (failing scripts).
+    pub warnings: Vec<String>,
+}
+
+/// Stop guest `g`. A stopped guest is not an error (`was_running` is false).
+///
+/// Errors: lock or cgroup failures; the processes are killed in any case.
+pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
+    let rd = g.run_dir();
+    let _lock = GuestLock::acquire(&rd).map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+    let mut out = Stopped::default();
+    let Some(st) = g.running() else {
+        super::repair(g)?;
+        return Ok(out);
+    };
+    out.was_running = true;
+    let _ = std::fs::write(rd.file("stopping"), b"");
+    if let Err(e) = scripts::run(g, "pre-stop") {
+        out.warnings.push(e.to_string());
+    }
+    let monitor = if st.monitor_alive() { pidfd_open(st.monitor_pid).ok() } else { None };
+    let init = pidfd_open(st.init_pid).map_err(|e| failed(&g.name, format!("open pid {}: {e}", st.init_pid)))?;
+    // Re-check identity now that the pidfd pins the process.
+    if st.init_alive() {
+        if g.config.init.style == crate::config::InitStyle::Plain && !g.config.init.stop_command.is_empty() {
+            let _ = super::exec::exec(g, &super::exec::ExecRequest::command(g.config.init.stop_command.clone()));
+        }
+        let _ = pidfd_kill(init.as_fd(), libc::SIGTERM);
+        let cg = g.cgroup()?;
+        if g.config.init.style == crate::config::InitStyle::Plain {
+            cg.signal_all(nix::sys::signal::Signal::SIGTERM);
+        }
+        if !wait_exit(&init, Duration::from_secs(u64::from(g.config.stop.kill_timeout))) {
+            out.killed = true;
+            cg.kill_all();
+            let _ = pidfd_kill(init.as_fd(), libc::SIGKILL);
+            wait_exit(&init, Duration::from_secs(5));
+        }
+    }
+    let cleaned = monitor.as_ref().map(|m| wait_exit(m, Duration::from_secs(10))).unwrap_or(false);
+    if !cleaned || rd.read_state().is_some() {
+        super::repair(g)?;
+    }
+    let _ = std::fs::remove_file(rd.file("stopping"));
+    if let Err(e) = scripts::run(g, "post-stop") {
+        out.warnings.push(e.to_string());
+    }
+    Ok(out)
+}

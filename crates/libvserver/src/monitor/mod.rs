@@ -1,0 +1,74 @@
+//! The per-guest monitor: a small host process, parent of the guest's init. It copies the
+//! console to `RUN/NAME/console.log`, reaps the init, records its exit in `last-exit`, and
+//! cleans up (cgroup, veths, state) when the guest ends, whether stopped or by itself.
+
+pub mod init;
+
+use crate::guest::state::{now_unix, RunDir};
+use crate::guest::Guest;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// Largest console log before it is rotated to `console.log.1`, bytes.
+pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
+
+fn append_console(rd: &RunDir, data: &[u8]) {
+    let path = rd.file("console.log");
+    if std::fs::metadata(&path).map(|m| m.len() > CONSOLE_LOG_MAX).unwrap_or(false) {
+        let _ = std::fs::rename(&path, rd.file("console.log.1"));
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        let _ = f.write_all(data);
+    }
+}
+
+/// Supervise the guest until its init exits, then clean up and exit the process.
+/// `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
+pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
+    let rd = g.run_dir();
+    let mut console = console;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let mut fds = vec![PollFd::new(init_pidfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(c) = &console {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+            Ok(_) => {}
+        }
+        let init_done = fds[0].revents().map(|r| !r.is_empty()).unwrap_or(false);
+        let con_ev = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        drop(fds);
+        if con_ev.contains(PollFlags::POLLIN) {
+            if let Some(c) = &console {
+                match nix::unistd::read(c, &mut buf) {
+                    Ok(n) if n > 0 => append_console(&rd, &buf[..n]),
+                    _ => console = None,
+                }
+            }
+        } else if !con_ev.is_empty() {
+            // POLLHUP/POLLERR without data: nobody holds the console any more.
+            console = None;
+        }
+        if init_done {
+            break;
+        }
+    }
+    let status = crate::context::clone::wait_pidfd(init_pidfd.as_fd()).unwrap_or(-1);
+    let _ = std::fs::write(rd.file("last-exit"), format!("{status} {}\n", now_unix()));
+    let stopping = rd.file("stopping").exists();
+    let mut ok = true;
+    if let Err(e) = crate::guest::repair_after_exit(g) {
+        eprintln!("{e}");
+        ok = false;
+    }
+    if !stopping {
+        if let Err(e) = crate::guest::scripts::run(g, "post-stop") {
+            eprintln!("{e}");
+        }
+    }
+    std::process::exit(if ok { 0 } else { 1 })
+}

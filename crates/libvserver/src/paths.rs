@@ -1,0 +1,111 @@
+//! Host paths of vserver: configuration directory, guest root base and runtime directory.
+//!
+//! Every path can be overridden (global flags or `VSERVER_CONFDIR`, `VSERVER_ROOTBASE`,
+//! `VSERVER_RUNDIR` in the environment) so tests run in temporary directories.
+
+use std::path::{Path, PathBuf};
+
+/// Default configuration directory, holding `NAME.toml` and `NAME.sh`.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/vservers";
+/// Default base directory of guest roots (`BASE/NAME`), as on Debian's util-vserver.
+pub const DEFAULT_ROOT_BASE: &str = "/var/lib/vservers";
+/// Default runtime directory (`RUN/NAME/` holds state, lock and console log).
+pub const DEFAULT_RUN_DIR: &str = "/run/vservers";
+
+/// The three host directories the engine works in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Directory of `NAME.toml` / `NAME.sh`.
+    pub config_dir: PathBuf,
+    /// Directory under which guest roots live by default.
+    pub root_base: PathBuf,
+    /// Directory of runtime state (tmpfs in production).
+    pub run_dir: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            config_dir: PathBuf::from(DEFAULT_CONFIG_DIR),
+            root_base: PathBuf::from(DEFAULT_ROOT_BASE),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+        }
+    }
+}
+
+impl Paths {
+    /// Paths from explicit overrides, then the `VSERVER_*` environment variables, then the defaults.
+    pub fn resolve(
+        config_dir: Option<PathBuf>,
+        root_base: Option<PathBuf>,
+        run_dir: Option<PathBuf>,
+    ) -> Paths {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let d = Paths::default();
+        Paths {
+            config_dir: config_dir.or_else(|| env("VSERVER_CONFDIR")).unwrap_or(d.config_dir),
+            root_base: root_base.or_else(|| env("VSERVER_ROOTBASE")).unwrap_or(d.root_base),
+            run_dir: run_dir.or_else(|| env("VSERVER_RUNDIR")).unwrap_or(d.run_dir),
+        }
+    }
+
+    /// `CONFIG/NAME.toml`.
+    pub fn config_file(&self, name: &str) -> PathBuf {
+        self.config_dir.join(format!("{name}.toml"))
+    }
+
+    /// `CONFIG/NAME.sh`, the optional start/stop script.
+    pub fn script_file(&self, name: &str) -> PathBuf {
+        self.config_dir.join(format!("{name}.sh"))
+    }
+
+    /// Default root of guest `name`: `ROOTBASE/NAME`.
+    pub fn default_root(&self, name: &str) -> PathBuf {
+        self.root_base.join(name)
+    }
+
+    /// Runtime directory of guest `name`: `RUN/NAME`.
+    pub fn guest_run_dir(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+}
+
+/// Check that `name` is usable as a guest name: 1-64 characters of `[A-Za-z0-9_.-]`, not starting
+/// with `.` or `-`. Guest names become file names, cgroup-free identifiers and log prefixes.
+///
+/// Errors: a one-line reason.
+pub fn validate_guest_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("guest name '{name}' must be 1 to 64 characters long"));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!("guest name '{name}' must not start with '.' or '-'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!("guest name '{name}' contains '{c}'; use letters, digits, '_', '.', '-'"));
+    }
+    Ok(())
+}
+
+/// True when `p` exists (without following a final symlink).
+pub fn exists_nofollow(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_names() {
+        assert!(validate_guest_name("web1").is_ok());
+        assert!(validate_guest_name("a.b-c_d").is_ok());
+        assert!(validate_guest_name("").is_err());
+        assert!(validate_guest_name("../etc").is_err());
+        assert!(validate_guest_name("-x").is_err());
+        assert!(validate_guest_name("a/b").is_err());
+    }
+}

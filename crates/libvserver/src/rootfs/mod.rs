@@ -1,0 +1,233 @@
+//! The guest's file system view, built inside its new mount namespace.
+//!
+//! The guest root is bind-mounted (nodev: device nodes in the guest tree are inert) and made
+//! the root with pivot_root(".", ".") so no directory is needed in the guest tree and the old
+//! root is detached at once. Only then are /proc, /sys and /dev mounted, by absolute paths that
+//! can no longer resolve outside the guest root, whatever symlinks the guest planted.
+//! Man pages: pivot_root(2), mount(2), proc(5), devpts in Documentation/filesystems/devpts.rst.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+/// Files of /proc hidden behind /dev/null (kernel memory, keys, timing side channels).
+pub const PROC_MASKED_FILES: &[&str] =
+    &["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats"];
+/// Directories hidden behind an empty read-only tmpfs.
+pub const MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi", "/sys/firmware"];
+/// Paths made read-only (sysctls, sysrq, irq and bus settings of the host kernel).
+pub const READONLY_PATHS: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Character devices of a guest's /dev: (name, major, minor).
+const DEVICES: &[(&str, u64, u64)] =
+    &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+fn m(src: Option<&str>, target: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
+    mount(src, target, fstype, flags, data)
+        .map_err(|e| format!("mount {} on {target}: {e}", fstype.or(src).unwrap_or("bind")))
+}
+
+/// Make sure `p` is a directory (create it if missing) and not a symlink.
+fn ensure_dir(p: &str) -> Result<(), String> {
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{p} in the guest is not a directory (a symlink or file there is refused)")),
+        Err(_) => std::fs::create_dir(p).map_err(|e| format!("create {p} in the guest: {e}")),
+    }
+}
+
+/// Bind-mount `path` onto itself read-only; skipped when `path` does not exist.
+fn bind_readonly(path: &str) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    m(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    m(None, path, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
+}
+
+/// True if the file system holding `path` is mounted read-only.
+fn is_readonly(path: &str) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
+}
+
+/// In a fresh mount namespace: pivot into `root` and build /proc, /sys, /dev and the masks.
+/// `console`, if given, is bind-mounted on /dev/console.
+///
+/// Errors: one line naming the step, the path and the OS error.
+pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&OwnedFd>) -> Result<(), String> {
+    let bind_fds = binds.iter().map(open_bind).collect::<Result<Vec<_>, _>>()?;
+    let root_s = root.to_str().ok_or_else(|| format!("guest root {} is not UTF-8", root.display()))?;
+    m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    m(Some(root_s), root_s, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    m(None, root_s, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV, None)?;
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {root_s}: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root into {root_s}: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the host root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // Bind targets are resolved here, with "/" the guest root: no symlink leads out of it.
+    for (b, fd) in binds.iter().zip(&bind_fds) {
+        attach_bind(fd, &b.target)?;
+        if b.readonly && !is_readonly(&b.target) {
+            return Err(format!("{} is writable after its read-only bind", b.target));
+        }
+    }
+    drop(bind_fds);
+
+    ensure_dir("/proc")?;
+    m(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    ensure_dir("/sys")?;
+    m(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None)?;
+    build_dev(console)?;
+    apply_masks()?;
+    verify_masks()
+}
+
+/// chcontext: keep the host's tree, but give the new pid namespace its own /proc.
+pub fn fresh_proc_only() -> Result<(), String> {
+    m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    m(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
+}
+
+/// A minimal /dev on tmpfs: null zero full random urandom tty, devpts (newinstance) with ptmx,
+/// shm, mqueue, the fd links and the console.
+fn build_dev(console: Option<&OwnedFd>) -> Result<(), String> {
+    ensure_dir("/dev")?;
+    m(Some("tmpfs"), "/dev", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=1024k"))?;
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0) };
+    for (name, major, minor) in DEVICES {
+        let p = format!("/dev/{name}");
+        mknod(p.as_str(), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(*major, *minor))
+            .map_err(|e| format!("mknod {p}: {e}"))?;
+    }
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    for d in ["/dev/pts", "/dev/shm", "/dev/mqueue"] {
+        std::fs::create_dir(d).map_err(|e| format!("create {d}: {e}"))?;
+    }
+    m(Some("devpts"), "/dev/pts", Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+    m(Some("shm"), "/dev/shm", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"))?;
+    m(Some("mqueue"), "/dev/mqueue", Some("mqueue"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, link).map_err(|e| format!("symlink {link}: {e}"))?;
+    }
+    if let Some(con) = console {
+        std::fs::File::create("/dev/console").map_err(|e| format!("create /dev/console: {e}"))?;
+        let src = format!("/proc/self/fd/{}", con.as_raw_fd());
+        m(Some(&src), "/dev/console", None, MsFlags::MS_BIND, None)?;
+    }
+    Ok(())
+}
+
+fn apply_masks() -> Result<(), String> {
+    for f in PROC_MASKED_FILES {
+        if std::fs::symlink_metadata(f).is_ok() {
+            m(Some("/dev/null"), f, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    for d in MASKED_DIRS {
+        if std::fs::symlink_metadata(d).map(|md| md.is_dir()).unwrap_or(false) {
+            m(Some("tmpfs"), d, Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("size=0"))?;
+        }
+    }
+    for p in READONLY_PATHS {
+        bind_readonly(p)?;
+    }
+    Ok(())
+}
+
+/// Fail closed: check that every mask really applied.
+fn verify_masks() -> Result<(), String> {
+    for p in READONLY_PATHS {
+        if std::fs::symlink_metadata(p).is_ok() && !is_readonly(p) {
+            return Err(format!("{p} is still writable after the read-only mount"));
+        }
+    }
+    for f in PROC_MASKED_FILES {
+        if let Ok(md) = std::fs::metadata(f) {
+            if !md.file_type().is_char_device() {
+                return Err(format!("{f} is not masked"));
+            }
+        }
+    }
+    if !is_readonly("/sys") {
+        return Err(String::from("/sys is writable after the read-only mount"));
+    }
+    Ok(())
+}
+
+/// A host directory to bind into the guest: detached with open_tree(2) while the host tree is
+/// still visible, attached with move_mount(2) after pivot_root, at a target resolved in-root.
+pub struct BindMount {
+    /// Absolute host path.
+    pub source: std::path::PathBuf,
+    /// Absolute path inside the guest.
+    pub target: String,
+    /// Read-only (also nosuid, nodev).
+    pub readonly: bool,
+}
+
+/// Detach a recursive copy of `b.source` as a mount fd with its attributes set.
+fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+    let src = std::ffi::CString::new(b.source.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("mount source {} contains NUL", b.source.display()))?;
+    // SAFETY: valid NUL-terminated path; returns a new fd we own or -1.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, src.as_ptr(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint)
+    };
+    if fd < 0 {
+        return Err(format!("open_tree {}: {}", b.source.display(), nix::errno::Errno::last()));
+    }
+    // SAFETY: fd is a fresh mount fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if b.readonly {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        const MOUNT_ATTR_RDONLY: u64 = 1;
+        const MOUNT_ATTR_NOSUID: u64 = 2;
+        const MOUNT_ATTR_NODEV: u64 = 4;
+        let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr.
+        let r = unsafe {
+            libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+        };
+        if r < 0 {
+            return Err(format!("make {} read-only: {}", b.source.display(), nix::errno::Errno::last()));
+        }
+    }
+    Ok(fd)
+}
+
+/// Attach a detached mount at `target` (resolved in the current root).
+fn attach_bind(fd: &OwnedFd, target: &str) -> Result<(), String> {
+    ensure_dir(target)?;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let t = std::ffi::CString::new(target).map_err(|_| format!("mount target {target} contains NUL"))?;
+    // SAFETY: fd is a detached mount; both paths are valid C strings.
+    let r = unsafe {
+        libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+    };
+    if r < 0 {
+        return Err(format!("attach the mount at {target} in the guest: {}", nix::errno::Errno::last()));
+    }
+    Ok(())
+}

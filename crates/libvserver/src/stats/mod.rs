@@ -1,0 +1,2 @@
+//! Host-side views of guests for vserver-stat, vps and vkill.
+pub mod format;

@@ -1,0 +1,2 @@
+//! Guest storage: build methods.
+pub mod build;
