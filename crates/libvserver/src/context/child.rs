@@ -147,8 +147,7 @@ pub fn finish(
     err: OwnedFd,
 ) -> ! {
     let builtin = matches!(payload, Payload::Builtin(_));
-    // The built-in init never execs, so it must lose the dropped capabilities itself.
-    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, builtin) {
+    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         fail(&err, &e);
     }
     if let Err(e) = super::clone::cloexec_from(3) {
@@ -160,6 +159,13 @@ pub fn finish(
     if let Some(s) = seccomp {
         if let Err(e) = s.load() {
             fail(&err, &format!("load the seccomp filter: {e}"));
+        }
+    }
+    // The built-in init never execs, so it must lose the dropped capabilities itself (after
+    // seccomp, whose loading needs CAP_SYS_ADMIN).
+    if builtin {
+        if let Err(e) = crate::security::caps::apply_bounding(cap_drop, true) {
+            fail(&err, &e);
         }
     }
     // After seccomp (loading it needs CAP_SYS_ADMIN, which a non-root user no longer has).
@@ -184,7 +190,10 @@ pub fn finish(
             fail(&err, &format!("execute {}: {e}", prog.to_string_lossy()))
         }
         Payload::Builtin(plan) => {
-            drop(err);
+            // It never execs: really close every inherited fd (the monitor's pipes and pty
+            // master among them); closing the error pipe tells the parent setup is done.
+            std::mem::forget(err);
+            let _ = super::clone::close_from(3);
             crate::monitor::init::run(plan)
         }
     }

@@ -104,6 +104,17 @@ pub fn cloexec_from(first: u32) -> Result<(), nix::errno::Errno> {
     }
 }
 
+/// Close every fd from `first` up (close_range(2)). Callers must not use those fds again.
+pub fn close_from(first: u32) -> Result<(), nix::errno::Errno> {
+    // SAFETY: plain syscall; the caller has given up ownership of every fd in the range.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r < 0 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// Start time of process `pid` in clock ticks after boot (field 22 of /proc/PID/stat); with the
 /// pid it identifies a process across pid reuse. None if the process does not exist.
 pub fn proc_start_time(pid: i32) -> Option<u64> {

@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod clone;
+pub mod oneshot;
 pub mod sync;
 
 use crate::security::seccomp::SeccompProgram;

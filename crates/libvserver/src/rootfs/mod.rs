@@ -61,6 +61,18 @@ fn is_readonly(path: &str) -> bool {
 /// Errors: one line naming the step, the path and the OS error.
 pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&OwnedFd>) -> Result<(), String> {
     let bind_fds = binds.iter().map(open_bind).collect::<Result<Vec<_>, _>>()?;
+    // The console lives on the host's devpts, which is gone after pivot_root: detach it now.
+    let console_tree = match console {
+        Some(c) => {
+            // The fd names the mount of the host's namespace; clone it by path in ours.
+            let path = std::fs::read_link(format!("/proc/self/fd/{}", c.as_raw_fd()))
+                .map_err(|e| format!("find the console's path: {e}"))?;
+            let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|_| String::from("console path contains NUL"))?;
+            Some(open_tree_clone(libc::AT_FDCWD, &cpath, 0).map_err(|e| format!("open_tree the console {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let root_s = root.to_str().ok_or_else(|| format!("guest root {} is not UTF-8", root.display()))?;
     m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     m(Some(root_s), root_s, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
@@ -82,7 +94,7 @@ pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&Owned
     m(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
     ensure_dir("/sys")?;
     m(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None)?;
-    build_dev(console)?;
+    build_dev(console_tree.as_ref())?;
     apply_masks()?;
     verify_masks()
 }
@@ -122,10 +134,9 @@ fn build_dev(console: Option<&OwnedFd>) -> Result<(), String> {
     ] {
         std::os::unix::fs::symlink(target, link).map_err(|e| format!("symlink {link}: {e}"))?;
     }
-    if let Some(con) = console {
+    if let Some(tree) = console {
         std::fs::File::create("/dev/console").map_err(|e| format!("create /dev/console: {e}"))?;
-        let src = format!("/proc/self/fd/{}", con.as_raw_fd());
-        m(Some(&src), "/dev/console", None, MsFlags::MS_BIND, None)?;
+        move_mount(tree, "/dev/console")?;
     }
     Ok(())
 }
@@ -178,22 +189,27 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
-/// Detach a recursive copy of `b.source` as a mount fd with its attributes set.
-fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
+/// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` (relative to
+/// `dirfd`; an empty path with AT_EMPTY_PATH means the file `dirfd` itself).
+fn open_tree_clone(dirfd: i32, path: &std::ffi::CStr, extra: libc::c_uint) -> Result<OwnedFd, nix::errno::Errno> {
     use std::os::fd::FromRawFd;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
-    let src = std::ffi::CString::new(b.source.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("mount source {} contains NUL", b.source.display()))?;
     // SAFETY: valid NUL-terminated path; returns a new fd we own or -1.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, src.as_ptr(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint)
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | extra) };
     if fd < 0 {
-        return Err(format!("open_tree {}: {}", b.source.display(), nix::errno::Errno::last()));
+        return Err(nix::errno::Errno::last());
     }
     // SAFETY: fd is a fresh mount fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Detach a recursive copy of `b.source` as a mount fd with its attributes set.
+fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
+    let src = std::ffi::CString::new(b.source.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("mount source {} contains NUL", b.source.display()))?;
+    let fd = open_tree_clone(libc::AT_FDCWD, &src, libc::AT_RECURSIVE as libc::c_uint)
+        .map_err(|e| format!("open_tree {}: {e}", b.source.display()))?;
     if b.readonly {
         #[repr(C)]
         struct MountAttr {
@@ -217,9 +233,14 @@ fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// Attach a detached mount at `target` (resolved in the current root).
+/// Attach a detached mount at `target` (resolved in the current root), creating it as a
+/// directory when missing.
 fn attach_bind(fd: &OwnedFd, target: &str) -> Result<(), String> {
     ensure_dir(target)?;
+    move_mount(fd, target)
+}
+
+fn move_mount(fd: &OwnedFd, target: &str) -> Result<(), String> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
     let t = std::ffi::CString::new(target).map_err(|_| format!("mount target {target} contains NUL"))?;
     // SAFETY: fd is a detached mount; both paths are valid C strings.

@@ -1,1 +1,412 @@
-//! placeholder
+//! `vserver NAME build -m host|skeleton|rootfs`: make a guest root and write `NAME.toml`.
+//!
+//! - `host`: a guest from the host's own distribution in about a second. It *shares* the host's
+//!   `/usr` (and `/bin`, `/lib`... where they are not symlinks into `/usr`) through read-only
+//!   bind mounts made at start, and gets its own *copy* of `/etc` with the host's secrets and
+//!   identity removed (password hashes, ssh host keys, TLS private keys, machine-id, fstab,
+//!   vserver's own configs), its own `/var` with the package database, and empty `/root`,
+//!   `/home`, `/tmp`. Host package upgrades reach the guest at once; the guest cannot install
+//!   packages into `/usr`. A backup of the guest directory holds only its own files.
+//! - `skeleton`: the bare directory tree plus config, then an optional command run with
+//!   `VSERVER_ROOT` set (to fill it).
+//! - `rootfs --source DIR|TARBALL`: copy an existing tree, or unpack a tarball with tar(1).
+//!
+//! A failed build removes only what it created; `--force` renames an existing root and config
+//! to `*.~EPOCH~` first, as util-vserver does.
+
+use crate::config::{self, parse_cidr, validate_hostname, validate_ifname, GuestConfig, InitStyle, InterfaceConfig, MountConfig};
+use crate::guest::state::now_unix;
+use crate::paths::{validate_guest_name, Paths};
+use std::fs;
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A build failure; the message names the guest, the step and the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: build failed: {message}")]
+pub struct BuildError {
+    /// Guest name.
+    pub name: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// The build method and its arguments.
+#[derive(Debug, Clone)]
+pub enum BuildMethod {
+    /// From the host's distribution (shared /usr, sanitised copy of /etc).
+    Host,
+    /// Bare tree, then `command` (may be empty).
+    Skeleton {
+        /// Command run after the tree is made, with VSERVER_ROOT set.
+        command: Vec<String>,
+    },
+    /// Copy of a directory or contents of a tarball.
+    Rootfs {
+        /// Directory or tarball (tar, tar.gz, tar.xz, tar.zst).
+        source: PathBuf,
+    },
+}
+
+/// Options of `vserver NAME build`.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Guest name.
+    pub name: String,
+    /// Method.
+    pub method: BuildMethod,
+    /// Context id; None assigns the lowest free one from 40000.
+    pub context: Option<u32>,
+    /// Host name; default the guest name.
+    pub hostname: Option<String>,
+    /// Interfaces as `[BRIDGE:]IP/PREFIX`.
+    pub interfaces: Vec<String>,
+    /// Init style; default builtin.
+    pub init_style: Option<InitStyle>,
+    /// Guest root; default ROOTBASE/NAME.
+    pub root: Option<PathBuf>,
+    /// Move an existing root and config aside instead of refusing.
+    pub force: bool,
+}
+
+/// Parse `--interface [BRIDGE:]IP/PREFIX` (IPv6 addresses contain ':', so the bridge part is
+/// taken only when the rest parses as an address).
+pub fn parse_interface_arg(s: &str) -> Result<InterfaceConfig, String> {
+    let (bridge, addr) = match s.split_once(':') {
+        Some((b, rest)) if validate_ifname(b).is_ok() && parse_cidr(rest).is_ok() => (Some(b.to_string()), rest),
+        _ => (None, s),
+    };
+    parse_cidr(addr)?;
+    Ok(InterfaceConfig { address: addr.to_string(), bridge: bridge.unwrap_or_else(config::default_bridge), gateway: None, name: None })
+}
+
+/// The lowest context id from 40000 not used by a guest in the config dir.
+pub fn next_free_xid(paths: &Paths) -> u32 {
+    let used: Vec<u32> = crate::guest::configured_guests(paths)
+        .iter()
+        .filter_map(|(_, p)| config::load_guest_config(p).ok().map(|c| c.context))
+        .collect();
+    (config::XID_AUTO_START..=config::XID_MAX_STATIC).find(|x| !used.contains(x)).unwrap_or(config::XID_MAX_STATIC)
+}
+
+/// Build a guest. `progress` receives one line per step.
+///
+/// Errors: [`BuildError`]; what the build created is removed again.
+pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<GuestConfig, BuildError> {
+    let err = |m: String| BuildError { name: o.name.clone(), message: m };
+    validate_guest_name(&o.name).map_err(err)?;
+    if let Some(h) = &o.hostname {
+        validate_hostname(h).map_err(err)?;
+    }
+    let cfg_path = paths.config_file(&o.name);
+    let root = o.root.clone().unwrap_or_else(|| paths.default_root(&o.name));
+    if !root.is_absolute() {
+        return Err(err(format!("guest root {} must be an absolute path", root.display())));
+    }
+    let mut interfaces = Vec::new();
+    for i in &o.interfaces {
+        interfaces.push(parse_interface_arg(i).map_err(|m| err(format!("--interface {i}: {m}")))?);
+    }
+    let xid = match o.context {
+        Some(x) => {
+            if !(config::XID_MIN..=config::XID_MAX_STATIC).contains(&x) {
+                return Err(err(format!("--context {x} is out of range {}-{}", config::XID_MIN, config::XID_MAX_STATIC)));
+            }
+            for (other, p) in crate::guest::configured_guests(paths) {
+                if other != o.name && config::load_guest_config(&p).map(|c| c.context == x).unwrap_or(false) {
+                    return Err(err(format!("context {x} is already used by guest {other} ({})", p.display())));
+                }
+            }
+            x
+        }
+        None => next_free_xid(paths),
+    };
+    let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
+    if exists(&cfg_path) || exists(&root) {
+        if !o.force {
+            return Err(err(format!(
+                "{} or {} already exists; use --force to move them aside",
+                cfg_path.display(),
+                root.display()
+            )));
+        }
+        let stamp = now_unix();
+        for p in [&cfg_path, &root] {
+            if exists(p) {
+                let aside = PathBuf::from(format!("{}.~{stamp}~", p.display()));
+                fs::rename(p, &aside).map_err(|e| err(format!("move {} aside: {e}", p.display())))?;
+                progress(&format!("moved {} to {}", p.display(), aside.display()));
+            }
+        }
+    }
+    fs::create_dir_all(&paths.config_dir).map_err(|e| err(format!("create {}: {e}", paths.config_dir.display())))?;
+    if let Some(parent) = root.parent() {
+        fs::create_dir_all(parent).map_err(|e| err(format!("create {}: {e}", parent.display())))?;
+    }
+    fs::create_dir(&root).map_err(|e| err(format!("create {}: {e}", root.display())))?;
+    let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
+    let hostname = o.hostname.clone().unwrap_or_else(|| o.name.clone());
+    let mut cfg = GuestConfig {
+        context: xid,
+        hostname: Some(hostname.clone()),
+        domainname: None,
+        root: o.root.clone(),
+        mark: Vec::new(),
+        interface: interfaces,
+        capabilities: Default::default(),
+        init: config::InitConfig { style: o.init_style.unwrap_or_default(), ..Default::default() },
+        stop: Default::default(),
+        mount: Vec::new(),
+    };
+    let filled = match &o.method {
+        BuildMethod::Host => build_host(&root, &mut cfg, progress),
+        BuildMethod::Skeleton { command } => build_skeleton(&root, &o.name, command, progress),
+        BuildMethod::Rootfs { source } => build_rootfs(&root, source, progress),
+    }
+    .and_then(|()| write_identity(&root, &hostname, &cfg))
+    .and_then(|()| {
+        cfg.validate().map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
+        let tmp = cfg_path.with_extension("toml.tmp");
+        fs::write(&tmp, cfg.to_toml(&o.name)).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        fs::rename(&tmp, &cfg_path).map_err(|e| format!("write {}: {e}", cfg_path.display()))
+    });
+    if let Err(m) = filled {
+        // Only what this build made: the root directory it created and the config it wrote.
+        let _ = fs::remove_dir_all(&root);
+        let _ = fs::remove_file(&cfg_path);
+        return Err(err(m));
+    }
+    progress(&format!("guest {} built at {} with context {xid}; config {}", o.name, root.display(), cfg_path.display()));
+    Ok(cfg)
+}
+
+const SKELETON_DIRS: &[(&str, u32)] = &[
+    ("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("etc", 0o755), ("root", 0o700), ("home", 0o755),
+    ("tmp", 0o1777), ("run", 0o755), ("var", 0o755), ("var/log", 0o755), ("var/tmp", 0o1777),
+    ("var/lib", 0o755), ("var/cache", 0o755), ("var/spool", 0o755), ("mnt", 0o755), ("opt", 0o755), ("srv", 0o755),
+];
+
+fn make_dirs(root: &Path) -> Result<(), String> {
+    for (d, mode) in SKELETON_DIRS {
+        let p = root.join(d);
+        if fs::symlink_metadata(&p).is_err() {
+            fs::create_dir(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(|e| format!("chmod {}: {e}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Paths under /etc never copied into a host-built guest (secrets and host identity).
+pub const HOST_ETC_EXCLUDES: &[&str] = &[
+    "shadow-", "gshadow-", "passwd-", "group-", "ssh/ssh_host_", "ssl/private", "machine-id",
+    "NetworkManager/system-connections", "wireguard", "krb5.keytab", "vservers", ".pwd.lock",
+    "sudoers.d/", "subuid-", "subgid-",
+];
+
+fn excluded(rel: &str) -> bool {
+    HOST_ETC_EXCLUDES.iter().any(|x| rel == *x || rel.starts_with(x) || (x.ends_with('/') && rel.starts_with(x)))
+}
+
+/// Copy the tree `src` to `dst` (which must not exist): directories, regular files, symlinks,
+/// with modes and owners; sockets, fifos and devices are skipped. `skip(rel)` excludes paths.
+pub fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&str) -> bool) -> Result<u64, String> {
+    fn walk(src: &Path, dst: &Path, rel: &str, skip: &dyn Fn(&str) -> bool, n: &mut u64) -> Result<(), String> {
+        let md = fs::symlink_metadata(src).map_err(|e| format!("stat {}: {e}", src.display()))?;
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            let t = fs::read_link(src).map_err(|e| format!("readlink {}: {e}", src.display()))?;
+            std::os::unix::fs::symlink(&t, dst).map_err(|e| format!("symlink {}: {e}", dst.display()))?;
+        } else if ft.is_dir() {
+            fs::create_dir(dst).map_err(|e| format!("create {}: {e}", dst.display()))?;
+            let mut entries: Vec<_> = fs::read_dir(src).map_err(|e| format!("read {}: {e}", src.display()))?.flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name();
+                let r = if rel.is_empty() { name.to_string_lossy().into_owned() } else { format!("{rel}/{}", name.to_string_lossy()) };
+                if skip(&r) {
+                    continue;
+                }
+                walk(&src.join(&name), &dst.join(&name), &r, skip, n)?;
+            }
+            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+        } else if ft.is_file() {
+            fs::copy(src, dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
+            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+        } else {
+            return Ok(());
+        }
+        lchown(dst, Some(md.uid()), Some(md.gid())).map_err(|e| format!("chown {}: {e}", dst.display()))?;
+        *n += 1;
+        Ok(())
+    }
+    let mut n = 0;
+    walk(src, dst, "", skip, &mut n)?;
+    Ok(n)
+}
+
+/// Replace every password hash in shadow-format text by `*` (no password login).
+pub fn strip_password_hashes(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(':').collect();
+            if f.len() > 1 && !f[1].is_empty() {
+                f[1] = "*";
+            }
+            f.join(":")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn build_host(root: &Path, cfg: &mut GuestConfig, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+    progress("making the directory tree");
+    make_dirs(root)?;
+    fs::create_dir(root.join("usr")).map_err(|e| format!("create {}/usr: {e}", root.display()))?;
+    cfg.mount.push(MountConfig { source: "/usr".into(), target: "/usr".into(), readonly: true });
+    for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let hp = Path::new("/").join(d);
+        match fs::symlink_metadata(&hp) {
+            Ok(md) if md.file_type().is_symlink() => {
+                let t = fs::read_link(&hp).map_err(|e| format!("readlink {}: {e}", hp.display()))?;
+                std::os::unix::fs::symlink(t, root.join(d)).map_err(|e| format!("symlink {d}: {e}"))?;
+            }
+            Ok(md) if md.is_dir() => {
+                fs::create_dir(root.join(d)).map_err(|e| format!("create {d}: {e}"))?;
+                cfg.mount.push(MountConfig { source: hp.clone(), target: hp, readonly: true });
+            }
+            _ => {}
+        }
+    }
+    progress("copying /etc without the host's secrets");
+    fs::remove_dir(root.join("etc")).map_err(|e| format!("prepare etc: {e}"))?;
+    copy_tree(Path::new("/etc"), &root.join("etc"), &excluded)?;
+    for f in ["shadow", "gshadow"] {
+        let p = root.join("etc").join(f);
+        if let Ok(t) = fs::read_to_string(&p) {
+            fs::write(&p, strip_password_hashes(&t)).map_err(|e| format!("write {}: {e}", p.display()))?;
+        }
+    }
+    fs::write(root.join("etc/fstab"), "# guest file systems are set up by vserver\n").map_err(|e| format!("write etc/fstab: {e}"))?;
+    let _ = fs::remove_file(root.join("etc/mtab"));
+    std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab")).map_err(|e| format!("symlink etc/mtab: {e}"))?;
+    progress("copying the package database");
+    for d in ["var/lib/dpkg", "var/lib/apt", "var/lib/ucf"] {
+        let src = Path::new("/").join(d);
+        if src.is_dir() {
+            copy_tree(&src, &root.join(d), &|_| false)?;
+        }
+    }
+    for (l, t) in [("var/run", "/run"), ("var/lock", "/run/lock")] {
+        let _ = std::os::unix::fs::symlink(t, root.join(l));
+    }
+    Ok(())
+}
+
+fn build_skeleton(root: &Path, name: &str, command: &[String], progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+    make_dirs(root)?;
+    if let Some((prog, args)) = command.split_first() {
+        progress(&format!("running {prog}"));
+        let st = Command::new(prog)
+            .args(args)
+            .env("VSERVER_ROOT", root)
+            .env("VSERVER_NAME", name)
+            .current_dir(root)
+            .status()
+            .map_err(|e| format!("run {prog}: {e}"))?;
+        if !st.success() {
+            return Err(format!("{prog} exited with {st}"));
+        }
+    }
+    Ok(())
+}
+
+fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+    let md = fs::metadata(source).map_err(|e| format!("source {}: {e}", source.display()))?;
+    if md.is_dir() {
+        progress(&format!("copying {}", source.display()));
+        fs::remove_dir(root).map_err(|e| format!("prepare {}: {e}", root.display()))?;
+        let n = copy_tree(source, root, &|_| false)?;
+        progress(&format!("copied {n} entries"));
+    } else {
+        progress(&format!("unpacking {}", source.display()));
+        let st = Command::new("tar")
+            .arg("-xpf")
+            .arg(source)
+            .arg("-C")
+            .arg(root)
+            .args(["--numeric-owner", "--exclude=./dev/*", "--exclude=dev/*"])
+            .status()
+            .map_err(|e| format!("run tar: {e}"))?;
+        if !st.success() {
+            return Err(format!("tar could not unpack {} ({st})", source.display()));
+        }
+    }
+    make_dirs(root)
+}
+
+/// Write the guest's own identity: hostname, hosts, a fresh machine-id.
+fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), String> {
+    let etc = root.join("etc");
+    if fs::symlink_metadata(&etc).map(|m| !m.is_dir()).unwrap_or(true) {
+        return Err(format!("{} is not a directory", etc.display()));
+    }
+    // Never write through a symlink the source tree planted.
+    for f in ["hostname", "hosts", "machine-id"] {
+        let p = etc.join(f);
+        if fs::symlink_metadata(&p).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            fs::remove_file(&p).map_err(|e| format!("replace {}: {e}", p.display()))?;
+        }
+    }
+    fs::write(etc.join("hostname"), format!("{hostname}\n")).map_err(|e| format!("write etc/hostname: {e}"))?;
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for i in &cfg.interface {
+        if let Some((a, _)) = i.address.split_once('/') {
+            hosts.push_str(&format!("{a}\t{hostname}\n"));
+        }
+    }
+    if cfg.interface.is_empty() {
+        hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    fs::write(etc.join("hosts"), hosts).map_err(|e| format!("write etc/hosts: {e}"))?;
+    let mut id = [0u8; 16];
+    fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id)).map_err(|e| format!("read /dev/urandom: {e}"))?;
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    fs::write(etc.join("machine-id"), format!("{hex}\n")).map_err(|e| format!("write etc/machine-id: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_args() {
+        let i = parse_interface_arg("10.77.0.2/24").unwrap();
+        assert_eq!((i.address.as_str(), i.bridge.as_str()), ("10.77.0.2/24", "vsbr0"));
+        let i = parse_interface_arg("br9:10.0.0.5/16").unwrap();
+        assert_eq!(i.bridge, "br9");
+        let i = parse_interface_arg("fd00::2/64").unwrap();
+        assert_eq!(i.address, "fd00::2/64");
+        assert!(parse_interface_arg("10.0.0.5").is_err());
+    }
+
+    #[test]
+    fn hashes_are_stripped() {
+        let t = strip_password_hashes("root:$6$abc$def:19000:0:99999:7:::\nbin:*:19000::::::\nx::1::::::");
+        assert!(t.starts_with("root:*:19000"));
+        assert!(!t.contains("$6$"));
+        assert!(t.contains("x::1"));
+    }
+
+    #[test]
+    fn secrets_are_excluded() {
+        assert!(excluded("shadow-"));
+        assert!(excluded("ssh/ssh_host_ed25519_key"));
+        assert!(excluded("ssl/private"));
+        assert!(excluded("vservers"));
+        assert!(!excluded("passwd"));
+        assert!(!excluded("ssh/sshd_config"));
+    }
+}

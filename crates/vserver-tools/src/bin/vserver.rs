@@ -1,1 +1,221 @@
-fn main() {}
+//! `vserver [OPTIONS] NAME COMMAND [ARGS]`: build, start, stop, enter... one guest.
+//! Exit codes as util-vserver: status 0 running / 3 stopped, running 0/1, usage 2, unknown guest 5.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use libvserver::config::InitStyle;
+use libvserver::guest::{self, exec::ExecRequest, Guest, GuestError};
+use libvserver::storage::build::{build, BuildMethod, BuildOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vserver_tools::{human_secs, PathArgs};
+
+#[derive(Parser)]
+#[command(name = "vserver", version, about = "Manage one virtual server (guest): vserver NAME COMMAND")]
+struct Cli {
+    #[command(flatten)]
+    paths: PathArgs,
+    /// Guest name.
+    name: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Method {
+    Host,
+    Skeleton,
+    Rootfs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Style {
+    Builtin,
+    Plain,
+    Sysv,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the guest: root directory and NAME.toml.
+    Build {
+        /// host (from this host's distribution), skeleton, rootfs (--source DIR|TARBALL).
+        #[arg(short = 'm', long = "method", value_enum, default_value = "host")]
+        method: Method,
+        /// Context id (2-49151); default: the lowest free from 40000.
+        #[arg(long = "context")]
+        context: Option<u32>,
+        /// Host name; default: the guest name.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// [BRIDGE:]IP/PREFIX, repeatable.
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
+        /// Init style.
+        #[arg(long, value_enum)]
+        initstyle: Option<Style>,
+        /// Guest root directory; default ROOTBASE/NAME.
+        #[arg(long)]
+        rootdir: Option<PathBuf>,
+        /// Source tree or tarball (method rootfs).
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Move an existing root and config aside.
+        #[arg(long)]
+        force: bool,
+        /// Method arguments (skeleton: a command to run with VSERVER_ROOT set).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Start the guest.
+    Start,
+    /// Stop the guest.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Restart only if running.
+    Condrestart,
+    /// Show whether the guest runs (exit 0) or not (exit 3).
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if running, 1 if not.
+    Running,
+    /// Interactive root shell inside, on a fresh pty.
+    Enter,
+    /// Run a command inside as root; exits with its status.
+    Exec {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Run a command inside as USER.
+    Suexec {
+        user: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+}
+
+fn load(paths: &libvserver::paths::Paths, name: &str) -> std::result::Result<Guest, ExitCode> {
+    Guest::load(paths, name).map_err(|e| {
+        eprintln!("vserver: {e}");
+        match e {
+            GuestError::Unknown { .. } => ExitCode::from(5),
+            GuestError::BadName(_) => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    })
+}
+
+fn do_start(g: &Guest) -> Result<()> {
+    let s = guest::start::start(g)?;
+    for w in s.warnings {
+        eprintln!("vserver: warning: {w}");
+    }
+    Ok(())
+}
+
+fn do_stop(g: &Guest) -> Result<()> {
+    let s = guest::stop::stop(g)?;
+    if !s.was_running {
+        eprintln!("vserver: {} is not running", g.name);
+    }
+    for w in s.warnings {
+        eprintln!("vserver: warning: {w}");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
+    let paths = cli.paths.paths();
+    let fail = |e: anyhow::Error| {
+        eprintln!("vserver: {e:#}");
+        ExitCode::from(1)
+    };
+    match cli.cmd {
+        Cmd::Build { method, context, hostname, interfaces, initstyle, rootdir, source, force, args } => {
+            let method = match method {
+                Method::Host => BuildMethod::Host,
+                Method::Skeleton => BuildMethod::Skeleton { command: args },
+                Method::Rootfs => match source {
+                    Some(source) => BuildMethod::Rootfs { source },
+                    None => {
+                        eprintln!("vserver: build -m rootfs needs --source DIR|TARBALL");
+                        return Err(ExitCode::from(2));
+                    }
+                },
+            };
+            let init_style = initstyle.map(|s| match s {
+                Style::Builtin => InitStyle::Builtin,
+                Style::Plain => InitStyle::Plain,
+                Style::Sysv => InitStyle::Sysv,
+            });
+            let o = BuildOptions { name: cli.name.clone(), method, context, hostname, interfaces, init_style, root: rootdir, force };
+            build(&paths, &o, &mut |m| eprintln!("vserver: {m}")).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Start => {
+            let g = load(&paths, &cli.name)?;
+            do_start(&g).map_err(fail)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Stop => {
+            let g = load(&paths, &cli.name)?;
+            do_stop(&g).map_err(fail)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restart | Cmd::Condrestart => {
+            let g = load(&paths, &cli.name)?;
+            if matches!(cli.cmd, Cmd::Condrestart) && g.running().is_none() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            do_stop(&g).map_err(fail)?;
+            do_start(&g).map_err(fail)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { json } => {
+            let g = load(&paths, &cli.name)?;
+            let s = guest::status(&g).map_err(|e| fail(e.into()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else if s.running {
+                println!("Vserver '{}' is running at context '{}'", s.name, s.xid);
+                println!("Number of processes: {}", s.processes);
+                println!("Uptime:              {}", human_secs(s.uptime_secs));
+                if !s.addresses.is_empty() {
+                    println!("Addresses:           {}", s.addresses.join(" "));
+                }
+                if !s.monitor_alive {
+                    println!("Warning: its monitor is gone; 'vserver {} stop' still cleans up", s.name);
+                }
+            } else {
+                println!("Vserver '{}' is stopped", s.name);
+            }
+            Ok(ExitCode::from(if s.running { 0 } else { 3 }))
+        }
+        Cmd::Running => {
+            let g = load(&paths, &cli.name)?;
+            Ok(ExitCode::from(if g.running().is_some() { 0 } else { 1 }))
+        }
+        Cmd::Enter | Cmd::Exec { .. } | Cmd::Suexec { .. } => {
+            let g = load(&paths, &cli.name)?;
+            let req = match cli.cmd {
+                Cmd::Enter => ExecRequest { argv: Vec::new(), user: None, tty: true },
+                Cmd::Exec { cmd } => ExecRequest::command(cmd),
+                Cmd::Suexec { user, cmd } => ExecRequest { argv: cmd, user: Some(user), tty: false },
+                _ => unreachable!("matched above"),
+            };
+            let code = guest::exec::exec(&g, &req).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(c) | Err(c) => c,
+    }
+}

@@ -1,0 +1,89 @@
+//! `chcontext [--cap [!]CAP] [--secure] [--xid N] [--hostname H] [--domainname D] [--silent] CMD`:
+//! run CMD in a new security context (its own processes, IPC and host name; same root).
+
+use clap::Parser;
+use libvserver::context::oneshot::{run, OneShot};
+use libvserver::security::caps::{all_supported, parse_cap, secure_set};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "chcontext", version, about = "Run a command in a new security context")]
+struct Cli {
+    /// Keep CAP (with --secure), or remove it with !CAP; repeatable.
+    #[arg(long = "cap", allow_hyphen_values = true)]
+    caps: Vec<String>,
+    /// Remove the capabilities that can compromise the host (util-vserver's secure set) and
+    /// apply the default seccomp filter.
+    #[arg(long)]
+    secure: bool,
+    /// Context id (default: a free dynamic one from 49152).
+    #[arg(long = "xid", alias = "ctx")]
+    xid: Option<u32>,
+    /// Host name in the new context.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// NIS domain name ("none" unsets it).
+    #[arg(long)]
+    domainname: Option<String>,
+    /// Do not print the context number.
+    #[arg(long)]
+    silent: bool,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    for c in &cli.caps {
+        let (neg, n) = match c.strip_prefix('!').or_else(|| c.strip_prefix('~')) {
+            Some(n) => (true, n),
+            None => (false, c.as_str()),
+        };
+        match parse_cap(n) {
+            Ok(cap) if neg => remove.push(cap),
+            Ok(cap) => add.push(cap),
+            Err(e) => {
+                eprintln!("chcontext: {e}");
+                return ExitCode::from(255);
+            }
+        }
+    }
+    let keep = if cli.secure {
+        Some(secure_set(&add, &remove))
+    } else if !remove.is_empty() {
+        let mut k = all_supported();
+        for r in &remove {
+            k.remove(r);
+        }
+        Some(k)
+    } else {
+        None
+    };
+    let silent = cli.silent;
+    let hostname = cli.hostname.clone();
+    let o = OneShot {
+        xid: cli.xid,
+        hostname: cli.hostname,
+        domainname: cli.domainname.map(|d| if d == "none" { String::new() } else { d }),
+        keep,
+        seccomp: cli.secure,
+        argv: cli.cmd,
+    };
+    let mut announce = |xid: u32| {
+        if !silent {
+            println!("New security context is {xid}");
+            if let Some(h) = &hostname {
+                println!("Host name is now {h}");
+            }
+        }
+    };
+    match run(&o, &mut announce) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("chcontext: {e}");
+            ExitCode::from(255)
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! `vserver-stat [--json]`: one row per running context plus the host, util-vserver's format.
+
+use clap::Parser;
+use libvserver::cgroup::CgroupLayout;
+use libvserver::stats::{collect, format::format_table};
+use std::path::Path;
+use std::process::ExitCode;
+use vserver_tools::PathArgs;
+
+#[derive(Parser)]
+#[command(name = "vserver-stat", version, about = "Show running virtual servers: CTX PROC VSZ RSS userTIME sysTIME UPTIME NAME")]
+struct Cli {
+    #[command(flatten)]
+    paths: PathArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// Accepted for util-vserver compatibility; rows are sorted by context id.
+    #[arg(long)]
+    sort: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let layout = match CgroupLayout::detect() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vserver-stat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = collect(&layout, &cli.paths.paths().run_dir, Path::new("/proc"));
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        print!("{}", format_table(&rows));
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,50 @@
+//! Shared argument pieces of the vserver tools. The tools only parse, call libvserver, print.
+
+use clap::Args;
+use libvserver::paths::Paths;
+use std::path::PathBuf;
+
+/// Global path overrides (also `VSERVER_CONFDIR`, `VSERVER_ROOTBASE`, `VSERVER_RUNDIR`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PathArgs {
+    /// Configuration directory [default: /etc/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Base directory of guest roots [default: /var/lib/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root_base: Option<PathBuf>,
+    /// Runtime state directory [default: /run/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+impl PathArgs {
+    /// Resolve with environment and defaults.
+    pub fn paths(&self) -> Paths {
+        Paths::resolve(self.config_dir.clone(), self.root_base.clone(), self.run_dir.clone())
+    }
+}
+
+/// Parse a signal given as `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n).map(|x| x as i32).map_err(|_| format!("unknown signal {s}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let full = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    full.parse::<nix::sys::signal::Signal>().map(|x| x as i32).map_err(|_| format!("unknown signal {s}"))
+}
+
+/// Human duration: `3d04h`, `2h03m`, `5m12s`, `42s`.
+pub fn human_secs(s: u64) -> String {
+    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h{m:02}m")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{sec:02}s")
+    } else if m > 0 {
+        format!("{m}m{sec:02}s")
+    } else {
+        format!("{sec}s")
+    }
+}
