@@ -40,12 +40,22 @@ impl Paths {
         root_base: Option<PathBuf>,
         run_dir: Option<PathBuf>,
     ) -> Paths {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let d = Paths::default();
         Paths {
-            config_dir: config_dir.or_else(|| env("VSERVER_CONFDIR")).unwrap_or(d.config_dir),
-            root_base: root_base.or_else(|| env("VSERVER_ROOTBASE")).unwrap_or(d.root_base),
-            run_dir: run_dir.or_else(|| env("VSERVER_RUNDIR")).unwrap_or(d.run_dir),
+            config_dir: config_dir
+                .or_else(|| env("VSERVER_CONFDIR"))
+                .unwrap_or(d.config_dir),
+            root_base: root_base
+                .or_else(|| env("VSERVER_ROOTBASE"))
+                .unwrap_or(d.root_base),
+            run_dir: run_dir
+                .or_else(|| env("VSERVER_RUNDIR"))
+                .unwrap_or(d.run_dir),
         }
     }
 
@@ -76,16 +86,22 @@ impl Paths {
 /// Errors: a one-line reason.
 pub fn validate_guest_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
-        return Err(format!("guest name '{name}' must be 1 to 64 characters long"));
+        return Err(format!(
+            "guest name '{name}' must be 1 to 64 characters long"
+        ));
     }
     if name.starts_with('.') || name.starts_with('-') {
-        return Err(format!("guest name '{name}' must not start with '.' or '-'"));
+        return Err(format!(
+            "guest name '{name}' must not start with '.' or '-'"
+        ));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        return Err(format!("guest name '{name}' contains '{c}'; use letters, digits, '_', '.', '-'"));
+        return Err(format!(
+            "guest name '{name}' contains '{c}'; use letters, digits, '_', '.', '-'"
+        ));
     }
     Ok(())
 }

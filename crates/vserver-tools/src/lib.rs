@@ -21,18 +21,30 @@ pub struct PathArgs {
 impl PathArgs {
     /// Resolve with environment and defaults.
     pub fn paths(&self) -> Paths {
-        Paths::resolve(self.config_dir.clone(), self.root_base.clone(), self.run_dir.clone())
+        Paths::resolve(
+            self.config_dir.clone(),
+            self.root_base.clone(),
+            self.run_dir.clone(),
+        )
     }
 }
 
 /// Parse a signal given as `TERM`, `SIGTERM` or `15`.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n).map(|x| x as i32).map_err(|_| format!("unknown signal {s}"));
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|x| x as i32)
+            .map_err(|_| format!("unknown signal {s}"));
     }
     let up = s.to_ascii_uppercase();
-    let full = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    full.parse::<nix::sys::signal::Signal>().map(|x| x as i32).map_err(|_| format!("unknown signal {s}"))
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|x| x as i32)
+        .map_err(|_| format!("unknown signal {s}"))
 }
 
 /// Human duration: `3d04h`, `2h03m`, `5m12s`, `42s`.

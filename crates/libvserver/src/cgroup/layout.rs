@@ -45,11 +45,17 @@ impl Hierarchy {
     /// Initialise a directory just created: v2 enables the available controllers for the
     /// children of `vservers/`; v1 cpuset copies cpus/mems from the parent (a new cpuset is
     /// empty and takes no process); v1 devices allows only the nodes a guest's /dev holds.
-    pub(super) fn init_new_dir(&self, xid: u32, dir: &Path, is_base: bool) -> Result<(), CgroupError> {
+    pub(super) fn init_new_dir(
+        &self,
+        xid: u32,
+        dir: &Path,
+        is_base: bool,
+    ) -> Result<(), CgroupError> {
         match self {
             Hierarchy::V2 { .. } => {
                 if is_base {
-                    let avail = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+                    let avail =
+                        fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
                     let want: Vec<String> = avail
                         .split_whitespace()
                         .filter(|c| matches!(*c, "cpu" | "memory" | "pids" | "io"))
@@ -57,7 +63,8 @@ impl Hierarchy {
                         .collect();
                     if !want.is_empty() {
                         // Best effort: a controller busy in a threaded subtree is not fatal.
-                        let _ = write_file(xid, &dir.join("cgroup.subtree_control"), &want.join(" "));
+                        let _ =
+                            write_file(xid, &dir.join("cgroup.subtree_control"), &want.join(" "));
                     }
                 }
             }
@@ -65,7 +72,11 @@ impl Hierarchy {
                 if controllers.iter().any(|c| c == "cpuset") {
                     let parent = dir.parent().unwrap_or(dir);
                     for f in ["cpuset.cpus", "cpuset.mems"] {
-                        let v = fs::read_to_string(parent.join(f)).map_err(io(xid, "read", &parent.join(f)))?;
+                        let v = fs::read_to_string(parent.join(f)).map_err(io(
+                            xid,
+                            "read",
+                            &parent.join(f),
+                        ))?;
                         write_file(xid, &dir.join(f), v.trim())?;
                     }
                 }
@@ -84,8 +95,15 @@ impl Hierarchy {
 /// Devices a guest may use (v1 devices controller syntax): null zero full random urandom tty,
 /// ptmx, console and the devpts slaves.
 const GUEST_DEVICES_V1: &[&str] = &[
-    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm",
-    "c 5:2 rwm", "c 136:* rwm",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
 ];
 
 /// The cgroup hierarchies of a host.
@@ -105,8 +123,10 @@ impl CgroupLayout {
 
     /// Discover the layout from the mount table at `path`.
     pub fn from_mountinfo(path: &Path) -> Result<CgroupLayout, CgroupError> {
-        let text = fs::read_to_string(path)
-            .map_err(|source| CgroupError::MountTable { path: path.to_path_buf(), source })?;
+        let text = fs::read_to_string(path).map_err(|source| CgroupError::MountTable {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let hierarchies = parse_mountinfo(&text);
         if hierarchies.is_empty() {
             return Err(CgroupError::NoHierarchy(path.to_path_buf()));
@@ -128,7 +148,9 @@ impl CgroupLayout {
     /// Directories under `vservers/` of the first hierarchy that lists guests: context ids of
     /// every guest cgroup on the host.
     pub fn guest_xids(&self) -> Vec<u32> {
-        let Some(h) = self.hierarchies.first() else { return Vec::new() };
+        let Some(h) = self.hierarchies.first() else {
+            return Vec::new();
+        };
         let mut v: Vec<u32> = fs::read_dir(h.mount().join(CGROUP_BASE))
             .into_iter()
             .flatten()
@@ -146,7 +168,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -163,7 +188,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
     let mut v1: Vec<Hierarchy> = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         if fields.len() < sep + 4 || fields.len() < 5 {
             continue;
         }
@@ -173,22 +200,41 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
             continue;
         }
         match fstype {
-            "cgroup2" if v2.is_none() => v2 = Some(Hierarchy::V2 { mount: PathBuf::from(mount) }),
+            "cgroup2" if v2.is_none() => {
+                v2 = Some(Hierarchy::V2 {
+                    mount: PathBuf::from(mount),
+                })
+            }
             "cgroup" => {
                 let controllers: Vec<String> = superopts
                     .split(',')
                     .filter(|o| {
-                        !matches!(*o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime" | "clone_children" | "noprefix" | "xattr" | "cpuset_v2_mode")
-                            && !o.starts_with("release_agent=")
+                        !matches!(
+                            *o,
+                            "rw" | "ro"
+                                | "nosuid"
+                                | "nodev"
+                                | "noexec"
+                                | "relatime"
+                                | "clone_children"
+                                | "noprefix"
+                                | "xattr"
+                                | "cpuset_v2_mode"
+                        ) && !o.starts_with("release_agent=")
                     })
                     .map(String::from)
                     .collect();
                 if controllers.is_empty() {
                     continue;
                 }
-                let dup = v1.iter().any(|h| matches!(h, Hierarchy::V1 { controllers: c, .. } if *c == controllers));
+                let dup = v1.iter().any(
+                    |h| matches!(h, Hierarchy::V1 { controllers: c, .. } if *c == controllers),
+                );
                 if !dup {
-                    v1.push(Hierarchy::V1 { mount: PathBuf::from(mount), controllers });
+                    v1.push(Hierarchy::V1 {
+                        mount: PathBuf::from(mount),
+                        controllers,
+                    });
                 }
             }
             _ => {}

@@ -78,24 +78,40 @@ pub struct GuestCgroup {
 
 fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
     let path = path.to_path_buf();
-    move |source| CgroupError::Io { xid, what, path, source }
+    move |source| CgroupError::Io {
+        xid,
+        what,
+        path,
+        source,
+    }
 }
 
 /// Write `value` to an existing cgroup file (no create, no truncate semantics needed).
 fn write_file(xid: u32, path: &Path, value: &str) -> Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).open(path).map_err(io(xid, "open", path))?;
-    f.write_all(value.as_bytes()).map_err(io(xid, "write", path))
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(xid, "open", path))?;
+    f.write_all(value.as_bytes())
+        .map_err(io(xid, "write", path))
 }
 
 fn read_pids(path: &Path) -> std::io::Result<Vec<i32>> {
-    Ok(fs::read_to_string(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    Ok(fs::read_to_string(path)?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
 }
 
 impl GuestCgroup {
     /// The cgroup of context `xid` in `layout` (nothing is created).
     pub fn new(layout: &CgroupLayout, xid: u32) -> GuestCgroup {
         let rel = format!("{CGROUP_BASE}/{xid}");
-        let dirs = layout.hierarchies.iter().map(|h| (h.clone(), h.mount().join(&rel))).collect();
+        let dirs = layout
+            .hierarchies
+            .iter()
+            .map(|h| (h.clone(), h.mount().join(&rel)))
+            .collect();
         GuestCgroup { xid, dirs }
     }
 
@@ -111,7 +127,10 @@ impl GuestCgroup {
 
     /// The v2 directory, if the host has a v2 hierarchy.
     pub fn unified_dir(&self) -> Option<&Path> {
-        self.dirs.iter().find(|(h, _)| h.is_v2()).map(|(_, d)| d.as_path())
+        self.dirs
+            .iter()
+            .find(|(h, _)| h.is_v2())
+            .map(|(_, d)| d.as_path())
     }
 
     /// Create the cgroup in every hierarchy (and `vservers/` above it), enabling v2 controllers
@@ -136,7 +155,9 @@ impl GuestCgroup {
     ///
     /// Errors: [`CgroupError::Io`] if it cannot be opened; None when the host has no v2 mount.
     pub fn open_unified(&self) -> Result<Option<OwnedFd>> {
-        let Some(d) = self.unified_dir() else { return Ok(None) };
+        let Some(d) = self.unified_dir() else {
+            return Ok(None);
+        };
         let f = fs::File::open(d).map_err(io(self.xid, "open", d))?;
         Ok(Some(f.into()))
     }
@@ -150,7 +171,12 @@ impl GuestCgroup {
                 continue;
             }
             let p = d.join("cgroup.procs");
-            v.push(fs::OpenOptions::new().write(true).open(&p).map_err(io(self.xid, "open", &p))?);
+            v.push(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(io(self.xid, "open", &p))?,
+            );
         }
         Ok(v)
     }
@@ -169,7 +195,8 @@ impl GuestCgroup {
     /// Pids (host view) of the processes in the cgroup; empty if it does not exist.
     pub fn pids(&self) -> Vec<i32> {
         // v2 first: its cgroup.procs is always complete; else the first v1 hierarchy.
-        let mut order: Vec<&(Hierarchy, PathBuf)> = self.dirs.iter().filter(|(h, _)| h.is_v2()).collect();
+        let mut order: Vec<&(Hierarchy, PathBuf)> =
+            self.dirs.iter().filter(|(h, _)| h.is_v2()).collect();
         order.extend(self.dirs.iter().filter(|(h, _)| !h.is_v2()));
         for (_, d) in order {
             if let Ok(p) = read_pids(&d.join("cgroup.procs")) {
@@ -209,8 +236,16 @@ impl GuestCgroup {
             }
             self.kill_all();
             if start.elapsed() > timeout {
-                let path = self.dirs.first().map(|(_, d)| d.clone()).unwrap_or_default();
-                return Err(CgroupError::NotEmpty { xid: self.xid, path, secs: timeout.as_secs() });
+                let path = self
+                    .dirs
+                    .first()
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_default();
+                return Err(CgroupError::NotEmpty {
+                    xid: self.xid,
+                    path,
+                    secs: timeout.as_secs(),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -231,7 +266,10 @@ impl GuestCgroup {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < Duration::from_secs(2) => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && start.elapsed() < Duration::from_secs(2) =>
+                    {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                     Err(e) => return Err(io(self.xid, "remove", d)(e)),

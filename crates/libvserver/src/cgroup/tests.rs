@@ -13,7 +13,12 @@ const HYBRID: &str = "\
 fn hybrid_layout_is_parsed() {
     let h = parse_mountinfo(HYBRID);
     assert_eq!(h.len(), 4);
-    assert_eq!(h[0], Hierarchy::V2 { mount: "/sys/fs/cgroup/unified".into() });
+    assert_eq!(
+        h[0],
+        Hierarchy::V2 {
+            mount: "/sys/fs/cgroup/unified".into()
+        }
+    );
     assert!(h[2].has_controller("cpuacct"));
     assert_eq!(CgroupLayout { hierarchies: h }.mode(), "hybrid");
 }
@@ -21,22 +26,39 @@ fn hybrid_layout_is_parsed() {
 #[test]
 fn v2_only_layout() {
     let t = "31 25 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
-    let l = CgroupLayout { hierarchies: parse_mountinfo(t) };
+    let l = CgroupLayout {
+        hierarchies: parse_mountinfo(t),
+    };
     assert_eq!(l.mode(), "v2");
 }
 
 #[test]
 fn cpu_stat_parsers() {
     let t = parse_cpu_stat_v2("usage_usec 300\nuser_usec 200\nsystem_usec 100\n");
-    assert_eq!(t, CpuTimes { user_usec: 200, sys_usec: 100 });
+    assert_eq!(
+        t,
+        CpuTimes {
+            user_usec: 200,
+            sys_usec: 100
+        }
+    );
     let t = parse_cpuacct_stat("user 5\nsystem 2\n");
-    assert_eq!(t, CpuTimes { user_usec: 50_000, sys_usec: 20_000 });
+    assert_eq!(
+        t,
+        CpuTimes {
+            user_usec: 50_000,
+            sys_usec: 20_000
+        }
+    );
 }
 
 #[test]
 fn xid_from_proc_cgroup() {
     assert_eq!(xid_from_cgroup_file("0::/vservers/40001\n"), Some(40001));
-    assert_eq!(xid_from_cgroup_file("8:pids:/vservers/42/sub\n0::/\n"), Some(42));
+    assert_eq!(
+        xid_from_cgroup_file("8:pids:/vservers/42/sub\n0::/\n"),
+        Some(42)
+    );
     assert_eq!(xid_from_cgroup_file("0::/user.slice\n"), None);
 }
 
@@ -51,7 +73,10 @@ fn real_host_layout_creates_and_removes_a_cgroup() {
     let cg = GuestCgroup::new(&layout, xid);
     cg.create().unwrap();
     assert!(cg.exists());
-    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     cg.add_pid(child.id() as i32, false).unwrap();
     assert_eq!(cg.pids(), vec![child.id() as i32]);
     assert_eq!(xid_of_pid(Path::new("/proc"), child.id() as i32), Some(xid));

@@ -62,7 +62,11 @@ pub fn key_path_string(path: &[KeySeg]) -> String {
 
 /// 1-based line number of byte offset `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// Line of the value at `path` in `text`, 0 when it cannot be located.
@@ -100,7 +104,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub(crate) fn new(path: Vec<KeySeg>, message: impl Into<String>) -> Self {
-        FieldError { path, message: message.into() }
+        FieldError {
+            path,
+            message: message.into(),
+        }
     }
 }
 
@@ -125,7 +132,11 @@ pub fn parse_guest_config(path: &Path, text: &str) -> Result<GuestConfig, Config
         invalid(line, key, inner.message().trim().to_string())
     })?;
     cfg.validate().map_err(|fe| {
-        invalid(line_of_key(text, &fe.path), key_path_string(&fe.path), fe.message)
+        invalid(
+            line_of_key(text, &fe.path),
+            key_path_string(&fe.path),
+            fe.message,
+        )
     })?;
     Ok(cfg)
 }
@@ -134,8 +145,10 @@ pub fn parse_guest_config(path: &Path, text: &str) -> Result<GuestConfig, Config
 ///
 /// Errors: [`ConfigError::Read`] when the file cannot be read, else as [`parse_guest_config`].
 pub fn load_guest_config(path: &Path) -> Result<GuestConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_guest_config(path, &text)
 }
 

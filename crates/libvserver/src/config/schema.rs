@@ -147,7 +147,9 @@ pub struct StopConfig {
 
 impl Default for StopConfig {
     fn default() -> Self {
-        StopConfig { kill_timeout: default_kill_timeout() }
+        StopConfig {
+            kill_timeout: default_kill_timeout(),
+        }
     }
 }
 
@@ -162,8 +164,12 @@ pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
     let (a, p) = text
         .split_once('/')
         .ok_or_else(|| format!("'{text}' needs a prefix length, e.g. 10.0.0.2/24"))?;
-    let addr: IpAddr = a.parse().map_err(|_| format!("'{a}' is not an IPv4 or IPv6 address"))?;
-    let prefix: u8 = p.parse().map_err(|_| format!("'{p}' is not a prefix length"))?;
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("'{a}' is not an IPv4 or IPv6 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .map_err(|_| format!("'{p}' is not a prefix length"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if prefix > max {
         return Err(format!("prefix /{prefix} is longer than {max} bits"));
@@ -185,7 +191,11 @@ pub fn default_gateway(addr: IpAddr, prefix: u8) -> Option<IpAddr> {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
             let net = u32::from(a) & mask;
             let first = net + 1;
-            let gw = if first == u32::from(a) { first + 1 } else { first };
+            let gw = if first == u32::from(a) {
+                first + 1
+            } else {
+                first
+            };
             Some(IpAddr::V4(gw.into()))
         }
         IpAddr::V6(a) => {
@@ -195,7 +205,11 @@ pub fn default_gateway(addr: IpAddr, prefix: u8) -> Option<IpAddr> {
             let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
             let net = u128::from(a) & mask;
             let first = net + 1;
-            let gw = if first == u128::from(a) { first + 1 } else { first };
+            let gw = if first == u128::from(a) {
+                first + 1
+            } else {
+                first
+            };
             Some(IpAddr::V6(gw.into()))
         }
     }
@@ -224,7 +238,9 @@ pub fn validate_hostname(h: &str) -> Result<(), String> {
 pub fn validate_ifname(n: &str) -> Result<(), String> {
     if n.is_empty() || n.len() > 15 || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
-        return Err(format!("interface name '{n}' must be 1-15 characters without '/', ':' or spaces"));
+        return Err(format!(
+            "interface name '{n}' must be 1-15 characters without '/', ':' or spaces"
+        ));
     }
     Ok(())
 }
@@ -236,7 +252,10 @@ impl GuestConfig {
         if !(XID_MIN..=XID_MAX_STATIC).contains(&self.context) {
             return Err(FieldError::new(
                 vec![Key("context")],
-                format!("context id {} is out of range {XID_MIN}-{XID_MAX_STATIC}", self.context),
+                format!(
+                    "context id {} is out of range {XID_MIN}-{XID_MAX_STATIC}",
+                    self.context
+                ),
             ));
         }
         if let Some(h) = &self.hostname {
@@ -244,12 +263,18 @@ impl GuestConfig {
         }
         if let Some(d) = &self.domainname {
             if d.len() > 64 || d.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(FieldError::new(vec![Key("domainname")], "at most 64 characters, no spaces"));
+                return Err(FieldError::new(
+                    vec![Key("domainname")],
+                    "at most 64 characters, no spaces",
+                ));
             }
         }
         if let Some(r) = &self.root {
             if !r.is_absolute() {
-                return Err(FieldError::new(vec![Key("root")], "guest root must be an absolute path"));
+                return Err(FieldError::new(
+                    vec![Key("root")],
+                    "guest root must be an absolute path",
+                ));
             }
         }
         for (i, m) in self.mark.iter().enumerate() {
@@ -262,46 +287,65 @@ impl GuestConfig {
         }
         for (i, ifc) in self.interface.iter().enumerate() {
             let at = |k| vec![Key("interface"), Index(i), Key(k)];
-            let (addr, prefix) = parse_cidr(&ifc.address).map_err(|m| FieldError::new(at("address"), m))?;
+            let (addr, prefix) =
+                parse_cidr(&ifc.address).map_err(|m| FieldError::new(at("address"), m))?;
             validate_ifname(&ifc.bridge).map_err(|m| FieldError::new(at("bridge"), m))?;
             if let Some(n) = &ifc.name {
                 validate_ifname(n).map_err(|m| FieldError::new(at("name"), m))?;
             }
             match &ifc.gateway {
                 Some(g) => {
-                    let gw: IpAddr = g
-                        .parse()
-                        .map_err(|_| FieldError::new(at("gateway"), format!("'{g}' is not an IP address")))?;
+                    let gw: IpAddr = g.parse().map_err(|_| {
+                        FieldError::new(at("gateway"), format!("'{g}' is not an IP address"))
+                    })?;
                     if gw.is_ipv4() != addr.is_ipv4() {
-                        return Err(FieldError::new(at("gateway"), "gateway and address are of different families"));
+                        return Err(FieldError::new(
+                            at("gateway"),
+                            "gateway and address are of different families",
+                        ));
                     }
                     if gw == addr {
-                        return Err(FieldError::new(at("gateway"), "gateway equals the guest's own address"));
+                        return Err(FieldError::new(
+                            at("gateway"),
+                            "gateway equals the guest's own address",
+                        ));
                     }
                 }
                 None => {
                     if default_gateway(addr, prefix).is_none() {
                         return Err(FieldError::new(
                             at("address"),
-                            format!("/{prefix} leaves no room for a gateway; set interface.gateway"),
+                            format!(
+                                "/{prefix} leaves no room for a gateway; set interface.gateway"
+                            ),
                         ));
                     }
                 }
             }
         }
-        for (list, key) in [(&self.capabilities.add, "add"), (&self.capabilities.drop, "drop")] {
+        for (list, key) in [
+            (&self.capabilities.add, "add"),
+            (&self.capabilities.drop, "drop"),
+        ] {
             for (i, c) in list.iter().enumerate() {
-                caps::parse_cap(c)
-                    .map_err(|m| FieldError::new(vec![Key("capabilities"), Key(key), Index(i)], m))?;
+                caps::parse_cap(c).map_err(|m| {
+                    FieldError::new(vec![Key("capabilities"), Key(key), Index(i)], m)
+                })?;
             }
         }
         for (i, mc) in self.mount.iter().enumerate() {
             let at = |k| vec![Key("mount"), Index(i), Key(k)];
             if !mc.source.is_absolute() {
-                return Err(FieldError::new(at("source"), "must be an absolute host path"));
+                return Err(FieldError::new(
+                    at("source"),
+                    "must be an absolute host path",
+                ));
             }
             if !mc.target.is_absolute() || mc.target.components().any(|c| c.as_os_str() == "..") {
-                return Err(FieldError::new(at("target"), "must be an absolute path without '..'"));
+                return Err(FieldError::new(
+                    at("target"),
+                    "must be an absolute path without '..'",
+                ));
             }
             if mc.target.to_str().is_none() {
                 return Err(FieldError::new(at("target"), "must be UTF-8"));
@@ -309,11 +353,17 @@ impl GuestConfig {
         }
         if let Some(rl) = self.init.runlevel {
             if rl > 6 {
-                return Err(FieldError::new(vec![Key("init"), Key("runlevel")], "runlevel must be 0-6"));
+                return Err(FieldError::new(
+                    vec![Key("init"), Key("runlevel")],
+                    "runlevel must be 0-6",
+                ));
             }
         }
         if self.stop.kill_timeout > 3600 {
-            return Err(FieldError::new(vec![Key("stop"), Key("kill_timeout")], "at most 3600 seconds"));
+            return Err(FieldError::new(
+                vec![Key("stop"), Key("kill_timeout")],
+                "at most 3600 seconds",
+            ));
         }
         Ok(())
     }

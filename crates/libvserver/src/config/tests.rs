@@ -48,15 +48,24 @@ fn unknown_key_names_file_line_and_key() {
 #[test]
 fn wrong_type_names_key_path() {
     let e = err("context = 42\n[[interface]]\naddress = 7\n");
-    assert!(e.starts_with("/etc/vservers/t.toml:3: key 'interface[0].address'"), "{e}");
+    assert!(
+        e.starts_with("/etc/vservers/t.toml:3: key 'interface[0].address'"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_value_names_line_and_key() {
     let e = err("context = 42\n\n[[interface]]\naddress = \"10.0.0.300/24\"\n");
-    assert!(e.starts_with("/etc/vservers/t.toml:4: key 'interface[0].address'"), "{e}");
+    assert!(
+        e.starts_with("/etc/vservers/t.toml:4: key 'interface[0].address'"),
+        "{e}"
+    );
     let e = err("context = 1\n");
-    assert!(e.contains(":1: key 'context'") && e.contains("out of range"), "{e}");
+    assert!(
+        e.contains(":1: key 'context'") && e.contains("out of range"),
+        "{e}"
+    );
     let e = err("context = 42\n[capabilities]\nadd = [\"CAP_FLY\"]\n");
     assert!(e.contains(":3: key 'capabilities.add[0]'"), "{e}");
     let e = err("context = 42\nhostname = \"bad host\"\n");

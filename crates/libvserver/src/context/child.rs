@@ -39,7 +39,10 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
         fail(&err, &format!("unshare the cgroup namespace: {e}"));
     }
-    if spec.namespaces.contains(nix::sched::CloneFlags::CLONE_NEWNET) {
+    if spec
+        .namespaces
+        .contains(nix::sched::CloneFlags::CLONE_NEWNET)
+    {
         if let Err(e) = setup_network(&spec.interfaces) {
             fail(&err, &e);
         }
@@ -52,7 +55,10 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
     if let Some(d) = &spec.domainname {
         // SAFETY: pointer and length describe a live byte slice.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            fail(&err, &format!("set domain name '{d}': {}", nix::errno::Errno::last()));
+            fail(
+                &err,
+                &format!("set domain name '{d}': {}", nix::errno::Errno::last()),
+            );
         }
     }
     let r = match &spec.root {
@@ -67,7 +73,13 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
             fail(&err, &e);
         }
     }
-    finish(&spec.cap_drop, spec.seccomp.as_ref(), None, &spec.payload, err)
+    finish(
+        &spec.cap_drop,
+        spec.seccomp.as_ref(),
+        None,
+        &spec.payload,
+        err,
+    )
 }
 
 /// A user a command runs as inside the guest (from the guest's /etc/passwd and /etc/group).
@@ -95,7 +107,8 @@ fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
             .link_index(&i.name)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("interface {} did not arrive in the guest", i.name))?;
-        nl.add_address(idx, i.addr, i.prefix).map_err(|e| e.to_string())?;
+        nl.add_address(idx, i.addr, i.prefix)
+            .map_err(|e| e.to_string())?;
         nl.set_up(idx).map_err(|e| e.to_string())?;
     }
     for i in ifaces {
@@ -111,12 +124,18 @@ pub fn make_stdio_terminal(tty: &OwnedFd) -> Result<(), String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     // SAFETY: TIOCSCTTY takes an int argument; the fd is a live terminal.
     if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(format!("make the console the controlling terminal: {}", nix::errno::Errno::last()));
+        return Err(format!(
+            "make the console the controlling terminal: {}",
+            nix::errno::Errno::last()
+        ));
     }
     for n in 0..3 {
         // SAFETY: dup2 onto the standard descriptors; both fds are valid.
         if unsafe { libc::dup2(tty.as_raw_fd(), n) } < 0 {
-            return Err(format!("dup2 console to fd {n}: {}", nix::errno::Errno::last()));
+            return Err(format!(
+                "dup2 console to fd {n}: {}",
+                nix::errno::Errno::last()
+            ));
         }
     }
     Ok(())
@@ -134,7 +153,9 @@ pub fn guest_env(extra: &[(&str, &str)]) -> Vec<CString> {
         v.retain(|(kk, _)| kk != k);
         v.push(((*k).into(), (*val).into()));
     }
-    v.into_iter().filter_map(|(k, val)| CString::new(format!("{k}={val}")).ok()).collect()
+    v.into_iter()
+        .filter_map(|(k, val)| CString::new(format!("{k}={val}")).ok())
+        .collect()
 }
 
 /// Last steps shared by start, exec and chcontext: environment, bounding set, seccomp, fds,
@@ -170,7 +191,11 @@ pub fn finish(
     }
     // After seccomp (loading it needs CAP_SYS_ADMIN, which a non-root user no longer has).
     if let Some(u) = user {
-        let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        let groups: Vec<nix::unistd::Gid> = u
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
         if let Err(e) = nix::unistd::setgroups(&groups) {
             fail(&err, &format!("setgroups for uid {}: {e}", u.uid));
         }
@@ -183,7 +208,9 @@ pub fn finish(
     }
     match payload {
         Payload::Exec { argv, env } => {
-            let Some(prog) = argv.first() else { fail(&err, "no command given") };
+            let Some(prog) = argv.first() else {
+                fail(&err, "no command given")
+            };
             // execvpe searches the PATH of this process's environment: use the guest's.
             std::env::set_var("PATH", GUEST_PATH);
             let e = nix::unistd::execvpe(prog, argv, env).unwrap_err();

@@ -42,7 +42,10 @@ pub enum Forked {
 /// copy of the caller's stack, like fork(2).
 ///
 /// Errors: the errno of clone3 (EINVAL/EOPNOTSUPP for an unusable cgroup, EPERM, ENOSPC...).
-pub fn clone3_fork(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<Forked, nix::errno::Errno> {
+pub fn clone3_fork(
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<Forked, nix::errno::Errno> {
     let mut pidfd: i32 = -1;
     let mut args = CloneArgs {
         flags: flags | CLONE_PIDFD,
@@ -57,7 +60,11 @@ pub fn clone3_fork(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<Forked,
     // SAFETY: `args` is a valid clone_args of the size passed; stack 0 gives fork semantics, so
     // the child returns here on a copy-on-write copy of this stack; pidfd points to a live i32.
     let r = unsafe {
-        libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     match r {
         -1 => Err(nix::errno::Errno::last()),
@@ -65,7 +72,10 @@ pub fn clone3_fork(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Result<Forked,
         pid => {
             // SAFETY: the kernel stored a new, owned pidfd for the child.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-            Ok(Forked::Parent { pid: pid as i32, pidfd })
+            Ok(Forked::Parent {
+                pid: pid as i32,
+                pidfd,
+            })
         }
     }
 }
@@ -84,7 +94,15 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, nix::errno::Errno> {
 /// pidfd_send_signal(2).
 pub fn pidfd_kill(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), nix::errno::Errno> {
     // SAFETY: plain syscall; a null siginfo is allowed.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, 0usize, 0) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            0usize,
+            0,
+        )
+    };
     if r < 0 {
         Err(nix::errno::Errno::last())
     } else {
@@ -136,7 +154,8 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> Result<i32, nix::errno::Errno> {
         // SAFETY: siginfo_t is plain data; zeroed is a valid value for waitid to fill.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: valid pointer to a siginfo_t; P_PIDFD = 3.
-        let r = unsafe { libc::waitid(3, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
+        let r =
+            unsafe { libc::waitid(3, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
         if r < 0 {
             let e = nix::errno::Errno::last();
             if e == nix::errno::Errno::EINTR {
@@ -146,6 +165,10 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> Result<i32, nix::errno::Errno> {
         }
         // SAFETY: waitid filled a SIGCHLD siginfo, whose si_status/si_code are valid.
         let (code, status) = unsafe { (info.si_code, info.si_status()) };
-        return Ok(if code == libc::CLD_EXITED { status } else { 128 + status });
+        return Ok(if code == libc::CLD_EXITED {
+            status
+        } else {
+            128 + status
+        });
     }
 }

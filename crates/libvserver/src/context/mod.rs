@@ -140,16 +140,28 @@ pub fn spawn(
 ) -> Result<Spawned, SpawnError> {
     let label = spec.label.clone();
     let xid = spec.xid;
-    let (go_r, go_w) = sync::pipe().map_err(|source| SpawnError::Pipe { label: label.clone(), source })?;
-    let (err_r, err_w) = sync::pipe().map_err(|source| SpawnError::Pipe { label: label.clone(), source })?;
+    let (go_r, go_w) = sync::pipe().map_err(|source| SpawnError::Pipe {
+        label: label.clone(),
+        source,
+    })?;
+    let (err_r, err_w) = sync::pipe().map_err(|source| SpawnError::Pipe {
+        label: label.clone(),
+        source,
+    })?;
     let flags = spec.namespaces.bits() as u64;
     let forked = match clone::clone3_fork(flags, cgroup_fd.map(|f| f.as_fd())) {
-        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) if cgroup_fd.is_some() => {
+        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL)
+            if cgroup_fd.is_some() =>
+        {
             clone::clone3_fork(flags, None)
         }
         other => other,
     }
-    .map_err(|source| SpawnError::Clone { label: label.clone(), xid, source })?;
+    .map_err(|source| SpawnError::Clone {
+        label: label.clone(),
+        xid,
+        source,
+    })?;
     match forked {
         clone::Forked::Child => {
             drop(go_w);
@@ -165,17 +177,29 @@ pub fn spawn(
             };
             if let Err(message) = prepare(pid) {
                 kill(&pidfd);
-                return Err(SpawnError::Prepare { label, xid, message });
+                return Err(SpawnError::Prepare {
+                    label,
+                    xid,
+                    message,
+                });
             }
             if let Err(e) = sync::send_go(&go_w) {
                 kill(&pidfd);
-                return Err(SpawnError::Prepare { label, xid, message: format!("cannot release the child: {e}") });
+                return Err(SpawnError::Prepare {
+                    label,
+                    xid,
+                    message: format!("cannot release the child: {e}"),
+                });
             }
             drop(go_w);
             let report = sync::read_to_end(err_r);
             if !report.is_empty() {
                 kill(&pidfd);
-                return Err(SpawnError::Setup { label, xid, message: report });
+                return Err(SpawnError::Setup {
+                    label,
+                    xid,
+                    message: report,
+                });
             }
             Ok(Spawned { pid, pidfd })
         }

@@ -37,13 +37,11 @@ fn claim_cgroup(layout: &CgroupLayout, xid: Option<u32>) -> Result<GuestCgroup, 
     };
     for x in candidates {
         let cg = GuestCgroup::new(layout, x);
-        if cg.exists() {
-            if !cg.pids().is_empty() {
-                if xid.is_some() {
-                    return Err(format!("context {x} is in use (see vserver-stat)"));
-                }
-                continue;
+        if cg.exists() && !cg.pids().is_empty() {
+            if xid.is_some() {
+                return Err(format!("context {x} is in use (see vserver-stat)"));
             }
+            continue;
         }
         cg.create().map_err(|e| e.to_string())?;
         return Ok(cg);
@@ -69,16 +67,24 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
         None => Vec::new(),
     };
     let seccomp = if o.seccomp {
-        let keep = o.keep.clone().unwrap_or_else(crate::security::caps::all_supported);
+        let keep = o
+            .keep
+            .clone()
+            .unwrap_or_else(crate::security::caps::all_supported);
         Some(SeccompProgram::default_profile(&keep).map_err(|e| e.to_string())?)
     } else {
         None
     };
-    let env: Vec<CString> = std::env::vars().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()).collect();
+    let env: Vec<CString> = std::env::vars()
+        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+        .collect();
     let spec = ContextSpec {
         label: String::from("chcontext"),
         xid: cg.xid,
-        namespaces: CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+        namespaces: CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS,
         root: None,
         binds: Vec::new(),
         hostname: o.hostname.clone(),
@@ -87,7 +93,14 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
         seccomp,
         interfaces: Vec::new(),
         console: None,
-        payload: Payload::Exec { argv: o.argv.iter().filter_map(|a| CString::new(a.as_str()).ok()).collect(), env },
+        payload: Payload::Exec {
+            argv: o
+                .argv
+                .iter()
+                .filter_map(|a| CString::new(a.as_str()).ok())
+                .collect(),
+            env,
+        },
     };
     announce(cg.xid);
     let cg_fd = cg.open_unified().map_err(|e| e.to_string())?;
@@ -95,8 +108,14 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
     // The shell in the context owns the terminal; chcontext just waits.
     // SAFETY: ignoring signals is async-signal-safe; restored by exec in the child anyway.
     unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn);
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGQUIT, nix::sys::signal::SigHandler::SigIgn);
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGQUIT,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
     }
     let s = spawn(&spec, cg_fd.as_ref(), &mut prepare).map_err(|e| e.to_string())?;
     super::clone::wait_pidfd(s.pidfd.as_fd()).map_err(|e| format!("wait: {e}"))

@@ -32,7 +32,11 @@ pub struct ExecRequest {
 impl ExecRequest {
     /// Run `argv` as root without a pty.
     pub fn command(argv: Vec<String>) -> ExecRequest {
-        ExecRequest { argv, user: None, tty: false }
+        ExecRequest {
+            argv,
+            user: None,
+            tty: false,
+        }
     }
 }
 
@@ -45,7 +49,13 @@ pub fn lookup_user(passwd: &str, group: &str, user: &str) -> Option<(UserSpec, S
             continue;
         }
         if f[0] == user || f[2] == user {
-            found = Some((f[0].to_string(), f[2].parse().ok()?, f[3].parse().ok()?, f[5].to_string(), f[6].to_string()));
+            found = Some((
+                f[0].to_string(),
+                f[2].parse().ok()?,
+                f[3].parse().ok()?,
+                f[5].to_string(),
+                f[6].to_string(),
+            ));
             break;
         }
     }
@@ -53,7 +63,13 @@ pub fn lookup_user(passwd: &str, group: &str, user: &str) -> Option<(UserSpec, S
         Some(x) => x,
         None => {
             let uid: u32 = user.parse().ok()?;
-            (String::new(), uid, uid, "/".to_string(), "/bin/sh".to_string())
+            (
+                String::new(),
+                uid,
+                uid,
+                "/".to_string(),
+                "/bin/sh".to_string(),
+            )
         }
     };
     let mut groups = vec![gid];
@@ -81,21 +97,44 @@ fn read_small(path: &str) -> String {
 
 /// Open a new pty pair in the current mount namespace's devpts: (master, slave).
 fn open_guest_pty(name: &str) -> Result<(OwnedFd, OwnedFd), GuestError> {
-    let master = nix::fcntl::open("/dev/ptmx", nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| failed(name, format!("open /dev/ptmx in the guest: {e}")))?;
-    let st = nix::sys::stat::fstat(&master).map_err(|e| failed(name, format!("fstat ptmx: {e}")))?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || nix::sys::stat::major(st.st_rdev) != 5 || nix::sys::stat::minor(st.st_rdev) != 2 {
-        return Err(failed(name, "/dev/ptmx in the guest is not the pty multiplexer"));
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| failed(name, format!("open /dev/ptmx in the guest: {e}")))?;
+    let st =
+        nix::sys::stat::fstat(&master).map_err(|e| failed(name, format!("fstat ptmx: {e}")))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || nix::sys::stat::major(st.st_rdev) != 5
+        || nix::sys::stat::minor(st.st_rdev) != 2
+    {
+        return Err(failed(
+            name,
+            "/dev/ptmx in the guest is not the pty multiplexer",
+        ));
     }
     let mut unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK takes a pointer to int; master is a ptmx fd.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } != 0 {
-        return Err(failed(name, format!("unlock pty: {}", nix::errno::Errno::last())));
+        return Err(failed(
+            name,
+            format!("unlock pty: {}", nix::errno::Errno::last()),
+        ));
     }
     // SAFETY: TIOCGPTPEER opens the slave without a path lookup; returns a new fd or -1.
-    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) };
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        )
+    };
     if slave < 0 {
-        return Err(failed(name, format!("open the pty slave: {}", nix::errno::Errno::last())));
+        return Err(failed(
+            name,
+            format!("open the pty slave: {}", nix::errno::Errno::last()),
+        ));
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
@@ -111,7 +150,8 @@ impl RawMode {
             Ok(orig) => {
                 let mut raw = orig.clone();
                 nix::sys::termios::cfmakeraw(&mut raw);
-                let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+                let _ =
+                    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
                 RawMode(Some(orig))
             }
             Err(_) => RawMode(None),
@@ -122,7 +162,11 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
         }
     }
 }
@@ -142,28 +186,59 @@ fn copy_winsize(from: i32, to: i32) {
 /// Errors: [`GuestError::NotRunning`], or a setup failure naming the step.
 pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
     let name = g.name.as_str();
-    let st = g.running().ok_or_else(|| GuestError::NotRunning(g.name.clone()))?;
-    let init = pidfd_open(st.init_pid).map_err(|e| failed(name, format!("open pid {}: {e}", st.init_pid)))?;
+    let st = g
+        .running()
+        .ok_or_else(|| GuestError::NotRunning(g.name.clone()))?;
+    let init = pidfd_open(st.init_pid)
+        .map_err(|e| failed(name, format!("open pid {}: {e}", st.init_pid)))?;
     if !st.init_alive() {
         return Err(GuestError::NotRunning(g.name.clone()));
     }
     let cg = g.cgroup()?;
-    let cg_fd = cg.open_unified().map_err(|source| GuestError::Cgroup { name: g.name.clone(), source })?;
-    let procs = cg.open_procs_files(cg_fd.is_some()).map_err(|source| GuestError::Cgroup { name: g.name.clone(), source })?;
+    let cg_fd = cg.open_unified().map_err(|source| GuestError::Cgroup {
+        name: g.name.clone(),
+        source,
+    })?;
+    let procs = cg
+        .open_procs_files(cg_fd.is_some())
+        .map_err(|source| GuestError::Cgroup {
+            name: g.name.clone(),
+            source,
+        })?;
     let (cap_drop, seccomp) = super::start::security_of(g)?;
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP;
-    nix::sched::setns(init.as_fd(), flags).map_err(|e| failed(name, format!("join the namespaces of pid {}: {e}", st.init_pid)))?;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    nix::sched::setns(init.as_fd(), flags).map_err(|e| {
+        failed(
+            name,
+            format!("join the namespaces of pid {}: {e}", st.init_pid),
+        )
+    })?;
     // From here on "/" is the guest's root: every path below resolves inside the guest.
     let (user, home, shell) = match &req.user {
         None => (None, "/root".to_string(), String::new()),
         Some(u) => {
-            let (spec, home, shell) = lookup_user(&read_small("/etc/passwd"), &read_small("/etc/group"), u)
-                .ok_or_else(|| failed(name, format!("no user '{u}' in the guest's /etc/passwd")))?;
+            let (spec, home, shell) =
+                lookup_user(&read_small("/etc/passwd"), &read_small("/etc/group"), u).ok_or_else(
+                    || failed(name, format!("no user '{u}' in the guest's /etc/passwd")),
+                )?;
             (Some(spec), home, shell)
         }
     };
     let argv: Vec<String> = if req.argv.is_empty() {
-        let sh = if !shell.is_empty() { shell } else { ["/bin/bash", "/bin/sh"].iter().find(|p| std::path::Path::new(p).exists()).unwrap_or(&"/bin/sh").to_string() };
+        let sh = if !shell.is_empty() {
+            shell
+        } else {
+            ["/bin/bash", "/bin/sh"]
+                .iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .unwrap_or(&"/bin/sh")
+                .to_string()
+        };
         vec![sh, "-l".to_string()]
     } else {
         req.argv.clone()
@@ -173,16 +248,35 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
     if req.tty {
         extra.push(("TERM", term.as_str()));
     }
-    let payload = Payload::Exec { argv: argv.iter().filter_map(|a| CString::new(a.as_str()).ok()).collect(), env: child::guest_env(&extra) };
-    let pty = if req.tty { Some(open_guest_pty(name)?) } else { None };
+    let payload = Payload::Exec {
+        argv: argv
+            .iter()
+            .filter_map(|a| CString::new(a.as_str()).ok())
+            .collect(),
+        env: child::guest_env(&extra),
+    };
+    let pty = if req.tty {
+        Some(open_guest_pty(name)?)
+    } else {
+        None
+    };
     if let Some((m, _)) = &pty {
         copy_winsize(0, m.as_raw_fd());
     }
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
         set.add(s);
     }
-    set.thread_block().map_err(|e| failed(name, format!("block signals: {e}")))?;
+    set.thread_block()
+        .map_err(|e| failed(name, format!("block signals: {e}")))?;
     let (err_r, err_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
     let forked = clone::clone3_fork(0, cg_fd.as_ref().map(|f| f.as_fd()))
         .or_else(|_| clone::clone3_fork(0, None))
@@ -202,7 +296,12 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
                     child::fail(&err_w, &e);
                 }
             }
-            let _ = nix::unistd::chdir(if user.is_some() { home.as_str() } else { "/root" }).or_else(|_| nix::unistd::chdir("/"));
+            let _ = nix::unistd::chdir(if user.is_some() {
+                home.as_str()
+            } else {
+                "/root"
+            })
+            .or_else(|_| nix::unistd::chdir("/"));
             child::finish(&cap_drop, Some(&seccomp), user.as_ref(), &payload, err_w)
         }
         Forked::Parent { pidfd, .. } => {
@@ -212,13 +311,15 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
                 let _ = clone::wait_pidfd(pidfd.as_fd());
                 return Err(failed(name, report));
             }
-            let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|e| failed(name, format!("signalfd: {e}")))?;
+            let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+                .map_err(|e| failed(name, format!("signalfd: {e}")))?;
             let master = pty.map(|(m, s)| {
                 drop(s);
                 m
             });
             relay(&pidfd, &sfd, master.as_ref());
-            let code = clone::wait_pidfd(pidfd.as_fd()).map_err(|e| failed(name, format!("wait: {e}")))?;
+            let code =
+                clone::wait_pidfd(pidfd.as_fd()).map_err(|e| failed(name, format!("wait: {e}")))?;
             Ok(code)
         }
     }
@@ -226,13 +327,20 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
 
 /// Relay stdin/stdout with the pty (if any) and forward signals until the command exits.
 fn relay(pidfd: &OwnedFd, sfd: &SignalFd, master: Option<&OwnedFd>) {
-    let _raw = if master.is_some() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) { Some(RawMode::enter()) } else { None };
+    let _raw = if master.is_some() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+        Some(RawMode::enter())
+    } else {
+        None
+    };
     let stdin = std::io::stdin();
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = [0u8; 8192];
     loop {
-        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
         if let Some(m) = master {
             if master_open {
                 fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
@@ -247,7 +355,10 @@ fn relay(pidfd: &OwnedFd, sfd: &SignalFd, master: Option<&OwnedFd>) {
             }
             break;
         }
-        let ev: Vec<PollFlags> = fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect();
+        let ev: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
         drop(fds);
         let mut i = 2;
         if let Some(m) = master {

@@ -83,7 +83,10 @@ pub enum GuestError {
 
 /// Shorthand for a [`GuestError::Failed`].
 pub(crate) fn failed(name: &str, message: impl Into<String>) -> GuestError {
-    GuestError::Failed { name: name.to_string(), message: message.into() }
+    GuestError::Failed {
+        name: name.to_string(),
+        message: message.into(),
+    }
 }
 
 /// A configured guest.
@@ -105,15 +108,25 @@ impl Guest {
         validate_guest_name(name).map_err(GuestError::BadName)?;
         let path = paths.config_file(name);
         if !path.exists() {
-            return Err(GuestError::Unknown { name: name.into(), path });
+            return Err(GuestError::Unknown {
+                name: name.into(),
+                path,
+            });
         }
         let config = config::load_guest_config(&path)?;
-        Ok(Guest { name: name.into(), paths: paths.clone(), config })
+        Ok(Guest {
+            name: name.into(),
+            paths: paths.clone(),
+            config,
+        })
     }
 
     /// Guest root on the host.
     pub fn root(&self) -> PathBuf {
-        self.config.root.clone().unwrap_or_else(|| self.paths.default_root(&self.name))
+        self.config
+            .root
+            .clone()
+            .unwrap_or_else(|| self.paths.default_root(&self.name))
     }
 
     /// Runtime directory.
@@ -123,7 +136,10 @@ impl Guest {
 
     /// The guest's cgroup on this host.
     pub fn cgroup(&self) -> Result<GuestCgroup, GuestError> {
-        let layout = CgroupLayout::detect().map_err(|source| GuestError::Cgroup { name: self.name.clone(), source })?;
+        let layout = CgroupLayout::detect().map_err(|source| GuestError::Cgroup {
+            name: self.name.clone(),
+            source,
+        })?;
         Ok(GuestCgroup::new(&layout, self.config.context))
     }
 
@@ -171,10 +187,18 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
         xid: g.config.context,
         running: st.is_some(),
         processes,
-        uptime_secs: st.as_ref().map(|s| state::now_unix().saturating_sub(s.started_unix)).unwrap_or(0),
+        uptime_secs: st
+            .as_ref()
+            .map(|s| state::now_unix().saturating_sub(s.started_unix))
+            .unwrap_or(0),
         init_pid: st.as_ref().map(|s| s.init_pid),
         monitor_alive: st.as_ref().map(|s| s.monitor_alive()).unwrap_or(false),
-        addresses: g.config.interface.iter().map(|i| i.address.clone()).collect(),
+        addresses: g
+            .config
+            .interface
+            .iter()
+            .map(|i| i.address.clone())
+            .collect(),
     })
 }
 
@@ -210,8 +234,13 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
             return Ok(());
         }
     }
-    g.cgroup()?.remove().map_err(|source| GuestError::Cgroup { name: g.name.clone(), source })?;
-    let mut veths: Vec<String> = (0..g.config.interface.len()).map(|i| g.veth_name(i)).collect();
+    g.cgroup()?.remove().map_err(|source| GuestError::Cgroup {
+        name: g.name.clone(),
+        source,
+    })?;
+    let mut veths: Vec<String> = (0..g.config.interface.len())
+        .map(|i| g.veth_name(i))
+        .collect();
     if let Some(s) = &st {
         veths.extend(s.veths.iter().cloned());
     }

@@ -10,11 +10,18 @@ use std::process::{Command, Stdio};
 /// Errors: [`GuestError::Script`] when it cannot run or exits non-zero.
 pub fn run(g: &Guest, stage: &'static str) -> Result<(), GuestError> {
     let path = g.paths.script_file(&g.name);
-    let Ok(md) = std::fs::metadata(&path) else { return Ok(()) };
+    let Ok(md) = std::fs::metadata(&path) else {
+        return Ok(());
+    };
     if !md.is_file() || md.permissions().mode() & 0o111 == 0 {
         return Ok(());
     }
-    let err = |message: String| GuestError::Script { name: g.name.clone(), stage, path: path.clone(), message };
+    let err = |message: String| GuestError::Script {
+        name: g.name.clone(),
+        stage,
+        path: path.clone(),
+        message,
+    };
     let status = Command::new(&path)
         .arg(stage)
         .arg(&g.name)

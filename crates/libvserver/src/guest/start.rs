@@ -10,10 +10,10 @@
 
 use super::state::{now_unix, start_of, GuestLock, RunState};
 use super::{failed, scripts, Guest, GuestError};
+use crate::config::InitStyle;
 use crate::config::{default_gateway, parse_cidr};
 use crate::context::{self, ContextSpec, GuestIface, Payload};
 use crate::monitor::init::{sysv_plan, InitPlan};
-use crate::config::InitStyle;
 use crate::net::netlink::Netlink;
 use crate::security::{caps, seccomp::SeccompProgram};
 use nix::sched::CloneFlags;
@@ -31,14 +31,26 @@ pub struct Started {
 }
 
 fn cstrings(v: &[String]) -> Vec<CString> {
-    v.iter().filter_map(|s| CString::new(s.as_str()).ok()).collect()
+    v.iter()
+        .filter_map(|s| CString::new(s.as_str()).ok())
+        .collect()
 }
 
 /// Capabilities to drop for `g` and its seccomp filter.
-pub(crate) fn security_of(g: &Guest) -> Result<(Vec<::caps::Capability>, SeccompProgram), GuestError> {
-    let parse = |v: &[String]| v.iter().filter_map(|c| caps::parse_cap(c).ok()).collect::<Vec<_>>();
-    let keep = caps::secure_set(&parse(&g.config.capabilities.add), &parse(&g.config.capabilities.drop));
-    let prog = SeccompProgram::default_profile(&keep).map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
+pub(crate) fn security_of(
+    g: &Guest,
+) -> Result<(Vec<::caps::Capability>, SeccompProgram), GuestError> {
+    let parse = |v: &[String]| {
+        v.iter()
+            .filter_map(|c| caps::parse_cap(c).ok())
+            .collect::<Vec<_>>()
+    };
+    let keep = caps::secure_set(
+        &parse(&g.config.capabilities.add),
+        &parse(&g.config.capabilities.drop),
+    );
+    let prog = SeccompProgram::default_profile(&keep)
+        .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
     Ok((caps::to_drop(&keep), prog))
 }
 
@@ -59,7 +71,11 @@ fn check_xid_free(g: &Guest) -> Result<(), GuestError> {
         }
     }
     if !g.cgroup()?.pids().is_empty() {
-        return Err(GuestError::XidInUse { name: g.name.clone(), xid, other: "a running context (see vserver-stat)".into() });
+        return Err(GuestError::XidInUse {
+            name: g.name.clone(),
+            xid,
+            other: "a running context (see vserver-stat)".into(),
+        });
     }
     Ok(())
 }
@@ -67,20 +83,30 @@ fn check_xid_free(g: &Guest) -> Result<(), GuestError> {
 /// Start guest `g`. Errors: [`GuestError`]; on error nothing of the start remains.
 pub fn start(g: &Guest) -> Result<Started, GuestError> {
     let rd = g.run_dir();
-    let lock = GuestLock::acquire(&rd).map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+    let lock = GuestLock::acquire(&rd)
+        .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
     if let Some(st) = g.running() {
-        return Err(GuestError::AlreadyRunning { name: g.name.clone(), xid: st.xid });
+        return Err(GuestError::AlreadyRunning {
+            name: g.name.clone(),
+            xid: st.xid,
+        });
     }
     super::repair(g)?;
     let _ = std::fs::remove_file(rd.file("stopping"));
     check_xid_free(g)?;
     let root = g.root();
     if !root.is_dir() {
-        return Err(failed(&g.name, format!("guest root {} is not a directory", root.display())));
+        return Err(failed(
+            &g.name,
+            format!("guest root {} is not a directory", root.display()),
+        ));
     }
     scripts::run(g, "pre-start")?;
     let cg = g.cgroup()?;
-    cg.create().map_err(|source| GuestError::Cgroup { name: g.name.clone(), source })?;
+    cg.create().map_err(|source| GuestError::Cgroup {
+        name: g.name.clone(),
+        source,
+    })?;
     match start_created(g, lock) {
         Ok(state) => {
             let mut warnings = Vec::new();
@@ -110,15 +136,27 @@ fn prepare_network(g: &Guest) -> Result<Vec<GuestIface>, GuestError> {
             Some(s) => s.parse().ok(),
             None => default_gateway(addr, prefix),
         };
-        let br = nl.ensure_bridge(&ifc.bridge).map_err(|e| failed(&g.name, e.to_string()))?;
+        let br = nl
+            .ensure_bridge(&ifc.bridge)
+            .map_err(|e| failed(&g.name, e.to_string()))?;
         if let Some(gw) = gw {
-            nl.add_address(br, gw, prefix).map_err(|e| failed(&g.name, e.to_string()))?;
+            nl.add_address(br, gw, prefix)
+                .map_err(|e| failed(&g.name, e.to_string()))?;
         }
         nl.set_up(br).map_err(|e| failed(&g.name, e.to_string()))?;
-        let first = if addr.is_ipv4() { &mut v4_route } else { &mut v6_route };
+        let first = if addr.is_ipv4() {
+            &mut v4_route
+        } else {
+            &mut v6_route
+        };
         let gateway = if *first { None } else { gw };
         *first = *first || gw.is_some();
-        out.push(GuestIface { name: ifc.name.clone().unwrap_or_else(|| format!("eth{i}")), addr, prefix, gateway });
+        out.push(GuestIface {
+            name: ifc.name.clone().unwrap_or_else(|| format!("eth{i}")),
+            addr,
+            prefix,
+            gateway,
+        });
     }
     Ok(out)
 }
@@ -126,14 +164,28 @@ fn prepare_network(g: &Guest) -> Result<Vec<GuestIface>, GuestError> {
 fn init_payload(g: &Guest) -> Payload {
     let env = context::child::guest_env(&[]);
     let ic = &g.config.init;
-    let opt = |v: &Vec<String>| if v.is_empty() { None } else { Some(cstrings(v)) };
+    let opt = |v: &Vec<String>| {
+        if v.is_empty() {
+            None
+        } else {
+            Some(cstrings(v))
+        }
+    };
     match ic.style {
         InitStyle::Plain => {
-            let argv = if ic.command.is_empty() { cstrings(&["/sbin/init".to_string()]) } else { cstrings(&ic.command) };
+            let argv = if ic.command.is_empty() {
+                cstrings(&["/sbin/init".to_string()])
+            } else {
+                cstrings(&ic.command)
+            };
             Payload::Exec { argv, env }
         }
         InitStyle::Sysv => Payload::Builtin(sysv_plan(ic.runlevel.unwrap_or(3), env)),
-        InitStyle::Builtin => Payload::Builtin(InitPlan { command: opt(&ic.command), stop_command: opt(&ic.stop_command), env }),
+        InitStyle::Builtin => Payload::Builtin(InitPlan {
+            command: opt(&ic.command),
+            stop_command: opt(&ic.stop_command),
+            env,
+        }),
     }
 }
 
@@ -142,17 +194,26 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     let ifaces = prepare_network(g)?;
     let (cap_drop, seccomp) = security_of(g)?;
     let cg = g.cgroup()?;
-    let pty = nix::pty::openpty(None, None).map_err(|e| failed(&name, format!("open a console pty: {e}")))?;
+    let pty = nix::pty::openpty(None, None)
+        .map_err(|e| failed(&name, format!("open a console pty: {e}")))?;
     let binds = g
         .config
         .mount
         .iter()
-        .map(|m| crate::rootfs::BindMount { source: m.source.clone(), target: m.target.to_string_lossy().into_owned(), readonly: m.readonly })
+        .map(|m| crate::rootfs::BindMount {
+            source: m.source.clone(),
+            target: m.target.to_string_lossy().into_owned(),
+            readonly: m.readonly,
+        })
         .collect();
     let spec = ContextSpec {
         label: name.clone(),
         xid: g.config.context,
-        namespaces: CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET,
+        namespaces: CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET,
         root: Some(g.root()),
         binds,
         hostname: Some(g.config.hostname_or(&g.name).to_string()),
@@ -165,7 +226,9 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     };
     let (rep_r, rep_w) = context::sync::pipe().map_err(|e| failed(&name, format!("pipe: {e}")))?;
     // SAFETY: the start path is single-threaded; the child only continues our own code.
-    match unsafe { nix::unistd::fork() }.map_err(|e| failed(&name, format!("fork the monitor: {e}")))? {
+    match unsafe { nix::unistd::fork() }
+        .map_err(|e| failed(&name, format!("fork the monitor: {e}")))?
+    {
         nix::unistd::ForkResult::Child => {
             drop(rep_r);
             lock.forget_in_child();
@@ -178,10 +241,18 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
             let mut report = String::new();
             let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
             if report == "OK" {
-                g.run_dir().read_state().ok_or_else(|| failed(&name, "the monitor reported success but wrote no state"))
+                g.run_dir()
+                    .read_state()
+                    .ok_or_else(|| failed(&name, "the monitor reported success but wrote no state"))
             } else if report.is_empty() {
                 let _ = cg;
-                Err(failed(&name, format!("the monitor died during start; see {}", g.run_dir().file("monitor.log").display())))
+                Err(failed(
+                    &name,
+                    format!(
+                        "the monitor died during start; see {}",
+                        g.run_dir().file("monitor.log").display()
+                    ),
+                ))
             } else {
                 Err(failed(&name, report))
             }
@@ -195,10 +266,20 @@ fn monitor_main(g: &Guest, spec: ContextSpec, console: OwnedFd, report: OwnedFd)
     let _ = nix::unistd::setsid();
     // SAFETY: setting dispositions to ignore is async-signal-safe and we are single-threaded.
     unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn);
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
     }
-    if let Ok(log) = std::fs::OpenOptions::new().create(true).append(true).open(rd.file("monitor.log")) {
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(rd.file("monitor.log"))
+    {
         let null = std::fs::File::open("/dev/null");
         // SAFETY: dup2 onto stdio of this process with valid fds.
         unsafe {
@@ -225,16 +306,23 @@ fn monitor_main(g: &Guest, spec: ContextSpec, console: OwnedFd, report: OwnedFd)
     };
     let veths: Vec<String> = (0..spec.interfaces.len()).map(|i| g.veth_name(i)).collect();
     let mut prepare = |pid: i32| -> Result<(), String> {
-        let in_v2 = crate::cgroup::xid_of_pid(std::path::Path::new("/proc"), pid) == Some(g.config.context);
-        cg.add_pid(pid, cg_fd.is_some() && in_v2).map_err(|e| e.to_string())?;
+        let in_v2 =
+            crate::cgroup::xid_of_pid(std::path::Path::new("/proc"), pid) == Some(g.config.context);
+        cg.add_pid(pid, cg_fd.is_some() && in_v2)
+            .map_err(|e| e.to_string())?;
         if spec.interfaces.is_empty() {
             return Ok(());
         }
         let mut nl = Netlink::open().map_err(|e| e.to_string())?;
         for ((ifc, host), cfg) in spec.interfaces.iter().zip(&veths).zip(&g.config.interface) {
             let _ = nl.delete_link(host);
-            let idx = nl.create_veth(host, &ifc.name, pid).map_err(|e| e.to_string())?;
-            let br = nl.link_index(&cfg.bridge).map_err(|e| e.to_string())?.ok_or_else(|| format!("bridge {} vanished", cfg.bridge))?;
+            let idx = nl
+                .create_veth(host, &ifc.name, pid)
+                .map_err(|e| e.to_string())?;
+            let br = nl
+                .link_index(&cfg.bridge)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("bridge {} vanished", cfg.bridge))?;
             nl.set_master(idx, br).map_err(|e| e.to_string())?;
             nl.set_up(idx).map_err(|e| e.to_string())?;
         }
@@ -256,12 +344,21 @@ fn monitor_main(g: &Guest, spec: ContextSpec, console: OwnedFd, report: OwnedFd)
         monitor_start: start_of(me),
         started_unix: now_unix(),
         veths,
-        addresses: g.config.interface.iter().map(|i| i.address.clone()).collect(),
+        addresses: g
+            .config
+            .interface
+            .iter()
+            .map(|i| i.address.clone())
+            .collect(),
     };
     if let Err(e) = rd.write_state(&state) {
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
         let _ = crate::context::clone::wait_pidfd(spawned.pidfd.as_fd());
-        fail(format!("{}: write {}: {e}", g.name, rd.state_path().display()));
+        fail(format!(
+            "{}: write {}: {e}",
+            g.name,
+            rd.state_path().display()
+        ));
     }
     if nix::unistd::write(&report, b"OK").is_err() {
         // The starting command died: do not leave a guest nobody asked for.

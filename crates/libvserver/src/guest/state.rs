@@ -55,7 +55,9 @@ pub struct RunDir {
 impl RunDir {
     /// The runtime directory of guest `name` under `run_dir`.
     pub fn new(run_dir: &Path, name: &str) -> RunDir {
-        RunDir { dir: run_dir.join(name) }
+        RunDir {
+            dir: run_dir.join(name),
+        }
     }
 
     /// Create it (mode 0700; parents too).
@@ -80,7 +82,11 @@ impl RunDir {
     pub fn write_state(&self, st: &RunState) -> std::io::Result<()> {
         let tmp = self.dir.join("state.json.tmp");
         let mut f = fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(st).map_err(std::io::Error::other)?.as_bytes())?;
+        f.write_all(
+            serde_json::to_string_pretty(st)
+                .map_err(std::io::Error::other)?
+                .as_bytes(),
+        )?;
         f.sync_all()?;
         fs::rename(tmp, self.state_path())
     }

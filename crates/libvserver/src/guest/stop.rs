@@ -41,7 +41,8 @@ pub struct Stopped {
 /// Errors: lock or cgroup failures; the processes are killed in any case.
 pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
     let rd = g.run_dir();
-    let _lock = GuestLock::acquire(&rd).map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+    let _lock = GuestLock::acquire(&rd)
+        .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
     let mut out = Stopped::default();
     let Some(st) = g.running() else {
         super::repair(g)?;
@@ -52,26 +53,42 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
     if let Err(e) = scripts::run(g, "pre-stop") {
         out.warnings.push(e.to_string());
     }
-    let monitor = if st.monitor_alive() { pidfd_open(st.monitor_pid).ok() } else { None };
-    let init = pidfd_open(st.init_pid).map_err(|e| failed(&g.name, format!("open pid {}: {e}", st.init_pid)))?;
+    let monitor = if st.monitor_alive() {
+        pidfd_open(st.monitor_pid).ok()
+    } else {
+        None
+    };
+    let init = pidfd_open(st.init_pid)
+        .map_err(|e| failed(&g.name, format!("open pid {}: {e}", st.init_pid)))?;
     // Re-check identity now that the pidfd pins the process.
     if st.init_alive() {
-        if g.config.init.style == crate::config::InitStyle::Plain && !g.config.init.stop_command.is_empty() {
-            let _ = super::exec::exec(g, &super::exec::ExecRequest::command(g.config.init.stop_command.clone()));
+        if g.config.init.style == crate::config::InitStyle::Plain
+            && !g.config.init.stop_command.is_empty()
+        {
+            let _ = super::exec::exec(
+                g,
+                &super::exec::ExecRequest::command(g.config.init.stop_command.clone()),
+            );
         }
         let _ = pidfd_kill(init.as_fd(), libc::SIGTERM);
         let cg = g.cgroup()?;
         if g.config.init.style == crate::config::InitStyle::Plain {
             cg.signal_all(nix::sys::signal::Signal::SIGTERM);
         }
-        if !wait_exit(&init, Duration::from_secs(u64::from(g.config.stop.kill_timeout))) {
+        if !wait_exit(
+            &init,
+            Duration::from_secs(u64::from(g.config.stop.kill_timeout)),
+        ) {
             out.killed = true;
             cg.kill_all();
             let _ = pidfd_kill(init.as_fd(), libc::SIGKILL);
             wait_exit(&init, Duration::from_secs(5));
         }
     }
-    let cleaned = monitor.as_ref().map(|m| wait_exit(m, Duration::from_secs(10))).unwrap_or(false);
+    let cleaned = monitor
+        .as_ref()
+        .map(|m| wait_exit(m, Duration::from_secs(10)))
+        .unwrap_or(false);
     if !cleaned || rd.read_state().is_some() {
         super::repair(g)?;
     }

@@ -32,15 +32,23 @@ pub fn sysv_plan(runlevel: u8, env: Vec<CString>) -> InitPlan {
         "for s in /etc/rc0.d/K* /etc/rc6.d/K*; do [ -x \"$s\" ] && \"$s\" stop; done; exit 0",
     );
     let sh = |s: String| {
-        ["/bin/sh", "-c", &s].iter().filter_map(|a| CString::new(*a).ok()).collect::<Vec<_>>()
+        ["/bin/sh", "-c", &s]
+            .iter()
+            .filter_map(|a| CString::new(*a).ok())
+            .collect::<Vec<_>>()
     };
-    InitPlan { command: Some(sh(start)), stop_command: Some(sh(stop)), env }
+    InitPlan {
+        command: Some(sh(start)),
+        stop_command: Some(sh(stop)),
+        env,
+    }
 }
 
 fn spawn(argv: &[CString], env: &[CString]) -> Option<i32> {
     let (prog, args) = argv.split_first()?;
     let mut cmd = std::process::Command::new(prog.to_string_lossy().as_ref());
-    cmd.args(args.iter().map(|a| a.to_string_lossy().into_owned())).env_clear();
+    cmd.args(args.iter().map(|a| a.to_string_lossy().into_owned()))
+        .env_clear();
     for kv in env {
         let s = kv.to_string_lossy();
         if let Some((k, v)) = s.split_once('=') {
@@ -49,7 +57,11 @@ fn spawn(argv: &[CString], env: &[CString]) -> Option<i32> {
     }
     // SAFETY: setsid is async-signal-safe; std resets the signal mask and SIGPIPE in the child.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     match cmd.spawn() {
         Ok(c) => Some(c.id() as i32),
@@ -83,8 +95,14 @@ pub fn run(plan: &InitPlan) -> ! {
     let _ = nix::sys::prctl::set_name(c"vserver-init");
     let mut set = SigSet::empty();
     for s in [
-        Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR, Signal::SIGHUP,
-        Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGQUIT,
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPWR,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGQUIT,
     ] {
         set.add(s);
     }
@@ -100,7 +118,9 @@ pub fn run(plan: &InitPlan) -> ! {
     let mut main = plan.command.as_deref().and_then(|c| spawn(c, &plan.env));
     let mut stopping = false;
     loop {
-        let Ok(Some(info)) = sfd.read_signal() else { continue };
+        let Ok(Some(info)) = sfd.read_signal() else {
+            continue;
+        };
         let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGCHLD);
         match sig {
             Signal::SIGCHLD => {

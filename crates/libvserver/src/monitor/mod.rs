@@ -15,10 +15,17 @@ pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
 
 fn append_console(rd: &RunDir, data: &[u8]) {
     let path = rd.file("console.log");
-    if std::fs::metadata(&path).map(|m| m.len() > CONSOLE_LOG_MAX).unwrap_or(false) {
+    if std::fs::metadata(&path)
+        .map(|m| m.len() > CONSOLE_LOG_MAX)
+        .unwrap_or(false)
+    {
         let _ = std::fs::rename(&path, rd.file("console.log.1"));
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
         let _ = f.write_all(data);
     }
 }
@@ -40,7 +47,10 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
             Ok(_) => {}
         }
         let init_done = fds[0].revents().map(|r| !r.is_empty()).unwrap_or(false);
-        let con_ev = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        let con_ev = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .unwrap_or(PollFlags::empty());
         drop(fds);
         if con_ev.contains(PollFlags::POLLIN) {
             if let Some(c) = &console {

@@ -13,28 +13,56 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 /// Files of /proc hidden behind /dev/null (kernel memory, keys, timing side channels).
-pub const PROC_MASKED_FILES: &[&str] =
-    &["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats"];
+pub const PROC_MASKED_FILES: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+];
 /// Directories hidden behind an empty read-only tmpfs.
 pub const MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi", "/sys/firmware"];
 /// Paths made read-only (sysctls, sysrq, irq and bus settings of the host kernel).
-pub const READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Character devices of a guest's /dev: (name, major, minor).
-const DEVICES: &[(&str, u64, u64)] =
-    &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
-fn m(src: Option<&str>, target: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
-    mount(src, target, fstype, flags, data)
-        .map_err(|e| format!("mount {} on {target}: {e}", fstype.or(src).unwrap_or("bind")))
+fn m(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} on {target}: {e}",
+            fstype.or(src).unwrap_or("bind")
+        )
+    })
 }
 
 /// Make sure `p` is a directory (create it if missing) and not a symlink.
 fn ensure_dir(p: &str) -> Result<(), String> {
     match std::fs::symlink_metadata(p) {
         Ok(md) if md.is_dir() => Ok(()),
-        Ok(_) => Err(format!("{p} in the guest is not a directory (a symlink or file there is refused)")),
+        Ok(_) => Err(format!(
+            "{p} in the guest is not a directory (a symlink or file there is refused)"
+        )),
         Err(_) => std::fs::create_dir(p).map_err(|e| format!("create {p} in the guest: {e}")),
     }
 }
@@ -44,8 +72,25 @@ fn bind_readonly(path: &str) -> Result<(), String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    m(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    m(None, path, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
+    m(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    m(
+        None,
+        path,
+        None,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None,
+    )
 }
 
 /// True if the file system holding `path` is mounted read-only.
@@ -59,7 +104,11 @@ fn is_readonly(path: &str) -> bool {
 /// `console`, if given, is bind-mounted on /dev/console.
 ///
 /// Errors: one line naming the step, the path and the OS error.
-pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&OwnedFd>) -> Result<(), String> {
+pub fn enter_guest_root(
+    root: &Path,
+    binds: &[BindMount],
+    console: Option<&OwnedFd>,
+) -> Result<(), String> {
     let bind_fds = binds.iter().map(open_bind).collect::<Result<Vec<_>, _>>()?;
     // The console lives on the host's devpts, which is gone after pivot_root: detach it now.
     let console_tree = match console {
@@ -69,14 +118,31 @@ pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&Owned
                 .map_err(|e| format!("find the console's path: {e}"))?;
             let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
                 .map_err(|_| String::from("console path contains NUL"))?;
-            Some(open_tree_clone(libc::AT_FDCWD, &cpath, 0).map_err(|e| format!("open_tree the console {}: {e}", path.display()))?)
+            Some(
+                open_tree_clone(libc::AT_FDCWD, &cpath, 0)
+                    .map_err(|e| format!("open_tree the console {}: {e}", path.display()))?,
+            )
         }
         None => None,
     };
-    let root_s = root.to_str().ok_or_else(|| format!("guest root {} is not UTF-8", root.display()))?;
+    let root_s = root
+        .to_str()
+        .ok_or_else(|| format!("guest root {} is not UTF-8", root.display()))?;
     m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
-    m(Some(root_s), root_s, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    m(None, root_s, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV, None)?;
+    m(
+        Some(root_s),
+        root_s,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    m(
+        None,
+        root_s,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
+        None,
+    )?;
     nix::unistd::chdir(root).map_err(|e| format!("chdir {root_s}: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root into {root_s}: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the host root: {e}"))?;
@@ -91,9 +157,21 @@ pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&Owned
     drop(bind_fds);
 
     ensure_dir("/proc")?;
-    m(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    m(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
     ensure_dir("/sys")?;
-    m(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY, None)?;
+    m(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        None,
+    )?;
     build_dev(console_tree.as_ref())?;
     apply_masks()?;
     verify_masks()
@@ -102,29 +180,64 @@ pub fn enter_guest_root(root: &Path, binds: &[BindMount], console: Option<&Owned
 /// chcontext: keep the host's tree, but give the new pid namespace its own /proc.
 pub fn fresh_proc_only() -> Result<(), String> {
     m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
-    m(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)
+    m(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
 }
 
 /// A minimal /dev on tmpfs: null zero full random urandom tty, devpts (newinstance) with ptmx,
 /// shm, mqueue, the fd links and the console.
 fn build_dev(console: Option<&OwnedFd>) -> Result<(), String> {
     ensure_dir("/dev")?;
-    m(Some("tmpfs"), "/dev", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=1024k"))?;
+    m(
+        Some("tmpfs"),
+        "/dev",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=1024k"),
+    )?;
     // SAFETY: umask only changes this process's file creation mask.
     let old = unsafe { libc::umask(0) };
     for (name, major, minor) in DEVICES {
         let p = format!("/dev/{name}");
-        mknod(p.as_str(), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(*major, *minor))
-            .map_err(|e| format!("mknod {p}: {e}"))?;
+        mknod(
+            p.as_str(),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(*major, *minor),
+        )
+        .map_err(|e| format!("mknod {p}: {e}"))?;
     }
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     for d in ["/dev/pts", "/dev/shm", "/dev/mqueue"] {
         std::fs::create_dir(d).map_err(|e| format!("create {d}: {e}"))?;
     }
-    m(Some("devpts"), "/dev/pts", Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
-    m(Some("shm"), "/dev/shm", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"))?;
-    m(Some("mqueue"), "/dev/mqueue", Some("mqueue"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    m(
+        Some("devpts"),
+        "/dev/pts",
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    m(
+        Some("shm"),
+        "/dev/shm",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )?;
+    m(
+        Some("mqueue"),
+        "/dev/mqueue",
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),
@@ -148,8 +261,17 @@ fn apply_masks() -> Result<(), String> {
         }
     }
     for d in MASKED_DIRS {
-        if std::fs::symlink_metadata(d).map(|md| md.is_dir()).unwrap_or(false) {
-            m(Some("tmpfs"), d, Some("tmpfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("size=0"))?;
+        if std::fs::symlink_metadata(d)
+            .map(|md| md.is_dir())
+            .unwrap_or(false)
+        {
+            m(
+                Some("tmpfs"),
+                d,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )?;
         }
     }
     for p in READONLY_PATHS {
@@ -191,12 +313,23 @@ pub struct BindMount {
 
 /// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` (relative to
 /// `dirfd`; an empty path with AT_EMPTY_PATH means the file `dirfd` itself).
-fn open_tree_clone(dirfd: i32, path: &std::ffi::CStr, extra: libc::c_uint) -> Result<OwnedFd, nix::errno::Errno> {
+fn open_tree_clone(
+    dirfd: i32,
+    path: &std::ffi::CStr,
+    extra: libc::c_uint,
+) -> Result<OwnedFd, nix::errno::Errno> {
     use std::os::fd::FromRawFd;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
     // SAFETY: valid NUL-terminated path; returns a new fd we own or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | extra) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dirfd,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | extra,
+        )
+    };
     if fd < 0 {
         return Err(nix::errno::Errno::last());
     }
@@ -221,13 +354,29 @@ fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
         const MOUNT_ATTR_RDONLY: u64 = 1;
         const MOUNT_ATTR_NOSUID: u64 = 2;
         const MOUNT_ATTR_NODEV: u64 = 4;
-        let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
         // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr.
         let r = unsafe {
-            libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
         };
         if r < 0 {
-            return Err(format!("make {} read-only: {}", b.source.display(), nix::errno::Errno::last()));
+            return Err(format!(
+                "make {} read-only: {}",
+                b.source.display(),
+                nix::errno::Errno::last()
+            ));
         }
     }
     Ok(fd)
@@ -242,13 +391,24 @@ fn attach_bind(fd: &OwnedFd, target: &str) -> Result<(), String> {
 
 fn move_mount(fd: &OwnedFd, target: &str) -> Result<(), String> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let t = std::ffi::CString::new(target).map_err(|_| format!("mount target {target} contains NUL"))?;
+    let t = std::ffi::CString::new(target)
+        .map_err(|_| format!("mount target {target} contains NUL"))?;
     // SAFETY: fd is a detached mount; both paths are valid C strings.
     let r = unsafe {
-        libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
     };
     if r < 0 {
-        return Err(format!("attach the mount at {target} in the guest: {}", nix::errno::Errno::last()));
+        return Err(format!(
+            "attach the mount at {target} in the guest: {}",
+            nix::errno::Errno::last()
+        ));
     }
     Ok(())
 }

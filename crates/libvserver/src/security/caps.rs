@@ -32,14 +32,20 @@ pub const SECURE_DEFAULT: &[Capability] = &[
 /// Errors: a one-line message naming the unknown capability.
 pub fn parse_cap(name: &str) -> Result<Capability, String> {
     let up = name.trim().to_ascii_uppercase();
-    let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+    let full = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
     Capability::from_str(&full)
         .map_err(|_| format!("unknown capability '{name}' (see capabilities(7), e.g. NET_RAW)"))
 }
 
 /// Short lower-case name of a capability as shown to users: `net_raw`.
 pub fn cap_name(c: Capability) -> String {
-    c.to_string().trim_start_matches("CAP_").to_ascii_lowercase()
+    c.to_string()
+        .trim_start_matches("CAP_")
+        .to_ascii_lowercase()
 }
 
 /// Every capability the running kernel knows (0..=cap_last_cap).
@@ -62,7 +68,10 @@ pub fn secure_set(add: &[Capability], drop: &[Capability]) -> CapsHashSet {
 
 /// Capabilities to drop from the bounding set so that only `keep` remains, sorted by number.
 pub fn to_drop(keep: &CapsHashSet) -> Vec<Capability> {
-    let mut v: Vec<Capability> = all_supported().into_iter().filter(|c| !keep.contains(c)).collect();
+    let mut v: Vec<Capability> = all_supported()
+        .into_iter()
+        .filter(|c| !keep.contains(c))
+        .collect();
     v.sort_by_key(|c| c.index());
     v
 }
@@ -93,7 +102,10 @@ pub fn apply_bounding(drop: &[Capability], drop_now: bool) -> Result<(), String>
 
 /// Parse a `CapBnd`/`CapEff` hex mask from /proc/PID/status into capabilities.
 pub fn caps_from_mask(mask: u64) -> Vec<Capability> {
-    let mut v: Vec<Capability> = caps::all().into_iter().filter(|c| mask & c.bitmask() != 0).collect();
+    let mut v: Vec<Capability> = caps::all()
+        .into_iter()
+        .filter(|c| mask & c.bitmask() != 0)
+        .collect();
     v.sort_by_key(|c| c.index());
     v
 }
@@ -105,7 +117,10 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(parse_cap("net_raw").unwrap(), Capability::CAP_NET_RAW);
-        assert_eq!(parse_cap("CAP_SYS_ADMIN").unwrap(), Capability::CAP_SYS_ADMIN);
+        assert_eq!(
+            parse_cap("CAP_SYS_ADMIN").unwrap(),
+            Capability::CAP_SYS_ADMIN
+        );
         assert_eq!(parse_cap("Chown").unwrap(), Capability::CAP_CHOWN);
         assert!(parse_cap("fly").unwrap_err().contains("'fly'"));
         assert_eq!(cap_name(Capability::CAP_NET_ADMIN), "net_admin");
@@ -131,6 +146,9 @@ mod tests {
     #[test]
     fn mask_parse() {
         let v = caps_from_mask(0b101);
-        assert_eq!(v, vec![Capability::CAP_CHOWN, Capability::CAP_DAC_READ_SEARCH]);
+        assert_eq!(
+            v,
+            vec![Capability::CAP_CHOWN, Capability::CAP_DAC_READ_SEARCH]
+        );
     }
 }

@@ -11,7 +11,11 @@ use std::path::Path;
 
 /// Clock ticks per second of /proc times (USER_HZ).
 fn ticks_per_sec() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map(|v| v as u64).unwrap_or(100)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map(|v| v as u64)
+        .unwrap_or(100)
 }
 
 /// Fields of /proc/PID/stat used here.
@@ -35,7 +39,13 @@ pub fn parse_proc_stat(s: &str) -> Option<ProcStat> {
     let f: Vec<&str> = rest.split(' ').collect();
     // rest starts at field 3 (state); field n is f[n - 3].
     let g = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    Some(ProcStat { utime: g(14)?, stime: g(15)?, start: g(22)?, vsize: g(23)?, rss_pages: g(24)? })
+    Some(ProcStat {
+        utime: g(14)?,
+        stime: g(15)?,
+        start: g(22)?,
+        vsize: g(23)?,
+        rss_pages: g(24)?,
+    })
 }
 
 fn read_stat(proc_root: &Path, pid: i32) -> Option<ProcStat> {
@@ -44,14 +54,20 @@ fn read_stat(proc_root: &Path, pid: i32) -> Option<ProcStat> {
 
 /// Map of context id → guest name for running guests found in `run_dir`.
 pub fn guest_names(run_dir: &Path) -> HashMap<u32, (String, u64)> {
-    running_guests(run_dir).into_iter().map(|s| (s.xid, (s.name, s.started_unix))).collect()
+    running_guests(run_dir)
+        .into_iter()
+        .map(|s| (s.xid, (s.name, s.started_unix)))
+        .collect()
 }
 
 /// One row per context with processes, plus the host (xid 0) first. Sizes in bytes, times in
 /// microseconds (see [`StatRow`]).
 pub fn collect(layout: &CgroupLayout, run_dir: &Path, proc_root: &Path) -> Vec<StatRow> {
     let hz = ticks_per_sec();
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
     let names = guest_names(run_dir);
     let boot_uptime = std::fs::read_to_string(proc_root.join("uptime"))
         .ok()
@@ -77,13 +93,36 @@ pub fn collect(layout: &CgroupLayout, run_dir: &Path, proc_root: &Path) -> Vec<S
         let cpu = cg.cpu_times();
         let (name, uptime) = match names.get(&xid) {
             Some((n, started)) => (n.clone(), now_unix().saturating_sub(*started)),
-            None => (String::from("-"), boot_uptime.saturating_sub(if oldest == u64::MAX { 0 } else { oldest / hz })),
+            None => (
+                String::from("-"),
+                boot_uptime.saturating_sub(if oldest == u64::MAX { 0 } else { oldest / hz }),
+            ),
         };
-        rows.push(StatRow { xid, procs: pids.len() as u64, vsz_bytes: vsz, rss_bytes: rss, user_usec: cpu.user_usec, sys_usec: cpu.sys_usec, uptime_secs: uptime, name });
+        rows.push(StatRow {
+            xid,
+            procs: pids.len() as u64,
+            vsz_bytes: vsz,
+            rss_bytes: rss,
+            user_usec: cpu.user_usec,
+            sys_usec: cpu.sys_usec,
+            uptime_secs: uptime,
+            name,
+        });
     }
-    let mut host = StatRow { xid: 0, procs: 0, vsz_bytes: 0, rss_bytes: 0, user_usec: 0, sys_usec: 0, uptime_secs: boot_uptime, name: "root server".into() };
+    let mut host = StatRow {
+        xid: 0,
+        procs: 0,
+        vsz_bytes: 0,
+        rss_bytes: 0,
+        user_usec: 0,
+        sys_usec: 0,
+        uptime_secs: boot_uptime,
+        name: "root server".into(),
+    };
     for e in std::fs::read_dir(proc_root).into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if guest_pids.contains(&pid) {
             continue;
         }
@@ -104,7 +143,11 @@ pub fn host_pid_of(proc_root: &Path, pids: &[i32], guest_pid: i32) -> Option<i32
     pids.iter().copied().find(|p| {
         std::fs::read_to_string(proc_root.join(p.to_string()).join("status"))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("NSpid:")).map(|l| l.split_whitespace().last() == Some(&guest_pid.to_string())))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("NSpid:"))
+                    .map(|l| l.split_whitespace().last() == Some(&guest_pid.to_string()))
+            })
             .unwrap_or(false)
     })
 }
@@ -117,6 +160,9 @@ mod tests {
     fn proc_stat_parses_names_with_spaces() {
         let s = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 555 1048576 25 18446744073709551615";
         let p = parse_proc_stat(s).unwrap();
-        assert_eq!((p.utime, p.stime, p.start, p.vsize, p.rss_pages), (7, 3, 555, 1048576, 25));
+        assert_eq!(
+            (p.utime, p.stime, p.start, p.vsize, p.rss_pages),
+            (7, 3, 555, 1048576, 25)
+        );
     }
 }

@@ -14,7 +14,10 @@
 //! A failed build removes only what it created; `--force` renames an existing root and config
 //! to `*.~EPOCH~` first, as util-vserver does.
 
-use crate::config::{self, parse_cidr, validate_hostname, validate_ifname, GuestConfig, InitStyle, InterfaceConfig, MountConfig};
+use crate::config::{
+    self, parse_cidr, validate_hostname, validate_ifname, GuestConfig, InitStyle, InterfaceConfig,
+    MountConfig,
+};
 use crate::guest::state::now_unix;
 use crate::paths::{validate_guest_name, Paths};
 use std::fs;
@@ -74,11 +77,18 @@ pub struct BuildOptions {
 /// taken only when the rest parses as an address).
 pub fn parse_interface_arg(s: &str) -> Result<InterfaceConfig, String> {
     let (bridge, addr) = match s.split_once(':') {
-        Some((b, rest)) if validate_ifname(b).is_ok() && parse_cidr(rest).is_ok() => (Some(b.to_string()), rest),
+        Some((b, rest)) if validate_ifname(b).is_ok() && parse_cidr(rest).is_ok() => {
+            (Some(b.to_string()), rest)
+        }
         _ => (None, s),
     };
     parse_cidr(addr)?;
-    Ok(InterfaceConfig { address: addr.to_string(), bridge: bridge.unwrap_or_else(config::default_bridge), gateway: None, name: None })
+    Ok(InterfaceConfig {
+        address: addr.to_string(),
+        bridge: bridge.unwrap_or_else(config::default_bridge),
+        gateway: None,
+        name: None,
+    })
 }
 
 /// The lowest context id from 40000 not used by a guest in the config dir.
@@ -87,22 +97,37 @@ pub fn next_free_xid(paths: &Paths) -> u32 {
         .iter()
         .filter_map(|(_, p)| config::load_guest_config(p).ok().map(|c| c.context))
         .collect();
-    (config::XID_AUTO_START..=config::XID_MAX_STATIC).find(|x| !used.contains(x)).unwrap_or(config::XID_MAX_STATIC)
+    (config::XID_AUTO_START..=config::XID_MAX_STATIC)
+        .find(|x| !used.contains(x))
+        .unwrap_or(config::XID_MAX_STATIC)
 }
 
 /// Build a guest. `progress` receives one line per step.
 ///
 /// Errors: [`BuildError`]; what the build created is removed again.
-pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) -> Result<GuestConfig, BuildError> {
-    let err = |m: String| BuildError { name: o.name.clone(), message: m };
+pub fn build(
+    paths: &Paths,
+    o: &BuildOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<GuestConfig, BuildError> {
+    let err = |m: String| BuildError {
+        name: o.name.clone(),
+        message: m,
+    };
     validate_guest_name(&o.name).map_err(err)?;
     if let Some(h) = &o.hostname {
         validate_hostname(h).map_err(err)?;
     }
     let cfg_path = paths.config_file(&o.name);
-    let root = o.root.clone().unwrap_or_else(|| paths.default_root(&o.name));
+    let root = o
+        .root
+        .clone()
+        .unwrap_or_else(|| paths.default_root(&o.name));
     if !root.is_absolute() {
-        return Err(err(format!("guest root {} must be an absolute path", root.display())));
+        return Err(err(format!(
+            "guest root {} must be an absolute path",
+            root.display()
+        )));
     }
     let mut interfaces = Vec::new();
     for i in &o.interfaces {
@@ -111,11 +136,22 @@ pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) ->
     let xid = match o.context {
         Some(x) => {
             if !(config::XID_MIN..=config::XID_MAX_STATIC).contains(&x) {
-                return Err(err(format!("--context {x} is out of range {}-{}", config::XID_MIN, config::XID_MAX_STATIC)));
+                return Err(err(format!(
+                    "--context {x} is out of range {}-{}",
+                    config::XID_MIN,
+                    config::XID_MAX_STATIC
+                )));
             }
             for (other, p) in crate::guest::configured_guests(paths) {
-                if other != o.name && config::load_guest_config(&p).map(|c| c.context == x).unwrap_or(false) {
-                    return Err(err(format!("context {x} is already used by guest {other} ({})", p.display())));
+                if other != o.name
+                    && config::load_guest_config(&p)
+                        .map(|c| c.context == x)
+                        .unwrap_or(false)
+                {
+                    return Err(err(format!(
+                        "context {x} is already used by guest {other} ({})",
+                        p.display()
+                    )));
                 }
             }
             x
@@ -135,12 +171,14 @@ pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) ->
         for p in [&cfg_path, &root] {
             if exists(p) {
                 let aside = PathBuf::from(format!("{}.~{stamp}~", p.display()));
-                fs::rename(p, &aside).map_err(|e| err(format!("move {} aside: {e}", p.display())))?;
+                fs::rename(p, &aside)
+                    .map_err(|e| err(format!("move {} aside: {e}", p.display())))?;
                 progress(&format!("moved {} to {}", p.display(), aside.display()));
             }
         }
     }
-    fs::create_dir_all(&paths.config_dir).map_err(|e| err(format!("create {}: {e}", paths.config_dir.display())))?;
+    fs::create_dir_all(&paths.config_dir)
+        .map_err(|e| err(format!("create {}: {e}", paths.config_dir.display())))?;
     if let Some(parent) = root.parent() {
         fs::create_dir_all(parent).map_err(|e| err(format!("create {}: {e}", parent.display())))?;
     }
@@ -155,7 +193,10 @@ pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) ->
         mark: Vec::new(),
         interface: interfaces,
         capabilities: Default::default(),
-        init: config::InitConfig { style: o.init_style.unwrap_or_default(), ..Default::default() },
+        init: config::InitConfig {
+            style: o.init_style.unwrap_or_default(),
+            ..Default::default()
+        },
         stop: Default::default(),
         mount: Vec::new(),
     };
@@ -166,9 +207,11 @@ pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) ->
     }
     .and_then(|()| write_identity(&root, &hostname, &cfg))
     .and_then(|()| {
-        cfg.validate().map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
+        cfg.validate()
+            .map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
         let tmp = cfg_path.with_extension("toml.tmp");
-        fs::write(&tmp, cfg.to_toml(&o.name)).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        fs::write(&tmp, cfg.to_toml(&o.name))
+            .map_err(|e| format!("write {}: {e}", tmp.display()))?;
         fs::rename(&tmp, &cfg_path).map_err(|e| format!("write {}: {e}", cfg_path.display()))
     });
     if let Err(m) = filled {
@@ -177,14 +220,33 @@ pub fn build(paths: &Paths, o: &BuildOptions, progress: &mut dyn FnMut(&str)) ->
         let _ = fs::remove_file(&cfg_path);
         return Err(err(m));
     }
-    progress(&format!("guest {} built at {} with context {xid}; config {}", o.name, root.display(), cfg_path.display()));
+    progress(&format!(
+        "guest {} built at {} with context {xid}; config {}",
+        o.name,
+        root.display(),
+        cfg_path.display()
+    ));
     Ok(cfg)
 }
 
 const SKELETON_DIRS: &[(&str, u32)] = &[
-    ("dev", 0o755), ("proc", 0o555), ("sys", 0o555), ("etc", 0o755), ("root", 0o700), ("home", 0o755),
-    ("tmp", 0o1777), ("run", 0o755), ("var", 0o755), ("var/log", 0o755), ("var/tmp", 0o1777),
-    ("var/lib", 0o755), ("var/cache", 0o755), ("var/spool", 0o755), ("mnt", 0o755), ("opt", 0o755), ("srv", 0o755),
+    ("dev", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("etc", 0o755),
+    ("root", 0o700),
+    ("home", 0o755),
+    ("tmp", 0o1777),
+    ("run", 0o755),
+    ("var", 0o755),
+    ("var/log", 0o755),
+    ("var/tmp", 0o1777),
+    ("var/lib", 0o755),
+    ("var/cache", 0o755),
+    ("var/spool", 0o755),
+    ("mnt", 0o755),
+    ("opt", 0o755),
+    ("srv", 0o755),
 ];
 
 fn make_dirs(root: &Path) -> Result<(), String> {
@@ -192,7 +254,8 @@ fn make_dirs(root: &Path) -> Result<(), String> {
         let p = root.join(d);
         if fs::symlink_metadata(&p).is_err() {
             fs::create_dir(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
-            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(|e| format!("chmod {}: {e}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
+                .map_err(|e| format!("chmod {}: {e}", p.display()))?;
         }
     }
     Ok(())
@@ -200,44 +263,75 @@ fn make_dirs(root: &Path) -> Result<(), String> {
 
 /// Paths under /etc never copied into a host-built guest (secrets and host identity).
 pub const HOST_ETC_EXCLUDES: &[&str] = &[
-    "shadow-", "gshadow-", "passwd-", "group-", "ssh/ssh_host_", "ssl/private", "machine-id",
-    "NetworkManager/system-connections", "wireguard", "krb5.keytab", "vservers", ".pwd.lock",
-    "sudoers.d/", "subuid-", "subgid-",
+    "shadow-",
+    "gshadow-",
+    "passwd-",
+    "group-",
+    "ssh/ssh_host_",
+    "ssl/private",
+    "machine-id",
+    "NetworkManager/system-connections",
+    "wireguard",
+    "krb5.keytab",
+    "vservers",
+    ".pwd.lock",
+    "sudoers.d/",
+    "subuid-",
+    "subgid-",
 ];
 
 fn excluded(rel: &str) -> bool {
-    HOST_ETC_EXCLUDES.iter().any(|x| rel == *x || rel.starts_with(x) || (x.ends_with('/') && rel.starts_with(x)))
+    HOST_ETC_EXCLUDES
+        .iter()
+        .any(|x| rel == *x || rel.starts_with(x) || (x.ends_with('/') && rel.starts_with(x)))
 }
 
 /// Copy the tree `src` to `dst` (which must not exist): directories, regular files, symlinks,
 /// with modes and owners; sockets, fifos and devices are skipped. `skip(rel)` excludes paths.
 pub fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&str) -> bool) -> Result<u64, String> {
-    fn walk(src: &Path, dst: &Path, rel: &str, skip: &dyn Fn(&str) -> bool, n: &mut u64) -> Result<(), String> {
+    fn walk(
+        src: &Path,
+        dst: &Path,
+        rel: &str,
+        skip: &dyn Fn(&str) -> bool,
+        n: &mut u64,
+    ) -> Result<(), String> {
         let md = fs::symlink_metadata(src).map_err(|e| format!("stat {}: {e}", src.display()))?;
         let ft = md.file_type();
         if ft.is_symlink() {
             let t = fs::read_link(src).map_err(|e| format!("readlink {}: {e}", src.display()))?;
-            std::os::unix::fs::symlink(&t, dst).map_err(|e| format!("symlink {}: {e}", dst.display()))?;
+            std::os::unix::fs::symlink(&t, dst)
+                .map_err(|e| format!("symlink {}: {e}", dst.display()))?;
         } else if ft.is_dir() {
             fs::create_dir(dst).map_err(|e| format!("create {}: {e}", dst.display()))?;
-            let mut entries: Vec<_> = fs::read_dir(src).map_err(|e| format!("read {}: {e}", src.display()))?.flatten().collect();
+            let mut entries: Vec<_> = fs::read_dir(src)
+                .map_err(|e| format!("read {}: {e}", src.display()))?
+                .flatten()
+                .collect();
             entries.sort_by_key(|e| e.file_name());
             for e in entries {
                 let name = e.file_name();
-                let r = if rel.is_empty() { name.to_string_lossy().into_owned() } else { format!("{rel}/{}", name.to_string_lossy()) };
+                let r = if rel.is_empty() {
+                    name.to_string_lossy().into_owned()
+                } else {
+                    format!("{rel}/{}", name.to_string_lossy())
+                };
                 if skip(&r) {
                     continue;
                 }
                 walk(&src.join(&name), &dst.join(&name), &r, skip, n)?;
             }
-            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
         } else if ft.is_file() {
             fs::copy(src, dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
-            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
         } else {
             return Ok(());
         }
-        lchown(dst, Some(md.uid()), Some(md.gid())).map_err(|e| format!("chown {}: {e}", dst.display()))?;
+        lchown(dst, Some(md.uid()), Some(md.gid()))
+            .map_err(|e| format!("chown {}: {e}", dst.display()))?;
         *n += 1;
         Ok(())
     }
@@ -261,21 +355,35 @@ pub fn strip_password_hashes(text: &str) -> String {
         + "\n"
 }
 
-fn build_host(root: &Path, cfg: &mut GuestConfig, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+fn build_host(
+    root: &Path,
+    cfg: &mut GuestConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
     progress("making the directory tree");
     make_dirs(root)?;
     fs::create_dir(root.join("usr")).map_err(|e| format!("create {}/usr: {e}", root.display()))?;
-    cfg.mount.push(MountConfig { source: "/usr".into(), target: "/usr".into(), readonly: true });
+    cfg.mount.push(MountConfig {
+        source: "/usr".into(),
+        target: "/usr".into(),
+        readonly: true,
+    });
     for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         let hp = Path::new("/").join(d);
         match fs::symlink_metadata(&hp) {
             Ok(md) if md.file_type().is_symlink() => {
-                let t = fs::read_link(&hp).map_err(|e| format!("readlink {}: {e}", hp.display()))?;
-                std::os::unix::fs::symlink(t, root.join(d)).map_err(|e| format!("symlink {d}: {e}"))?;
+                let t =
+                    fs::read_link(&hp).map_err(|e| format!("readlink {}: {e}", hp.display()))?;
+                std::os::unix::fs::symlink(t, root.join(d))
+                    .map_err(|e| format!("symlink {d}: {e}"))?;
             }
             Ok(md) if md.is_dir() => {
                 fs::create_dir(root.join(d)).map_err(|e| format!("create {d}: {e}"))?;
-                cfg.mount.push(MountConfig { source: hp.clone(), target: hp, readonly: true });
+                cfg.mount.push(MountConfig {
+                    source: hp.clone(),
+                    target: hp,
+                    readonly: true,
+                });
             }
             _ => {}
         }
@@ -286,12 +394,18 @@ fn build_host(root: &Path, cfg: &mut GuestConfig, progress: &mut dyn FnMut(&str)
     for f in ["shadow", "gshadow"] {
         let p = root.join("etc").join(f);
         if let Ok(t) = fs::read_to_string(&p) {
-            fs::write(&p, strip_password_hashes(&t)).map_err(|e| format!("write {}: {e}", p.display()))?;
+            fs::write(&p, strip_password_hashes(&t))
+                .map_err(|e| format!("write {}: {e}", p.display()))?;
         }
     }
-    fs::write(root.join("etc/fstab"), "# guest file systems are set up by vserver\n").map_err(|e| format!("write etc/fstab: {e}"))?;
+    fs::write(
+        root.join("etc/fstab"),
+        "# guest file systems are set up by vserver\n",
+    )
+    .map_err(|e| format!("write etc/fstab: {e}"))?;
     let _ = fs::remove_file(root.join("etc/mtab"));
-    std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab")).map_err(|e| format!("symlink etc/mtab: {e}"))?;
+    std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab"))
+        .map_err(|e| format!("symlink etc/mtab: {e}"))?;
     progress("copying the package database");
     for d in ["var/lib/dpkg", "var/lib/apt", "var/lib/ucf"] {
         let src = Path::new("/").join(d);
@@ -305,7 +419,12 @@ fn build_host(root: &Path, cfg: &mut GuestConfig, progress: &mut dyn FnMut(&str)
     Ok(())
 }
 
-fn build_skeleton(root: &Path, name: &str, command: &[String], progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+fn build_skeleton(
+    root: &Path,
+    name: &str,
+    command: &[String],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
     make_dirs(root)?;
     if let Some((prog, args)) = command.split_first() {
         progress(&format!("running {prog}"));
@@ -350,18 +469,26 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> R
 /// Write the guest's own identity: hostname, hosts, a fresh machine-id.
 fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), String> {
     let etc = root.join("etc");
-    if fs::symlink_metadata(&etc).map(|m| !m.is_dir()).unwrap_or(true) {
+    if fs::symlink_metadata(&etc)
+        .map(|m| !m.is_dir())
+        .unwrap_or(true)
+    {
         return Err(format!("{} is not a directory", etc.display()));
     }
     // Never write through a symlink the source tree planted.
     for f in ["hostname", "hosts", "machine-id"] {
         let p = etc.join(f);
-        if fs::symlink_metadata(&p).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+        if fs::symlink_metadata(&p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+        {
             fs::remove_file(&p).map_err(|e| format!("replace {}: {e}", p.display()))?;
         }
     }
-    fs::write(etc.join("hostname"), format!("{hostname}\n")).map_err(|e| format!("write etc/hostname: {e}"))?;
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    fs::write(etc.join("hostname"), format!("{hostname}\n"))
+        .map_err(|e| format!("write etc/hostname: {e}"))?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for i in &cfg.interface {
         if let Some((a, _)) = i.address.split_once('/') {
             hosts.push_str(&format!("{a}\t{hostname}\n"));
@@ -372,9 +499,12 @@ fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), 
     }
     fs::write(etc.join("hosts"), hosts).map_err(|e| format!("write etc/hosts: {e}"))?;
     let mut id = [0u8; 16];
-    fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id)).map_err(|e| format!("read /dev/urandom: {e}"))?;
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id))
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(etc.join("machine-id"), format!("{hex}\n")).map_err(|e| format!("write etc/machine-id: {e}"))
+    fs::write(etc.join("machine-id"), format!("{hex}\n"))
+        .map_err(|e| format!("write etc/machine-id: {e}"))
 }
 
 #[cfg(test)]
@@ -384,7 +514,10 @@ mod tests {
     #[test]
     fn interface_args() {
         let i = parse_interface_arg("10.77.0.2/24").unwrap();
-        assert_eq!((i.address.as_str(), i.bridge.as_str()), ("10.77.0.2/24", "vsbr0"));
+        assert_eq!(
+            (i.address.as_str(), i.bridge.as_str()),
+            ("10.77.0.2/24", "vsbr0")
+        );
         let i = parse_interface_arg("br9:10.0.0.5/16").unwrap();
         assert_eq!(i.bridge, "br9");
         let i = parse_interface_arg("fd00::2/64").unwrap();
@@ -394,7 +527,9 @@ mod tests {
 
     #[test]
     fn hashes_are_stripped() {
-        let t = strip_password_hashes("root:$6$abc$def:19000:0:99999:7:::\nbin:*:19000::::::\nx::1::::::");
+        let t = strip_password_hashes(
+            "root:$6$abc$def:19000:0:99999:7:::\nbin:*:19000::::::\nx::1::::::",
+        );
         assert!(t.starts_with("root:*:19000"));
         assert!(!t.contains("$6$"));
         assert!(t.contains("x::1"));

@@ -7,7 +7,11 @@ use libvserver::security::caps::{all_supported, parse_cap, secure_set};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "chcontext", version, about = "Run a command in a new security context")]
+#[command(
+    name = "chcontext",
+    version,
+    about = "Run a command in a new security context"
+)]
 struct Cli {
     /// Keep CAP (with --secure), or remove it with !CAP; repeatable.
     #[arg(long = "cap", allow_hyphen_values = true)]
@@ -66,7 +70,9 @@ fn main() -> ExitCode {
     let o = OneShot {
         xid: cli.xid,
         hostname: cli.hostname,
-        domainname: cli.domainname.map(|d| if d == "none" { String::new() } else { d }),
+        domainname: cli
+            .domainname
+            .map(|d| if d == "none" { String::new() } else { d }),
         keep,
         seccomp: cli.secure,
         argv: cli.cmd,

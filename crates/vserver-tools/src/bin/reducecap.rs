@@ -3,11 +3,17 @@
 //! gets the removed capabilities back.
 
 use clap::Parser;
-use libvserver::security::caps::{apply_bounding, cap_name, caps_from_mask, parse_cap, secure_set, to_drop};
+use libvserver::security::caps::{
+    apply_bounding, cap_name, caps_from_mask, parse_cap, secure_set, to_drop,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "reducecap", version, about = "Run a command with a reduced capability bounding set")]
+#[command(
+    name = "reducecap",
+    version,
+    about = "Run a command with a reduced capability bounding set"
+)]
 struct Cli {
     /// Print the bounding, effective and permitted sets (of --pid or this process) and exit.
     #[arg(long)]
@@ -27,13 +33,18 @@ struct Cli {
 }
 
 fn show(pid: Option<i32>) -> ExitCode {
-    let path = pid.map(|p| format!("/proc/{p}/status")).unwrap_or_else(|| String::from("/proc/self/status"));
+    let path = pid
+        .map(|p| format!("/proc/{p}/status"))
+        .unwrap_or_else(|| String::from("/proc/self/status"));
     let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!("reducecap: cannot read {path}");
         return ExitCode::from(1);
     };
     for key in ["CapBnd", "CapEff", "CapPrm"] {
-        if let Some(hex) = text.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))) {
+        if let Some(hex) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        {
             let mask = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
             let names: Vec<String> = caps_from_mask(mask).into_iter().map(cap_name).collect();
             println!("{key}: {:016x} {}", mask, names.join(" "));
@@ -67,7 +78,11 @@ fn main() -> ExitCode {
         }
     }
     let current = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
-    let mut keep = if cli.secure { secure_set(&add, &remove) } else { current.clone() };
+    let mut keep = if cli.secure {
+        secure_set(&add, &remove)
+    } else {
+        current.clone()
+    };
     keep.retain(|c| current.contains(c));
     for r in &remove {
         keep.remove(r);
@@ -76,7 +91,9 @@ fn main() -> ExitCode {
         eprintln!("reducecap: {e}");
         return ExitCode::from(1);
     }
-    let err = std::os::unix::process::CommandExt::exec(std::process::Command::new(&cli.cmd[0]).args(&cli.cmd[1..]));
+    let err = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new(&cli.cmd[0]).args(&cli.cmd[1..]),
+    );
     eprintln!("reducecap: cannot execute {}: {err}", cli.cmd[0]);
     ExitCode::from(127)
 }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use vserver_tools::parse_signal;
 
 #[derive(Parser)]
-#[command(name = "vkill", version, about = "Send a signal to processes of a context")]
+#[command(
+    name = "vkill",
+    version,
+    about = "Send a signal to processes of a context"
+)]
 struct Cli {
     /// Context id; PIDs are then in-guest pids (1 = the guest's init).
     #[arg(long = "xid", short = 'c')]

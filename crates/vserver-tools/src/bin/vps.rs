@@ -8,7 +8,11 @@ use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(|a| a == "--help" || a == "-h").unwrap_or(false) {
+    if args
+        .first()
+        .map(|a| a == "--help" || a == "-h")
+        .unwrap_or(false)
+    {
         println!("usage: vps [ps options]   (ps with a CONTEXT column after PID; --json for JSON)");
         return ExitCode::SUCCESS;
     }
@@ -17,7 +21,13 @@ fn main() -> ExitCode {
     let names = guest_names(&Paths::resolve(None, None, None).run_dir);
     let lookup = |pid: u32| -> Option<(u32, String)> {
         let xid = xid_of_pid(Path::new("/proc"), pid as i32)?;
-        Some((xid, names.get(&xid).map(|(n, _)| n.clone()).unwrap_or_else(|| "-".into())))
+        Some((
+            xid,
+            names
+                .get(&xid)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| "-".into()),
+        ))
     };
     if json {
         let out = Command::new("ps").args(["-eo", "pid=,args="]).output();
@@ -35,12 +45,18 @@ fn main() -> ExitCode {
                 Some(serde_json::json!({"pid": pid, "xid": xid, "name": name, "command": cmd.trim()}))
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     match Command::new("ps").args(&ps_args).output() {
         Ok(out) => {
-            print!("{}", insert_context_column(&String::from_utf8_lossy(&out.stdout), &lookup));
+            print!(
+                "{}",
+                insert_context_column(&String::from_utf8_lossy(&out.stdout), &lookup)
+            );
             eprint!("{}", String::from_utf8_lossy(&out.stderr));
             ExitCode::from(out.status.code().unwrap_or(1).clamp(0, 255) as u8)
         }

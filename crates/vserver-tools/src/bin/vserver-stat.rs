@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use vserver_tools::PathArgs;
 
 #[derive(Parser)]
-#[command(name = "vserver-stat", version, about = "Show running virtual servers: CTX PROC VSZ RSS userTIME sysTIME UPTIME NAME")]
+#[command(
+    name = "vserver-stat",
+    version,
+    about = "Show running virtual servers: CTX PROC VSZ RSS userTIME sysTIME UPTIME NAME"
+)]
 struct Cli {
     #[command(flatten)]
     paths: PathArgs,
@@ -31,7 +35,10 @@ fn main() -> ExitCode {
     };
     let rows = collect(&layout, &cli.paths.paths().run_dir, Path::new("/proc"));
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     } else {
         print!("{}", format_table(&rows));
     }

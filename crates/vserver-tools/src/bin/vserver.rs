@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use vserver_tools::{human_secs, PathArgs};
 
 #[derive(Parser)]
-#[command(name = "vserver", version, about = "Manage one virtual server (guest): vserver NAME COMMAND")]
+#[command(
+    name = "vserver",
+    version,
+    about = "Manage one virtual server (guest): vserver NAME COMMAND"
+)]
 struct Cli {
     #[command(flatten)]
     paths: PathArgs,
@@ -135,7 +139,17 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         ExitCode::from(1)
     };
     match cli.cmd {
-        Cmd::Build { method, context, hostname, interfaces, initstyle, rootdir, source, force, args } => {
+        Cmd::Build {
+            method,
+            context,
+            hostname,
+            interfaces,
+            initstyle,
+            rootdir,
+            source,
+            force,
+            args,
+        } => {
             let method = match method {
                 Method::Host => BuildMethod::Host,
                 Method::Skeleton => BuildMethod::Skeleton { command: args },
@@ -152,7 +166,16 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 Style::Plain => InitStyle::Plain,
                 Style::Sysv => InitStyle::Sysv,
             });
-            let o = BuildOptions { name: cli.name.clone(), method, context, hostname, interfaces, init_style, root: rootdir, force };
+            let o = BuildOptions {
+                name: cli.name.clone(),
+                method,
+                context,
+                hostname,
+                interfaces,
+                init_style,
+                root: rootdir,
+                force,
+            };
             build(&paths, &o, &mut |m| eprintln!("vserver: {m}")).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -188,7 +211,10 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                     println!("Addresses:           {}", s.addresses.join(" "));
                 }
                 if !s.monitor_alive {
-                    println!("Warning: its monitor is gone; 'vserver {} stop' still cleans up", s.name);
+                    println!(
+                        "Warning: its monitor is gone; 'vserver {} stop' still cleans up",
+                        s.name
+                    );
                 }
             } else {
                 println!("Vserver '{}' is stopped", s.name);
@@ -202,9 +228,17 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         Cmd::Enter | Cmd::Exec { .. } | Cmd::Suexec { .. } => {
             let g = load(&paths, &cli.name)?;
             let req = match cli.cmd {
-                Cmd::Enter => ExecRequest { argv: Vec::new(), user: None, tty: true },
+                Cmd::Enter => ExecRequest {
+                    argv: Vec::new(),
+                    user: None,
+                    tty: true,
+                },
                 Cmd::Exec { cmd } => ExecRequest::command(cmd),
-                Cmd::Suexec { user, cmd } => ExecRequest { argv: cmd, user: Some(user), tty: false },
+                Cmd::Suexec { user, cmd } => ExecRequest {
+                    argv: cmd,
+                    user: Some(user),
+                    tty: false,
+                },
                 _ => unreachable!("matched above"),
             };
             let code = guest::exec::exec(&g, &req).map_err(|e| fail(e.into()))?;

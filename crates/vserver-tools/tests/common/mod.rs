@@ -1,0 +1,208 @@
+//! Test harness: each test owns a temporary config/root/run tree, a unique guest name, context
+//! id, bridge and subnet, and cleans them up in Drop (even when the test panics).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/debug")
+        .join(name)
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(name))
+}
+
+/// Skip (or fail under CI=true) when not root.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("these tests need root and CI runs as root");
+    }
+    eprintln!("skipped: needs root");
+    false
+}
+
+pub struct Env {
+    pub dir: PathBuf,
+    pub name: String,
+    pub xid: u32,
+    pub bridge: String,
+    pub net: u8,
+    pub guests: Vec<String>,
+}
+
+impl Env {
+    /// `idx` must be unique per test in this crate (0..50).
+    pub fn new(tag: &str, idx: u32) -> Env {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("vst-{tag}-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Env {
+            name: format!("{tag}{}", pid % 10000),
+            xid: 42000 + (pid % 100) * 60 + idx * 2,
+            bridge: format!("vsbt{:x}{idx}", pid % 4096),
+            net: (100 + (pid % 50) + idx * 3 % 100) as u8,
+            dir,
+            guests: Vec::new(),
+        }
+    }
+
+    pub fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(bin(tool));
+        c.env("VSERVER_CONFDIR", self.dir.join("etc"))
+            .env("VSERVER_ROOTBASE", self.dir.join("root"))
+            .env("VSERVER_RUNDIR", self.dir.join("run"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn vserver(&self, name: &str, args: &[&str]) -> Output {
+        self.cmd("vserver").arg(name).args(args).output().unwrap()
+    }
+
+    pub fn ip(&self, host: u8) -> String {
+        format!("10.199.{}.{host}", self.net)
+    }
+
+    pub fn root(&self, name: &str) -> PathBuf {
+        self.dir.join("root").join(name)
+    }
+
+    /// Build a guest from the host distribution; registers it for cleanup.
+    pub fn build_host(&mut self, name: &str, xid: u32, iface: bool) {
+        self.guests.push(name.to_string());
+        let x = xid.to_string();
+        let ifc = format!("{}:{}/24", self.bridge, self.ip(2 + (xid % 100) as u8));
+        let mut args = vec!["build", "-m", "host", "--context", &x];
+        if iface {
+            args.extend(["--interface", &ifc]);
+        }
+        let o = self.vserver(name, &args);
+        assert_ok(&o, "build");
+    }
+
+    /// Build a guest from a busybox tree; registers it for cleanup.
+    pub fn build_busybox(&mut self, name: &str, xid: u32) {
+        self.guests.push(name.to_string());
+        let tree = self.dir.join(format!("bb-{name}"));
+        busybox_tree(&tree);
+        let x = xid.to_string();
+        let o = self.vserver(
+            name,
+            &[
+                "build",
+                "-m",
+                "rootfs",
+                "--source",
+                tree.to_str().unwrap(),
+                "--context",
+                &x,
+            ],
+        );
+        assert_ok(&o, "build busybox");
+    }
+
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.dir.join("etc").join(format!("{name}.toml"))
+    }
+
+    pub fn append_config(&self, name: &str, text: &str) {
+        let p = self.config_path(name);
+        let mut s = std::fs::read_to_string(&p).unwrap();
+        s.push_str(text);
+        std::fs::write(p, s).unwrap();
+    }
+
+    pub fn exec(&self, name: &str, sh: &str) -> Output {
+        self.vserver(name, &["exec", "/bin/sh", "-c", sh])
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for g in &self.guests {
+            let _ = self.vserver(g, &["stop"]);
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?}): {}",
+        o.status.code(),
+        text(o)
+    );
+}
+
+/// A minimal guest tree: static busybox and its applet links.
+pub fn busybox_tree(dir: &Path) {
+    let bb = Path::new("/bin/busybox");
+    assert!(
+        bb.exists(),
+        "busybox-static is not installed (apt-get install busybox-static)"
+    );
+    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(bb, dir.join("bin/busybox")).unwrap();
+    for a in [
+        "sh", "ps", "ls", "cat", "sleep", "kill", "mount", "mknod", "ip", "echo", "hostname", "id",
+        "wc", "grep", "ipcs", "true", "killall", "reboot",
+    ] {
+        let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(a));
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+}
+
+/// Cgroup directories of context `xid` that still exist.
+pub fn cgroup_left(xid: u32) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path().join("vservers").join(xid.to_string());
+        if p.exists() {
+            v.push(p);
+        }
+    }
+    let p = PathBuf::from("/sys/fs/cgroup/vservers").join(xid.to_string());
+    if p.exists() {
+        v.push(p);
+    }
+    v
+}
+
+pub fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

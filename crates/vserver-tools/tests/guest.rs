@@ -1,0 +1,346 @@
+//! Guests on the real kernel: lifecycle, isolation and the hostile actions a guest root must
+//! not be able to do. Run as root; each test cleans up after itself.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[test]
+fn host_guest_lifecycle_service_reachable_stat_and_vps() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("life", 0);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, true);
+    let root = env.root(&name);
+    assert!(
+        !root.join("etc/ssh/ssh_host_rsa_key").exists(),
+        "host ssh key copied"
+    );
+    let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap_or_default();
+    assert!(
+        !shadow.contains("$6$") && !shadow.contains("$y$"),
+        "password hashes copied"
+    );
+    assert_ne!(
+        std::fs::read(root.join("etc/machine-id")).ok(),
+        std::fs::read("/etc/machine-id").ok()
+    );
+
+    assert_eq!(env.vserver(&name, &["status"]).status.code(), Some(3));
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let st = env.vserver(&name, &["status"]);
+    assert_eq!(st.status.code(), Some(0));
+    assert!(
+        text(&st).contains(&format!("running at context '{xid}'")),
+        "{}",
+        text(&st)
+    );
+    assert_eq!(
+        env.vserver(&name, &["start"]).status.code(),
+        Some(1),
+        "second start must be refused"
+    );
+
+    let ps = env.vserver(&name, &["exec", "ps", "-eo", "pid,comm"]);
+    assert_ok(&ps, "exec ps");
+    let out = text(&ps);
+    assert!(
+        out.lines()
+            .any(|l| l.trim().starts_with("1 ") && l.contains("vserver-init")),
+        "{out}"
+    );
+    assert!(
+        out.lines().count() <= 4,
+        "guest sees foreign processes: {out}"
+    );
+    assert_eq!(text(&env.exec(&name, "hostname")).trim(), name);
+
+    // A service inside answers on the guest's address from the host.
+    let ip = env.ip(2 + (xid % 100) as u8);
+    let o = env.exec(&name, &format!("cd /tmp && echo hello-{xid} > index.html && (python3 -m http.server 8080 --bind {ip} >/dev/null 2>&1 &)"));
+    assert_ok(&o, "start service");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(
+            &format!("{ip}:8080").parse().unwrap(),
+            Duration::from_secs(1),
+        ) {
+            let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            if b.contains("hello") {
+                break b;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service in the guest never answered on {ip}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains(&format!("hello-{xid}")));
+
+    let stat = text(&env.cmd("vserver-stat").output().unwrap());
+    assert!(
+        stat.starts_with("CTX   PROC    VSZ    RSS  userTIME   sysTIME    UPTIME NAME"),
+        "{stat}"
+    );
+    assert!(
+        stat.lines()
+            .any(|l| l.starts_with(&format!("{xid} ")) && l.ends_with(&name)),
+        "{stat}"
+    );
+    assert!(
+        stat.lines()
+            .any(|l| l.starts_with("0 ") && l.ends_with("root server")),
+        "{stat}"
+    );
+    let vps = text(&env.cmd("vps").arg("aux").output().unwrap());
+    assert!(
+        vps.lines().next().unwrap_or("").contains("PID CONTEXT"),
+        "{vps}"
+    );
+    assert!(
+        vps.lines()
+            .any(|l| l.contains(&format!("{xid} {name}")) && l.contains("http.server")),
+        "{vps}"
+    );
+    let json = text(&env.vserver(&name, &["status", "--json"]));
+    assert!(json.contains("\"running\": true"), "{json}");
+
+    let veth = format!("vs{xid}-0");
+    assert!(link_exists(&veth));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert_eq!(env.vserver(&name, &["status"]).status.code(), Some(3));
+    assert!(
+        cgroup_left(xid).is_empty(),
+        "cgroup left: {:?}",
+        cgroup_left(xid)
+    );
+    assert!(!link_exists(&veth), "veth left behind");
+    // Stop then start at once works.
+    assert_ok(&env.vserver(&name, &["start"]), "restart");
+    assert_ok(&env.vserver(&name, &["restart"]), "restart command");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop again");
+}
+
+#[test]
+fn busybox_guest_lifecycle_and_exit_status() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("bb", 1);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let out = text(&env.exec(&name, "ps"));
+    assert!(out.contains("vserver-init"), "{out}");
+    assert_eq!(env.exec(&name, "exit 42").status.code(), Some(42));
+    let o = env.vserver(&name, &["exec", "/no/such/program"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("/no/such/program"), "{}", text(&o));
+    // suexec runs as the given user.
+    let o = env.vserver(&name, &["suexec", "nobody", "id", "-u"]);
+    assert_eq!(text(&o).trim(), "65534");
+    // Signals to the exec client reach the command.
+    let mut child = env
+        .cmd("vserver")
+        .args([&name, "exec", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let st = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(st.code(), Some(143));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(cgroup_left(xid).is_empty());
+    assert_eq!(
+        env.vserver(&name, &["exec", "true"]).status.code(),
+        Some(1),
+        "exec in a stopped guest"
+    );
+}
+
+#[test]
+fn guest_root_cannot_harm_the_host() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hostile", 2);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, false);
+    let marker = env.dir.join("host-secret");
+    std::fs::write(&marker, "secret").unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let must_fail = [
+        ("mount", "mount -t tmpfs none /mnt"),
+        ("mknod block device", "mknod /tmp/sda b 8 0"),
+        ("loopback down", "ip link set lo down"),
+        ("core_pattern", "echo '|/tmp/x' > /proc/sys/kernel/core_pattern"),
+        ("sysrq", "echo b > /proc/sysrq-trigger"),
+        ("kill host pid", &format!("kill -0 {}", std::process::id())),
+        ("module", "python3 -c 'import ctypes,sys; sys.exit(0 if ctypes.CDLL(None).syscall(175,0,0,0)==0 else 1)'"),
+        ("host file", &format!("cat {}", marker.display())),
+    ];
+    for (what, cmd) in must_fail {
+        let o = env.exec(&name, cmd);
+        assert!(
+            !o.status.success(),
+            "{what} succeeded inside the guest: {}",
+            text(&o)
+        );
+    }
+    let ip = text(&env.exec(&name, "ip -o link"));
+    assert!(
+        !ip.contains("eth") || ip.lines().count() <= 2,
+        "host interfaces visible: {ip}"
+    );
+    // The classic chroot escape (chroot into a subdir, fchdir out, walk up) stays in the root.
+    let escape = format!(
+        "python3 -c \"import os; os.makedirs('/tmp/j', exist_ok=True); fd=os.open('/', os.O_RDONLY); os.chroot('/tmp/j'); os.fchdir(fd)\n\
+         for i in range(64): os.chdir('..')\n\
+         os.chroot('.'); print(os.path.exists('{}'))\"",
+        marker.display()
+    );
+    let o = env.exec(&name, &escape);
+    assert_eq!(
+        text(&o).trim(),
+        "False",
+        "escape reached the host: {}",
+        text(&o)
+    );
+    // reboot(2) inside ends only the guest.
+    let _ = env.exec(
+        &name,
+        "python3 -c 'import ctypes; ctypes.CDLL(None).reboot(0x4321fedc)'",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.vserver(&name, &["running"]).status.code() == Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "guest did not stop after reboot(2) inside"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cgroup_left(xid).is_empty(),
+        "monitor did not clean up after the guest ended"
+    );
+}
+
+#[test]
+fn two_guests_do_not_see_each_other() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("pair", 3);
+    let (a, b) = (format!("{}a", env.name), format!("{}b", env.name));
+    env.build_host(&a, env.xid, false);
+    env.build_host(&b, env.xid + 1, false);
+    assert_ok(&env.vserver(&a, &["start"]), "start a");
+    assert_ok(&env.vserver(&b, &["start"]), "start b");
+    assert_ok(
+        &env.exec(&a, "(sleep 300 >/dev/null 2>&1 &) ; ipcmk -M 4096"),
+        "ipcmk in a",
+    );
+    assert!(text(&env.exec(&a, "ipcs -m")).contains("4096"));
+    assert!(
+        !text(&env.exec(&b, "ipcs -m")).contains("4096"),
+        "b sees a's shm"
+    );
+    assert!(
+        !text(&env.exec(&b, "ps -e")).contains("sleep"),
+        "b sees a's processes"
+    );
+}
+
+#[test]
+fn stop_kills_a_guest_that_ignores_sigterm() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("stubborn", 4);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    env.append_config(&name, "");
+    let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    let cfg = cfg
+        .replace(
+            "command = []\n",
+            "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while true; do sleep 1; done\"]\n",
+        )
+        .replace("kill_timeout = 5", "kill_timeout = 1");
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let t = Instant::now();
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(env.vserver(&name, &["status"]).status.code(), Some(3));
+    assert!(cgroup_left(xid).is_empty());
+}
+
+#[test]
+fn failed_pre_start_leaves_nothing_behind() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("prefail", 5);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, true);
+    let script = env.dir.join("etc").join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = pre-start ] && exit 3\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = env.vserver(&name, &["start"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("pre-start"), "{}", text(&o));
+    assert!(cgroup_left(xid).is_empty());
+    assert!(!link_exists(&format!("vs{xid}-0")));
+    assert!(!env.dir.join("run").join(&name).join("state.json").exists());
+    assert_eq!(env.vserver(&name, &["status"]).status.code(), Some(3));
+}
+
+#[test]
+fn config_errors_name_file_line_and_key_and_exit_codes() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("cfg", 6);
+    std::fs::create_dir_all(env.dir.join("etc")).unwrap();
+    std::fs::write(
+        env.config_path("bad"),
+        "context = 42000\n\n[[interface]]\naddress = \"10.0.0.300/24\"\n",
+    )
+    .unwrap();
+    let o = env.vserver("bad", &["start"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("bad.toml:4: key 'interface[0].address'"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(env.config_path("bad"), "context = 42000\ncolour = 1\n").unwrap();
+    assert!(text(&env.vserver("bad", &["status"])).contains("bad.toml:2: key 'colour'"));
+    assert_eq!(
+        env.vserver("nosuchguest", &["status"]).status.code(),
+        Some(5)
+    );
+    assert_eq!(
+        env.vserver("nosuchguest", &["frobnicate"]).status.code(),
+        Some(2)
+    );
+}
