@@ -276,8 +276,8 @@ fn stop_kills_a_guest_that_ignores_sigterm() {
     let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
     let cfg = cfg
         .replace(
-            "command = []\n",
-            "command = [\"/bin/sh\", \"-c\", \"trap '' TERM; while true; do sleep 1; done\"]\n",
+            "\ncommand = []\n",
+            "\ncommand = [\"/bin/sh\", \"-c\", \"trap '' TERM; while true; do sleep 1; done\"]\n",
         )
         .replace("kill_timeout = 5", "kill_timeout = 1");
     std::fs::write(env.config_path(&name), cfg).unwrap();
@@ -343,4 +343,123 @@ fn config_errors_name_file_line_and_key_and_exit_codes() {
         env.vserver("nosuchguest", &["frobnicate"]).status.code(),
         Some(2)
     );
+}
+
+#[test]
+fn enter_gives_a_shell_on_a_fresh_pty() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("enter", 7);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let mut child = env
+        .cmd("vserver")
+        .args([&name, "enter"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tty; hostname; exit 7\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(7), "{out}");
+    assert!(out.contains("/dev/pts/"), "no pty: {out}");
+    assert!(out.contains(&name), "{out}");
+}
+
+#[test]
+fn plain_and_sysv_init_styles() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("styles", 8);
+    let (plain, sysv) = (format!("{}p", env.name), format!("{}s", env.name));
+    env.build_busybox(&plain, env.xid);
+    let cfg = std::fs::read_to_string(env.config_path(&plain)).unwrap();
+    let cfg = cfg
+        .replace("style = \"builtin\"", "style = \"plain\"")
+        .replace(
+            "\ncommand = []\n",
+            "\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+        )
+        .replace(
+            "stop_command = []",
+            "stop_command = [\"/bin/sleep\", \"1000\"]",
+        )
+        .replace("kill_timeout = 5", "kill_timeout = 1");
+    std::fs::write(env.config_path(&plain), cfg).unwrap();
+    assert_ok(&env.vserver(&plain, &["start"]), "start plain");
+    assert!(text(&env.exec(&plain, "ps")).contains("sleep 1000"));
+    // The stop command hangs and pid 1 ignores SIGTERM: stop is still bounded.
+    let t = Instant::now();
+    assert_ok(&env.vserver(&plain, &["stop"]), "stop plain");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        t.elapsed()
+    );
+
+    env.build_busybox(&sysv, env.xid + 1);
+    let root = env.root(&sysv);
+    std::fs::create_dir_all(root.join("etc/rc3.d")).unwrap();
+    std::fs::write(
+        root.join("etc/rc3.d/S10hello"),
+        "#!/bin/sh\necho started-$1 > /tmp/rc.log\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("etc/rc3.d/S10hello"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(env.config_path(&sysv))
+        .unwrap()
+        .replace("style = \"builtin\"", "style = \"sysv\"");
+    std::fs::write(env.config_path(&sysv), cfg).unwrap();
+    assert_ok(&env.vserver(&sysv, &["start"]), "start sysv");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !text(&env.exec(&sysv, "cat /tmp/rc.log")).contains("started-start") {
+        assert!(Instant::now() < deadline, "rc3.d script did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ok(&env.vserver(&sysv, &["stop"]), "stop sysv");
+}
+
+#[test]
+fn stop_repairs_after_the_monitor_was_killed() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("crash", 9);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, true);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let state =
+        std::fs::read_to_string(env.dir.join("run").join(&name).join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let monitor = v["monitor_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let st = text(&env.vserver(&name, &["status"]));
+    assert!(st.contains("monitor is gone"), "{st}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(cgroup_left(xid).is_empty(), "cgroup left after repair");
+    assert!(
+        !link_exists(&format!("vs{xid}-0")),
+        "veth left after repair"
+    );
+    assert_ok(&env.vserver(&name, &["start"]), "start after repair");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
 }

@@ -139,7 +139,12 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and ')': fields start after the last ')'.
     let rest = &s[s.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    // A zombie is dead for our purposes (its parent has not reaped it yet).
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// True if `pid` is alive and started at `start` (clock ticks after boot).

@@ -25,6 +25,29 @@ pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     }
 }
 
+/// Run the guest's `init.stop_command` inside it, waiting at most `timeout`; a command still
+/// running then is killed (its exec client dies, and PDEATHSIG takes the command with it).
+fn run_stop_command(g: &Guest, timeout: Duration) {
+    let req = super::exec::ExecRequest::command(g.config.init.stop_command.clone());
+    // SAFETY: single-threaded; the child only runs our exec path and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = super::exec::exec(g, &req).unwrap_or(1);
+            // SAFETY: leave without running the parent's atexit handlers.
+            unsafe { libc::_exit(code.clamp(0, 255)) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            if let Ok(fd) = pidfd_open(child.as_raw()) {
+                if !wait_exit(&fd, timeout) {
+                    let _ = pidfd_kill(fd.as_fd(), libc::SIGKILL);
+                }
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(_) => {}
+    }
+}
+
 /// Outcome of a stop.
 #[derive(Debug, Default)]
 pub struct Stopped {
@@ -65,10 +88,8 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
         if g.config.init.style == crate::config::InitStyle::Plain
             && !g.config.init.stop_command.is_empty()
         {
-            let _ = super::exec::exec(
-                g,
-                &super::exec::ExecRequest::command(g.config.init.stop_command.clone()),
-            );
+            let limit = Duration::from_secs(u64::from(g.config.stop.kill_timeout.max(1)));
+            run_stop_command(g, limit);
         }
         let _ = pidfd_kill(init.as_fd(), libc::SIGTERM);
         let cg = g.cgroup()?;
