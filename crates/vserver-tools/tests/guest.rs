@@ -199,6 +199,13 @@ fn guest_root_cannot_harm_the_host() {
             text(&o)
         );
     }
+    // The built-in init is a fork of the host's vserver: it must not show the host's command
+    // line or the administrator's environment.
+    let leak = text(&env.exec(&name, "cat /proc/1/cmdline /proc/1/environ"));
+    assert!(
+        !leak.contains("VSERVER_CONFDIR") && !leak.contains("start"),
+        "host data leaks via /proc/1: {leak}"
+    );
     let ip = text(&env.exec(&name, "ip -o link"));
     assert!(
         !ip.contains("eth") || ip.lines().count() <= 2,

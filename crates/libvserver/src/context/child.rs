@@ -141,6 +141,43 @@ pub fn make_stdio_terminal(tty: &OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
+/// Overwrite this process's original argv and environment strings (what /proc/PID/cmdline and
+/// /proc/PID/environ show, the setproctitle(3) way), so the forked built-in init shows neither
+/// the host's `vserver NAME start` command line nor the administrator's environment. The
+/// areas come from /proc/self/stat fields 48-51 (proc(5)).
+fn hide_host_cmdline_and_environ() -> Result<(), String> {
+    // SAFETY: single-threaded; clearenv only resets libc's environ, which nothing holds.
+    unsafe { libc::clearenv() };
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| format!("read /proc/self/stat: {e}"))?;
+    let rest = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .unwrap_or("");
+    let f: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [arg_start, arg_end, env_start, env_end] = f[..] else {
+        return Err(String::from("no argv/environ addresses in /proc/self/stat"));
+    };
+    const NAME: &[u8] = b"vserver-init";
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if start == 0 || end <= start || end - start > (1 << 20) {
+            return Err(format!("odd argv/environ area {start:#x}-{end:#x}"));
+        }
+        // SAFETY: the kernel reports [start, end) as this process's own argv/environ strings on
+        // its stack, writable and no longer read by anyone (clearenv above; argv is not used).
+        unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    }
+    let n = NAME.len().min(arg_end - arg_start - 1);
+    // SAFETY: n bytes fit in the zeroed argv area, leaving its final NUL.
+    unsafe { std::ptr::copy_nonoverlapping(NAME.as_ptr(), arg_start as *mut u8, n) };
+    Ok(())
+}
+
 /// The default environment of processes in a guest, plus `extra` (`K=V`).
 pub fn guest_env(extra: &[(&str, &str)]) -> Vec<CString> {
     let mut v: Vec<(String, String)> = vec![
@@ -183,8 +220,12 @@ pub fn finish(
         }
     }
     // The built-in init never execs, so it must lose the dropped capabilities itself (after
-    // seccomp, whose loading needs CAP_SYS_ADMIN).
+    // seccomp, whose loading needs CAP_SYS_ADMIN), and must not show the host's command line
+    // and environment in /proc/1/cmdline and /proc/1/environ.
     if builtin {
+        if let Err(e) = hide_host_cmdline_and_environ() {
+            fail(&err, &e);
+        }
         if let Err(e) = crate::security::caps::apply_bounding(cap_drop, true) {
             fail(&err, &e);
         }
