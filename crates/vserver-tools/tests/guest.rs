@@ -470,3 +470,98 @@ fn stop_repairs_after_the_monitor_was_killed() {
     assert_ok(&env.vserver(&name, &["start"]), "start after repair");
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
 }
+
+#[test]
+fn build_refuses_existing_force_moves_aside_and_failure_removes_only_its_own() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("bld", 10);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let tree = env.dir.join(format!("bb-{name}"));
+    let x = xid.to_string();
+    let again = env.vserver(
+        &name,
+        &[
+            "build",
+            "-m",
+            "rootfs",
+            "--source",
+            tree.to_str().unwrap(),
+            "--context",
+            &x,
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("--force"), "{}", text(&again));
+    let forced = env.vserver(
+        &name,
+        &[
+            "build",
+            "-m",
+            "rootfs",
+            "--source",
+            tree.to_str().unwrap(),
+            "--context",
+            &x,
+            "--force",
+        ],
+    );
+    assert_ok(&forced, "build --force");
+    let aside: Vec<String> = std::fs::read_dir(env.dir.join("root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{name}.~")))
+        .collect();
+    assert_eq!(aside.len(), 1, "old root not moved aside: {aside:?}");
+    // Another guest may not take the same context id.
+    let other = format!("{name}o");
+    let dup = env.vserver(&other, &["build", "-m", "skeleton", "--context", &x]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(
+        text(&dup).contains(&format!("already used by guest {name}")),
+        "{}",
+        text(&dup)
+    );
+    // A failed build removes the root it made and writes no config.
+    let failed = env.vserver(
+        &other,
+        &["build", "-m", "rootfs", "--source", "/nonexistent/tree"],
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(!env.root(&other).exists());
+    assert!(!env.config_path(&other).exists());
+    let failed = env.vserver(&other, &["build", "-m", "skeleton", "--", "/bin/false"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(!env.root(&other).exists());
+}
+
+#[test]
+fn killing_the_exec_client_kills_the_command() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("kexec", 11);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let mut child = env
+        .cmd("vserver")
+        .args([&name, "exec", "sleep", "4242"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(text(&env.exec(&name, "ps")).contains("sleep 4242"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while text(&env.exec(&name, "ps")).contains("sleep 4242") {
+        assert!(
+            Instant::now() < deadline,
+            "command survived its killed client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
