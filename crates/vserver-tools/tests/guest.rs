@@ -565,3 +565,54 @@ fn killing_the_exec_client_kills_the_command() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn vkill_signals_by_in_guest_pid_and_whole_context() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("vkill", 12);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_ok(
+        &env.exec(&name, "(sleep 777 >/dev/null 2>&1 &)"),
+        "background sleep",
+    );
+    let ps = text(&env.exec(&name, "ps"));
+    let pid = ps
+        .lines()
+        .find(|l| l.contains("sleep 777"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no sleep in {ps}"))
+        .to_string();
+    let x = xid.to_string();
+    assert_ok(
+        &env.cmd("vkill")
+            .args(["--xid", &x, "-s", "KILL", &pid])
+            .output()
+            .unwrap(),
+        "vkill pid",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!text(&env.exec(&name, "ps")).contains("sleep 777"));
+    let o = env
+        .cmd("vkill")
+        .args(["--xid", &x, "99999"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // No pid: every process of the context; the init stops on TERM.
+    assert_ok(
+        &env.cmd("vkill").args(["--xid", &x]).output().unwrap(),
+        "vkill context",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.vserver(&name, &["running"]).status.code() == Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "guest still running after vkill of its context"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

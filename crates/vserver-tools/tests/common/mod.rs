@@ -6,11 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/debug")
-        .join(name)
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from(name))
+    PathBuf::from(match name {
+        "vserver" => env!("CARGO_BIN_EXE_vserver"),
+        "vserver-stat" => env!("CARGO_BIN_EXE_vserver-stat"),
+        "vps" => env!("CARGO_BIN_EXE_vps"),
+        "vkill" => env!("CARGO_BIN_EXE_vkill"),
+        "chcontext" => env!("CARGO_BIN_EXE_chcontext"),
+        "reducecap" => env!("CARGO_BIN_EXE_reducecap"),
+        other => panic!("unknown tool {other}"),
+    })
 }
 
 /// Skip (or fail under CI=true) when not root.
