@@ -141,6 +141,38 @@ pub fn make_stdio_terminal(tty: &OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
+/// Switch to `user` (if any) and execve(2) the payload's argv with its environment, searching
+/// the guest's PATH. Seccomp must already be loaded (loading needs CAP_SYS_ADMIN, which a
+/// non-root user no longer has). Never returns; failures go to `err`.
+pub fn exec_as(user: Option<&UserSpec>, payload: &Payload, err: &OwnedFd) -> ! {
+    let Payload::Exec { argv, env } = payload else {
+        fail(err, "the built-in init cannot be exec'd")
+    };
+    if let Some(u) = user {
+        let groups: Vec<nix::unistd::Gid> = u
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        if let Err(e) = nix::unistd::setgroups(&groups) {
+            fail(err, &format!("setgroups for uid {}: {e}", u.uid));
+        }
+        if let Err(e) = nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid)) {
+            fail(err, &format!("setgid {}: {e}", u.gid));
+        }
+        if let Err(e) = nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid)) {
+            fail(err, &format!("setuid {}: {e}", u.uid));
+        }
+    }
+    let Some(prog) = argv.first() else {
+        fail(err, "no command given")
+    };
+    // execvpe searches the PATH of this process's environment: use the guest's.
+    std::env::set_var("PATH", GUEST_PATH);
+    let e = nix::unistd::execvpe(prog, argv, env).unwrap_err();
+    fail(err, &format!("execute {}: {e}", prog.to_string_lossy()))
+}
+
 /// Overwrite this process's original argv and environment strings (what /proc/PID/cmdline and
 /// /proc/PID/environ show, the setproctitle(3) way), so the forked built-in init shows neither
 /// the host's `vserver NAME start` command line nor the administrator's environment. The
@@ -204,7 +236,6 @@ pub fn finish(
     payload: &Payload,
     err: OwnedFd,
 ) -> ! {
-    let builtin = matches!(payload, Payload::Builtin(_));
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         fail(&err, &e);
     }
@@ -219,47 +250,21 @@ pub fn finish(
             fail(&err, &format!("load the seccomp filter: {e}"));
         }
     }
-    // The built-in init never execs, so it must lose the dropped capabilities itself (after
-    // seccomp, whose loading needs CAP_SYS_ADMIN), and must not show the host's command line
-    // and environment in /proc/1/cmdline and /proc/1/environ.
-    if builtin {
-        if let Err(e) = hide_host_cmdline_and_environ() {
-            fail(&err, &e);
-        }
-        if let Err(e) = crate::security::caps::apply_bounding(cap_drop, true) {
-            fail(&err, &e);
-        }
-    }
-    // After seccomp (loading it needs CAP_SYS_ADMIN, which a non-root user no longer has).
-    if let Some(u) = user {
-        let groups: Vec<nix::unistd::Gid> = u
-            .groups
-            .iter()
-            .map(|g| nix::unistd::Gid::from_raw(*g))
-            .collect();
-        if let Err(e) = nix::unistd::setgroups(&groups) {
-            fail(&err, &format!("setgroups for uid {}: {e}", u.uid));
-        }
-        if let Err(e) = nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid)) {
-            fail(&err, &format!("setgid {}: {e}", u.gid));
-        }
-        if let Err(e) = nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid)) {
-            fail(&err, &format!("setuid {}: {e}", u.uid));
-        }
-    }
     match payload {
-        Payload::Exec { argv, env } => {
-            let Some(prog) = argv.first() else {
-                fail(&err, "no command given")
-            };
-            // execvpe searches the PATH of this process's environment: use the guest's.
-            std::env::set_var("PATH", GUEST_PATH);
-            let e = nix::unistd::execvpe(prog, argv, env).unwrap_err();
-            fail(&err, &format!("execute {}: {e}", prog.to_string_lossy()))
-        }
+        Payload::Exec { .. } => exec_as(user, payload, &err),
         Payload::Builtin(plan) => {
-            // It never execs: really close every inherited fd (the monitor's pipes and pty
-            // master among them); closing the error pipe tells the parent setup is done.
+            // The built-in init never execs: it must hide the host's command line and
+            // environment (/proc/1/cmdline, /proc/1/environ), lose the dropped capabilities
+            // itself, refuse ptrace and /proc/1/mem to the guest, and really close every
+            // inherited fd (the monitor's pipes and pty master among them); closing the error
+            // pipe tells the parent that setup is done.
+            if let Err(e) = hide_host_cmdline_and_environ() {
+                fail(&err, &e);
+            }
+            if let Err(e) = crate::security::caps::apply_bounding(cap_drop, true) {
+                fail(&err, &e);
+            }
+            let _ = nix::sys::prctl::set_dumpable(false);
             std::mem::forget(err);
             let _ = super::clone::close_from(3);
             crate::monitor::init::run(plan)

@@ -133,6 +133,28 @@ pub fn close_from(first: u32) -> Result<(), nix::errno::Errno> {
     }
 }
 
+/// Close every fd from 3 up except those in `keep` (close_range(2) over the gaps). Callers
+/// must not use the closed fds again (call it only on the way to exec or _exit).
+pub fn close_all_but(keep: &[i32]) -> Result<(), nix::errno::Errno> {
+    let mut k: Vec<u32> = keep
+        .iter()
+        .filter(|f| **f >= 3)
+        .map(|f| *f as u32)
+        .collect();
+    k.sort_unstable();
+    let mut from = 3u32;
+    for fd in k {
+        if fd > from {
+            // SAFETY: plain syscall over a range of fds the caller gave up.
+            if unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) } < 0 {
+                return Err(nix::errno::Errno::last());
+            }
+        }
+        from = fd + 1;
+    }
+    close_from(from)
+}
+
 /// Start time of process `pid` in clock ticks after boot (field 22 of /proc/PID/stat); with the
 /// pid it identifies a process across pid reuse. None if the process does not exist.
 pub fn proc_start_time(pid: i32) -> Option<u64> {

@@ -1,14 +1,22 @@
 //! `vserver NAME exec|suexec|enter`: a new process inside a running guest.
 //!
-//! The caller opens the guest's cgroup files and compiles its seccomp filter on the host, joins
-//! every namespace of the guest's init with one setns(2) on a pidfd, then clone3s the command
-//! into the guest's cgroup. The command gets the guest's bounding set and seccomp filter, a
-//! fresh pty from the guest's own devpts for `enter`, and dies with the caller (PDEATHSIG).
-//! The caller relays the terminal and forwards INT, TERM, HUP, QUIT, USR1 and USR2.
+//! Three processes, so that nothing of the host's power is ever visible inside the guest:
+//! 1. the client (host pid namespace, invisible to the guest) opens the guest's cgroup files,
+//!    compiles its seccomp filter, joins the guest's mount, IPC, UTS, network and cgroup
+//!    namespaces, reads the user from the guest's passwd, and opens a pty from the guest's
+//!    devpts (`enter`) or pipes (`exec`): the command never gets a host fd;
+//! 2. an intermediate, still invisible, closes every other fd, drops the bounding set, loads the
+//!    seccomp filter, drops its effective capabilities to the guest's, becomes non-dumpable,
+//!    joins the guest's pid namespace and forks;
+//! 3. the command, born in the guest's pid namespace already in its final state, waits until
+//!    the client has moved it into the guest's cgroups, then execs.
+//!
+//! The client relays the terminal or the pipes and forwards INT, TERM, HUP, QUIT, USR1 and
+//! USR2; killing it kills the intermediate and the command (PDEATHSIG).
 
 use super::{failed, Guest, GuestError};
 use crate::context::child::{self, UserSpec};
-use crate::context::clone::{self, pidfd_kill, pidfd_open, Forked};
+use crate::context::clone::{self, pidfd_kill, pidfd_open};
 use crate::context::{sync, Payload};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
@@ -42,13 +50,16 @@ impl ExecRequest {
 
 /// Find `user` (name or number) in passwd/group text; returns (uid, gid, groups, home, shell).
 pub fn lookup_user(passwd: &str, group: &str, user: &str) -> Option<(UserSpec, String, String)> {
+    let numeric = !user.is_empty() && user.chars().all(|c| c.is_ascii_digit());
     let mut found = None;
     for line in passwd.lines() {
         let f: Vec<&str> = line.split(':').collect();
         if f.len() < 7 {
             continue;
         }
-        if f[0] == user || f[2] == user {
+        // A number is a uid, never a name: a guest cannot shadow uid 1000 with a user "1000".
+        let hit = if numeric { f[2] == user } else { f[0] == user };
+        if hit {
             found = Some((
                 f[0].to_string(),
                 f[2].parse().ok()?,
@@ -86,11 +97,20 @@ pub fn lookup_user(passwd: &str, group: &str, user: &str) -> Option<(UserSpec, S
     Some((UserSpec { uid, gid, groups }, home, shell))
 }
 
+/// Read at most 1 MiB of a guest file, refusing symlinks, FIFOs and devices (a hostile guest
+/// must not make the host-side client hang or read elsewhere).
 fn read_small(path: &str) -> String {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut s = String::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(1 << 20).read_to_string(&mut s);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    if let Ok(f) = f {
+        if f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            let _ = f.take(1 << 20).read_to_string(&mut s);
+        }
     }
     s
 }
@@ -181,6 +201,38 @@ fn copy_winsize(from: i32, to: i32) {
     }
 }
 
+/// Standard streams of the command: a guest pty (`enter`) or three pipes (`exec`).
+enum Stdio {
+    Pty {
+        master: OwnedFd,
+        slave: OwnedFd,
+    },
+    Pipes {
+        child: [OwnedFd; 3],
+        stdin_w: OwnedFd,
+        stdout_r: OwnedFd,
+        stderr_r: OwnedFd,
+    },
+}
+
+fn pipes(name: &str) -> Result<Stdio, GuestError> {
+    let p = || sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")));
+    let (in_r, in_w) = p()?;
+    let (out_r, out_w) = p()?;
+    let (err_r, err_w) = p()?;
+    Ok(Stdio::Pipes {
+        child: [in_r, out_w, err_w],
+        stdin_w: in_w,
+        stdout_r: out_r,
+        stderr_r: err_r,
+    })
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: leave a forked helper without running the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
 /// Run a command in running guest `g`; returns its exit status (128 + signal if killed).
 ///
 /// Errors: [`GuestError::NotRunning`], or a setup failure naming the step.
@@ -195,12 +247,8 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
         return Err(GuestError::NotRunning(g.name.clone()));
     }
     let cg = g.cgroup()?;
-    let cg_fd = cg.open_unified().map_err(|source| GuestError::Cgroup {
-        name: g.name.clone(),
-        source,
-    })?;
     let procs = cg
-        .open_procs_files(cg_fd.is_some())
+        .open_procs_files(false)
         .map_err(|source| GuestError::Cgroup {
             name: g.name.clone(),
             source,
@@ -210,7 +258,6 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWCGROUP;
     nix::sched::setns(init.as_fd(), flags).map_err(|e| {
         failed(
@@ -255,14 +302,13 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             .collect(),
         env: child::guest_env(&extra),
     };
-    let pty = if req.tty {
-        Some(open_guest_pty(name)?)
+    let stdio = if req.tty {
+        let (master, slave) = open_guest_pty(name)?;
+        copy_winsize(0, master.as_raw_fd());
+        Stdio::Pty { master, slave }
     } else {
-        None
+        pipes(name)?
     };
-    if let Some((m, _)) = &pty {
-        copy_winsize(0, m.as_raw_fd());
-    }
     let mut set = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -278,112 +324,315 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
     set.thread_block()
         .map_err(|e| failed(name, format!("block signals: {e}")))?;
     let (err_r, err_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
-    let forked = clone::clone3_fork(0, cg_fd.as_ref().map(|f| f.as_fd()))
-        .or_else(|_| clone::clone3_fork(0, None))
-        .map_err(|e| failed(name, format!("clone3 into the guest: {e}")))?;
-    match forked {
-        Forked::Child => {
-            drop(err_r);
-            let _ = set.thread_unblock();
-            for mut f in procs {
-                let _ = f.write_all(b"0");
-            }
+    let (go_r, go_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
+    let (pid_r, pid_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
+    let me = nix::unistd::getpid();
+    // SAFETY: single-threaded; the child runs only this function's code and exits.
+    let fork = unsafe { nix::unistd::fork() }.map_err(|e| failed(name, format!("fork: {e}")))?;
+    let nix::unistd::ForkResult::Parent { child: mid } = fork else {
+        intermediate(
+            me,
+            &init,
+            &stdio,
+            &cap_drop,
+            &seccomp,
+            user.as_ref(),
+            &home,
+            &payload,
+            &set,
+            &err_w,
+            &go_r,
+            &pid_w,
+        )
+    };
+    drop((err_w, go_r, pid_w, init));
+    let mid_fd =
+        pidfd_open(mid.as_raw()).map_err(|e| failed(name, format!("open pid {mid}: {e}")))?;
+    let abort = |msg: String| -> GuestError {
+        let _ = pidfd_kill(mid_fd.as_fd(), libc::SIGKILL);
+        let _ = nix::sys::wait::waitpid(mid, None);
+        failed(name, msg)
+    };
+    let mut b = [0u8; 4];
+    let got = nix::unistd::read(&pid_r, &mut b).unwrap_or(0);
+    if got != 4 {
+        let report = sync::read_to_end(err_r);
+        return Err(abort(if report.is_empty() {
+            String::from("the exec helper died")
+        } else {
+            report
+        }));
+    }
+    let cmd_pid = i32::from_ne_bytes(b);
+    for mut f in procs {
+        if let Err(e) = f.write_all(cmd_pid.to_string().as_bytes()) {
+            return Err(abort(format!(
+                "move the command into the guest's cgroup: {e}"
+            )));
+        }
+    }
+    let cmd_fd = pidfd_open(cmd_pid).map_err(|e| abort(format!("open pid {cmd_pid}: {e}")))?;
+    let _ = sync::send_go(&go_w);
+    drop(go_w);
+    let report = sync::read_to_end(err_r);
+    if !report.is_empty() {
+        return Err(abort(report));
+    }
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| abort(format!("signalfd: {e}")))?;
+    match stdio {
+        Stdio::Pty { master, slave } => {
+            drop(slave);
+            relay(&mid_fd, &cmd_fd, &sfd, Streams::Pty(&master));
+        }
+        Stdio::Pipes {
+            child,
+            stdin_w,
+            stdout_r,
+            stderr_r,
+        } => {
+            drop(child);
+            relay(
+                &mid_fd,
+                &cmd_fd,
+                &sfd,
+                Streams::Pipes {
+                    stdin_w: Some(stdin_w),
+                    stdout_r: &stdout_r,
+                    stderr_r: &stderr_r,
+                },
+            );
+        }
+    }
+    match nix::sys::wait::waitpid(mid, None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Ok(c),
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => Ok(128 + s as i32),
+        Ok(other) => Err(failed(name, format!("unexpected wait status {other:?}"))),
+        Err(e) => Err(failed(name, format!("wait: {e}"))),
+    }
+}
+
+/// Step 2: the invisible intermediate. Never returns.
+#[allow(clippy::too_many_arguments)]
+fn intermediate(
+    client: nix::unistd::Pid,
+    init: &OwnedFd,
+    stdio: &Stdio,
+    cap_drop: &[::caps::Capability],
+    seccomp: &crate::security::seccomp::SeccompProgram,
+    user: Option<&UserSpec>,
+    home: &str,
+    payload: &Payload,
+    set: &SigSet,
+    err: &OwnedFd,
+    go: &OwnedFd,
+    pid_w: &OwnedFd,
+) -> ! {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid() != client {
+        exit_now(1);
+    }
+    if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWPID) {
+        child::fail(err, &format!("join the guest's pid namespace: {e}"));
+    }
+    // The command's stdio on 0, 1, 2; everything else but the three sync pipes is closed.
+    let (a, b, c) = match stdio {
+        Stdio::Pty { slave, .. } => (slave.as_raw_fd(), slave.as_raw_fd(), slave.as_raw_fd()),
+        Stdio::Pipes { child, .. } => (
+            child[0].as_raw_fd(),
+            child[1].as_raw_fd(),
+            child[2].as_raw_fd(),
+        ),
+    };
+    for (src, dst) in [(a, 0), (b, 1), (c, 2)] {
+        // SAFETY: dup2 onto the standard fds from fds we hold.
+        if unsafe { libc::dup2(src, dst) } < 0 {
+            child::fail(
+                err,
+                &format!("dup2 to fd {dst}: {}", nix::errno::Errno::last()),
+            );
+        }
+    }
+    if let Err(e) = clone::close_all_but(&[err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()]) {
+        child::fail(err, &format!("close inherited fds: {e}"));
+    }
+    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
+        child::fail(err, &e);
+    }
+    if let Err(e) = seccomp.load() {
+        child::fail(err, &format!("load the seccomp filter: {e}"));
+    }
+    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, true) {
+        child::fail(err, &e);
+    }
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // SAFETY: single-threaded; the child only execs or exits.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => child::fail(err, &format!("fork into the guest: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            // Step 3: born in the guest's pid namespace, already reduced.
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            if let Some((m, s)) = pty {
-                drop(m);
-                if let Err(e) = child::make_stdio_terminal(&s) {
-                    child::fail(&err_w, &e);
-                }
+            if !sync::wait_go(go) {
+                exit_now(1);
             }
-            let _ = nix::unistd::chdir(if user.is_some() {
-                home.as_str()
-            } else {
-                "/root"
-            })
-            .or_else(|_| nix::unistd::chdir("/"));
-            child::finish(&cap_drop, Some(&seccomp), user.as_ref(), &payload, err_w)
+            let _ = set.thread_unblock();
+            let _ = nix::unistd::setsid();
+            if matches!(stdio, Stdio::Pty { .. }) {
+                // SAFETY: TIOCSCTTY on our stdin, the guest pty's slave.
+                unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+            }
+            let _ = nix::unistd::chdir(home).or_else(|_| nix::unistd::chdir("/"));
+            // SAFETY: umask only changes this process's file creation mask.
+            unsafe { libc::umask(0o022) };
+            child::exec_as(user, payload, err)
         }
-        Forked::Parent { pidfd, .. } => {
-            drop(err_w);
-            let report = sync::read_to_end(err_r);
-            if !report.is_empty() {
-                let _ = clone::wait_pidfd(pidfd.as_fd());
-                return Err(failed(name, report));
+        Ok(nix::unistd::ForkResult::Parent { child: cmd }) => {
+            let _ = nix::unistd::write(pid_w, &cmd.as_raw().to_ne_bytes());
+            // SAFETY: closing our copies; the command keeps its own.
+            unsafe {
+                libc::close(pid_w.as_raw_fd());
+                libc::close(err.as_raw_fd());
+                libc::close(go.as_raw_fd());
+                libc::close(0);
+                libc::close(1);
+                libc::close(2);
             }
-            let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-                .map_err(|e| failed(name, format!("signalfd: {e}")))?;
-            let master = pty.map(|(m, s)| {
-                drop(s);
-                m
-            });
-            relay(&pidfd, &sfd, master.as_ref());
-            let code =
-                clone::wait_pidfd(pidfd.as_fd()).map_err(|e| failed(name, format!("wait: {e}")))?;
-            Ok(code)
+            let code = loop {
+                match nix::sys::wait::waitpid(cmd, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => break c,
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+                    Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+                    Err(_) => break 1,
+                }
+            };
+            exit_now(code)
         }
     }
 }
 
-/// Relay stdin/stdout with the pty (if any) and forward signals until the command exits.
-fn relay(pidfd: &OwnedFd, sfd: &SignalFd, master: Option<&OwnedFd>) {
-    let _raw = if master.is_some() && nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+/// What the client copies.
+enum Streams<'a> {
+    /// stdin → master, master → stdout.
+    Pty(&'a OwnedFd),
+    /// stdin → stdin_w, stdout_r → stdout, stderr_r → stderr.
+    Pipes {
+        stdin_w: Option<OwnedFd>,
+        stdout_r: &'a OwnedFd,
+        stderr_r: &'a OwnedFd,
+    },
+}
+
+fn copy_once(from: &OwnedFd, to: i32, buf: &mut [u8]) -> bool {
+    match nix::unistd::read(from, buf) {
+        Ok(n) if n > 0 => {
+            let mut off = 0;
+            while off < n {
+                // SAFETY: writing a slice we own to an fd number we were given.
+                let w = unsafe { libc::write(to, buf[off..n].as_ptr().cast(), n - off) };
+                if w <= 0 {
+                    break;
+                }
+                off += w as usize;
+            }
+            true
+        }
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
+        _ => false,
+    }
+}
+
+/// Relay the streams and forward signals to the command until the intermediate exits.
+fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>) {
+    let tty_in = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let _raw = if matches!(streams, Streams::Pty(_)) && tty_in {
         Some(RawMode::enter())
     } else {
         None
     };
     let stdin = std::io::stdin();
-    let mut stdin_open = master.is_some();
-    let mut master_open = master.is_some();
+    let mut stdin_open = true;
+    let mut out_open = [true, true];
     let mut buf = [0u8; 8192];
+    let mut done = false;
     loop {
+        let outs: Vec<&OwnedFd> = match &streams {
+            Streams::Pty(m) => vec![*m],
+            Streams::Pipes {
+                stdout_r, stderr_r, ..
+            } => vec![*stdout_r, *stderr_r],
+        };
         let mut fds = vec![
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(mid.as_fd(), PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(m) = master {
-            if master_open {
-                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-            }
-            if stdin_open {
-                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        let mut which = Vec::new();
+        for (i, o) in outs.iter().enumerate() {
+            if out_open[i] {
+                fds.push(PollFd::new(o.as_fd(), PollFlags::POLLIN));
+                which.push(i);
             }
         }
-        if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
-            if e == nix::errno::Errno::EINTR {
-                continue;
-            }
-            break;
+        let stdin_slot = if stdin_open && !done {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            Some(fds.len() - 1)
+        } else {
+            None
+        };
+        let timeout = if done {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+            Ok(0) if done => break,
+            Ok(_) => {}
         }
         let ev: Vec<PollFlags> = fds
             .iter()
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
-        let mut i = 2;
-        if let Some(m) = master {
-            if master_open {
-                if !ev[i].is_empty() {
-                    match nix::unistd::read(m, &mut buf) {
-                        Ok(n) if n > 0 => {
-                            let mut out = std::io::stdout();
-                            let _ = out.write_all(&buf[..n]);
-                            let _ = out.flush();
-                        }
-                        _ => master_open = false,
-                    }
+        let mut any_out = false;
+        for (k, i) in which.iter().enumerate() {
+            if !ev[2 + k].is_empty() {
+                let to = if *i == 0 { 1 } else { 2 };
+                if copy_once(outs[*i], to, &mut buf) {
+                    any_out = true;
+                } else {
+                    out_open[*i] = false;
                 }
-                i += 1;
             }
-            if stdin_open && !ev[i].is_empty() {
-                match nix::unistd::read(&stdin, &mut buf) {
-                    Ok(n) if n > 0 => {
+        }
+        if let Some(slot) = stdin_slot {
+            if !ev[slot].is_empty() {
+                let n = nix::unistd::read(&stdin, &mut buf);
+                match (&mut streams, n) {
+                    (Streams::Pty(m), Ok(n)) if n > 0 => {
                         let _ = nix::unistd::write(m, &buf[..n]);
                     }
-                    // EOF on a non-terminal stdin: send the pty's EOF character.
-                    _ => {
+                    (
+                        Streams::Pipes {
+                            stdin_w: Some(w), ..
+                        },
+                        Ok(n),
+                    ) if n > 0 => {
+                        let _ = nix::unistd::write(w, &buf[..n]);
+                    }
+                    (_, Err(nix::errno::Errno::EINTR)) => {}
+                    (Streams::Pty(m), _) => {
                         stdin_open = false;
-                        let _ = nix::unistd::write(m, &[4u8]);
+                        if !tty_in {
+                            // EOF on a non-terminal stdin: the pty's EOF character.
+                            let _ = nix::unistd::write(m, &[4u8]);
+                        }
+                    }
+                    (Streams::Pipes { stdin_w, .. }, _) => {
+                        stdin_open = false;
+                        *stdin_w = None;
                     }
                 }
             }
@@ -392,31 +641,23 @@ fn relay(pidfd: &OwnedFd, sfd: &SignalFd, master: Option<&OwnedFd>) {
             while let Ok(Some(si)) = sfd.read_signal() {
                 let sig = si.ssi_signo as i32;
                 if sig == libc::SIGWINCH {
-                    if let Some(m) = master {
+                    if let Streams::Pty(m) = &streams {
                         copy_winsize(0, m.as_raw_fd());
                     }
                 } else {
-                    let _ = pidfd_kill(pidfd.as_fd(), sig);
+                    let _ = pidfd_kill(cmd.as_fd(), sig);
                 }
             }
         }
         if !ev[0].is_empty() {
-            // The command exited: drain what it printed last.
-            if let Some(m) = master {
-                while master_open {
-                    let mut f = [PollFd::new(m.as_fd(), PollFlags::POLLIN)];
-                    if !matches!(poll(&mut f, PollTimeout::ZERO), Ok(n) if n > 0) {
-                        break;
-                    }
-                    match nix::unistd::read(m, &mut buf) {
-                        Ok(n) if n > 0 => {
-                            let _ = std::io::stdout().write_all(&buf[..n]);
-                        }
-                        _ => master_open = false,
-                    }
-                }
-                let _ = std::io::stdout().flush();
-            }
+            // The command has ended: drain what is already buffered, then stop (background
+            // processes that keep the pipes open must not keep the client waiting).
+            done = true;
+        }
+        if done && !any_out {
+            break;
+        }
+        if !out_open.iter().any(|o| *o) && done {
             break;
         }
     }

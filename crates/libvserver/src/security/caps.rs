@@ -7,7 +7,10 @@ use caps::{CapSet, Capability, CapsHashSet};
 use std::str::FromStr;
 
 /// util-vserver's secure default bounding set (reference §2.3), plus SYS_BOOT and AUDIT_WRITE,
-/// which its newer kernels kept (a guest's reboot(2) only affects its own pid namespace).
+/// which its newer kernels kept (a guest's reboot(2) only affects its own pid namespace), but
+/// without SYS_PTRACE: it lets guest root read /proc/PID/mem and fds of any process that ever
+/// becomes visible in the guest (Docker drops it too). `capabilities.add = ["SYS_PTRACE"]`
+/// brings it back for guests that need strace or gdb.
 pub const SECURE_DEFAULT: &[Capability] = &[
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
@@ -19,7 +22,6 @@ pub const SECURE_DEFAULT: &[Capability] = &[
     Capability::CAP_SETUID,
     Capability::CAP_NET_BIND_SERVICE,
     Capability::CAP_SYS_CHROOT,
-    Capability::CAP_SYS_PTRACE,
     Capability::CAP_SYS_TTY_CONFIG,
     Capability::CAP_LEASE,
     Capability::CAP_SETFCAP,
@@ -128,9 +130,10 @@ mod tests {
 
     #[test]
     fn secure_set_drops_dangerous() {
-        let s = secure_set(&[Capability::CAP_NET_RAW], &[Capability::CAP_SYS_PTRACE]);
+        let s = secure_set(&[Capability::CAP_NET_RAW], &[Capability::CAP_SYS_CHROOT]);
         assert!(s.contains(&Capability::CAP_NET_RAW));
-        assert!(!s.contains(&Capability::CAP_SYS_PTRACE));
+        assert!(!s.contains(&Capability::CAP_SYS_CHROOT));
+        assert!(!secure_set(&[], &[]).contains(&Capability::CAP_SYS_PTRACE));
         for c in [
             Capability::CAP_SYS_ADMIN,
             Capability::CAP_NET_ADMIN,

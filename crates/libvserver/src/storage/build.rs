@@ -181,6 +181,20 @@ pub fn build(
         .map_err(|e| err(format!("create {}: {e}", paths.config_dir.display())))?;
     if let Some(parent) = root.parent() {
         fs::create_dir_all(parent).map_err(|e| err(format!("create {}: {e}", parent.display())))?;
+        // The barrier: host users must not reach into guest roots, where guest root can plant
+        // setuid binaries (util-vserver made /vservers mode 000 for the same reason).
+        if parent == paths.root_base {
+            fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
+                .map_err(|e| err(format!("chmod 0700 {}: {e}", parent.display())))?;
+        } else if fs::metadata(parent)
+            .map(|m| m.mode() & 0o007 != 0)
+            .unwrap_or(false)
+        {
+            progress(&format!(
+                "warning: {} is open to other users; make it mode 0700 so they cannot run the guest's setuid files",
+                parent.display()
+            ));
+        }
     }
     fs::create_dir(&root).map_err(|e| err(format!("create {}: {e}", root.display())))?;
     let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
@@ -249,8 +263,30 @@ const SKELETON_DIRS: &[(&str, u32)] = &[
     ("srv", 0o755),
 ];
 
+/// True if some component of `rel` below `root` is a symlink or not a directory (a source tree
+/// may point `var` at a host path; the build must not create or write anything through it).
+fn leaves_root(root: &Path, rel: &str) -> bool {
+    let mut p = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, c) in parts.iter().enumerate() {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => return true,
+            Ok(m) if !m.is_dir() && i + 1 < parts.len() => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 fn make_dirs(root: &Path) -> Result<(), String> {
     for (d, mode) in SKELETON_DIRS {
+        if leaves_root(root, d) {
+            return Err(format!(
+                "{}/{d} in the guest tree is (or is under) a symlink; refusing to create it",
+                root.display()
+            ));
+        }
         let p = root.join(d);
         if fs::symlink_metadata(&p).is_err() {
             fs::create_dir(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
@@ -462,8 +498,38 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> R
         if !st.success() {
             return Err(format!("tar could not unpack {} ({st})", source.display()));
         }
+        let n = remove_device_nodes(root)?;
+        if n > 0 {
+            progress(&format!(
+                "removed {n} device nodes from the unpacked tree (a guest gets its own /dev)"
+            ));
+        }
     }
     make_dirs(root)
+}
+
+/// Remove block and character device nodes under `root` (without following symlinks); returns
+/// how many were removed.
+fn remove_device_nodes(root: &Path) -> Result<usize, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir)
+            .map_err(|e| format!("read {}: {e}", dir.display()))?
+            .flatten()
+        {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_block_device() || ft.is_char_device() {
+                fs::remove_file(e.path())
+                    .map_err(|er| format!("remove device {}: {er}", e.path().display()))?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// Write the guest's own identity: hostname, hosts, a fresh machine-id.
