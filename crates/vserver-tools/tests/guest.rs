@@ -616,3 +616,32 @@ fn vkill_signals_by_in_guest_pid_and_whole_context() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_start_killed_half_way_is_repaired_by_the_next_command() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("killed", 13);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, true);
+    for delay_ms in [0u64, 2, 5, 10, 20, 40] {
+        let mut child = env.cmd("vserver").args([&name, "start"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever state that left, stop cleans it and start works again.
+        assert_ok(&env.vserver(&name, &["stop"]), "stop after a killed start");
+        assert!(
+            cgroup_left(xid).is_empty(),
+            "cgroup left after delay {delay_ms} ms"
+        );
+        assert!(
+            !link_exists(&format!("vs{xid}-0")),
+            "veth left after delay {delay_ms} ms"
+        );
+        assert_ok(&env.vserver(&name, &["start"]), "start after repair");
+        assert_eq!(env.vserver(&name, &["status"]).status.code(), Some(0));
+        assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    }
+}
