@@ -31,6 +31,9 @@ impl PathArgs {
 
 /// Parse a signal given as `TERM`, `SIGTERM` or `15`.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if s == "0" {
+        return Ok(0);
+    }
     if let Ok(n) = s.parse::<i32>() {
         return nix::sys::signal::Signal::try_from(n)
             .map(|x| x as i32)

@@ -645,3 +645,83 @@ fn a_start_killed_half_way_is_repaired_by_the_next_command() {
         assert_ok(&env.vserver(&name, &["stop"]), "stop");
     }
 }
+
+#[test]
+fn a_guest_never_touches_another_guest_with_the_same_context_id() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("samexid", 14);
+    let (a, xid) = (env.name.clone(), env.xid);
+    env.build_host(&a, xid, true);
+    assert_ok(&env.vserver(&a, &["start"]), "start a");
+    // Same context id, same config dir: refused by name.
+    let b = format!("{a}b");
+    std::fs::copy(env.config_path(&a), env.config_path(&b)).unwrap();
+    std::fs::create_dir_all(env.root(&b).join("etc")).unwrap();
+    let o = env.vserver(&b, &["start"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains(&format!("already used by guest {a}")),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&env.vserver(&b, &["stop"]), "stop b");
+    std::fs::remove_file(env.config_path(&b)).unwrap();
+    // Same context id from another config dir: refused, and a is untouched.
+    let other = env.dir.join("etc2");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(env.config_path(&a), other.join(format!("{b}.toml"))).unwrap();
+    let run = |args: &[&str]| {
+        env.cmd("vserver")
+            .env("VSERVER_CONFDIR", &other)
+            .arg(&b)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["start"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_ok(&run(&["stop"]), "stop b from the other config dir");
+    assert_eq!(
+        env.vserver(&a, &["status"]).status.code(),
+        Some(0),
+        "a was killed"
+    );
+    assert!(link_exists(&format!("vs{xid}-0")), "a's veth was deleted");
+    assert_ok(&env.exec(&a, "true"), "exec in a");
+}
+
+#[test]
+fn init_command_gets_a_clean_signal_state_and_stops_on_term() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("sigs", 15);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let cfg = std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .replace(
+            "\ncommand = []\n",
+            "\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+        );
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let mut st = text(&env.exec(&name, "grep -E 'SigBlk|SigIgn' /proc/2/status"));
+    st += &text(&env.vserver(
+        &name,
+        &["exec", "grep", "-E", "SigBlk|SigIgn", "/proc/self/status"],
+    ));
+    assert!(
+        st.lines().all(|l| l.ends_with("0000000000000000")),
+        "signals blocked or ignored: {st}"
+    );
+    let t = Instant::now();
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stop needed the kill timeout: {:?}",
+        t.elapsed()
+    );
+}

@@ -20,7 +20,17 @@ pub enum ConfigError {
         /// OS error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML, has an unknown key, a wrong type or a bad value.
+    /// The file is not valid TOML.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// File that was parsed.
+        path: PathBuf,
+        /// 1-based line of the error (0 when unknown).
+        line: usize,
+        /// What the TOML parser found.
+        message: String,
+    },
+    /// The file has an unknown key, a wrong type or a bad value.
     #[error("{path}:{line}: key '{key}': {message}")]
     Invalid {
         /// File that was parsed.
@@ -121,15 +131,25 @@ pub fn parse_guest_config(path: &Path, text: &str) -> Result<GuestConfig, Config
         key,
         message,
     };
-    let de = toml::Deserializer::parse(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        invalid(line, String::from("-"), e.message().trim().to_string())
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+        message: e.message().trim().to_string(),
     })?;
     let cfg: GuestConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         let line = inner.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        invalid(line, key, inner.message().trim().to_string())
+        let message = inner.message().trim().to_string();
+        if key == "." {
+            // A fault of the whole table, e.g. a missing required key.
+            return ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                message,
+            };
+        }
+        invalid(line, key, message)
     })?;
     cfg.validate().map_err(|fe| {
         invalid(

@@ -141,6 +141,49 @@ pub fn make_stdio_terminal(tty: &OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
+/// Give the program about to be exec'd a clean signal state: nothing blocked, every disposition
+/// default (the Rust runtime ignores SIGPIPE, the monitor ignores SIGHUP, the init blocks the
+/// signals it reads from a signalfd; none of that must reach guest programs). Async-signal-safe.
+pub fn reset_signals() {
+    /// `struct sigaction` as the rt_sigaction(2) system call takes it (not glibc's).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    let empty: u64 = 0;
+    // SAFETY: raw syscalls with valid pointers to plain data; glibc's wrappers would refuse its
+    // own internal real-time signals (32, 33), which can be inherited as ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+    }
+}
+
 /// Switch to `user` (if any) and execve(2) the payload's argv with its environment, searching
 /// the guest's PATH. Seccomp must already be loaded (loading needs CAP_SYS_ADMIN, which a
 /// non-root user no longer has). Never returns; failures go to `err`.
@@ -164,6 +207,7 @@ pub fn exec_as(user: Option<&UserSpec>, payload: &Payload, err: &OwnedFd) -> ! {
             fail(err, &format!("setuid {}: {e}", u.uid));
         }
     }
+    reset_signals();
     let Some(prog) = argv.first() else {
         fail(err, "no command given")
     };

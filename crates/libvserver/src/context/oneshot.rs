@@ -32,6 +32,12 @@ pub struct OneShot {
 /// or the first free dynamic one.
 fn claim_cgroup(layout: &CgroupLayout, xid: Option<u32>) -> Result<GuestCgroup, String> {
     let candidates: Vec<u32> = match xid {
+        Some(x) if !(crate::config::XID_MIN..=XID_DYNAMIC_END).contains(&x) => {
+            return Err(format!(
+                "context {x} is out of range {}-{XID_DYNAMIC_END} (0 is the host, 1 the spectator)",
+                crate::config::XID_MIN
+            ))
+        }
         Some(x) => vec![x],
         None => (XID_DYNAMIC_START..=XID_DYNAMIC_END).collect(),
     };

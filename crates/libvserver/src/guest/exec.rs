@@ -246,7 +246,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
     if !st.init_alive() {
         return Err(GuestError::NotRunning(g.name.clone()));
     }
-    let cg = g.cgroup()?;
+    let cg = g.cgroup_of(st.xid)?;
     let procs = cg
         .open_procs_files(false)
         .map_err(|source| GuestError::Cgroup {
@@ -556,6 +556,9 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
     let mut out_open = [true, true];
     let mut buf = [0u8; 8192];
     let mut done = false;
+    // When a piped stdin ends, the shell on the pty gets ^D; a shell that flushed its input
+    // while starting never sees it, so it is hung up a second later.
+    let mut eof_at: Option<std::time::Instant> = None;
     loop {
         let outs: Vec<&OwnedFd> = match &streams {
             Streams::Pty(m) => vec![*m],
@@ -582,9 +585,17 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
         };
         let timeout = if done {
             PollTimeout::ZERO
+        } else if eof_at.is_some() {
+            PollTimeout::from(200u16)
         } else {
             PollTimeout::NONE
         };
+        if let Some(t) = eof_at {
+            if t.elapsed() > std::time::Duration::from_secs(1) {
+                let _ = pidfd_kill(cmd.as_fd(), libc::SIGHUP);
+                eof_at = None;
+            }
+        }
         match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
@@ -628,6 +639,7 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
                         if !tty_in {
                             // EOF on a non-terminal stdin: the pty's EOF character.
                             let _ = nix::unistd::write(m, &[4u8]);
+                            eof_at = Some(std::time::Instant::now());
                         }
                     }
                     (Streams::Pipes { stdin_w, .. }, _) => {
@@ -644,6 +656,11 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
                     if let Streams::Pty(m) = &streams {
                         copy_winsize(0, m.as_raw_fd());
                     }
+                } else if sig == libc::SIGTERM && matches!(streams, Streams::Pty(_)) {
+                    // A terminal session that is told to end sees its terminal hang up (an
+                    // interactive shell ignores SIGTERM).
+                    let _ = pidfd_kill(cmd.as_fd(), libc::SIGHUP);
+                    let _ = pidfd_kill(cmd.as_fd(), libc::SIGTERM);
                 } else {
                     let _ = pidfd_kill(cmd.as_fd(), sig);
                 }

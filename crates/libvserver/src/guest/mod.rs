@@ -136,11 +136,17 @@ impl Guest {
 
     /// The guest's cgroup on this host.
     pub fn cgroup(&self) -> Result<GuestCgroup, GuestError> {
+        self.cgroup_of(self.config.context)
+    }
+
+    /// The cgroup of context `xid` (a running guest keeps the id it started with, even if
+    /// NAME.toml was edited since).
+    pub fn cgroup_of(&self, xid: u32) -> Result<GuestCgroup, GuestError> {
         let layout = CgroupLayout::detect().map_err(|source| GuestError::Cgroup {
             name: self.name.clone(),
             source,
         })?;
-        Ok(GuestCgroup::new(&layout, self.config.context))
+        Ok(GuestCgroup::new(&layout, xid))
     }
 
     /// The running state, if the guest's init is alive.
@@ -179,12 +185,12 @@ pub struct Status {
 pub fn status(g: &Guest) -> Result<Status, GuestError> {
     let st = g.running();
     let processes = match &st {
-        Some(_) => g.cgroup()?.pids().len(),
+        Some(s) => g.cgroup_of(s.xid)?.pids().len(),
         None => 0,
     };
     Ok(Status {
         name: g.name.clone(),
-        xid: g.config.context,
+        xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
         running: st.is_some(),
         processes,
         uptime_secs: st
@@ -224,22 +230,51 @@ pub fn repair_after_exit(g: &Guest) -> Result<(), GuestError> {
     repair(g)
 }
 
-/// Remove what a dead guest left behind: processes in its cgroup, the cgroup, host veths and
-/// the state file. Safe to call on a clean guest.
+/// True if any of `pids` runs in `g`'s root (its root directory is the same inode as the guest
+/// root): they are this guest's, left by an interrupted start, not another guest's.
+pub(crate) fn runs_in_root(g: &Guest, pids: &[i32]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::metadata(g.root()) else {
+        return false;
+    };
+    pids.iter().any(|p| {
+        std::fs::metadata(format!("/proc/{p}/root"))
+            .map(|m| m.dev() == root.dev() && m.ino() == root.ino())
+            .unwrap_or(false)
+    })
+}
+
+/// Remove what a dead run of this guest left behind: its processes, cgroup, host veths and
+/// state file. Safe to call on a clean guest. It never touches another guest: processes in
+/// `vservers/<xid>` that do not run in this guest's root belong to someone else with the same
+/// context id, and the repair is refused.
+///
+/// Errors: [`GuestError::XidInUse`] for a foreign context; cgroup failures.
 pub fn repair(g: &Guest) -> Result<(), GuestError> {
     let rd = g.run_dir();
     let st = rd.read_state();
-    if let Some(s) = &st {
-        if s.init_alive() {
-            return Ok(());
-        }
+    if st.as_ref().map(|s| s.init_alive()).unwrap_or(false) {
+        return Ok(());
     }
-    g.cgroup()?.remove().map_err(|source| GuestError::Cgroup {
+    let xid = st.as_ref().map(|s| s.xid).unwrap_or(g.config.context);
+    let cg = g.cgroup_of(xid)?;
+    let pids = cg.pids();
+    if !pids.is_empty() && !runs_in_root(g, &pids) {
+        rd.remove_state();
+        return Err(GuestError::XidInUse {
+            name: g.name.clone(),
+            xid,
+            other: String::from(
+                "another running context (see vserver-stat); nothing of it was touched",
+            ),
+        });
+    }
+    cg.remove().map_err(|source| GuestError::Cgroup {
         name: g.name.clone(),
         source,
     })?;
     let mut veths: Vec<String> = (0..g.config.interface.len())
-        .map(|i| g.veth_name(i))
+        .map(|i| format!("vs{xid}-{i}"))
         .collect();
     if let Some(s) = &st {
         veths.extend(s.veths.iter().cloned());

@@ -70,7 +70,8 @@ fn check_xid_free(g: &Guest) -> Result<(), GuestError> {
             }
         }
     }
-    if !g.cgroup()?.pids().is_empty() {
+    let pids = g.cgroup()?.pids();
+    if !pids.is_empty() && !super::runs_in_root(g, &pids) {
         return Err(GuestError::XidInUse {
             name: g.name.clone(),
             xid,
@@ -91,14 +92,26 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
             xid: st.xid,
         });
     }
+    check_xid_free(g)?;
     super::repair(g)?;
     let _ = std::fs::remove_file(rd.file("stopping"));
-    check_xid_free(g)?;
     let root = g.root();
     if !root.is_dir() {
         return Err(failed(
             &g.name,
             format!("guest root {} is not a directory", root.display()),
+        ));
+    }
+    if std::fs::read_dir(&root)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
+        return Err(failed(
+            &g.name,
+            format!(
+                "guest root {} is empty; build the guest first",
+                root.display()
+            ),
         ));
     }
     scripts::run(g, "pre-start")?;
@@ -231,8 +244,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     {
         nix::unistd::ForkResult::Child => {
             drop(rep_r);
-            lock.forget_in_child();
-            monitor_main(g, spec, pty.master, rep_w)
+            monitor_main(g, spec, pty.master, rep_w, lock)
         }
         nix::unistd::ForkResult::Parent { .. } => {
             drop(rep_w);
@@ -254,14 +266,23 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
                     ),
                 ))
             } else {
-                Err(failed(&name, report))
+                let msg = report.strip_prefix(&format!("{name}: ")).unwrap_or(&report);
+                Err(failed(&name, msg.to_string()))
             }
         }
     }
 }
 
 /// The monitor process: detach, spawn the guest, report, supervise.
-fn monitor_main(g: &Guest, spec: ContextSpec, console: OwnedFd, report: OwnedFd) -> ! {
+/// The monitor keeps the start's lock (a copy of the same open file) until it has reported, so
+/// that a start killed half-way cannot interleave with the next command on this guest.
+fn monitor_main(
+    g: &Guest,
+    spec: ContextSpec,
+    console: OwnedFd,
+    report: OwnedFd,
+    lock: GuestLock,
+) -> ! {
     let rd = g.run_dir();
     let _ = nix::unistd::setsid();
     // SAFETY: setting dispositions to ignore is async-signal-safe and we are single-threaded.
@@ -361,9 +382,14 @@ fn monitor_main(g: &Guest, spec: ContextSpec, console: OwnedFd, report: OwnedFd)
         ));
     }
     if nix::unistd::write(&report, b"OK").is_err() {
-        // The starting command died: do not leave a guest nobody asked for.
+        // The starting command died: do not leave a guest nobody asked for. Clean up while
+        // still holding the lock.
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
+        let _ = crate::context::clone::wait_pidfd(spawned.pidfd.as_fd());
+        let _ = crate::guest::repair_after_exit(g);
+        std::process::exit(1);
     }
     drop(report);
+    lock.forget_in_child();
     crate::monitor::run(g, spawned.pidfd, Some(console))
 }

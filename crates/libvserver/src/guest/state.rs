@@ -131,6 +131,27 @@ impl GuestLock {
         }
     }
 
+    /// Take the lock if nobody holds it; None if another command holds it.
+    ///
+    /// Errors: the lock file cannot be created or locked for another reason.
+    pub fn try_acquire(rd: &RunDir) -> std::io::Result<Option<GuestLock>> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(rd.file("lock"))?;
+        // SAFETY: flock on a live fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(GuestLock { file }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
+
     /// Close the lock's fd in a forked child without unlocking the parent's lock.
     pub fn forget_in_child(self) {
         drop(self.file);

@@ -68,8 +68,11 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
         .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
     let mut out = Stopped::default();
     let Some(st) = g.running() else {
-        super::repair(g)?;
-        return Ok(out);
+        // A context id used by someone else is not ours to clean: leave it alone.
+        match super::repair(g) {
+            Ok(()) | Err(GuestError::XidInUse { .. }) => return Ok(out),
+            Err(e) => return Err(e),
+        }
     };
     out.was_running = true;
     let _ = std::fs::write(rd.file("stopping"), b"");
@@ -92,7 +95,7 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
             run_stop_command(g, limit);
         }
         let _ = pidfd_kill(init.as_fd(), libc::SIGTERM);
-        let cg = g.cgroup()?;
+        let cg = g.cgroup_of(st.xid)?;
         if g.config.init.style == crate::config::InitStyle::Plain {
             cg.signal_all(nix::sys::signal::Signal::SIGTERM);
         }

@@ -55,9 +55,10 @@ fn spawn(argv: &[CString], env: &[CString]) -> Option<i32> {
             cmd.env(k, v);
         }
     }
-    // SAFETY: setsid is async-signal-safe; std resets the signal mask and SIGPIPE in the child.
+    // SAFETY: reset_signals and setsid are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
+            crate::context::child::reset_signals();
             nix::unistd::setsid()
                 .map(|_| ())
                 .map_err(std::io::Error::from)

@@ -71,9 +71,13 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
     let _ = std::fs::write(rd.file("last-exit"), format!("{status} {}\n", now_unix()));
     let stopping = rd.file("stopping").exists();
     let mut ok = true;
-    if let Err(e) = crate::guest::repair_after_exit(g) {
-        eprintln!("{e}");
-        ok = false;
+    // Clean up only if no other command works on this guest: a stop cleans up itself once we
+    // are gone, and a start repairs what it finds.
+    if let Ok(Some(_lock)) = crate::guest::state::GuestLock::try_acquire(&rd) {
+        if let Err(e) = crate::guest::repair_after_exit(g) {
+            eprintln!("{e}");
+            ok = false;
+        }
     }
     if !stopping {
         if let Err(e) = crate::guest::scripts::run(g, "post-stop") {

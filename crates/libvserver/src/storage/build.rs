@@ -159,6 +159,7 @@ pub fn build(
         None => next_free_xid(paths),
     };
     let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
+    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
     if exists(&cfg_path) || exists(&root) {
         if !o.force {
             return Err(err(format!(
@@ -167,14 +168,38 @@ pub fn build(
                 root.display()
             )));
         }
+        let running = crate::guest::state::RunDir::new(&paths.run_dir, &o.name)
+            .read_state()
+            .map(|st| st.init_alive())
+            .unwrap_or(false);
+        if running {
+            return Err(err(format!(
+                "{} is running; stop it before rebuilding it",
+                o.name
+            )));
+        }
         let stamp = now_unix();
         for p in [&cfg_path, &root] {
-            if exists(p) {
-                let aside = PathBuf::from(format!("{}.~{stamp}~", p.display()));
-                fs::rename(p, &aside)
-                    .map_err(|e| err(format!("move {} aside: {e}", p.display())))?;
-                progress(&format!("moved {} to {}", p.display(), aside.display()));
+            if !exists(p) {
+                continue;
             }
+            // A name no earlier --force used, even within the same second.
+            let aside = (0..)
+                .map(|i| match i {
+                    0 => PathBuf::from(format!("{}.~{stamp}~", p.display())),
+                    i => PathBuf::from(format!("{}.~{stamp}.{i}~", p.display())),
+                })
+                .find(|a| !exists(a))
+                .unwrap_or_else(|| PathBuf::from(format!("{}.~{stamp}.x~", p.display())));
+            if let Err(e) = fs::rename(p, &aside) {
+                // Put back what was already moved: a failed build loses nothing.
+                for (from, to) in moved.iter().rev() {
+                    let _ = fs::rename(to, from);
+                }
+                return Err(err(format!("move {} aside: {e}", p.display())));
+            }
+            progress(&format!("moved {} to {}", p.display(), aside.display()));
+            moved.push((p.to_path_buf(), aside));
         }
     }
     fs::create_dir_all(&paths.config_dir)
@@ -232,6 +257,10 @@ pub fn build(
         // Only what this build made: the root directory it created and the config it wrote.
         let _ = fs::remove_dir_all(&root);
         let _ = fs::remove_file(&cfg_path);
+        // And what --force moved aside comes back.
+        for (from, to) in moved.iter().rev() {
+            let _ = fs::rename(to, from);
+        }
         return Err(err(m));
     }
     progress(&format!(

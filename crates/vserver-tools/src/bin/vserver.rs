@@ -124,7 +124,7 @@ fn do_start(g: &Guest) -> Result<()> {
 fn do_stop(g: &Guest) -> Result<()> {
     let s = guest::stop::stop(g)?;
     if !s.was_running {
-        eprintln!("vserver: {} is not running", g.name);
+        eprintln!("vserver: {}: is not running", g.name);
     }
     for w in s.warnings {
         eprintln!("vserver: warning: {w}");
