@@ -99,3 +99,28 @@ fn reducecap_secure_cannot_be_undone_by_su() {
     assert!(out.contains("LOG-OK"), "{out}");
     assert!(!out.contains("DOWN-OK"), "{out}");
 }
+
+#[test]
+fn chcontext_xid_of_a_running_guest_joins_it() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("chjoin", 30);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let o = env
+        .cmd("chcontext")
+        .args(["--xid", &xid.to_string(), "hostname"])
+        .output()
+        .unwrap();
+    assert_ok(&o, "chcontext --xid");
+    assert_eq!(text(&o).trim(), name);
+    let o = env
+        .cmd("chcontext")
+        .args(["--xid", "0", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o).contains("out of range"), "{}", text(&o));
+}

@@ -37,8 +37,35 @@ struct Cli {
     cmd: Vec<String>,
 }
 
+/// `--xid N` of a running guest: join its context (util-vserver migrated into an existing
+/// context the same way), with the guest's own bounding set and seccomp filter.
+fn join_guest(xid: u32, cmd: &[String]) -> Option<ExitCode> {
+    let paths = libvserver::paths::Paths::resolve(None, None, None);
+    let st = libvserver::guest::state::running_guests(&paths.run_dir)
+        .into_iter()
+        .find(|s| s.xid == xid)?;
+    let code = libvserver::guest::Guest::load(&paths, &st.name).and_then(|g| {
+        libvserver::guest::exec::exec(
+            &g,
+            &libvserver::guest::exec::ExecRequest::command(cmd.to_vec()),
+        )
+    });
+    Some(match code {
+        Ok(c) => ExitCode::from(c.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("chcontext: {e}");
+            ExitCode::from(255)
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(x) = cli.xid {
+        if let Some(code) = join_guest(x, &cli.cmd) {
+            return code;
+        }
+    }
     let (mut add, mut remove) = (Vec::new(), Vec::new());
     for c in &cli.caps {
         let (neg, n) = match c.strip_prefix('!').or_else(|| c.strip_prefix('~')) {
