@@ -44,6 +44,18 @@ pub enum CgroupError {
         /// OS error.
         source: std::io::Error,
     },
+    /// A limit was configured that no mounted hierarchy can enforce.
+    #[error(
+        "context {xid}: cannot enforce limits.{key}: no cgroup controller on this host has {needs}"
+    )]
+    Unsupported {
+        /// Context id.
+        xid: u32,
+        /// The `limits` key.
+        key: &'static str,
+        /// The cgroup files looked for.
+        needs: &'static str,
+    },
     /// The cgroup kept processes after the kill sequence.
     #[error("context {xid}: cgroup {path} still has processes after {secs} s")]
     NotEmpty {
@@ -274,6 +286,116 @@ impl GuestCgroup {
                     }
                     Err(e) => return Err(io(self.xid, "remove", d)(e)),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `limits` into every hierarchy that has the controller for it: v2 `pids.max`,
+    /// `memory.max/high/swap.max`, `cpu.max`, `cpu.weight`; v1 `pids.max`,
+    /// `memory.limit_in_bytes/soft_limit_in_bytes/memsw.limit_in_bytes`,
+    /// `cpu.cfs_quota_us/cfs_period_us`, `cpu.shares`. Units are converted from the user's
+    /// (bytes, percent of a CPU, weight 1-10000). Unset limits are written as "no limit", so
+    /// the call also lifts limits removed from the config.
+    ///
+    /// Errors: [`CgroupError::Unsupported`] when a set limit has no controller anywhere;
+    /// [`CgroupError::Io`] when a file cannot be written (a value the kernel refuses).
+    pub fn apply_limits(&self, l: &crate::config::LimitsConfig) -> Result<()> {
+        use crate::config::{parse_cpu, parse_size};
+        let size = |v: &Option<String>| v.as_deref().and_then(|s| parse_size(s).ok());
+        let (mem, soft, swap) = (size(&l.memory), size(&l.memory_soft), size(&l.swap));
+        let cpu = l.cpu.as_deref().and_then(|c| parse_cpu(c).ok());
+        let num = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "max".into());
+        let mut done: Vec<&'static str> = Vec::new();
+        for (h, d) in &self.dirs {
+            let mut set = |file: &str, value: String, key: &'static str| -> Result<()> {
+                let p = d.join(file);
+                if !p.exists() {
+                    return Ok(());
+                }
+                write_file(self.xid, &p, &value)?;
+                done.push(key);
+                Ok(())
+            };
+            if h.is_v2() {
+                set("pids.max", num(l.nproc), "nproc")?;
+                set("memory.max", num(mem), "memory")?;
+                set("memory.high", num(soft), "memory_soft")?;
+                set("memory.swap.max", num(swap), "swap")?;
+                set(
+                    "cpu.max",
+                    cpu.map(|(q, p)| format!("{q} {p}"))
+                        .unwrap_or_else(|| "max 100000".into()),
+                    "cpu",
+                )?;
+                set(
+                    "cpu.weight",
+                    l.cpu_weight.unwrap_or(100).to_string(),
+                    "cpu_weight",
+                )?;
+            } else {
+                set("pids.max", num(l.nproc), "nproc")?;
+                // v1 wants -1 for "no limit"; memsw must stay >= the memory limit, so it is
+                // lifted first and set last.
+                let v1 = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-1".into());
+                set("memory.memsw.limit_in_bytes", "-1".into(), "swap_reset")?;
+                set("memory.limit_in_bytes", v1(mem), "memory")?;
+                set("memory.soft_limit_in_bytes", v1(soft), "memory_soft")?;
+                let memsw = match (mem, swap) {
+                    (Some(m), Some(s)) => Some(m.saturating_add(s)),
+                    _ => None,
+                };
+                set("memory.memsw.limit_in_bytes", v1(memsw), "swap")?;
+                set(
+                    "cpu.cfs_period_us",
+                    cpu.map(|c| c.1).unwrap_or(100_000).to_string(),
+                    "cpu_period",
+                )?;
+                set(
+                    "cpu.cfs_quota_us",
+                    cpu.map(|c| c.0.to_string()).unwrap_or_else(|| "-1".into()),
+                    "cpu",
+                )?;
+                set(
+                    "cpu.shares",
+                    (u64::from(l.cpu_weight.unwrap_or(100)) * 1024 / 100)
+                        .max(2)
+                        .to_string(),
+                    "cpu_weight",
+                )?;
+            }
+        }
+        let want: [(&'static str, bool, &'static str); 6] = [
+            ("nproc", l.nproc.is_some(), "pids.max"),
+            (
+                "memory",
+                mem.is_some(),
+                "memory.max or memory.limit_in_bytes",
+            ),
+            (
+                "memory_soft",
+                soft.is_some(),
+                "memory.high or memory.soft_limit_in_bytes",
+            ),
+            (
+                "swap",
+                swap.is_some(),
+                "memory.swap.max or memory.memsw.limit_in_bytes (swap accounting)",
+            ),
+            ("cpu", cpu.is_some(), "cpu.max or cpu.cfs_quota_us"),
+            (
+                "cpu_weight",
+                l.cpu_weight.is_some(),
+                "cpu.weight or cpu.shares",
+            ),
+        ];
+        for (key, set, needs) in want {
+            if set && !done.contains(&key) {
+                return Err(CgroupError::Unsupported {
+                    xid: self.xid,
+                    key,
+                    needs,
+                });
             }
         }
         Ok(())

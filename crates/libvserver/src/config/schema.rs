@@ -50,6 +50,91 @@ pub struct GuestConfig {
     /// Host directories mounted into the guest at start.
     #[serde(default)]
     pub mount: Vec<MountConfig>,
+    /// Resource limits of the whole guest.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Resource limits of a guest, in the user's units (applied to its cgroup; `nice` to its
+/// processes). Unset keys mean no limit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most processes (and threads) at once in the guest (util-vserver's nproc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nproc: Option<u64>,
+    /// Hard memory limit: bytes with an optional K, M, G or T suffix (`"512M"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Soft memory limit (reclaim pressure above it), same units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_soft: Option<String>,
+    /// Swap the guest may use besides `memory`, same units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<String>,
+    /// Hard CPU cap: a percentage of one CPU (`"50%"`) or a number of CPUs (`"1.5"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Relative CPU weight, 1-10000 (100 is the default share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u32>,
+    /// Nice level of every process of the guest, -20..19; root inside cannot lower it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nice: Option<i32>,
+}
+
+/// Parse a size: bytes with an optional K, M, G or T suffix (powers of 1024), `"max"` for none.
+///
+/// Errors: a one-line reason naming the text.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return Err(format!("'{text}': unknown unit '{c}'; use K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size like 512M"))?;
+    if n.is_nan() || n < 0.0 || !n.is_finite() {
+        return Err(format!("'{text}' is not a size like 512M"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// Parse a CPU cap into (quota, period) microseconds: `"50%"` of one CPU or `"1.5"` CPUs.
+///
+/// Errors: a one-line reason naming the text.
+pub fn parse_cpu(text: &str) -> Result<(u64, u64), String> {
+    const PERIOD: u64 = 100_000;
+    let t = text.trim();
+    let cpus: f64 = match t.strip_suffix('%') {
+        Some(p) => {
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("'{text}' is not a percentage"))?
+                / 100.0
+        }
+        None => t.parse().map_err(|_| {
+            format!("'{text}' is neither a percentage (50%) nor a number of CPUs (1.5)")
+        })?,
+    };
+    if cpus.is_nan() || cpus <= 0.0 || cpus > 4096.0 {
+        return Err(format!(
+            "'{text}' must be more than 0 and at most 4096 CPUs"
+        ));
+    }
+    Ok(((cpus * PERIOD as f64).round().max(1000.0) as u64, PERIOD))
 }
 
 /// A host directory bind-mounted into the guest. The target is resolved inside the guest root
@@ -350,6 +435,33 @@ impl GuestConfig {
             if mc.target.to_str().is_none() {
                 return Err(FieldError::new(at("target"), "must be UTF-8"));
             }
+        }
+        let l = &self.limits;
+        let at = |k| vec![Key("limits"), Key(k)];
+        for (k, v) in [
+            ("memory", &l.memory),
+            ("memory_soft", &l.memory_soft),
+            ("swap", &l.swap),
+        ] {
+            if let Some(v) = v {
+                parse_size(v).map_err(|m| FieldError::new(at(k), m))?;
+            }
+        }
+        if let Some(c) = &l.cpu {
+            parse_cpu(c).map_err(|m| FieldError::new(at("cpu"), m))?;
+        }
+        if let Some(w) = l.cpu_weight {
+            if !(1..=10000).contains(&w) {
+                return Err(FieldError::new(at("cpu_weight"), "must be 1-10000"));
+            }
+        }
+        if let Some(n) = l.nice {
+            if !(-20..=19).contains(&n) {
+                return Err(FieldError::new(at("nice"), "must be -20..19"));
+            }
+        }
+        if l.nproc == Some(0) {
+            return Err(FieldError::new(at("nproc"), "must be at least 1"));
         }
         if let Some(rl) = self.init.runlevel {
             if rl > 6 {

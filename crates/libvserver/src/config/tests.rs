@@ -91,3 +91,20 @@ fn gateways() {
     assert_eq!(g("fd00::5/64").as_deref(), Some("fd00::1"));
     assert_eq!(g("10.0.0.1/32"), None);
 }
+
+#[test]
+fn sizes_and_cpu_caps() {
+    assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+    assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+    assert_eq!(parse_size("4096").unwrap(), 4096);
+    assert!(parse_size("12Q").is_err());
+    assert!(parse_size("-1M").is_err());
+    assert_eq!(parse_cpu("50%").unwrap(), (50_000, 100_000));
+    assert_eq!(parse_cpu("1.5").unwrap(), (150_000, 100_000));
+    assert!(parse_cpu("0%").is_err());
+    assert!(parse_cpu("fast").is_err());
+    let e = err("context = 42\n[limits]\nmemory = \"lots\"\n");
+    assert!(e.contains(":3: key 'limits.memory'"), "{e}");
+    let e = err("context = 42\n[limits]\nnice = -30\n");
+    assert!(e.contains(":3: key 'limits.nice'"), "{e}");
+}

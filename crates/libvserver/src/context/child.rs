@@ -47,6 +47,11 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
             fail(&err, &e);
         }
     }
+    if let Some(n) = spec.nice {
+        if let Err(e) = set_nice(n) {
+            fail(&err, &e);
+        }
+    }
     if let Some(h) = &spec.hostname {
         if let Err(e) = nix::unistd::sethostname(h) {
             fail(&err, &format!("set host name '{h}': {e}"));
@@ -115,6 +120,16 @@ fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
         if let Some(gw) = i.gateway {
             nl.add_default_route(gw).map_err(|e| e.to_string())?;
         }
+    }
+    Ok(())
+}
+
+/// Set the nice level of the calling process (setpriority(2)); done while CAP_SYS_NICE is still
+/// held, so a negative level works; the guest, without CAP_SYS_NICE, cannot lower it again.
+pub fn set_nice(n: i32) -> Result<(), String> {
+    // SAFETY: plain syscall with integer arguments on this process.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+        return Err(format!("set nice level {n}: {}", nix::errno::Errno::last()));
     }
     Ok(())
 }

@@ -58,6 +58,8 @@ pub struct ContextSpec {
     pub root: Option<PathBuf>,
     /// Host directories bound into the guest root.
     pub binds: Vec<crate::rootfs::BindMount>,
+    /// Nice level for the first process (inherited by everything it starts).
+    pub nice: Option<i32>,
     /// Host name (UTS namespace).
     pub hostname: Option<String>,
     /// NIS domain name.

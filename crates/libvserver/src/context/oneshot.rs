@@ -93,6 +93,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
             | CloneFlags::CLONE_NEWUTS,
         root: None,
         binds: Vec::new(),
+        nice: None,
         hostname: o.hostname.clone(),
         domainname: o.domainname.clone(),
         cap_drop,

@@ -338,6 +338,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             &seccomp,
             user.as_ref(),
             &home,
+            g.config.limits.nice,
             &payload,
             &set,
             &err_w,
@@ -422,6 +423,7 @@ fn intermediate(
     seccomp: &crate::security::seccomp::SeccompProgram,
     user: Option<&UserSpec>,
     home: &str,
+    nice: Option<i32>,
     payload: &Payload,
     set: &SigSet,
     err: &OwnedFd,
@@ -456,6 +458,11 @@ fn intermediate(
     }
     if let Err(e) = clone::close_all_but(&[err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()]) {
         child::fail(err, &format!("close inherited fds: {e}"));
+    }
+    if let Some(n) = nice {
+        if let Err(e) = child::set_nice(n) {
+            child::fail(err, &e);
+        }
     }
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         child::fail(err, &e);

@@ -120,6 +120,13 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
         name: g.name.clone(),
         source,
     })?;
+    if let Err(source) = cg.apply_limits(&g.config.limits) {
+        let _ = super::repair(g);
+        return Err(GuestError::Cgroup {
+            name: g.name.clone(),
+            source,
+        });
+    }
     match start_created(g, lock) {
         Ok(state) => {
             let mut warnings = Vec::new();
@@ -229,6 +236,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
             | CloneFlags::CLONE_NEWNET,
         root: Some(g.root()),
         binds,
+        nice: g.config.limits.nice,
         hostname: Some(g.config.hostname_or(&g.name).to_string()),
         domainname: g.config.domainname.clone(),
         cap_drop,

@@ -238,6 +238,7 @@ pub fn build(
         },
         stop: Default::default(),
         mount: Vec::new(),
+        limits: Default::default(),
     };
     let filled = match &o.method {
         BuildMethod::Host => build_host(&root, &mut cfg, progress),

@@ -210,3 +210,17 @@ pub fn link_exists(name: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// Number of processes in context `xid` (first hierarchy that lists them).
+pub fn cgroup_pids(xid: u32) -> usize {
+    for base in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+    ] {
+        if let Ok(s) = std::fs::read_to_string(format!("{base}/vservers/{xid}/cgroup.procs")) {
+            return s.lines().count();
+        }
+    }
+    0
+}

@@ -1,0 +1,116 @@
+//! Limits of a guest on the real kernel: processes, memory, CPU and nice.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn set_limits(env: &Env, name: &str, limits: &str) {
+    let p = env.config_path(name);
+    let cfg = std::fs::read_to_string(&p).unwrap();
+    assert!(cfg.contains("\n[limits]\n"), "build wrote no [limits] table: {cfg}");
+    std::fs::write(&p, cfg.replace("\n[limits]\n", &format!("\n[limits]\n{limits}\n"))).unwrap();
+}
+
+#[test]
+fn fork_bomb_is_contained_by_nproc() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("fork", 40);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    set_limits(&env, &name, "nproc = 40");
+    let other = format!("{name}o");
+    env.build_busybox(&other, xid + 1);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_ok(&env.vserver(&other, &["start"]), "start other");
+    let t = Instant::now();
+    let _ = env.exec(
+        &name,
+        "i=0; while [ $i -lt 300 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); done; true",
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let procs = cgroup_pids(xid);
+    assert!(procs <= 40, "{procs} processes despite nproc = 40");
+    assert!(procs >= 20, "the bomb did not run ({procs} processes)");
+    // The host and the other guest stay usable.
+    assert_ok(&env.exec(&other, "true"), "exec in the other guest");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop the bombed guest");
+    assert!(cgroup_left(xid).is_empty());
+}
+
+#[test]
+fn memory_bomb_is_killed_inside_its_guest_and_nice_stays() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("mem", 41);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, false);
+    set_limits(&env, &name, "memory = \"96M\"\nswap = \"0\"\nnice = 5");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let o = env.exec(
+        &name,
+        "python3 -c 'a = b\"x\" * (700 << 20); print(len(a))'",
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(137),
+        "memory bomb not OOM-killed: {}",
+        text(&o)
+    );
+    assert_eq!(
+        env.vserver(&name, &["status"]).status.code(),
+        Some(0),
+        "the guest died with its bomb"
+    );
+    let nice = text(&env.exec(&name, "python3 -c 'import os; print(os.nice(0))'"));
+    assert_eq!(nice.trim(), "5", "{nice}");
+    let o = env.exec(&name, "python3 -c 'import os; os.nice(-1)'");
+    assert!(!o.status.success(), "guest root lowered its nice level");
+}
+
+#[test]
+fn cpu_hog_is_capped() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("cpu", 42);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    set_limits(&env, &name, "cpu = \"50%\"");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_ok(
+        &env.exec(&name, "(while :; do :; done >/dev/null 2>&1 &)"),
+        "hog",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let used = || {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/cpuacct/vservers/{xid}/cpuacct.usage"
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok().map(|ns| ns / 1000))
+        .or_else(|| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/vservers/{xid}/cpu.stat"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("usage_usec ")
+                            .and_then(|v| v.trim().parse().ok())
+                    })
+                })
+        })
+        .expect("no CPU accounting for the guest")
+    };
+    let (u0, t0) = (used(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let share = (used() - u0) as f64 / t0.elapsed().as_micros() as f64;
+    // The cap is the point: never above 50% + 10%; the floor is loose on a loaded 2-core CI host.
+    assert!(
+        share <= 0.6,
+        "hog got {:.0}% of a CPU with cpu = 50%",
+        share * 100.0
+    );
+    assert!(share >= 0.25, "hog got only {:.0}% of a CPU", share * 100.0);
+}
