@@ -7,8 +7,15 @@ use std::time::{Duration, Instant};
 fn set_limits(env: &Env, name: &str, limits: &str) {
     let p = env.config_path(name);
     let cfg = std::fs::read_to_string(&p).unwrap();
-    assert!(cfg.contains("\n[limits]\n"), "build wrote no [limits] table: {cfg}");
-    std::fs::write(&p, cfg.replace("\n[limits]\n", &format!("\n[limits]\n{limits}\n"))).unwrap();
+    assert!(
+        cfg.contains("\n[limits]\n"),
+        "build wrote no [limits] table: {cfg}"
+    );
+    std::fs::write(
+        &p,
+        cfg.replace("\n[limits]\n", &format!("\n[limits]\n{limits}\n")),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -113,4 +120,63 @@ fn cpu_hog_is_capped() {
         share * 100.0
     );
     assert!(share >= 0.25, "hog got only {:.0}% of a CPU", share * 100.0);
+}
+
+#[test]
+fn limits_change_live_persist_and_suspend_resume() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("live", 43);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    // A comment the administrator wrote survives the rewrite.
+    env.append_config(&name, "# keep me\n");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_ok(
+        &env.vserver(&name, &["limit", "nproc", "25"]),
+        "limit nproc",
+    );
+    assert_ok(
+        &env.vserver(&name, &["limit", "memory", "200M"]),
+        "limit memory",
+    );
+    let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    assert!(
+        cfg.contains("nproc = 25")
+            && cfg.contains("memory = \"200M\"")
+            && cfg.contains("# keep me"),
+        "{cfg}"
+    );
+    let max = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+        .iter()
+        .find_map(|b| std::fs::read_to_string(format!("{b}/vservers/{xid}/pids.max")).ok())
+        .unwrap_or_default();
+    assert_eq!(max.trim(), "25");
+    let o = env.vserver(&name, &["limit", "memory", "lots"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("key 'limits.memory'"), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(env.config_path(&name))
+            .unwrap()
+            .contains("memory = \"200M\""),
+        "bad value was written"
+    );
+    assert_ok(
+        &env.vserver(&name, &["limit", "nproc", "none"]),
+        "remove nproc",
+    );
+    assert!(!std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .contains("nproc"));
+    // Suspend freezes the guest; exec waits until resume; stop works on a suspended guest.
+    assert_ok(&env.vserver(&name, &["suspend"]), "suspend");
+    assert!(text(&env.vserver(&name, &["status"])).contains("suspended"));
+    assert_ok(&env.vserver(&name, &["resume"]), "resume");
+    assert_ok(&env.exec(&name, "true"), "exec after resume");
+    assert_ok(&env.vserver(&name, &["suspend"]), "suspend again");
+    let t = Instant::now();
+    assert_ok(&env.vserver(&name, &["stop"]), "stop a suspended guest");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(cgroup_left(xid).is_empty());
 }

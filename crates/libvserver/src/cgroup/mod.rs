@@ -56,6 +56,16 @@ pub enum CgroupError {
         /// The cgroup files looked for.
         needs: &'static str,
     },
+    /// A state change the kernel did not report in time.
+    #[error("context {xid}: {what} did not complete within 5 s ({path})")]
+    Timeout {
+        /// Context id.
+        xid: u32,
+        /// What was waited for.
+        what: &'static str,
+        /// The file written.
+        path: PathBuf,
+    },
     /// The cgroup kept processes after the kill sequence.
     #[error("context {xid}: cgroup {path} still has processes after {secs} s")]
     NotEmpty {
@@ -399,6 +409,72 @@ impl GuestCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Freeze or thaw every process: v2 `cgroup.freeze` (any v2 cgroup has it), else the v1
+    /// freezer's `freezer.state`; waits (at most 5 s) until the kernel reports the new state.
+    ///
+    /// Errors: [`CgroupError::Unsupported`] without a freezer; [`CgroupError::Io`].
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        for (h, d) in &self.dirs {
+            let (file, value, check, want) = if h.is_v2() {
+                (
+                    "cgroup.freeze",
+                    if frozen { "1" } else { "0" },
+                    "cgroup.events",
+                    if frozen { "frozen 1" } else { "frozen 0" },
+                )
+            } else if h.has_controller("freezer") {
+                (
+                    "freezer.state",
+                    if frozen { "FROZEN" } else { "THAWED" },
+                    "freezer.state",
+                    if frozen { "FROZEN" } else { "THAWED" },
+                )
+            } else {
+                continue;
+            };
+            let p = d.join(file);
+            if !p.exists() {
+                continue;
+            }
+            write_file(self.xid, &p, value)?;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if fs::read_to_string(d.join(check))
+                    .map(|s| s.contains(want))
+                    .unwrap_or(false)
+                {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return Err(CgroupError::Timeout {
+                xid: self.xid,
+                what: if frozen { "freezing" } else { "thawing" },
+                path: p,
+            });
+        }
+        Err(CgroupError::Unsupported {
+            xid: self.xid,
+            key: "freeze",
+            needs: "cgroup.freeze or freezer.state",
+        })
+    }
+
+    /// True if the guest is frozen (v2 `cgroup.events`, or v1 `freezer.state`).
+    pub fn is_frozen(&self) -> bool {
+        self.dirs.iter().any(|(h, d)| {
+            if h.is_v2() {
+                fs::read_to_string(d.join("cgroup.events"))
+                    .map(|s| s.contains("frozen 1"))
+                    .unwrap_or(false)
+            } else {
+                fs::read_to_string(d.join("freezer.state"))
+                    .map(|s| s.trim() == "FROZEN")
+                    .unwrap_or(false)
+            }
+        })
     }
 
     /// CPU time used by the cgroup: v2 `cpu.stat` (always present), else v1 `cpuacct.stat`.

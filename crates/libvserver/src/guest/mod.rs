@@ -2,6 +2,7 @@
 //! ([`crate::context`]) serves start and exec.
 
 pub mod exec;
+pub mod limits;
 pub mod scripts;
 pub mod start;
 pub mod state;
@@ -179,14 +180,21 @@ pub struct Status {
     pub monitor_alive: bool,
     /// Guest addresses.
     pub addresses: Vec<String>,
+    /// Suspended (`vserver NAME suspend`).
+    pub suspended: bool,
+    /// Limits in force (from NAME.toml).
+    pub limits: crate::config::LimitsConfig,
 }
 
 /// Status of `g`.
 pub fn status(g: &Guest) -> Result<Status, GuestError> {
     let st = g.running();
-    let processes = match &st {
-        Some(s) => g.cgroup_of(s.xid)?.pids().len(),
-        None => 0,
+    let (processes, suspended) = match &st {
+        Some(s) => {
+            let cg = g.cgroup_of(s.xid)?;
+            (cg.pids().len(), cg.is_frozen())
+        }
+        None => (0, false),
     };
     Ok(Status {
         name: g.name.clone(),
@@ -205,6 +213,8 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             .iter()
             .map(|i| i.address.clone())
             .collect(),
+        suspended,
+        limits: g.config.limits.clone(),
     })
 }
 

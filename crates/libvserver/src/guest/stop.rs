@@ -88,6 +88,9 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
         .map_err(|e| failed(&g.name, format!("open pid {}: {e}", st.init_pid)))?;
     // Re-check identity now that the pidfd pins the process.
     if st.init_alive() {
+        let cg = g.cgroup_of(st.xid)?;
+        // A suspended guest must run again to handle its stop command and signals.
+        let _ = cg.freeze(false);
         if g.config.init.style == crate::config::InitStyle::Plain
             && !g.config.init.stop_command.is_empty()
         {
@@ -95,7 +98,6 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
             run_stop_command(g, limit);
         }
         let _ = pidfd_kill(init.as_fd(), libc::SIGTERM);
-        let cg = g.cgroup_of(st.xid)?;
         if g.config.init.style == crate::config::InitStyle::Plain {
             cg.signal_all(nix::sys::signal::Signal::SIGTERM);
         }

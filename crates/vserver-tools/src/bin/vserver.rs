@@ -87,6 +87,13 @@ enum Cmd {
     },
     /// Exit 0 if running, 1 if not.
     Running,
+    /// Change a limit (nproc, memory, memory_soft, swap, cpu, cpu_weight, nice) now and in
+    /// NAME.toml; VALUE "none" removes it.
+    Limit { key: String, value: String },
+    /// Freeze every process of the guest.
+    Suspend,
+    /// Thaw a suspended guest.
+    Resume,
     /// Interactive root shell inside, on a fresh pty.
     Enter,
     /// Run a command inside as root; exits with its status.
@@ -210,6 +217,12 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 if !s.addresses.is_empty() {
                     println!("Addresses:           {}", s.addresses.join(" "));
                 }
+                if s.suspended {
+                    println!(
+                        "State:               suspended ('vserver {} resume' thaws it)",
+                        s.name
+                    );
+                }
                 if !s.monitor_alive {
                     println!(
                         "Warning: its monitor is gone; 'vserver {} stop' still cleans up",
@@ -220,6 +233,17 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 println!("Vserver '{}' is stopped", s.name);
             }
             Ok(ExitCode::from(if s.running { 0 } else { 3 }))
+        }
+        Cmd::Limit { key, value } => {
+            let g = load(&paths, &cli.name)?;
+            guest::limits::set_limit(&g, &key, &value).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Suspend | Cmd::Resume => {
+            let g = load(&paths, &cli.name)?;
+            guest::limits::freeze(&g, matches!(cli.cmd, Cmd::Suspend))
+                .map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Running => {
             let g = load(&paths, &cli.name)?;

@@ -1,0 +1,97 @@
+//! `vserver NAME limit KEY VALUE` and `suspend`/`resume`: change a guest's limits while it runs
+//! and keep them in NAME.toml; freeze and thaw all of its processes.
+
+use super::{failed, Guest, GuestError};
+use crate::config::{parse_guest_config, LimitsConfig};
+
+/// Keys of `[limits]` that take a number; the others take a string with units.
+const NUMERIC: &[&str] = &["nproc", "cpu_weight", "nice"];
+/// Every key of `[limits]`.
+pub const KEYS: &[&str] = &[
+    "nproc",
+    "memory",
+    "memory_soft",
+    "swap",
+    "cpu",
+    "cpu_weight",
+    "nice",
+];
+
+/// Set `limits.KEY = VALUE` in NAME.toml (keeping the file's comments and layout), or remove it
+/// when VALUE is `none`, then apply the new limits to the running guest, if any.
+///
+/// Errors: an unknown key, a value the config refuses (with file, line and key), a file that
+/// cannot be written, or a limit the kernel refuses (the file is then left unchanged).
+pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, GuestError> {
+    if !KEYS.contains(&key) {
+        return Err(failed(
+            &g.name,
+            format!("unknown limit '{key}'; one of: {}", KEYS.join(", ")),
+        ));
+    }
+    let path = g.paths.config_file(&g.name);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| failed(&g.name, format!("read {}: {e}", path.display())))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| failed(&g.name, format!("{}: {e}", path.display())))?;
+    if !doc.contains_key("limits") {
+        doc["limits"] = toml_edit::table();
+    }
+    let table = doc["limits"].as_table_mut().ok_or_else(|| {
+        failed(
+            &g.name,
+            format!("{}: 'limits' is not a table", path.display()),
+        )
+    })?;
+    if value == "none" {
+        table.remove(key);
+    } else if NUMERIC.contains(&key) {
+        let n: i64 = value.parse().map_err(|_| {
+            failed(
+                &g.name,
+                format!("limit {key} takes a number, not '{value}'"),
+            )
+        })?;
+        table[key] = toml_edit::value(n);
+    } else {
+        table[key] = toml_edit::value(value);
+    }
+    let new_text = doc.to_string();
+    let cfg = parse_guest_config(&path, &new_text)?;
+    if let Some(st) = g.running() {
+        let cg = g.cgroup_of(st.xid)?;
+        cg.apply_limits(&cfg.limits)
+            .map_err(|source| GuestError::Cgroup {
+                name: g.name.clone(),
+                source,
+            })?;
+        if let (Some(n), "nice") = (cfg.limits.nice, key) {
+            for pid in cg.pids() {
+                // SAFETY: plain syscall with integer arguments on a process of the guest.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, n) };
+            }
+        }
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, new_text)
+        .map_err(|e| failed(&g.name, format!("write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| failed(&g.name, format!("write {}: {e}", path.display())))?;
+    Ok(cfg.limits)
+}
+
+/// Freeze (`true`) or thaw every process of the running guest: v2 `cgroup.freeze`, else v1
+/// `freezer.state`. Waits until the kernel reports the new state (at most 5 s).
+///
+/// Errors: the guest is not running; no freezer on this host; the state did not settle.
+pub fn freeze(g: &Guest, frozen: bool) -> Result<(), GuestError> {
+    let st = g
+        .running()
+        .ok_or_else(|| GuestError::NotRunning(g.name.clone()))?;
+    let cg = g.cgroup_of(st.xid)?;
+    cg.freeze(frozen).map_err(|source| GuestError::Cgroup {
+        name: g.name.clone(),
+        source,
+    })
+}
