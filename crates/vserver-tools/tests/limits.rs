@@ -120,6 +120,39 @@ fn cpu_hog_is_capped() {
         share * 100.0
     );
     assert!(share >= 0.25, "hog got only {:.0}% of a CPU", share * 100.0);
+    // vtop shows the guest with a CPU figure near its cap; vserver-stat exports it.
+    let top = text(
+        &env.cmd("vtop")
+            .args(["-n", "2", "-d", "1"])
+            .output()
+            .unwrap(),
+    );
+    let row = top
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&format!("{xid} ")))
+        .unwrap_or_else(|| panic!("{top}"));
+    let pct: f64 = row
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0);
+    assert!(
+        (10.0..=65.0).contains(&pct),
+        "vtop shows {pct}% for a hog capped at 50%: {row}"
+    );
+    let prom = text(
+        &env.cmd("vserver-stat")
+            .arg("--prometheus")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        prom.contains(&format!(
+            "vserver_processes{{xid=\"{xid}\",name=\"{name}\"}}"
+        )),
+        "{prom}"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! which context, read from cgroups (no /proc scan per guest).
 
 pub mod format;
+pub mod prometheus;
 
 use crate::cgroup::{CgroupLayout, GuestCgroup};
 use crate::guest::state::{now_unix, running_guests};

@@ -19,6 +19,9 @@ struct Cli {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Prometheus text format (for node_exporter's textfile collector or a scrape proxy).
+    #[arg(long, conflicts_with = "json")]
+    prometheus: bool,
     /// Accepted for util-vserver compatibility; rows are sorted by context id.
     #[arg(long)]
     sort: Option<String>,
@@ -34,7 +37,9 @@ fn main() -> ExitCode {
         }
     };
     let rows = collect(&layout, &cli.paths.paths().run_dir, Path::new("/proc"));
-    if cli.json {
+    if cli.prometheus {
+        print!("{}", libvserver::stats::prometheus::render(&rows));
+    } else if cli.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()

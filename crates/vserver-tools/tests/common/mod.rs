@@ -13,6 +13,7 @@ pub fn bin(name: &str) -> PathBuf {
         "vkill" => env!("CARGO_BIN_EXE_vkill"),
         "chcontext" => env!("CARGO_BIN_EXE_chcontext"),
         "reducecap" => env!("CARGO_BIN_EXE_reducecap"),
+        "vtop" => env!("CARGO_BIN_EXE_vtop"),
         other => panic!("unknown tool {other}"),
     })
 }

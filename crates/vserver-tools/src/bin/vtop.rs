@@ -1,0 +1,99 @@
+//! `vtop [--interval SECS] [-n COUNT]`: a live per-guest view (CPU %, memory, processes),
+//! refreshed in place on a terminal, printed one table per sample otherwise.
+
+use clap::Parser;
+use libvserver::cgroup::CgroupLayout;
+use libvserver::stats::{collect, format::format_size};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vserver_tools::{human_secs, PathArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "vtop",
+    version,
+    about = "Live per-guest CPU, memory and process view"
+)]
+struct Cli {
+    #[command(flatten)]
+    paths: PathArgs,
+    /// Seconds between samples.
+    #[arg(short = 'd', long, default_value = "2")]
+    interval: f64,
+    /// Stop after COUNT samples (default: until interrupted).
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let layout = match CgroupLayout::detect() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vtop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !(cli.interval > 0.0 && cli.interval.is_finite()) {
+        eprintln!("vtop: --interval must be a positive number of seconds");
+        return ExitCode::from(2);
+    }
+    let run_dir = cli.paths.paths().run_dir;
+    let tty = std::io::stdout().is_terminal();
+    let mut prev: HashMap<u32, u64> = HashMap::new();
+    let mut last = Instant::now();
+    let mut n = 0u64;
+    loop {
+        let rows = collect(&layout, &run_dir, Path::new("/proc"));
+        let elapsed = last.elapsed().as_micros().max(1) as f64;
+        last = Instant::now();
+        let mut out = String::new();
+        if tty {
+            out.push_str("\x1b[H\x1b[2J");
+        }
+        out.push_str(&format!(
+            "{:<6} {:<20} {:>6} {:>7} {:>8} {:>8} {:>10}\n",
+            "CTX", "NAME", "PROC", "CPU%", "RSS", "VSZ", "UPTIME"
+        ));
+        for r in &rows {
+            let cpu = r.user_usec + r.sys_usec;
+            let pct = match prev.get(&r.xid) {
+                Some(p) if n > 0 => {
+                    format!("{:.1}", cpu.saturating_sub(*p) as f64 * 100.0 / elapsed)
+                }
+                _ => String::from("-"),
+            };
+            prev.insert(r.xid, cpu);
+            let name: String = r.name.chars().take(20).collect();
+            out.push_str(&format!(
+                "{:<6} {:<20} {:>6} {:>7} {:>8} {:>8} {:>10}\n",
+                r.xid,
+                name,
+                r.procs,
+                pct,
+                format_size(r.rss_bytes),
+                format_size(r.vsz_bytes),
+                human_secs(r.uptime_secs)
+            ));
+        }
+        let mut so = std::io::stdout();
+        if so
+            .write_all(out.as_bytes())
+            .and_then(|_| so.flush())
+            .is_err()
+        {
+            return ExitCode::SUCCESS;
+        }
+        n += 1;
+        if cli.count.is_some_and(|c| n >= c) {
+            return ExitCode::SUCCESS;
+        }
+        if !tty {
+            println!();
+        }
+        std::thread::sleep(Duration::from_secs_f64(cli.interval));
+    }
+}
