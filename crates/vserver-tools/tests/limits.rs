@@ -213,3 +213,28 @@ fn limits_change_live_persist_and_suspend_resume() {
     assert!(t.elapsed() < Duration::from_secs(10));
     assert!(cgroup_left(xid).is_empty());
 }
+
+#[test]
+fn rlimits_apply_to_init_and_exec() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("rlim", 44);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    env.append_config(&name, "\n[rlimits]\nnofile = \"200:300\"\ncore = 0\n");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let init = text(&env.exec(&name, "grep -E 'open files|core file' /proc/1/limits"));
+    assert!(init.contains("200                  300"), "{init}");
+    let own = text(&env.exec(&name, "grep -E 'open files' /proc/self/limits"));
+    assert!(own.contains("200                  300"), "{own}");
+    std::fs::write(
+        env.config_path(&name),
+        std::fs::read_to_string(env.config_path(&name))
+            .unwrap()
+            .replace("core = 0", "cores = 0"),
+    )
+    .unwrap();
+    let o = env.vserver(&name, &["status"]);
+    assert!(text(&o).contains("key 'rlimits.cores'"), "{}", text(&o));
+}

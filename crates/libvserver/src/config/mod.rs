@@ -51,6 +51,8 @@ pub enum KeySeg {
     Key(&'static str),
     /// `[i]` in an array.
     Index(usize),
+    /// A key chosen by the user (a map key such as an rlimit name).
+    Name(String),
 }
 
 /// Render a key path as `a.b[0].c`.
@@ -65,6 +67,12 @@ pub fn key_path_string(path: &[KeySeg]) -> String {
                 s.push_str(k);
             }
             KeySeg::Index(i) => s.push_str(&format!("[{i}]")),
+            KeySeg::Name(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
         }
     }
     s
@@ -94,6 +102,7 @@ fn line_of_key(text: &str, path: &[KeySeg]) -> usize {
         let next = match seg {
             KeySeg::Key(k) => cur.get_ref().get(*k),
             KeySeg::Index(i) => cur.get_ref().get(*i),
+            KeySeg::Name(k) => cur.get_ref().get(k.as_str()),
         };
         match next {
             Some(n) => cur = n,

@@ -53,6 +53,92 @@ pub struct GuestConfig {
     /// Resource limits of the whole guest.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Per-process rlimits (setrlimit(2)) of the init and of everything exec'd or entered:
+    /// `nofile = 4096` (soft and hard), `"1024:4096"` (soft:hard), `"unlimited"`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rlimits: std::collections::BTreeMap<String, RlimitValue>,
+}
+
+/// An rlimit value as written in NAME.toml.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum RlimitValue {
+    /// Soft and hard limit.
+    Number(u64),
+    /// `"N"`, `"SOFT:HARD"` or `"unlimited"` (either side may be `unlimited`).
+    Text(String),
+}
+
+/// Names of the rlimits accepted in `[rlimits]` (getrlimit(2) without the `RLIMIT_` prefix).
+pub const RLIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// Resolve an rlimit into (resource, soft, hard) for setrlimit(2); `u64::MAX` is unlimited.
+///
+/// Errors: an unknown name or a malformed value, as a one-line message.
+pub fn parse_rlimit(
+    name: &str,
+    v: &RlimitValue,
+) -> Result<(libc::__rlimit_resource_t, u64, u64), String> {
+    let res = match name {
+        "as" => libc::RLIMIT_AS,
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => {
+            return Err(format!(
+                "unknown rlimit '{name}'; one of: {}",
+                RLIMIT_NAMES.join(", ")
+            ))
+        }
+    };
+    let one = |s: &str| -> Result<u64, String> {
+        match s.trim() {
+            "unlimited" | "infinity" | "inf" => Ok(u64::MAX),
+            t => t
+                .parse()
+                .map_err(|_| format!("'{t}' is not a number or 'unlimited'")),
+        }
+    };
+    let (soft, hard) = match v {
+        RlimitValue::Number(n) => (*n, *n),
+        RlimitValue::Text(t) => match t.split_once(':') {
+            Some((s, h)) => (one(s)?, one(h)?),
+            None => (one(t)?, one(t)?),
+        },
+    };
+    if soft > hard {
+        return Err(format!("soft limit {soft} is above the hard limit {hard}"));
+    }
+    Ok((res, soft, hard))
 }
 
 /// Resource limits of a guest, in the user's units (applied to its cgroup; `nice` to its
@@ -435,6 +521,11 @@ impl GuestConfig {
             if mc.target.to_str().is_none() {
                 return Err(FieldError::new(at("target"), "must be UTF-8"));
             }
+        }
+        for (name, v) in &self.rlimits {
+            parse_rlimit(name, v).map_err(|m| {
+                FieldError::new(vec![Key("rlimits"), KeySeg::Name(name.clone())], m)
+            })?;
         }
         let l = &self.limits;
         let at = |k| vec![Key("limits"), Key(k)];

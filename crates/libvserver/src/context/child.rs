@@ -52,6 +52,9 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
             fail(&err, &e);
         }
     }
+    if let Err(e) = set_rlimits(&spec.rlimits) {
+        fail(&err, &e);
+    }
     if let Some(h) = &spec.hostname {
         if let Err(e) = nix::unistd::sethostname(h) {
             fail(&err, &format!("set host name '{h}': {e}"));
@@ -119,6 +122,28 @@ fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
     for i in ifaces {
         if let Some(gw) = i.gateway {
             nl.add_default_route(gw).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// An rlimit to set: (resource, soft, hard); `u64::MAX` is unlimited (RLIM_INFINITY).
+pub type Rlimit = (libc::__rlimit_resource_t, u64, u64);
+
+/// setrlimit(2) each of `limits` on the calling process. Raising a hard limit above the current
+/// one needs CAP_SYS_RESOURCE.
+pub fn set_rlimits(limits: &[Rlimit]) -> Result<(), String> {
+    for (res, soft, hard) in limits {
+        let r = libc::rlimit {
+            rlim_cur: *soft,
+            rlim_max: *hard,
+        };
+        // SAFETY: a valid pointer to a plain struct.
+        if unsafe { libc::setrlimit(*res, &r) } != 0 {
+            return Err(format!(
+                "setrlimit resource {res} to {soft}:{hard}: {}",
+                nix::errno::Errno::last()
+            ));
         }
     }
     Ok(())

@@ -60,6 +60,8 @@ pub struct ContextSpec {
     pub binds: Vec<crate::rootfs::BindMount>,
     /// Nice level for the first process (inherited by everything it starts).
     pub nice: Option<i32>,
+    /// rlimits (resource, soft, hard) for the first process (inherited likewise).
+    pub rlimits: Vec<child::Rlimit>,
     /// Host name (UTS namespace).
     pub hostname: Option<String>,
     /// NIS domain name.

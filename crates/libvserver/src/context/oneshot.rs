@@ -94,6 +94,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
         root: None,
         binds: Vec::new(),
         nice: None,
+        rlimits: Vec::new(),
         hostname: o.hostname.clone(),
         domainname: o.domainname.clone(),
         cap_drop,

@@ -339,6 +339,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             user.as_ref(),
             &home,
             g.config.limits.nice,
+            &super::start::rlimits_of(g),
             &payload,
             &set,
             &err_w,
@@ -424,6 +425,7 @@ fn intermediate(
     user: Option<&UserSpec>,
     home: &str,
     nice: Option<i32>,
+    rlimits: &[child::Rlimit],
     payload: &Payload,
     set: &SigSet,
     err: &OwnedFd,
@@ -463,6 +465,9 @@ fn intermediate(
         if let Err(e) = child::set_nice(n) {
             child::fail(err, &e);
         }
+    }
+    if let Err(e) = child::set_rlimits(rlimits) {
+        child::fail(err, &e);
     }
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         child::fail(err, &e);

@@ -54,6 +54,15 @@ pub(crate) fn security_of(
     Ok((caps::to_drop(&keep), prog))
 }
 
+/// The guest's `[rlimits]`, resolved (the config was validated when loaded).
+pub(crate) fn rlimits_of(g: &Guest) -> Vec<crate::context::child::Rlimit> {
+    g.config
+        .rlimits
+        .iter()
+        .filter_map(|(n, v)| crate::config::parse_rlimit(n, v).ok())
+        .collect()
+}
+
 fn check_xid_free(g: &Guest) -> Result<(), GuestError> {
     let xid = g.config.context;
     for (other, path) in super::configured_guests(&g.paths) {
@@ -237,6 +246,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
         root: Some(g.root()),
         binds,
         nice: g.config.limits.nice,
+        rlimits: rlimits_of(g),
         hostname: Some(g.config.hostname_or(&g.name).to_string()),
         domainname: g.config.domainname.clone(),
         cap_drop,

@@ -239,6 +239,7 @@ pub fn build(
         stop: Default::default(),
         mount: Vec::new(),
         limits: Default::default(),
+        rlimits: Default::default(),
     };
     let filled = match &o.method {
         BuildMethod::Host => build_host(&root, &mut cfg, progress),
