@@ -138,6 +138,19 @@ fn busybox_guest_lifecycle_and_exit_status() {
     assert_ok(&env.vserver(&name, &["start"]), "start");
     let out = text(&env.exec(&name, "ps"));
     assert!(out.contains("vserver-init"), "{out}");
+    // The guest's uptime counts from its start (time namespace), not from the host's boot.
+    let up = |t: String| {
+        t.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    let guest_up = up(text(&env.exec(&name, "cat /proc/uptime")));
+    let host_up = up(std::fs::read_to_string("/proc/uptime").unwrap());
+    assert!(
+        (0.0..30.0).contains(&guest_up) && host_up - guest_up > 5.0,
+        "guest uptime {guest_up}, host {host_up}"
+    );
     assert_eq!(env.exec(&name, "exit 42").status.code(), Some(42));
     let o = env.vserver(&name, &["exec", "/no/such/program"]);
     assert_eq!(o.status.code(), Some(1));

@@ -8,6 +8,7 @@ pub mod child;
 pub mod clone;
 pub mod oneshot;
 pub mod sync;
+pub mod timens;
 
 use crate::security::seccomp::SeccompProgram;
 use caps::Capability;

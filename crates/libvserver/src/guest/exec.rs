@@ -437,7 +437,10 @@ fn intermediate(
     if nix::unistd::getppid() != client {
         exit_now(1);
     }
-    if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWPID) {
+    if let Err(e) = nix::sched::setns(
+        init.as_fd(),
+        CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    ) {
         child::fail(err, &format!("join the guest's pid namespace: {e}"));
     }
     // The command's stdio on 0, 1, 2; everything else but the three sync pipes is closed.

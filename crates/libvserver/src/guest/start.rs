@@ -367,7 +367,17 @@ fn monitor_main(
         }
         Ok(())
     };
-    let spawned = match context::spawn(&spec, cg_fd.as_ref(), &mut prepare) {
+    // The guest's clocks: a time namespace whose boot time starts now, so uptime inside counts
+    // from the guest's start (util-vserver's virt_uptime). Only the init is born into it.
+    let host_time = match crate::context::timens::enter_fresh_boottime_for_children() {
+        Ok(t) => t,
+        Err(e) => fail(format!("{}: {e}", g.name)),
+    };
+    let spawned = context::spawn(&spec, cg_fd.as_ref(), &mut prepare);
+    if let Err(e) = crate::context::timens::restore_for_children(&host_time) {
+        eprintln!("{}: {e}", g.name);
+    }
+    let spawned = match spawned {
         Ok(s) => s,
         Err(e) => fail(e.to_string()),
     };
