@@ -2,12 +2,18 @@
 # Install what vserver needs to build and test on Debian 12 (run as root).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=(libseccomp-dev pkg-config gcc busybox-static iproute2 procps util-linux python3 curl ca-certificates)
+need=(libseccomp-dev pkg-config gcc busybox-static iproute2 procps util-linux python3 curl ca-certificates lxcfs)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# LXCFS gives guests their own /proc/meminfo, cpuinfo, stat...; start it where no init system did.
+if ! grep -q ' fuse.lxcfs ' /proc/self/mounts; then
+  mkdir -p /var/lib/lxcfs
+  (setsid lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)
+  for _ in $(seq 50); do grep -q ' fuse.lxcfs ' /proc/self/mounts && break; sleep 0.1; done
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then :; else

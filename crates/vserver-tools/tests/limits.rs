@@ -71,6 +71,14 @@ fn memory_bomb_is_killed_inside_its_guest_and_nice_stays() {
         Some(0),
         "the guest died with its bomb"
     );
+    // With LXCFS running, the guest's /proc/meminfo shows its own limit.
+    if lxcfs_running() {
+        let mi = text(&env.exec(&name, "grep MemTotal /proc/meminfo"));
+        assert!(
+            mi.contains(&format!("{} kB", 96 * 1024)),
+            "meminfo does not show the limit: {mi}"
+        );
+    }
     let nice = text(&env.exec(&name, "python3 -c 'import os; print(os.nice(0))'"));
     assert_eq!(nice.trim(), "5", "{nice}");
     let o = env.exec(&name, "python3 -c 'import os; os.nice(-1)'");

@@ -70,7 +70,12 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
         }
     }
     let r = match &spec.root {
-        Some(root) => crate::rootfs::enter_guest_root(root, &spec.binds, spec.console.as_ref()),
+        Some(root) => crate::rootfs::enter_guest_root(
+            root,
+            &spec.binds,
+            &spec.proc_views,
+            spec.console.as_ref(),
+        ),
         None => crate::rootfs::fresh_proc_only(),
     };
     if let Err(e) = r {

@@ -59,6 +59,8 @@ pub struct ContextSpec {
     pub root: Option<PathBuf>,
     /// Host directories bound into the guest root.
     pub binds: Vec<crate::rootfs::BindMount>,
+    /// Host files bound over /proc files once /proc is mounted (LXCFS's per-guest views).
+    pub proc_views: Vec<crate::rootfs::BindMount>,
     /// Nice level for the first process (inherited by everything it starts).
     pub nice: Option<i32>,
     /// rlimits (resource, soft, hard) for the first process (inherited likewise).

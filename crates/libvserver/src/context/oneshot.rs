@@ -93,6 +93,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
             | CloneFlags::CLONE_NEWUTS,
         root: None,
         binds: Vec::new(),
+        proc_views: Vec::new(),
         nice: None,
         rlimits: Vec::new(),
         hostname: o.hostname.clone(),

@@ -54,6 +54,23 @@ pub(crate) fn security_of(
     Ok((caps::to_drop(&keep), prog))
 }
 
+/// LXCFS's /proc files for the guest, when LXCFS runs on the host (else the host-wide ones stay).
+fn proc_views() -> Vec<crate::rootfs::BindMount> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let Some(dir) = crate::rootfs::lxcfs_dir(&mounts) else {
+        return Vec::new();
+    };
+    crate::rootfs::LXCFS_PROC_FILES
+        .iter()
+        .map(|f| crate::rootfs::BindMount {
+            source: dir.join("proc").join(f),
+            target: format!("/proc/{f}"),
+            readonly: true,
+        })
+        .filter(|b| b.source.exists())
+        .collect()
+}
+
 /// The guest's `[rlimits]`, resolved (the config was validated when loaded).
 pub(crate) fn rlimits_of(g: &Guest) -> Vec<crate::context::child::Rlimit> {
     g.config
@@ -245,6 +262,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
             | CloneFlags::CLONE_NEWNET,
         root: Some(g.root()),
         binds,
+        proc_views: proc_views(),
         nice: g.config.limits.nice,
         rlimits: rlimits_of(g),
         hostname: Some(g.config.hostname_or(&g.name).to_string()),

@@ -107,9 +107,14 @@ fn is_readonly(path: &str) -> bool {
 pub fn enter_guest_root(
     root: &Path,
     binds: &[BindMount],
+    proc_views: &[BindMount],
     console: Option<&OwnedFd>,
 ) -> Result<(), String> {
     let bind_fds = binds.iter().map(open_bind).collect::<Result<Vec<_>, _>>()?;
+    let view_fds = proc_views
+        .iter()
+        .map(open_bind)
+        .collect::<Result<Vec<_>, _>>()?;
     // The console lives on the host's devpts, which is gone after pivot_root: detach it now.
     let console_tree = match console {
         Some(c) => {
@@ -164,6 +169,12 @@ pub fn enter_guest_root(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
+    // The guest's own view of memory, CPUs and load where LXCFS serves one: its files replace
+    // the host-wide ones (each target is a file of the fresh procfs).
+    for (b, fd) in proc_views.iter().zip(&view_fds) {
+        move_mount(fd, &b.target)?;
+    }
+    drop(view_fds);
     ensure_dir("/sys")?;
     m(
         Some("sysfs"),
@@ -300,6 +311,28 @@ fn verify_masks() -> Result<(), String> {
     Ok(())
 }
 
+/// LXCFS's files that replace host-wide figures in a guest's /proc (lxcfs(1)).
+pub const LXCFS_PROC_FILES: &[&str] = &[
+    "meminfo",
+    "cpuinfo",
+    "stat",
+    "swaps",
+    "diskstats",
+    "loadavg",
+];
+
+/// Where LXCFS is mounted, if it runs: the first `fuse.lxcfs` mount in `mounts_text`
+/// (the text of /proc/self/mounts) that serves `proc/meminfo`.
+pub fn lxcfs_dir(mounts_text: &str) -> Option<std::path::PathBuf> {
+    mounts_text
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "fuse.lxcfs").then(|| std::path::PathBuf::from(f[1]))
+        })
+        .filter(|d| d.join("proc/meminfo").exists())
+}
+
 /// A host directory to bind into the guest: detached with open_tree(2) while the host tree is
 /// still visible, attached with move_mount(2) after pivot_root, at a target resolved in-root.
 pub struct BindMount {
@@ -411,4 +444,21 @@ fn move_mount(fd: &OwnedFd, target: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lxcfs_mount_is_found_only_when_it_serves_meminfo() {
+        let dir = std::env::temp_dir().join(format!("lxcfs-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("proc")).unwrap();
+        let mounts = format!("proc /proc proc rw 0 0\nlxcfs {} fuse.lxcfs rw 0 0\n", dir.display());
+        assert_eq!(lxcfs_dir(&mounts), None, "no meminfo yet");
+        std::fs::write(dir.join("proc/meminfo"), "MemTotal: 1 kB\n").unwrap();
+        assert_eq!(lxcfs_dir(&mounts), Some(dir.clone()));
+        assert_eq!(lxcfs_dir("proc /proc proc rw 0 0\n"), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -212,6 +212,24 @@ pub fn link_exists(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// True if LXCFS serves /proc views here; under CI=true (whose .ci/run starts it) it must.
+pub fn lxcfs_running() -> bool {
+    let up = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .contains(" fuse.lxcfs ");
+    if !up {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "LXCFS is not running, but .ci/run starts it"
+        );
+        eprintln!(
+            "skipped part: LXCFS is not running (apt-get install lxcfs; lxcfs /var/lib/lxcfs)"
+        );
+    }
+    up
+}
+
 /// Number of processes in context `xid` (first hierarchy that lists them).
 pub fn cgroup_pids(xid: u32) -> usize {
     for base in [
