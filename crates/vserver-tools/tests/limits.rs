@@ -245,4 +245,9 @@ fn rlimits_apply_to_init_and_exec() {
     .unwrap();
     let o = env.vserver(&name, &["status"]);
     assert!(text(&o).contains("key 'rlimits.cores'"), "{}", text(&o));
+    // A broken config never keeps the administrator from stopping the guest.
+    let o = env.vserver(&name, &["stop"]);
+    assert_ok(&o, "stop with a broken config");
+    assert!(text(&o).contains("rlimits.cores"), "{}", text(&o));
+    assert!(cgroup_left(xid).is_empty(), "guest still there after stop");
 }

@@ -122,6 +122,37 @@ impl Guest {
         })
     }
 
+    /// Load guest `name` to stop it: if NAME.toml is invalid (or gone) but the guest runs, its
+    /// run state still describes it (context id, root, veths), so an administrator can always
+    /// stop a guest. Returns the guest and the configuration error that was worked around.
+    ///
+    /// Errors: as [`Guest::load`] when the guest does not run either.
+    pub fn load_for_stop(
+        paths: &Paths,
+        name: &str,
+    ) -> Result<(Guest, Option<GuestError>), GuestError> {
+        match Guest::load(paths, name) {
+            Ok(g) => Ok((g, None)),
+            Err(e @ (GuestError::Config(_) | GuestError::Unknown { .. })) => {
+                let st = RunDir::new(&paths.run_dir, name)
+                    .read_state()
+                    .filter(|s| s.init_alive())
+                    .ok_or(e)?;
+                let mut config: GuestConfig = toml::from_str(&format!("context = {}", st.xid))
+                    .map_err(|e| failed(name, format!("internal: {e}")))?;
+                config.root = Some(st.root.clone());
+                let g = Guest {
+                    name: name.to_string(),
+                    paths: paths.clone(),
+                    config,
+                };
+                let why = Guest::load(paths, name).err();
+                Ok((g, why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Guest root on the host.
     pub fn root(&self) -> PathBuf {
         self.config

@@ -454,7 +454,10 @@ mod tests {
     fn lxcfs_mount_is_found_only_when_it_serves_meminfo() {
         let dir = std::env::temp_dir().join(format!("lxcfs-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("proc")).unwrap();
-        let mounts = format!("proc /proc proc rw 0 0\nlxcfs {} fuse.lxcfs rw 0 0\n", dir.display());
+        let mounts = format!(
+            "proc /proc proc rw 0 0\nlxcfs {} fuse.lxcfs rw 0 0\n",
+            dir.display()
+        );
         assert_eq!(lxcfs_dir(&mounts), None, "no meminfo yet");
         std::fs::write(dir.join("proc/meminfo"), "MemTotal: 1 kB\n").unwrap();
         assert_eq!(lxcfs_dir(&mounts), Some(dir.clone()));

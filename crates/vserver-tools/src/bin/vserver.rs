@@ -192,7 +192,16 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stop => {
-            let g = load(&paths, &cli.name)?;
+            let g = match Guest::load_for_stop(&paths, &cli.name) {
+                Ok((g, None)) => g,
+                Ok((g, Some(why))) => {
+                    eprintln!(
+                        "vserver: warning: {why}; stopping the running guest from its run state"
+                    );
+                    g
+                }
+                Err(_) => load(&paths, &cli.name)?,
+            };
             do_stop(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
