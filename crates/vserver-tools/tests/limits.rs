@@ -251,3 +251,43 @@ fn rlimits_apply_to_init_and_exec() {
     assert!(text(&o).contains("rlimits.cores"), "{}", text(&o));
     assert!(cgroup_left(xid).is_empty(), "guest still there after stop");
 }
+
+#[test]
+fn cpuset_applies_and_an_unenforceable_limit_is_refused_by_name() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("cpuset", 45);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    set_limits(&env, &name, "cpuset = \"0\"");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let allowed = text(&env.exec(&name, "grep Cpus_allowed_list /proc/self/status"));
+    assert!(allowed.trim().ends_with("\t0"), "{allowed}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    // io_weight needs a weight-aware I/O scheduler; where none is active the start is refused
+    // with the files it looked for, and leaves nothing behind.
+    let has_io_weight = [
+        "/sys/fs/cgroup/vservers",
+        "/sys/fs/cgroup/unified/vservers",
+        "/sys/fs/cgroup/blkio/vservers",
+    ]
+    .iter()
+    .any(|d| {
+        ["io.weight", "blkio.weight", "blkio.bfq.weight"]
+            .iter()
+            .any(|f| std::path::Path::new(d).join(f).exists())
+    });
+    assert_ok(
+        &env.vserver(&name, &["limit", "io_weight", "200"]),
+        "limit io_weight",
+    );
+    let o = env.vserver(&name, &["start"]);
+    if has_io_weight {
+        assert_ok(&o, "start with io_weight");
+    } else {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o).contains("limits.io_weight"), "{}", text(&o));
+        assert!(cgroup_left(xid).is_empty());
+    }
+}

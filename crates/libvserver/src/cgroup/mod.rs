@@ -343,6 +343,14 @@ impl GuestCgroup {
                     l.cpu_weight.unwrap_or(100).to_string(),
                     "cpu_weight",
                 )?;
+                if let Some(c) = &l.cpuset {
+                    set("cpuset.cpus", c.clone(), "cpuset")?;
+                }
+                set(
+                    "io.weight",
+                    format!("default {}", l.io_weight.unwrap_or(100)),
+                    "io_weight",
+                )?;
             } else {
                 set("pids.max", num(l.nproc), "nproc")?;
                 // v1 wants -1 for "no limit"; memsw must stay >= the memory limit, so it is
@@ -373,9 +381,25 @@ impl GuestCgroup {
                         .to_string(),
                     "cpu_weight",
                 )?;
+                // An unset cpuset keeps the parent's CPUs, copied when the cgroup was made.
+                if let Some(c) = &l.cpuset {
+                    set("cpuset.cpus", c.clone(), "cpuset")?;
+                }
+                // v1 weights are 10-1000 (blkio.weight with CFQ, blkio.bfq.weight with BFQ).
+                let w = (l.io_weight.unwrap_or(100) / 10)
+                    .clamp(10, 1000)
+                    .to_string();
+                set("blkio.weight", w.clone(), "io_weight")?;
+                set("blkio.bfq.weight", w, "io_weight")?;
             }
         }
-        let want: [(&'static str, bool, &'static str); 6] = [
+        let want: [(&'static str, bool, &'static str); 8] = [
+            ("cpuset", l.cpuset.is_some(), "cpuset.cpus"),
+            (
+                "io_weight",
+                l.io_weight.is_some(),
+                "io.weight, blkio.weight or blkio.bfq.weight (the BFQ or CFQ I/O scheduler)",
+            ),
             ("nproc", l.nproc.is_some(), "pids.max"),
             (
                 "memory",

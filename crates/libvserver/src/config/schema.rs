@@ -164,6 +164,12 @@ pub struct LimitsConfig {
     /// Relative CPU weight, 1-10000 (100 is the default share).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_weight: Option<u32>,
+    /// CPUs the guest may run on, a cpuset list such as `"0-1"` or `"0,2"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    /// Relative block I/O weight, 1-10000 (100 is the default share; needs BFQ on v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u32>,
     /// Nice level of every process of the guest, -20..19; root inside cannot lower it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nice: Option<i32>,
@@ -544,6 +550,24 @@ impl GuestConfig {
         if let Some(w) = l.cpu_weight {
             if !(1..=10000).contains(&w) {
                 return Err(FieldError::new(at("cpu_weight"), "must be 1-10000"));
+            }
+        }
+        if let Some(c) = &l.cpuset {
+            let ok = !c.is_empty()
+                && c.split(',').all(|r| {
+                    let mut it = r.splitn(2, '-');
+                    it.all(|n| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_digit()))
+                });
+            if !ok {
+                return Err(FieldError::new(
+                    at("cpuset"),
+                    format!("'{c}' is not a CPU list like 0-1 or 0,2"),
+                ));
+            }
+        }
+        if let Some(w) = l.io_weight {
+            if !(1..=10000).contains(&w) {
+                return Err(FieldError::new(at("io_weight"), "must be 1-10000"));
             }
         }
         if let Some(n) = l.nice {

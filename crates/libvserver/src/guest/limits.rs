@@ -5,7 +5,7 @@ use super::{failed, Guest, GuestError};
 use crate::config::{parse_guest_config, LimitsConfig};
 
 /// Keys of `[limits]` that take a number; the others take a string with units.
-const NUMERIC: &[&str] = &["nproc", "cpu_weight", "nice"];
+const NUMERIC: &[&str] = &["nproc", "cpu_weight", "io_weight", "nice"];
 /// Every key of `[limits]`.
 pub const KEYS: &[&str] = &[
     "nproc",
@@ -14,6 +14,8 @@ pub const KEYS: &[&str] = &[
     "swap",
     "cpu",
     "cpu_weight",
+    "cpuset",
+    "io_weight",
     "nice",
 ];
 
