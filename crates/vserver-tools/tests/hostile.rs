@@ -32,6 +32,11 @@ while time.time() < end:
         if eff & (1 << 21) or sec == '0':
             bad.append(f'{p} eff={eff:x} seccomp={sec}')
         try:
+            if b'target/' in open(f'/proc/{p}/cmdline', 'rb').read():
+                bad.append(f'{p} shows the host command line')
+        except OSError:
+            pass
+        try:
             for fd in os.listdir(f'/proc/{p}/fd'):
                 t = os.readlink(f'/proc/{p}/fd/{fd}')
                 if any(x in t for x in ('cgroup', 'vservers', 'vst-', '/run/', 'anon_inode:[pidfd]')):
@@ -189,4 +194,66 @@ fn hostile_trees_do_not_reach_the_host() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!st.success());
+}
+
+#[test]
+fn exec_relay_neither_deadlocks_nor_spins_and_a_stopped_command_times_out() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hrelay", 22);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, false);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    // Much input the command reads only after writing much output: no deadlock.
+    let input = env.dir.join("zeros");
+    std::fs::write(&input, vec![0u8; 4 << 20]).unwrap();
+    let t = Instant::now();
+    let o = env
+        .cmd("vserver")
+        .args([
+            &name,
+            "exec",
+            "sh",
+            "-c",
+            "sleep 0.5; head -c 1000000 /dev/zero; cat >/dev/null",
+        ])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert_ok(&o, "relay");
+    assert_eq!(o.stdout.len(), 1_000_000);
+    assert!(t.elapsed() < Duration::from_secs(15));
+    // Nobody reads our stdout any more: the command gets SIGPIPE and the client ends.
+    let mut child = env
+        .cmd("vserver")
+        .args([&name, "exec", "yes"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut b = vec![0u8; 65536];
+    std::io::Read::read_exact(&mut out, &mut b).unwrap();
+    drop(out);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("exec client kept running after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st.code(), Some(141));
+    // A guest that stops every new exec before it runs cannot hang the client forever.
+    let watcher = "(while :; do for p in /proc/[0-9]*; do grep -q 'vserver-e[x]ec' $p/cmdline 2>/dev/null && kill -STOP ${p#/proc/}; done; done >/dev/null 2>&1 &)";
+    assert_ok(&env.exec(&name, watcher), "watcher");
+    let t = Instant::now();
+    let o = env.exec(&name, "true");
+    assert!(t.elapsed() < Duration::from_secs(20), "exec hung");
+    if !o.status.success() {
+        assert!(text(&o).contains("did not start"), "{}", text(&o));
+    }
 }

@@ -228,20 +228,34 @@ impl GuestCgroup {
         Vec::new()
     }
 
+    /// Pids in the cgroup of any hierarchy (a process may sit in a v1 hierarchy only, e.g. one
+    /// that was moved by hand), sorted and without duplicates.
+    pub fn all_pids(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .dirs
+            .iter()
+            .flat_map(|(_, d)| read_pids(&d.join("cgroup.procs")).unwrap_or_default())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Signal every process of the cgroup with `sig` (a snapshot of the pids; the guest's pid
     /// namespace keeps them from forking out of reach).
     pub fn signal_all(&self, sig: nix::sys::signal::Signal) {
-        for pid in self.pids() {
+        for pid in self.all_pids() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         }
     }
 
-    /// Kill every process: `cgroup.kill` on v2 (Linux 5.14), else SIGKILL to each pid.
+    /// Kill every process: `cgroup.kill` on v2 (Linux 5.14), and SIGKILL to every pid found in
+    /// any hierarchy (v1-only members included).
     pub fn kill_all(&self) {
         if let Some(d) = self.unified_dir() {
             let k = d.join("cgroup.kill");
-            if k.exists() && write_file(self.xid, &k, "1").is_ok() {
-                return;
+            if k.exists() {
+                let _ = write_file(self.xid, &k, "1");
             }
         }
         self.signal_all(nix::sys::signal::Signal::SIGKILL);
@@ -253,7 +267,7 @@ impl GuestCgroup {
     pub fn kill_and_wait(&self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            if self.pids().is_empty() {
+            if self.all_pids().is_empty() {
                 return Ok(());
             }
             self.kill_all();

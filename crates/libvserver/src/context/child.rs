@@ -262,13 +262,11 @@ pub fn exec_as(user: Option<&UserSpec>, payload: &Payload, err: &OwnedFd) -> ! {
     fail(err, &format!("execute {}: {e}", prog.to_string_lossy()))
 }
 
-/// Overwrite this process's original argv and environment strings (what /proc/PID/cmdline and
-/// /proc/PID/environ show, the setproctitle(3) way), so the forked built-in init shows neither
-/// the host's `vserver NAME start` command line nor the administrator's environment. The
-/// areas come from /proc/self/stat fields 48-51 (proc(5)).
-fn hide_host_cmdline_and_environ() -> Result<(), String> {
-    // SAFETY: single-threaded; clearenv only resets libc's environ, which nothing holds.
-    unsafe { libc::clearenv() };
+/// Where this process's original argv and environment strings are: [arg_start, arg_end,
+/// env_start, env_end] from /proc/self/stat fields 48-51 (proc(5)). A fork has the same.
+///
+/// Errors: /proc/self/stat unreadable or without those fields.
+pub fn arg_env_area() -> Result<[usize; 4], String> {
     let stat = std::fs::read_to_string("/proc/self/stat")
         .map_err(|e| format!("read /proc/self/stat: {e}"))?;
     let rest = stat
@@ -281,21 +279,38 @@ fn hide_host_cmdline_and_environ() -> Result<(), String> {
         .take(4)
         .filter_map(|v| v.parse().ok())
         .collect();
-    let [arg_start, arg_end, env_start, env_end] = f[..] else {
+    let [a, b, c, d] = f[..] else {
         return Err(String::from("no argv/environ addresses in /proc/self/stat"));
     };
-    const NAME: &[u8] = b"vserver-init";
-    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+    for (start, end) in [(a, b), (c, d)] {
         if start == 0 || end <= start || end - start > (1 << 20) {
             return Err(format!("odd argv/environ area {start:#x}-{end:#x}"));
         }
-        // SAFETY: the kernel reports [start, end) as this process's own argv/environ strings on
-        // its stack, writable and no longer read by anyone (clearenv above; argv is not used).
-        unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
     }
-    let n = NAME.len().min(arg_end - arg_start - 1);
-    // SAFETY: n bytes fit in the zeroed argv area, leaving its final NUL.
-    unsafe { std::ptr::copy_nonoverlapping(NAME.as_ptr(), arg_start as *mut u8, n) };
+    Ok([a, b, c, d])
+}
+
+/// Overwrite the argv and environment strings at `area` (from [`arg_env_area`] of this process
+/// or of the process it was forked from) with `name` and nothing, the setproctitle(3) way, so
+/// /proc/PID/cmdline and /proc/PID/environ show no host command line or environment.
+pub fn scrub_arg_env(area: [usize; 4], name: &[u8]) {
+    // SAFETY: single-threaded; clearenv only resets libc's environ, which nothing holds.
+    unsafe { libc::clearenv() };
+    let [arg_start, arg_end, env_start, env_end] = area;
+    // SAFETY: [start, end) are this process's own argv/environ strings on its stack (checked in
+    // arg_env_area), writable, and no longer read by anyone (clearenv above; argv is unused).
+    unsafe {
+        std::ptr::write_bytes(arg_start as *mut u8, 0, arg_end - arg_start);
+        std::ptr::write_bytes(env_start as *mut u8, 0, env_end - env_start);
+        let n = name.len().min(arg_end - arg_start - 1);
+        std::ptr::copy_nonoverlapping(name.as_ptr(), arg_start as *mut u8, n);
+    }
+}
+
+/// The built-in init shows neither the host's `vserver NAME start` command line nor the
+/// administrator's environment.
+fn hide_host_cmdline_and_environ() -> Result<(), String> {
+    scrub_arg_env(arg_env_area()?, b"vserver-init");
     Ok(())
 }
 

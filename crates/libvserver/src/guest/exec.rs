@@ -254,6 +254,9 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             source,
         })?;
     let (cap_drop, seccomp) = super::start::security_of(g)?;
+    // Read while /proc/self is still ours: the intermediate scrubs its copy of our argv and
+    // environment, so the command never shows the host's command line inside the guest.
+    let area = child::arg_env_area().ok();
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
@@ -338,6 +341,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             &seccomp,
             user.as_ref(),
             &home,
+            area,
             g.config.limits.nice,
             &super::start::rlimits_of(g),
             &payload,
@@ -366,6 +370,8 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
         }));
     }
     let cmd_pid = i32::from_ne_bytes(b);
+    // The intermediate does not reap the command before our go: this pid is still the command.
+    let cmd_fd = pidfd_open(cmd_pid).map_err(|e| abort(format!("open pid {cmd_pid}: {e}")))?;
     for mut f in procs {
         if let Err(e) = f.write_all(cmd_pid.to_string().as_bytes()) {
             return Err(abort(format!(
@@ -373,15 +379,15 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             )));
         }
     }
-    let cmd_fd = pidfd_open(cmd_pid).map_err(|e| abort(format!("open pid {cmd_pid}: {e}")))?;
-    let _ = sync::send_go(&go_w);
+    // One go byte for the command, one for the intermediate.
+    let _ = nix::unistd::write(&go_w, b"GG");
     drop(go_w);
-    let report = sync::read_to_end(err_r);
-    if !report.is_empty() {
-        return Err(abort(report));
-    }
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| abort(format!("signalfd: {e}")))?;
+    // Bounded and interruptible: a guest may stop the command before it execs.
+    if let Err(msg) = wait_report(err_r, &sfd, &mid_fd, std::time::Duration::from_secs(10)) {
+        return Err(abort(msg));
+    }
     match stdio {
         Stdio::Pty { master, slave } => {
             drop(slave);
@@ -424,6 +430,7 @@ fn intermediate(
     seccomp: &crate::security::seccomp::SeccompProgram,
     user: Option<&UserSpec>,
     home: &str,
+    area: Option<[usize; 4]>,
     nice: Option<i32>,
     rlimits: &[child::Rlimit],
     payload: &Payload,
@@ -482,6 +489,9 @@ fn intermediate(
         child::fail(err, &e);
     }
     let _ = nix::sys::prctl::set_dumpable(false);
+    if let Some(a) = area {
+        child::scrub_arg_env(a, b"vserver-exec");
+    }
     // SAFETY: single-threaded; the child only execs or exits.
     match unsafe { nix::unistd::fork() } {
         Err(e) => child::fail(err, &format!("fork into the guest: {e}")),
@@ -505,6 +515,10 @@ fn intermediate(
         }
         Ok(nix::unistd::ForkResult::Parent { child: cmd }) => {
             let _ = nix::unistd::write(pid_w, &cmd.as_raw().to_ne_bytes());
+            // The command's pid must stay reserved (as a zombie at worst) until the client has
+            // written it into the cgroups: a guest that kills the command must not let the
+            // client move a host process that reused the pid. So no reaping before our "go".
+            let _ = sync::wait_go(go);
             // SAFETY: closing our copies; the command keeps its own.
             unsafe {
                 libc::close(pid_w.as_raw_fd());
@@ -527,6 +541,75 @@ fn intermediate(
     }
 }
 
+/// Wait until the command has exec'd (EOF on the error pipe), reporting its setup error, the
+/// intermediate's death, an interrupting signal or `limit` running out.
+fn wait_report(
+    err_r: OwnedFd,
+    sfd: &SignalFd,
+    mid: &OwnedFd,
+    limit: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut report = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the command did not start within {} s (stopped inside the guest?)",
+                limit.as_secs()
+            ));
+        }
+        let mut fds = [
+            PollFd::new(err_r.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(mid.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+            Ok(_) => {}
+        }
+        let ev: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        if !ev[0].is_empty() {
+            match nix::unistd::read(&err_r, &mut buf) {
+                Ok(0) => {
+                    return if report.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&report).into_owned())
+                    };
+                }
+                Ok(n) => report.extend_from_slice(&buf[..n]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(format!("read the exec report: {e}")),
+            }
+            continue;
+        }
+        if !ev[1].is_empty() {
+            if let Ok(Some(si)) = sfd.read_signal() {
+                if si.ssi_signo as i32 != libc::SIGWINCH {
+                    return Err(format!(
+                        "interrupted by signal {} before the command started",
+                        si.ssi_signo
+                    ));
+                }
+            }
+        }
+        if !ev[2].is_empty() {
+            return Err(if report.is_empty() {
+                String::from("the exec helper died before the command started")
+            } else {
+                String::from_utf8_lossy(&report).into_owned()
+            });
+        }
+    }
+}
+
 /// What the client copies.
 enum Streams<'a> {
     /// stdin → master, master → stdout.
@@ -539,47 +622,85 @@ enum Streams<'a> {
     },
 }
 
-fn copy_once(from: &OwnedFd, to: i32, buf: &mut [u8]) -> bool {
+/// What one read-and-copy step did.
+enum Copied {
+    /// Data was copied (or the read would block).
+    Data,
+    /// The source reached its end.
+    Eof,
+    /// Writing to our own stdout/stderr failed (EPIPE: nobody reads us any more).
+    WriteFailed,
+}
+
+fn copy_once(from: &OwnedFd, to: i32, buf: &mut [u8]) -> Copied {
     match nix::unistd::read(from, buf) {
         Ok(n) if n > 0 => {
             let mut off = 0;
             while off < n {
                 // SAFETY: writing a slice we own to an fd number we were given.
                 let w = unsafe { libc::write(to, buf[off..n].as_ptr().cast(), n - off) };
+                if w < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                    continue;
+                }
                 if w <= 0 {
-                    break;
+                    return Copied::WriteFailed;
                 }
                 off += w as usize;
             }
-            true
+            Copied::Data
         }
-        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
-        _ => false,
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => Copied::Data,
+        _ => Copied::Eof,
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK),
+        );
     }
 }
 
 /// Relay the streams and forward signals to the command until the intermediate exits.
+///
+/// Input to the command is buffered and written without blocking, so a command that does not
+/// read cannot stall the relay of its output; when nobody reads our stdout any more the command
+/// gets SIGPIPE, as it would on a direct pipe.
 fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>) {
     let tty_in = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    let _raw = if matches!(streams, Streams::Pty(_)) && tty_in {
+    let is_pty = matches!(streams, Streams::Pty(_));
+    let _raw = if is_pty && tty_in {
         Some(RawMode::enter())
     } else {
         None
     };
+    match &streams {
+        Streams::Pty(m) => set_nonblocking(m),
+        Streams::Pipes {
+            stdin_w: Some(w), ..
+        } => set_nonblocking(w),
+        Streams::Pipes { .. } => {}
+    }
     let stdin = std::io::stdin();
     let mut stdin_open = true;
     let mut out_open = [true, true];
+    let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
     let mut done = false;
     // When a piped stdin ends, the shell on the pty gets ^D; a shell that flushed its input
     // while starting never sees it, so it is hung up a second later.
     let mut eof_at: Option<std::time::Instant> = None;
     loop {
-        let outs: Vec<&OwnedFd> = match &streams {
-            Streams::Pty(m) => vec![*m],
+        let (outs, input): (Vec<&OwnedFd>, Option<&OwnedFd>) = match &streams {
+            Streams::Pty(m) => (vec![*m], Some(*m)),
             Streams::Pipes {
-                stdout_r, stderr_r, ..
-            } => vec![*stdout_r, *stderr_r],
+                stdout_r,
+                stderr_r,
+                stdin_w,
+            } => (vec![*stdout_r, *stderr_r], stdin_w.as_ref()),
         };
         let mut fds = vec![
             PollFd::new(mid.as_fd(), PollFlags::POLLIN),
@@ -592,11 +713,18 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
                 which.push(i);
             }
         }
-        let stdin_slot = if stdin_open && !done {
+        let stdin_slot = if stdin_open && pending.is_empty() && !done {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             Some(fds.len() - 1)
         } else {
             None
+        };
+        let out_slot = match input {
+            Some(w) if !pending.is_empty() && !done => {
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
+                Some(fds.len() - 1)
+            }
+            _ => None,
         };
         let timeout = if done {
             PollTimeout::ZERO
@@ -626,40 +754,47 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
         for (k, i) in which.iter().enumerate() {
             if !ev[2 + k].is_empty() {
                 let to = if *i == 0 { 1 } else { 2 };
-                if copy_once(outs[*i], to, &mut buf) {
-                    any_out = true;
-                } else {
-                    out_open[*i] = false;
+                match copy_once(outs[*i], to, &mut buf) {
+                    Copied::Data => any_out = true,
+                    Copied::Eof => out_open[*i] = false,
+                    Copied::WriteFailed => {
+                        out_open[*i] = false;
+                        let _ = pidfd_kill(cmd.as_fd(), libc::SIGPIPE);
+                    }
+                }
+            }
+        }
+        if let (Some(slot), Some(w)) = (out_slot, input) {
+            if !ev[slot].is_empty() {
+                match nix::unistd::write(w, &pending) {
+                    Ok(n) => {
+                        pending.drain(..n);
+                    }
+                    Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+                    // The command closed its input: drop what it will never read.
+                    Err(_) => {
+                        pending.clear();
+                        stdin_open = false;
+                    }
                 }
             }
         }
         if let Some(slot) = stdin_slot {
             if !ev[slot].is_empty() {
-                let n = nix::unistd::read(&stdin, &mut buf);
-                match (&mut streams, n) {
-                    (Streams::Pty(m), Ok(n)) if n > 0 => {
-                        let _ = nix::unistd::write(m, &buf[..n]);
-                    }
-                    (
-                        Streams::Pipes {
-                            stdin_w: Some(w), ..
-                        },
-                        Ok(n),
-                    ) if n > 0 => {
-                        let _ = nix::unistd::write(w, &buf[..n]);
-                    }
-                    (_, Err(nix::errno::Errno::EINTR)) => {}
-                    (Streams::Pty(m), _) => {
+                match nix::unistd::read(&stdin, &mut buf) {
+                    Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                    Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                    _ => {
                         stdin_open = false;
-                        if !tty_in {
-                            // EOF on a non-terminal stdin: the pty's EOF character.
-                            let _ = nix::unistd::write(m, &[4u8]);
-                            eof_at = Some(std::time::Instant::now());
+                        match &mut streams {
+                            Streams::Pty(_) if !tty_in => {
+                                // EOF on a non-terminal stdin: the pty's EOF character.
+                                pending.push(4);
+                                eof_at = Some(std::time::Instant::now());
+                            }
+                            Streams::Pty(_) => {}
+                            Streams::Pipes { stdin_w, .. } => *stdin_w = None,
                         }
-                    }
-                    (Streams::Pipes { stdin_w, .. }, _) => {
-                        stdin_open = false;
-                        *stdin_w = None;
                     }
                 }
             }
@@ -671,7 +806,7 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
                     if let Streams::Pty(m) = &streams {
                         copy_winsize(0, m.as_raw_fd());
                     }
-                } else if sig == libc::SIGTERM && matches!(streams, Streams::Pty(_)) {
+                } else if sig == libc::SIGTERM && is_pty {
                     // A terminal session that is told to end sees its terminal hang up (an
                     // interactive shell ignores SIGTERM).
                     let _ = pidfd_kill(cmd.as_fd(), libc::SIGHUP);
@@ -686,10 +821,7 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
             // processes that keep the pipes open must not keep the client waiting).
             done = true;
         }
-        if done && !any_out {
-            break;
-        }
-        if !out_open.iter().any(|o| *o) && done {
+        if done && (!any_out || !out_open.iter().any(|o| *o)) {
             break;
         }
     }

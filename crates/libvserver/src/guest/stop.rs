@@ -76,6 +76,14 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
     };
     out.was_running = true;
     let _ = std::fs::write(rd.file("stopping"), b"");
+    // The marker goes away however this stop ends (it tells the monitor not to run post-stop).
+    struct Marker(std::path::PathBuf);
+    impl Drop for Marker {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _marker = Marker(rd.file("stopping"));
     if let Err(e) = scripts::run(g, "pre-stop") {
         out.warnings.push(e.to_string());
     }

@@ -13,20 +13,36 @@ use std::os::fd::{AsFd, OwnedFd};
 /// Largest console log before it is rotated to `console.log.1`, bytes.
 pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
 
-fn append_console(rd: &RunDir, data: &[u8]) {
-    let path = rd.file("console.log");
-    if std::fs::metadata(&path)
-        .map(|m| m.len() > CONSOLE_LOG_MAX)
-        .unwrap_or(false)
-    {
-        let _ = std::fs::rename(&path, rd.file("console.log.1"));
-    }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        let _ = f.write_all(data);
+/// The console log: kept open, rotated to `console.log.1` past [`CONSOLE_LOG_MAX`] bytes.
+struct ConsoleLog {
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl ConsoleLog {
+    fn append(&mut self, rd: &RunDir, data: &[u8]) {
+        let path = rd.file("console.log");
+        if self.file.is_none() || self.size > CONSOLE_LOG_MAX {
+            if self.size > CONSOLE_LOG_MAX {
+                let _ = std::fs::rename(&path, rd.file("console.log.1"));
+            }
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
+            self.size = self
+                .file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        if let Some(f) = &mut self.file {
+            if f.write_all(data).is_ok() {
+                self.size += data.len() as u64;
+            }
+        }
     }
 }
 
@@ -35,7 +51,11 @@ fn append_console(rd: &RunDir, data: &[u8]) {
 pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
     let rd = g.run_dir();
     let mut console = console;
-    let mut buf = vec![0u8; 8192];
+    let mut buf = vec![0u8; 65536];
+    let mut log = ConsoleLog {
+        file: None,
+        size: 0,
+    };
     loop {
         let mut fds = vec![PollFd::new(init_pidfd.as_fd(), PollFlags::POLLIN)];
         if let Some(c) = &console {
@@ -55,7 +75,7 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
         if con_ev.contains(PollFlags::POLLIN) {
             if let Some(c) = &console {
                 match nix::unistd::read(c, &mut buf) {
-                    Ok(n) if n > 0 => append_console(&rd, &buf[..n]),
+                    Ok(n) if n > 0 => log.append(&rd, &buf[..n]),
                     _ => console = None,
                 }
             }
