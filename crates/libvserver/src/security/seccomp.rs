@@ -130,14 +130,18 @@ pub enum SeccompError {
     /// seccomp_arch_add(3), seccomp_merge(3)) failed; `step` names the call.
     #[error("building the seccomp filter failed ({step})")]
     Build {
+        /// The libseccomp call that failed.
         step: &'static str,
+        /// libseccomp's error.
         #[source]
         source: ScmpError,
     },
     /// seccomp_rule_add(3) for `syscall` failed.
     #[error("adding the seccomp rule for syscall {syscall} failed")]
     Rule {
+        /// Name of the system call.
         syscall: &'static str,
+        /// libseccomp's error.
         #[source]
         source: ScmpError,
     },
