@@ -291,3 +291,68 @@ fn cpuset_applies_and_an_unenforceable_limit_is_refused_by_name() {
         assert!(cgroup_left(xid).is_empty());
     }
 }
+
+#[test]
+fn disk_quota_on_an_image_stops_writes_and_df_shows_it() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("disk", 46);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.guests.push(name.clone());
+    let tree = env.dir.join("bbtree");
+    busybox_tree(&tree);
+    for a in ["df", "dd", "head"] {
+        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(a));
+    }
+    let x = xid.to_string();
+    let o = env.vserver(
+        &name,
+        &[
+            "build",
+            "-m",
+            "rootfs",
+            "--source",
+            tree.to_str().unwrap(),
+            "--context",
+            &x,
+            "--disk-size",
+            "32M",
+        ],
+    );
+    assert_ok(&o, "build with --disk-size");
+    let root = env.root(&name);
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == root.to_str())
+    };
+    assert!(!mounted(), "image still mounted after build");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert!(mounted());
+    let df = text(&env.exec(&name, "df -k / | tail -1"));
+    let size_k: u64 = df
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (16_000..=33_000).contains(&size_k),
+        "df inside shows {size_k} KiB: {df}"
+    );
+    let o = env.exec(
+        &name,
+        "dd if=/dev/zero of=/big bs=1M count=64 2>&1; echo written > /kept",
+    );
+    assert!(text(&o).contains("No space left"), "{}", text(&o));
+    assert!(text(&env.vserver(&name, &["status"])).contains("Disk:"));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(!mounted(), "image still mounted after stop");
+    assert!(cgroup_left(xid).is_empty());
+    // The guest's files live in the image: back after the next start.
+    assert_ok(&env.vserver(&name, &["start"]), "start again");
+    assert!(text(&env.exec(&name, "ls /")).contains("big"));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop again");
+    assert!(!mounted());
+}

@@ -53,10 +53,26 @@ pub struct GuestConfig {
     /// Resource limits of the whole guest.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Disk quota of the guest.
+    #[serde(default)]
+    pub disk: DiskConfig,
     /// Per-process rlimits (setrlimit(2)) of the init and of everything exec'd or entered:
     /// `nofile = 4096` (soft and hard), `"1024:4096"` (soft:hard), `"unlimited"`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub rlimits: std::collections::BTreeMap<String, RlimitValue>,
+}
+
+/// Disk quota: the guest lives on a fixed-size ext4 image (`ROOT.img`) of `size`, loop-mounted
+/// on its root while it runs. Set at build time (`--disk-size`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Space limit: bytes with K, M, G or T.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Inode limit (number of files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
 }
 
 /// An rlimit value as written in NAME.toml.
@@ -532,6 +548,16 @@ impl GuestConfig {
             parse_rlimit(name, v).map_err(|m| {
                 FieldError::new(vec![Key("rlimits"), KeySeg::Name(name.clone())], m)
             })?;
+        }
+        if let Some(sz) = &self.disk.size {
+            let b =
+                parse_size(sz).map_err(|m| FieldError::new(vec![Key("disk"), Key("size")], m))?;
+            if b < (8 << 20) {
+                return Err(FieldError::new(
+                    vec![Key("disk"), Key("size")],
+                    "at least 8M",
+                ));
+            }
         }
         let l = &self.limits;
         let at = |k| vec![Key("limits"), Key(k)];

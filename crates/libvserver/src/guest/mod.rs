@@ -215,6 +215,8 @@ pub struct Status {
     pub suspended: bool,
     /// Limits in force (from NAME.toml).
     pub limits: crate::config::LimitsConfig,
+    /// Use of the guest's disk image while it runs (`[disk] size` set).
+    pub disk: Option<crate::storage::disk::DiskUsage>,
 }
 
 /// Status of `g`.
@@ -246,6 +248,10 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             .collect(),
         suspended,
         limits: g.config.limits.clone(),
+        disk: match (&st, &g.config.disk.size) {
+            (Some(_), Some(_)) => crate::storage::disk::usage(&g.root()),
+            _ => None,
+        },
     })
 }
 
@@ -326,6 +332,10 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
                 let _ = nl.delete_link(&v);
             }
         }
+    }
+    if g.config.disk.size.is_some() {
+        crate::storage::disk::unmount(&g.root())
+            .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
     }
     rd.remove_state();
     Ok(())

@@ -122,6 +122,10 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
     super::repair(g)?;
     let _ = std::fs::remove_file(rd.file("stopping"));
     let root = g.root();
+    if g.config.disk.size.is_some() {
+        crate::storage::disk::mount_image(&crate::storage::disk::image_path(&root), &root)
+            .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
+    }
     if !root.is_dir() {
         return Err(failed(
             &g.name,

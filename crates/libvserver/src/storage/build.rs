@@ -71,6 +71,8 @@ pub struct BuildOptions {
     pub root: Option<PathBuf>,
     /// Move an existing root and config aside instead of refusing.
     pub force: bool,
+    /// Disk quota: the guest lives on an ext4 image of this size (`"2G"`).
+    pub disk_size: Option<String>,
 }
 
 /// Parse `--interface [BRIDGE:]IP/PREFIX` (IPv6 addresses contain ':', so the bridge part is
@@ -179,7 +181,8 @@ pub fn build(
             )));
         }
         let stamp = now_unix();
-        for p in [&cfg_path, &root] {
+        let img = super::disk::image_path(&root);
+        for p in [&cfg_path, &root, &img] {
             if !exists(p) {
                 continue;
             }
@@ -223,6 +226,20 @@ pub fn build(
     }
     fs::create_dir(&root).map_err(|e| err(format!("create {}: {e}", root.display())))?;
     let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
+    let img = super::disk::image_path(&root);
+    if let Some(sz) = &o.disk_size {
+        let made = config::parse_size(sz)
+            .and_then(|bytes| super::disk::create_image(&img, bytes, None))
+            .and_then(|()| super::disk::mount_image(&img, &root));
+        if let Err(m) = made {
+            let _ = super::disk::unmount(&root);
+            let _ = fs::remove_file(&img);
+            let _ = fs::remove_dir(&root);
+            return Err(err(format!("--disk-size {sz}: {m}")));
+        }
+        progress(&format!("made a {sz} disk image {}", img.display()));
+        let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
+    }
     let hostname = o.hostname.clone().unwrap_or_else(|| o.name.clone());
     let mut cfg = GuestConfig {
         context: xid,
@@ -240,6 +257,10 @@ pub fn build(
         mount: Vec::new(),
         limits: Default::default(),
         rlimits: Default::default(),
+        disk: crate::config::DiskConfig {
+            size: o.disk_size.clone(),
+            inodes: None,
+        },
     };
     let filled = match &o.method {
         BuildMethod::Host => build_host(&root, &mut cfg, progress),
@@ -255,8 +276,18 @@ pub fn build(
             .map_err(|e| format!("write {}: {e}", tmp.display()))?;
         fs::rename(&tmp, &cfg_path).map_err(|e| format!("write {}: {e}", cfg_path.display()))
     });
+    if o.disk_size.is_some() {
+        // The image is mounted only while the guest runs.
+        if let Err(m) = super::disk::unmount(&root) {
+            progress(&format!("warning: {m}"));
+        }
+    }
     if let Err(m) = filled {
-        // Only what this build made: the root directory it created and the config it wrote.
+        // Only what this build made: the root directory it created, its disk image and the
+        // config it wrote.
+        if o.disk_size.is_some() {
+            let _ = fs::remove_file(&img);
+        }
         let _ = fs::remove_dir_all(&root);
         let _ = fs::remove_file(&cfg_path);
         // And what --force moved aside comes back.
@@ -523,8 +554,18 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> R
     let md = fs::metadata(source).map_err(|e| format!("source {}: {e}", source.display()))?;
     if md.is_dir() {
         progress(&format!("copying {}", source.display()));
-        fs::remove_dir(root).map_err(|e| format!("prepare {}: {e}", root.display()))?;
-        let n = copy_tree(source, root, &|_| false)?;
+        // Into the existing root: it may be the mount point of the guest's disk image.
+        let mut n = 0;
+        let entries =
+            fs::read_dir(source).map_err(|e| format!("read {}: {e}", source.display()))?;
+        for e in entries.flatten() {
+            if e.file_name() == "lost+found" {
+                continue;
+            }
+            n += copy_tree(&e.path(), &root.join(e.file_name()), &|_| false)?;
+        }
+        fs::set_permissions(root, fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(|e| format!("chmod {}: {e}", root.display()))?;
         progress(&format!("copied {n} entries"));
     } else {
         progress(&format!("unpacking {}", source.display()));

@@ -1,2 +1,3 @@
 //! Guest storage: build methods.
 pub mod build;
+pub mod disk;

@@ -67,6 +67,9 @@ enum Cmd {
         /// Move an existing root and config aside.
         #[arg(long)]
         force: bool,
+        /// Disk quota: put the guest on its own ext4 image of SIZE (e.g. 2G), mounted while it runs.
+        #[arg(long, value_name = "SIZE")]
+        disk_size: Option<String>,
         /// Method arguments (skeleton: a command to run with VSERVER_ROOT set).
         #[arg(last = true)]
         args: Vec<String>,
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             rootdir,
             source,
             force,
+            disk_size,
             args,
         } => {
             let method = match method {
@@ -182,6 +186,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 init_style,
                 root: rootdir,
                 force,
+                disk_size,
             };
             build(&paths, &o, &mut |m| eprintln!("vserver: {m}")).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
@@ -225,6 +230,15 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 println!("Uptime:              {}", human_secs(s.uptime_secs));
                 if !s.addresses.is_empty() {
                     println!("Addresses:           {}", s.addresses.join(" "));
+                }
+                if let Some(d) = &s.disk {
+                    println!(
+                        "Disk:                {} of {} used, {} of {} inodes",
+                        libvserver::stats::format::format_size(d.used_bytes),
+                        libvserver::stats::format::format_size(d.total_bytes),
+                        d.used_inodes,
+                        d.total_inodes
+                    );
                 }
                 if s.suspended {
                     println!(
