@@ -207,12 +207,28 @@ fn limits_change_live_persist_and_suspend_resume() {
         &env.vserver(&name, &["limit", "nproc", "none"]),
         "remove nproc",
     );
+    assert_ok(
+        &env.vserver(&name, &["limit", "nice", "-2"]),
+        "a negative value needs no --",
+    );
+    assert_ok(
+        &env.vserver(&name, &["limit", "nice", "none"]),
+        "remove nice",
+    );
+    assert_eq!(
+        text(&env.exec(&name, "cut -d' ' -f19 /proc/1/stat")).trim(),
+        "0",
+        "nice none left the old level"
+    );
     assert!(!std::fs::read_to_string(env.config_path(&name))
         .unwrap()
         .contains("nproc"));
     // Suspend freezes the guest; exec waits until resume; stop works on a suspended guest.
     assert_ok(&env.vserver(&name, &["suspend"]), "suspend");
     assert!(text(&env.vserver(&name, &["status"])).contains("suspended"));
+    let o = env.exec(&name, "true");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is suspended"), "{}", text(&o));
     assert_ok(&env.vserver(&name, &["resume"]), "resume");
     assert_ok(&env.exec(&name, "true"), "exec after resume");
     assert_ok(&env.vserver(&name, &["suspend"]), "suspend again");

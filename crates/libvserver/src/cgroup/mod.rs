@@ -399,12 +399,19 @@ impl GuestCgroup {
                 if let Some(c) = &l.cpuset {
                     set("cpuset.cpus", c.clone(), "cpuset")?;
                 }
-                // v1 weights are 10-1000 (blkio.weight with CFQ, blkio.bfq.weight with BFQ).
-                let w = (l.io_weight.unwrap_or(100) / 10)
-                    .clamp(10, 1000)
-                    .to_string();
-                set("blkio.weight", w.clone(), "io_weight")?;
-                set("blkio.bfq.weight", w, "io_weight")?;
+                // v1 weights: BFQ's blkio.bfq.weight is 1-1000 with 100 the default (our scale up to
+                // 1000), CFQ's blkio.weight is 10-1000 with 500 the default.
+                let w = u64::from(l.io_weight.unwrap_or(100));
+                set(
+                    "blkio.bfq.weight",
+                    w.clamp(1, 1000).to_string(),
+                    "io_weight",
+                )?;
+                set(
+                    "blkio.weight",
+                    (w * 5).clamp(10, 1000).to_string(),
+                    "io_weight",
+                )?;
             }
         }
         let want: [(&'static str, bool, &'static str); 8] = [

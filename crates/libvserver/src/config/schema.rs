@@ -105,6 +105,19 @@ pub const RLIMIT_NAMES: &[&str] = &[
     "stack",
 ];
 
+/// The `[rlimits]` name of a resource number (for messages).
+pub fn rlimit_name(res: libc::__rlimit_resource_t) -> &'static str {
+    RLIMIT_NAMES
+        .iter()
+        .find(|n| {
+            parse_rlimit(n, &RlimitValue::Number(0))
+                .map(|(r, _, _)| r == res)
+                .unwrap_or(false)
+        })
+        .copied()
+        .unwrap_or("?")
+}
+
 /// Resolve an rlimit into (resource, soft, hard) for setrlimit(2); `u64::MAX` is unlimited.
 ///
 /// Errors: an unknown name or a malformed value, as a one-line message.
@@ -196,6 +209,7 @@ pub struct LimitsConfig {
 /// Errors: a one-line reason naming the text.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
+    let not_size = || format!("'{text}' is not a size like 512M (bytes, or K, M, G, T)");
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let m: u64 = match c.to_ascii_uppercase() {
@@ -204,18 +218,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
                 'G' => 1 << 30,
                 'T' => 1 << 40,
                 'B' => 1,
-                _ => return Err(format!("'{text}': unknown unit '{c}'; use K, M, G or T")),
+                _ => return Err(not_size()),
             };
             (&t[..i], m)
         }
         _ => (t, 1),
     };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 512M"))?;
+    let n: f64 = num.trim().parse().map_err(|_| not_size())?;
     if n.is_nan() || n < 0.0 || !n.is_finite() {
-        return Err(format!("'{text}' is not a size like 512M"));
+        return Err(not_size());
     }
     Ok((n * mult as f64) as u64)
 }

@@ -145,9 +145,24 @@ pub fn set_rlimits(limits: &[Rlimit]) -> Result<(), String> {
         };
         // SAFETY: a valid pointer to a plain struct.
         if unsafe { libc::setrlimit(*res, &r) } != 0 {
+            let e = nix::errno::Errno::last();
+            let show = |v: u64| {
+                if v == u64::MAX {
+                    "unlimited".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            let name = crate::config::rlimit_name(*res);
+            let hint = if e == nix::errno::Errno::EPERM {
+                " (raising a hard limit above the host's needs CAP_SYS_RESOURCE)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "setrlimit resource {res} to {soft}:{hard}: {}",
-                nix::errno::Errno::last()
+                "rlimits.{name} = \"{}:{}\": {e}{hint}",
+                show(*soft),
+                show(*hard)
             ));
         }
     }

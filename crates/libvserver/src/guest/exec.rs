@@ -247,6 +247,12 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
         return Err(GuestError::NotRunning(g.name.clone()));
     }
     let cg = g.cgroup_of(st.xid)?;
+    if cg.is_frozen() {
+        return Err(failed(
+            name,
+            format!("is suspended; 'vserver {name} resume' first"),
+        ));
+    }
     let procs = cg
         .open_procs_files(false)
         .map_err(|source| GuestError::Cgroup {

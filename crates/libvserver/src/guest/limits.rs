@@ -68,7 +68,8 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
                 name: g.name.clone(),
                 source,
             })?;
-        if let (Some(n), "nice") = (cfg.limits.nice, key) {
+        if key == "nice" {
+            let n = cfg.limits.nice.unwrap_or(0);
             for pid in cg.pids() {
                 // SAFETY: plain syscall with integer arguments on a process of the guest.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, n) };

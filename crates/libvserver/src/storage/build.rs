@@ -229,6 +229,13 @@ pub fn build(
     let img = super::disk::image_path(&root);
     if let Some(sz) = &o.disk_size {
         let made = config::parse_size(sz)
+            .and_then(|b| {
+                if b < (16 << 20) {
+                    Err(String::from("a disk image needs at least 16M"))
+                } else {
+                    Ok(b)
+                }
+            })
             .and_then(|bytes| super::disk::create_image(&img, bytes, None))
             .and_then(|()| super::disk::mount_image(&img, &root));
         if let Err(m) = made {

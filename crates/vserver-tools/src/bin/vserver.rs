@@ -90,8 +90,9 @@ enum Cmd {
     },
     /// Exit 0 if running, 1 if not.
     Running,
-    /// Change a limit (nproc, memory, memory_soft, swap, cpu, cpu_weight, nice) now and in
-    /// NAME.toml; VALUE "none" removes it.
+    /// Change a limit (nproc, memory, memory_soft, swap, cpu, cpu_weight, cpuset, io_weight,
+    /// nice) now and in NAME.toml; VALUE "none" removes it. Negative values work as is.
+    #[command(allow_negative_numbers = true)]
     Limit { key: String, value: String },
     /// Freeze every process of the guest.
     Suspend,
@@ -145,7 +146,8 @@ fn do_stop(g: &Guest) -> Result<()> {
 fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
     let paths = cli.paths.paths();
     let fail = |e: anyhow::Error| {
-        eprintln!("vserver: {e:#}");
+        // Our errors carry their causes in their own text already.
+        eprintln!("vserver: {e}");
         ExitCode::from(1)
     };
     match cli.cmd {
