@@ -186,6 +186,15 @@ impl Guest {
         self.run_dir().read_state().filter(|s| s.init_alive())
     }
 
+    /// The guest's configured addresses (`ADDR/PREFIX`).
+    pub fn addresses(&self) -> Vec<String> {
+        self.config
+            .interface
+            .iter()
+            .map(|i| i.address.clone())
+            .collect()
+    }
+
     /// Host-side veth name of interface `index`: `vs<xid>-<index>` (at most 15 bytes).
     pub fn veth_name(&self, index: usize) -> String {
         format!("vs{}-{index}", self.config.context)
@@ -240,12 +249,7 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             .unwrap_or(0),
         init_pid: st.as_ref().map(|s| s.init_pid),
         monitor_alive: st.as_ref().map(|s| s.monitor_alive()).unwrap_or(false),
-        addresses: g
-            .config
-            .interface
-            .iter()
-            .map(|i| i.address.clone())
-            .collect(),
+        addresses: g.addresses(),
         suspended,
         limits: g.config.limits.clone(),
         disk: match (&st, &g.config.disk.size) {

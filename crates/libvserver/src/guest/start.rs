@@ -415,12 +415,7 @@ fn monitor_main(
         monitor_start: start_of(me),
         started_unix: now_unix(),
         veths,
-        addresses: g
-            .config
-            .interface
-            .iter()
-            .map(|i| i.address.clone())
-            .collect(),
+        addresses: g.addresses(),
     };
     if let Err(e) = rd.write_state(&state) {
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);

@@ -43,6 +43,21 @@ pub fn parse_cap(name: &str) -> Result<Capability, String> {
         .map_err(|_| format!("unknown capability '{name}' (see capabilities(7), e.g. NET_RAW)"))
 }
 
+/// Parse util-vserver's `--cap` options: `CAP` (keep or add) and `!CAP` or `~CAP` (remove).
+/// Returns (added, removed).
+///
+/// Errors: the first unknown capability, as [`parse_cap`] words it.
+pub fn parse_cap_options(opts: &[String]) -> Result<(Vec<Capability>, Vec<Capability>), String> {
+    let (mut add, mut remove) = (Vec::new(), Vec::new());
+    for c in opts {
+        match c.strip_prefix('!').or_else(|| c.strip_prefix('~')) {
+            Some(n) => remove.push(parse_cap(n)?),
+            None => add.push(parse_cap(c)?),
+        }
+    }
+    Ok((add, remove))
+}
+
 /// Short lower-case name of a capability as shown to users: `net_raw`.
 pub fn cap_name(c: Capability) -> String {
     c.to_string()
@@ -144,6 +159,19 @@ mod tests {
             assert!(!s.contains(&c));
             assert!(to_drop(&s).contains(&c));
         }
+    }
+
+    #[test]
+    fn cap_options() {
+        let opts = [
+            "NET_RAW".to_string(),
+            "!chown".to_string(),
+            "~CAP_KILL".to_string(),
+        ];
+        let (add, remove) = parse_cap_options(&opts).unwrap();
+        assert_eq!(add, vec![Capability::CAP_NET_RAW]);
+        assert_eq!(remove, vec![Capability::CAP_CHOWN, Capability::CAP_KILL]);
+        assert!(parse_cap_options(&["!fly".to_string()]).is_err());
     }
 
     #[test]

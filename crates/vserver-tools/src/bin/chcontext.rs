@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use libvserver::context::oneshot::{run, OneShot};
-use libvserver::security::caps::{all_supported, parse_cap, secure_set};
+use libvserver::security::caps::{all_supported, parse_cap_options, secure_set};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -66,21 +66,13 @@ fn main() -> ExitCode {
             return code;
         }
     }
-    let (mut add, mut remove) = (Vec::new(), Vec::new());
-    for c in &cli.caps {
-        let (neg, n) = match c.strip_prefix('!').or_else(|| c.strip_prefix('~')) {
-            Some(n) => (true, n),
-            None => (false, c.as_str()),
-        };
-        match parse_cap(n) {
-            Ok(cap) if neg => remove.push(cap),
-            Ok(cap) => add.push(cap),
-            Err(e) => {
-                eprintln!("chcontext: {e}");
-                return ExitCode::from(255);
-            }
+    let (add, remove) = match parse_cap_options(&cli.caps) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("chcontext: {e}");
+            return ExitCode::from(255);
         }
-    }
+    };
     let keep = if cli.secure {
         Some(secure_set(&add, &remove))
     } else if !remove.is_empty() {

@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use libvserver::security::caps::{
-    apply_bounding, cap_name, caps_from_mask, parse_cap, secure_set, to_drop,
+    apply_bounding, cap_name, caps_from_mask, parse_cap_options, secure_set, to_drop,
 };
 use std::process::ExitCode;
 
@@ -62,21 +62,13 @@ fn main() -> ExitCode {
         eprintln!("reducecap: no command given; use --help");
         return ExitCode::from(2);
     }
-    let (mut add, mut remove) = (Vec::new(), Vec::new());
-    for c in &cli.caps {
-        let (neg, n) = match c.strip_prefix('!').or_else(|| c.strip_prefix('~')) {
-            Some(n) => (true, n),
-            None => (false, c.as_str()),
-        };
-        match parse_cap(n) {
-            Ok(cap) if neg => remove.push(cap),
-            Ok(cap) => add.push(cap),
-            Err(e) => {
-                eprintln!("reducecap: {e}");
-                return ExitCode::from(2);
-            }
+    let (add, remove) = match parse_cap_options(&cli.caps) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("reducecap: {e}");
+            return ExitCode::from(2);
         }
-    }
+    };
     let current = caps::read(None, caps::CapSet::Bounding).unwrap_or_default();
     let mut keep = if cli.secure {
         secure_set(&add, &remove)
