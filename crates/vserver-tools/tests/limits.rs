@@ -372,3 +372,46 @@ fn disk_quota_on_an_image_stops_writes_and_df_shows_it() {
     assert_ok(&env.vserver(&name, &["stop"]), "stop again");
     assert!(!mounted());
 }
+
+#[test]
+fn a_failed_start_unmounts_the_disk_image() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("diskfail", 47);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.guests.push(name.clone());
+    let tree = env.dir.join("bbtree");
+    busybox_tree(&tree);
+    let o = env.vserver(
+        &name,
+        &[
+            "build",
+            "-m",
+            "rootfs",
+            "--source",
+            tree.to_str().unwrap(),
+            "--context",
+            &xid.to_string(),
+            "--disk-size",
+            "16M",
+        ],
+    );
+    assert_ok(&o, "build");
+    let script = env.dir.join("etc").join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = pre-start ] && exit 1\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(env.vserver(&name, &["start"]).status.code(), Some(1));
+    let root = env.root(&name);
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == root.to_str());
+    assert!(!mounted, "a failed start left the disk image mounted");
+    assert!(cgroup_left(xid).is_empty());
+}

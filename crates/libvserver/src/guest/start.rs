@@ -126,13 +126,38 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
         crate::storage::disk::mount_image(&crate::storage::disk::image_path(&root), &root)
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
     }
+    // From here on every failure removes what was made: the disk mount, cgroup, veths, state.
+    match check_root_and_launch(g, &root, lock) {
+        Ok(state) => {
+            let mut warnings = Vec::new();
+            if let Err(e) = scripts::run(g, "post-start") {
+                warnings.push(e.to_string());
+            }
+            Ok(Started { state, warnings })
+        }
+        Err(e) => {
+            // The lock went with the launch (the monitor keeps it while it cleans up after a
+            // failure); take it again so this repair cannot race the next command.
+            let _relock = GuestLock::acquire(&rd);
+            let _ = super::repair(g);
+            Err(e)
+        }
+    }
+}
+
+/// Check the root, run pre-start, make the cgroup with its limits, launch the monitor and init.
+fn check_root_and_launch(
+    g: &Guest,
+    root: &std::path::Path,
+    lock: GuestLock,
+) -> Result<RunState, GuestError> {
     if !root.is_dir() {
         return Err(failed(
             &g.name,
             format!("guest root {} is not a directory", root.display()),
         ));
     }
-    if std::fs::read_dir(&root)
+    if std::fs::read_dir(root)
         .map(|mut d| d.next().is_none())
         .unwrap_or(true)
     {
@@ -150,26 +175,12 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
         name: g.name.clone(),
         source,
     })?;
-    if let Err(source) = cg.apply_limits(&g.config.limits) {
-        let _ = super::repair(g);
-        return Err(GuestError::Cgroup {
+    cg.apply_limits(&g.config.limits)
+        .map_err(|source| GuestError::Cgroup {
             name: g.name.clone(),
             source,
-        });
-    }
-    match start_created(g, lock) {
-        Ok(state) => {
-            let mut warnings = Vec::new();
-            if let Err(e) = scripts::run(g, "post-start") {
-                warnings.push(e.to_string());
-            }
-            Ok(Started { state, warnings })
-        }
-        Err(e) => {
-            let _ = super::repair(g);
-            Err(e)
-        }
-    }
+        })?;
+    start_created(g, lock)
 }
 
 /// The interfaces of `g` as configured in the guest, and their host bridges prepared.
