@@ -29,25 +29,12 @@ impl PathArgs {
     }
 }
 
-/// Parse a signal given as `TERM`, `SIGTERM` or `15`.
+/// Parse a signal given as `TERM`, `SIGTERM`, `15` or `0` (existence check).
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     if s == "0" {
         return Ok(0);
     }
-    if let Ok(n) = s.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(n)
-            .map(|x| x as i32)
-            .map_err(|_| format!("unknown signal {s}"));
-    }
-    let up = s.to_ascii_uppercase();
-    let full = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    full.parse::<nix::sys::signal::Signal>()
-        .map(|x| x as i32)
-        .map_err(|_| format!("unknown signal {s}"))
+    libvserver::config::parse_signal_name(s)
 }
 
 /// Human duration: `3d04h`, `2h03m`, `5m12s`, `42s`.

@@ -347,14 +347,39 @@ pub struct StopConfig {
     /// Seconds between SIGTERM and SIGKILL of the whole guest (util-vserver's killseq `15 5 9`).
     #[serde(default = "default_kill_timeout")]
     pub kill_timeout: u32,
+    /// Signal sent to the guest's init to stop it (`TERM`; busybox init wants `USR2`, sysvinit
+    /// `PWR` with a matching inittab line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 impl Default for StopConfig {
     fn default() -> Self {
         StopConfig {
             kill_timeout: default_kill_timeout(),
+            signal: None,
         }
     }
+}
+
+/// Parse a signal name (`TERM`, `SIGTERM`) or number into its number (signal(7)).
+///
+/// Errors: a one-line message naming the text.
+pub fn parse_signal_name(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|x| x as i32)
+            .map_err(|_| format!("unknown signal {s}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|x| x as i32)
+        .map_err(|_| format!("unknown signal '{s}'"))
 }
 
 fn default_kill_timeout() -> u32 {
@@ -622,6 +647,10 @@ impl GuestConfig {
                     "runlevel must be 0-6",
                 ));
             }
+        }
+        if let Some(sig) = &self.stop.signal {
+            parse_signal_name(sig)
+                .map_err(|m| FieldError::new(vec![Key("stop"), Key("signal")], m))?;
         }
         if self.stop.kill_timeout > 3600 {
             return Err(FieldError::new(

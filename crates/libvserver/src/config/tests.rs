@@ -108,3 +108,12 @@ fn sizes_and_cpu_caps() {
     let e = err("context = 42\n[limits]\nnice = -30\n");
     assert!(e.contains(":3: key 'limits.nice'"), "{e}");
 }
+
+#[test]
+fn stop_signal_names() {
+    assert_eq!(parse_signal_name("TERM").unwrap(), libc::SIGTERM);
+    assert_eq!(parse_signal_name("sigusr2").unwrap(), libc::SIGUSR2);
+    assert_eq!(parse_signal_name("9").unwrap(), libc::SIGKILL);
+    let e = err("context = 42\n[stop]\nsignal = \"FOO\"\n");
+    assert!(e.contains(":3: key 'stop.signal'"), "{e}");
+}

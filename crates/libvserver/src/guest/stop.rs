@@ -105,7 +105,14 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
             let limit = Duration::from_secs(u64::from(g.config.stop.kill_timeout.max(1)));
             run_stop_command(g, limit);
         }
-        let _ = pidfd_kill(init.as_fd(), libc::SIGTERM);
+        let sig = g
+            .config
+            .stop
+            .signal
+            .as_deref()
+            .and_then(|s| crate::config::parse_signal_name(s).ok())
+            .unwrap_or(libc::SIGTERM);
+        let _ = pidfd_kill(init.as_fd(), sig);
         if g.config.init.style == crate::config::InitStyle::Plain {
             cg.signal_all(nix::sys::signal::Signal::SIGTERM);
         }
