@@ -243,14 +243,9 @@ fn guest_root_cannot_harm_the_host() {
         &name,
         "python3 -c 'import ctypes; ctypes.CDLL(None).reboot(0x4321fedc)'",
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while env.vserver(&name, &["running"]).status.code() == Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "guest did not stop after reboot(2) inside"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(10, "guest did not stop after reboot(2) inside", || {
+        env.vserver(&name, &["running"]).status.code() != Some(0)
+    });
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         cgroup_left(xid).is_empty(),
@@ -445,11 +440,9 @@ fn plain_and_sysv_init_styles() {
         .replace("style = \"builtin\"", "style = \"sysv\"");
     std::fs::write(env.config_path(&sysv), cfg).unwrap();
     assert_ok(&env.vserver(&sysv, &["start"]), "start sysv");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !text(&env.exec(&sysv, "cat /tmp/rc.log")).contains("started-start") {
-        assert!(Instant::now() < deadline, "rc3.d script did not run");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(5, "rc3.d script did not run", || {
+        text(&env.exec(&sysv, "cat /tmp/rc.log")).contains("started-start")
+    });
     assert_ok(&env.vserver(&sysv, &["stop"]), "stop sysv");
 }
 
@@ -494,33 +487,10 @@ fn build_refuses_existing_force_moves_aside_and_failure_removes_only_its_own() {
     env.build_busybox(&name, xid);
     let tree = env.dir.join(format!("bb-{name}"));
     let x = xid.to_string();
-    let again = env.vserver(
-        &name,
-        &[
-            "build",
-            "-m",
-            "rootfs",
-            "--source",
-            tree.to_str().unwrap(),
-            "--context",
-            &x,
-        ],
-    );
+    let again = env.build_rootfs(&name, &tree, &["--context", &x]);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again).contains("--force"), "{}", text(&again));
-    let forced = env.vserver(
-        &name,
-        &[
-            "build",
-            "-m",
-            "rootfs",
-            "--source",
-            tree.to_str().unwrap(),
-            "--context",
-            &x,
-            "--force",
-        ],
-    );
+    let forced = env.build_rootfs(&name, &tree, &["--context", &x, "--force"]);
     assert_ok(&forced, "build --force");
     let aside: Vec<String> = std::fs::read_dir(env.dir.join("root"))
         .unwrap()
@@ -569,14 +539,9 @@ fn killing_the_exec_client_kills_the_command() {
     assert!(text(&env.exec(&name, "ps")).contains("sleep 4242"));
     child.kill().unwrap();
     let _ = child.wait();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while text(&env.exec(&name, "ps")).contains("sleep 4242") {
-        assert!(
-            Instant::now() < deadline,
-            "command survived its killed client"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(5, "command survived its killed client", || {
+        !text(&env.exec(&name, "ps")).contains("sleep 4242")
+    });
 }
 
 #[test]
@@ -620,14 +585,9 @@ fn vkill_signals_by_in_guest_pid_and_whole_context() {
         &env.cmd("vkill").args(["--xid", &x]).output().unwrap(),
         "vkill context",
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while env.vserver(&name, &["running"]).status.code() == Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "guest still running after vkill of its context"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(5, "guest still running after vkill of its context", || {
+        env.vserver(&name, &["running"]).status.code() != Some(0)
+    });
 }
 
 #[test]

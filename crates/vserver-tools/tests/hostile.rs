@@ -99,18 +99,7 @@ fn hostile_trees_do_not_reach_the_host() {
     let src = env.dir.join("src");
     std::fs::create_dir_all(src.join("etc")).unwrap();
     std::os::unix::fs::symlink(&outside, src.join("var")).unwrap();
-    let o = env.vserver(
-        &name,
-        &[
-            "build",
-            "-m",
-            "rootfs",
-            "--source",
-            src.to_str().unwrap(),
-            "--context",
-            &env.xid.to_string(),
-        ],
-    );
+    let o = env.build_rootfs(&name, &src, &["--context", &env.xid.to_string()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("symlink"), "{}", text(&o));
     assert_eq!(
@@ -139,18 +128,7 @@ fn hostile_trees_do_not_reach_the_host() {
         .status()
         .unwrap()
         .success());
-    let o = env.vserver(
-        &name,
-        &[
-            "build",
-            "-m",
-            "rootfs",
-            "--source",
-            tar.to_str().unwrap(),
-            "--context",
-            &env.xid.to_string(),
-        ],
-    );
+    let o = env.build_rootfs(&name, &tar, &["--context", &env.xid.to_string()]);
     assert_ok(&o, "build from tarball");
     assert!(
         !env.root(&name).join("tmp/disk").exists(),
@@ -182,17 +160,7 @@ fn hostile_trees_do_not_reach_the_host() {
         .args([&name, "suexec", "nobody", "true"])
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("suexec hung on a FIFO /etc/passwd");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = wait_child(&mut child, 10, "suexec hung on a FIFO /etc/passwd");
     assert!(!st.success());
 }
 
@@ -235,17 +203,11 @@ fn exec_relay_neither_deadlocks_nor_spins_and_a_stopped_command_times_out() {
     let mut b = vec![0u8; 65536];
     std::io::Read::read_exact(&mut out, &mut b).unwrap();
     drop(out);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("exec client kept running after its reader went away");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = wait_child(
+        &mut child,
+        10,
+        "exec client kept running after its reader went away",
+    );
     assert_eq!(st.code(), Some(141));
     // A guest that stops every new exec before it runs cannot hang the client forever.
     let watcher = "(while :; do for p in /proc/[0-9]*; do grep -q 'vserver-e[x]ec' $p/cmdline 2>/dev/null && kill -STOP ${p#/proc/}; done; done >/dev/null 2>&1 &)";

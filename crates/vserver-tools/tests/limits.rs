@@ -322,28 +322,10 @@ fn disk_quota_on_an_image_stops_writes_and_df_shows_it() {
         let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(a));
     }
     let x = xid.to_string();
-    let o = env.vserver(
-        &name,
-        &[
-            "build",
-            "-m",
-            "rootfs",
-            "--source",
-            tree.to_str().unwrap(),
-            "--context",
-            &x,
-            "--disk-size",
-            "32M",
-        ],
-    );
+    let o = env.build_rootfs(&name, &tree, &["--context", &x, "--disk-size", "32M"]);
     assert_ok(&o, "build with --disk-size");
     let root = env.root(&name);
-    let mounted = || {
-        std::fs::read_to_string("/proc/self/mounts")
-            .unwrap()
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == root.to_str())
-    };
+    let mounted = || is_mounted(&root);
     assert!(!mounted(), "image still mounted after build");
     assert_ok(&env.vserver(&name, &["start"]), "start");
     assert!(mounted());
@@ -383,19 +365,10 @@ fn a_failed_start_unmounts_the_disk_image() {
     env.guests.push(name.clone());
     let tree = env.dir.join("bbtree");
     busybox_tree(&tree);
-    let o = env.vserver(
+    let o = env.build_rootfs(
         &name,
-        &[
-            "build",
-            "-m",
-            "rootfs",
-            "--source",
-            tree.to_str().unwrap(),
-            "--context",
-            &xid.to_string(),
-            "--disk-size",
-            "16M",
-        ],
+        &tree,
+        &["--context", &xid.to_string(), "--disk-size", "16M"],
     );
     assert_ok(&o, "build");
     let script = env.dir.join("etc").join(format!("{name}.sh"));
@@ -408,10 +381,9 @@ fn a_failed_start_unmounts_the_disk_image() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(env.vserver(&name, &["start"]).status.code(), Some(1));
     let root = env.root(&name);
-    let mounted = std::fs::read_to_string("/proc/self/mounts")
-        .unwrap()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == root.to_str());
-    assert!(!mounted, "a failed start left the disk image mounted");
+    assert!(
+        !is_mounted(&root),
+        "a failed start left the disk image mounted"
+    );
     assert!(cgroup_left(xid).is_empty());
 }

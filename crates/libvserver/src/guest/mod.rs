@@ -276,11 +276,6 @@ pub fn configured_guests(paths: &Paths) -> Vec<(String, PathBuf)> {
     v
 }
 
-/// Cleanup after the guest's init has exited (used by the monitor): same as [`repair`].
-pub fn repair_after_exit(g: &Guest) -> Result<(), GuestError> {
-    repair(g)
-}
-
 /// True if any of `pids` runs in `g`'s root (its root directory is the same inode as the guest
 /// root): they are this guest's, left by an interrupted start, not another guest's.
 pub(crate) fn runs_in_root(g: &Guest, pids: &[i32]) -> bool {

@@ -364,7 +364,7 @@ fn monitor_main(
     }
     let _ = nix::sys::prctl::set_name(c"vs-monitor");
     let fail = |msg: String| -> ! {
-        let _ = crate::guest::repair_after_exit(g);
+        let _ = crate::guest::repair(g);
         let _ = nix::unistd::write(&report, msg.as_bytes());
         std::process::exit(1)
     };
@@ -442,7 +442,7 @@ fn monitor_main(
         // still holding the lock.
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
         let _ = crate::context::clone::wait_pidfd(spawned.pidfd.as_fd());
-        let _ = crate::guest::repair_after_exit(g);
+        let _ = crate::guest::repair(g);
         std::process::exit(1);
     }
     drop(report);

@@ -94,7 +94,7 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
     // Clean up only if no other command works on this guest: a stop cleans up itself once we
     // are gone, and a start repairs what it finds.
     if let Ok(Some(_lock)) = crate::guest::state::GuestLock::try_acquire(&rd) {
-        if let Err(e) = crate::guest::repair_after_exit(g) {
+        if let Err(e) = crate::guest::repair(g) {
             eprintln!("{e}");
             ok = false;
         }

@@ -90,24 +90,21 @@ impl Env {
         assert_ok(&o, "build");
     }
 
+    /// `vserver NAME build -m rootfs --source SOURCE [EXTRA...]` (not registered for cleanup).
+    pub fn build_rootfs(&self, name: &str, source: &Path, extra: &[&str]) -> Output {
+        let src = source.to_str().unwrap();
+        let mut args = vec!["build", "-m", "rootfs", "--source", src];
+        args.extend_from_slice(extra);
+        self.vserver(name, &args)
+    }
+
     /// Build a guest from a busybox tree; registers it for cleanup.
     pub fn build_busybox(&mut self, name: &str, xid: u32) {
         self.guests.push(name.to_string());
         let tree = self.dir.join(format!("bb-{name}"));
         busybox_tree(&tree);
         let x = xid.to_string();
-        let o = self.vserver(
-            name,
-            &[
-                "build",
-                "-m",
-                "rootfs",
-                "--source",
-                tree.to_str().unwrap(),
-                "--context",
-                &x,
-            ],
-        );
+        let o = self.build_rootfs(name, &tree, &["--context", &x]);
         assert_ok(&o, "build busybox");
     }
 
@@ -242,4 +239,43 @@ pub fn cgroup_pids(xid: u32) -> usize {
         }
     }
     0
+}
+
+/// Poll `cond` every 100 ms until it holds; panic with `what` after `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} (waited {secs} s)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Wait at most `secs` seconds for `child` to exit; kill it and panic with `what` otherwise.
+pub fn wait_child(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// True if `path` is a mount point on the host.
+pub fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == path.to_str())
 }
