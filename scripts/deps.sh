@@ -10,6 +10,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # LXCFS gives guests their own /proc/meminfo, cpuinfo, stat...; start it where no init system did.
+# A mount left by an LXCFS that died answers "Transport endpoint is not connected": drop it.
+if grep -q ' /var/lib/lxcfs fuse.lxcfs ' /proc/self/mounts && ! head -c1 /var/lib/lxcfs/proc/meminfo >/dev/null 2>&1; then
+  umount -l /var/lib/lxcfs || true
+fi
 if ! grep -q ' fuse.lxcfs ' /proc/self/mounts; then
   mkdir -p /var/lib/lxcfs
   (setsid lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)
