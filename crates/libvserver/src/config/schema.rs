@@ -38,6 +38,9 @@ pub struct GuestConfig {
     /// Network interfaces; none means loopback only.
     #[serde(default)]
     pub interface: Vec<InterfaceConfig>,
+    /// Port forwards from the host to the guest (veth guests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<ForwardConfig>,
     /// Changes to the secure default capability bounding set.
     #[serde(default)]
     pub capabilities: CapabilitiesConfig,
@@ -274,22 +277,123 @@ fn default_true() -> bool {
     true
 }
 
+/// One or several strings: `"a"` or `["a", "b"]` in NAME.toml; written back as a plain string
+/// when there is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StrList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StrList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(s)) => Ok(StrList(vec![s])),
+            Ok(OneOrMany::Many(v)) => Ok(StrList(v)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a string or a list of strings",
+            )),
+        }
+    }
+}
+
+impl Serialize for StrList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl StrList {
+    /// True when there is no string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How a guest interface reaches the network.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// The guest's own network namespace and a veth pair on a host bridge managed by vserver.
+    #[default]
+    Veth,
+    /// The guest's own network namespace and a macvlan interface on host NIC `dev`: the guest
+    /// appears on that NIC's LAN segment with its own MAC (the host itself cannot reach it).
+    Macvlan,
+    /// Linux-VServer's own model: the guest shares the host's network stack but may use only its
+    /// own addresses, enforced by cgroup eBPF socket hooks (bind, connect, sendmsg, socket).
+    Classic,
+}
+
+impl NetMode {
+    /// The name used in NAME.toml and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::Veth => "veth",
+            NetMode::Macvlan => "macvlan",
+            NetMode::Classic => "classic",
+        }
+    }
+}
+
 /// One network interface of a guest.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceConfig {
-    /// Address with prefix length, e.g. `10.77.0.2/24` or `fd00::2/64`.
-    pub address: String,
-    /// Host bridge the guest's veth is attached to (created on first use).
+    /// How the interface reaches the network; `veth` when absent.
+    #[serde(default, skip_serializing_if = "is_default_mode")]
+    pub mode: NetMode,
+    /// Address(es) with prefix length, IPv4 and IPv6: `"10.77.0.2/24"` or
+    /// `["10.77.0.2/24", "fd77::2/64"]`.
+    pub address: StrList,
+    /// veth: host bridge the guest's veth is attached to (created on first use).
     #[serde(default = "default_bridge")]
     pub bridge: String,
-    /// Address of the bridge on the host, the guest's default gateway; defaults to the first
-    /// address of the subnet (or the second when the guest has the first).
-    #[serde(default)]
-    pub gateway: Option<String>,
-    /// Interface name inside the guest; defaults to `eth<index>`.
-    #[serde(default)]
+    /// macvlan: the host NIC the macvlan sits on (required). classic: a host interface vserver
+    /// adds the addresses to at start and removes them from at stop; when absent, the
+    /// addresses must already be the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    /// veth and macvlan: the default gateway per address family. veth: also the bridge's host
+    /// address; defaults to the first address of each subnet (the second when the guest has
+    /// the first). macvlan: no default (the LAN's router).
+    #[serde(default, skip_serializing_if = "StrList::is_empty")]
+    pub gateway: StrList,
+    /// veth and macvlan: interface name inside the guest; defaults to `eth<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// veth: masquerade the guest's outbound traffic behind the host's address (NAT).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nat: bool,
+}
+
+fn is_default_mode(m: &NetMode) -> bool {
+    *m == NetMode::Veth
+}
+
+/// A port forward from the host to the guest (veth guests): connections to any host address
+/// (127.0.0.1 and ::1 included) on `host_port` reach the guest's first address of the same
+/// family on `guest_port`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Port on the host, 1-65535.
+    pub host_port: u16,
+    /// Port in the guest, 1-65535.
+    pub guest_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    String::from("tcp")
 }
 
 /// Default host bridge name.
@@ -514,44 +618,7 @@ impl GuestConfig {
                 ));
             }
         }
-        for (i, ifc) in self.interface.iter().enumerate() {
-            let at = |k| vec![Key("interface"), Index(i), Key(k)];
-            let (addr, prefix) =
-                parse_cidr(&ifc.address).map_err(|m| FieldError::new(at("address"), m))?;
-            validate_ifname(&ifc.bridge).map_err(|m| FieldError::new(at("bridge"), m))?;
-            if let Some(n) = &ifc.name {
-                validate_ifname(n).map_err(|m| FieldError::new(at("name"), m))?;
-            }
-            match &ifc.gateway {
-                Some(g) => {
-                    let gw: IpAddr = g.parse().map_err(|_| {
-                        FieldError::new(at("gateway"), format!("'{g}' is not an IP address"))
-                    })?;
-                    if gw.is_ipv4() != addr.is_ipv4() {
-                        return Err(FieldError::new(
-                            at("gateway"),
-                            "gateway and address are of different families",
-                        ));
-                    }
-                    if gw == addr {
-                        return Err(FieldError::new(
-                            at("gateway"),
-                            "gateway equals the guest's own address",
-                        ));
-                    }
-                }
-                None => {
-                    if default_gateway(addr, prefix).is_none() {
-                        return Err(FieldError::new(
-                            at("address"),
-                            format!(
-                                "/{prefix} leaves no room for a gateway; set interface.gateway"
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
+        self.validate_network()?;
         for (list, key) in [
             (&self.capabilities.add, "add"),
             (&self.capabilities.drop, "drop"),
@@ -673,5 +740,170 @@ impl GuestConfig {
             "# vserver guest '{name}'; see the README for every key.\n\
              # Edit, then 'vserver {name} restart' to apply.\n{body}"
         )
+    }
+}
+
+impl InterfaceConfig {
+    /// The addresses with their prefix lengths. Errors: a message naming the bad address (the
+    /// config was validated when loaded, so this fails only on a hand-made value).
+    pub fn addrs(&self) -> Result<Vec<(IpAddr, u8)>, String> {
+        self.address.0.iter().map(|a| parse_cidr(a)).collect()
+    }
+
+    /// The gateway of the family of `addr` (explicit, else the default for veth), if any.
+    pub fn gateway_for(&self, addr: IpAddr, prefix: u8) -> Option<IpAddr> {
+        let explicit = self
+            .gateway
+            .0
+            .iter()
+            .filter_map(|g| g.parse::<IpAddr>().ok())
+            .find(|g| g.is_ipv4() == addr.is_ipv4());
+        match (explicit, self.mode) {
+            (Some(g), _) => Some(g),
+            (None, NetMode::Veth) => default_gateway(addr, prefix),
+            (None, _) => None,
+        }
+    }
+}
+
+impl GuestConfig {
+    /// True when the guest shares the host's network stack (classic interfaces).
+    pub fn classic_network(&self) -> bool {
+        self.interface.iter().any(|i| i.mode == NetMode::Classic)
+    }
+
+    fn validate_network(&self) -> Result<(), FieldError> {
+        use KeySeg::{Index, Key};
+        let mut names = Vec::new();
+        let classic = self.classic_network();
+        for (i, ifc) in self.interface.iter().enumerate() {
+            let at = |k| vec![Key("interface"), Index(i), Key(k)];
+            if ifc.address.is_empty() {
+                return Err(FieldError::new(at("address"), "at least one address"));
+            }
+            let mut addrs = Vec::new();
+            for (j, a) in ifc.address.0.iter().enumerate() {
+                let mut key = at("address");
+                if ifc.address.0.len() > 1 {
+                    key.push(Index(j));
+                }
+                addrs.push(parse_cidr(a).map_err(|m| FieldError::new(key, m))?);
+            }
+            if classic != (ifc.mode == NetMode::Classic) {
+                return Err(FieldError::new(
+                    at("mode"),
+                    "classic interfaces share the host's network stack and cannot be mixed with veth or macvlan ones",
+                ));
+            }
+            validate_ifname(&ifc.bridge).map_err(|m| FieldError::new(at("bridge"), m))?;
+            if let Some(d) = &ifc.dev {
+                validate_ifname(d).map_err(|m| FieldError::new(at("dev"), m))?;
+            }
+            match ifc.mode {
+                NetMode::Macvlan if ifc.dev.is_none() => {
+                    return Err(FieldError::new(
+                        at("dev"),
+                        "a macvlan interface needs the host NIC it sits on (dev = \"eth0\")",
+                    ))
+                }
+                NetMode::Classic => {
+                    for (k, set) in [
+                        ("gateway", !ifc.gateway.is_empty()),
+                        ("name", ifc.name.is_some()),
+                        ("nat", ifc.nat),
+                    ] {
+                        if set {
+                            return Err(FieldError::new(
+                                at(k),
+                                "not for classic interfaces (they use the host's own stack)",
+                            ));
+                        }
+                    }
+                }
+                NetMode::Macvlan if ifc.nat => {
+                    return Err(FieldError::new(
+                        at("nat"),
+                        "NAT is for veth interfaces (a macvlan guest is on the LAN itself)",
+                    ))
+                }
+                _ => {}
+            }
+            if ifc.mode != NetMode::Classic {
+                let n = ifc.name.clone().unwrap_or_else(|| format!("eth{i}"));
+                validate_ifname(&n).map_err(|m| FieldError::new(at("name"), m))?;
+                if names.contains(&n) || n == "lo" {
+                    return Err(FieldError::new(
+                        at("name"),
+                        format!("interface name '{n}' is used twice"),
+                    ));
+                }
+                names.push(n);
+            }
+            let mut families = Vec::new();
+            for g in &ifc.gateway.0 {
+                let gw: IpAddr = g.parse().map_err(|_| {
+                    FieldError::new(at("gateway"), format!("'{g}' is not an IP address"))
+                })?;
+                if families.contains(&gw.is_ipv4()) {
+                    return Err(FieldError::new(
+                        at("gateway"),
+                        "at most one gateway per address family",
+                    ));
+                }
+                families.push(gw.is_ipv4());
+                if !addrs.iter().any(|(a, _)| a.is_ipv4() == gw.is_ipv4()) {
+                    return Err(FieldError::new(
+                        at("gateway"),
+                        format!("gateway {gw} has no address of its family on this interface"),
+                    ));
+                }
+                if addrs.iter().any(|(a, _)| *a == gw) {
+                    return Err(FieldError::new(
+                        at("gateway"),
+                        "gateway equals one of the guest's own addresses",
+                    ));
+                }
+            }
+            if ifc.mode == NetMode::Veth {
+                for (a, p) in &addrs {
+                    if ifc.gateway_for(*a, *p).is_none() {
+                        return Err(FieldError::new(
+                            at("address"),
+                            format!("{a}/{p} leaves no room for a gateway; set interface.gateway"),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut seen = Vec::new();
+        for (i, f) in self.forward.iter().enumerate() {
+            let at = |k| vec![Key("forward"), Index(i), Key(k)];
+            if f.host_port == 0 {
+                return Err(FieldError::new(at("host_port"), "must be 1-65535"));
+            }
+            if f.guest_port == 0 {
+                return Err(FieldError::new(at("guest_port"), "must be 1-65535"));
+            }
+            if f.protocol != "tcp" && f.protocol != "udp" {
+                return Err(FieldError::new(
+                    at("protocol"),
+                    format!("'{}' is neither tcp nor udp", f.protocol),
+                ));
+            }
+            if !self.interface.iter().any(|i| i.mode == NetMode::Veth) {
+                return Err(FieldError::new(
+                    at("host_port"),
+                    "port forwards need a veth interface (classic guests bind host ports themselves)",
+                ));
+            }
+            if seen.contains(&(f.host_port, &f.protocol)) {
+                return Err(FieldError::new(
+                    at("host_port"),
+                    format!("{}/{} is forwarded twice", f.host_port, f.protocol),
+                ));
+            }
+            seen.push((f.host_port, &f.protocol));
+        }
+        Ok(())
     }
 }

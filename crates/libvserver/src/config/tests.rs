@@ -117,3 +117,20 @@ fn stop_signal_names() {
     let e = err("context = 42\n[stop]\nsignal = \"FOO\"\n");
     assert!(e.contains(":3: key 'stop.signal'"), "{e}");
 }
+
+#[test]
+fn network_modes_addresses_and_forwards() {
+    let c = parse_guest_config(p(), "context = 42\n[[interface]]\naddress = [\"10.1.0.2/24\", \"fd01::2/64\"]\nnat = true\n[[forward]]\nhost_port = 8080\nguest_port = 80\n").unwrap();
+    assert_eq!(c.interface[0].addrs().unwrap().len(), 2);
+    assert_eq!(c.forward[0].protocol, "tcp");
+    let e = err("context = 42\n[[interface]]\nmode = \"classic\"\naddress = \"10.1.0.2/24\"\n[[interface]]\naddress = \"10.2.0.2/24\"\n");
+    assert!(e.contains("key 'interface[1].mode'"), "{e}");
+    let e = err("context = 42\n[[interface]]\nmode = \"macvlan\"\naddress = \"10.1.0.2/24\"\n");
+    assert!(e.contains("key 'interface[0].dev'"), "{e}");
+    let e = err("context = 42\n[[interface]]\nmode = \"classic\"\naddress = \"10.1.0.2/24\"\n[[forward]]\nhost_port = 1\nguest_port = 2\n");
+    assert!(e.contains("key 'forward[0].host_port'"), "{e}");
+    let e = err("context = 42\n[[interface]]\naddress = [\"10.1.0.2/24\", \"10.1.0.300/24\"]\n");
+    assert!(e.contains("key 'interface[0].address[1]'"), "{e}");
+    let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\n[[forward]]\nhost_port = 1\nguest_port = 2\nprotocol = \"sctp\"\n");
+    assert!(e.contains("key 'forward[0].protocol'"), "{e}");
+}

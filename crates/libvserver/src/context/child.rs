@@ -120,15 +120,20 @@ fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
             .link_index(&i.name)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("interface {} did not arrive in the guest", i.name))?;
-        nl.add_address(idx, i.addr, i.prefix)
-            .map_err(|e| e.to_string())?;
+        for (a, p) in &i.addrs {
+            nl.add_address(idx, *a, *p).map_err(|e| e.to_string())?;
+        }
         nl.set_up(idx).map_err(|e| e.to_string())?;
     }
     for i in ifaces {
-        if let Some(gw) = i.gateway {
-            nl.add_default_route(gw).map_err(|e| e.to_string())?;
+        for gw in &i.gateways {
+            nl.add_default_route(*gw).map_err(|e| e.to_string())?;
         }
     }
+    // ping(8) without CAP_NET_RAW: ICMP echo sockets for every group, in this namespace only
+    // (icmp(7), net.ipv4.ping_group_range).
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+        .map_err(|e| format!("set net.ipv4.ping_group_range in the guest: {e}"))?;
     Ok(())
 }
 

@@ -23,12 +23,10 @@ use std::path::PathBuf;
 pub struct GuestIface {
     /// Name inside the guest (`eth0`).
     pub name: String,
-    /// Address.
-    pub addr: IpAddr,
-    /// Prefix length.
-    pub prefix: u8,
-    /// Default gateway, if this interface carries the default route for its family.
-    pub gateway: Option<IpAddr>,
+    /// Addresses with prefix lengths (bits), IPv4 and IPv6.
+    pub addrs: Vec<(IpAddr, u8)>,
+    /// Default gateways through this interface (at most one per family in the whole guest).
+    pub gateways: Vec<IpAddr>,
 }
 
 /// What the new context's first process runs once set up.

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod limits;
+pub mod network;
 pub mod scripts;
 pub mod start;
 pub mod state;
@@ -191,7 +192,7 @@ impl Guest {
         self.config
             .interface
             .iter()
-            .map(|i| i.address.clone())
+            .flat_map(|i| i.address.0.iter().cloned())
             .collect()
     }
 
@@ -220,6 +221,8 @@ pub struct Status {
     pub monitor_alive: bool,
     /// Guest addresses.
     pub addresses: Vec<String>,
+    /// Network traffic so far (kept across restarts until `reset-accounting`).
+    pub traffic: network::Traffic,
     /// Suspended (`vserver NAME suspend`).
     pub suspended: bool,
     /// Limits in force (from NAME.toml).
@@ -250,6 +253,7 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
         init_pid: st.as_ref().map(|s| s.init_pid),
         monitor_alive: st.as_ref().map(|s| s.monitor_alive()).unwrap_or(false),
         addresses: g.addresses(),
+        traffic: network::traffic(g),
         suspended,
         limits: g.config.limits.clone(),
         disk: match (&st, &g.config.disk.size) {
@@ -319,19 +323,7 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
         name: g.name.clone(),
         source,
     })?;
-    let mut veths: Vec<String> = (0..g.config.interface.len())
-        .map(|i| format!("vs{xid}-{i}"))
-        .collect();
-    if let Some(s) = &st {
-        veths.extend(s.veths.iter().cloned());
-    }
-    if !veths.is_empty() {
-        if let Ok(mut nl) = crate::net::netlink::Netlink::open() {
-            for v in veths {
-                let _ = nl.delete_link(&v);
-            }
-        }
-    }
+    network::teardown(g, xid, st.as_ref());
     if g.config.disk.size.is_some() {
         crate::storage::disk::unmount(&g.root())
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;

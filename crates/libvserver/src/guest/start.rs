@@ -11,10 +11,8 @@
 use super::state::{now_unix, start_of, GuestLock, RunState};
 use super::{failed, scripts, Guest, GuestError};
 use crate::config::InitStyle;
-use crate::config::{default_gateway, parse_cidr};
-use crate::context::{self, ContextSpec, GuestIface, Payload};
+use crate::context::{self, ContextSpec, Payload};
 use crate::monitor::init::{sysv_plan, InitPlan};
-use crate::net::netlink::Netlink;
 use crate::security::{caps, seccomp::SeccompProgram};
 use nix::sched::CloneFlags;
 use std::ffi::CString;
@@ -183,45 +181,6 @@ fn check_root_and_launch(
     start_created(g, lock)
 }
 
-/// The interfaces of `g` as configured in the guest, and their host bridges prepared.
-fn prepare_network(g: &Guest) -> Result<Vec<GuestIface>, GuestError> {
-    let mut out = Vec::new();
-    if g.config.interface.is_empty() {
-        return Ok(out);
-    }
-    let mut nl = Netlink::open().map_err(|e| failed(&g.name, e.to_string()))?;
-    let (mut v4_route, mut v6_route) = (false, false);
-    for (i, ifc) in g.config.interface.iter().enumerate() {
-        let (addr, prefix) = parse_cidr(&ifc.address).map_err(|m| failed(&g.name, m))?;
-        let gw = match &ifc.gateway {
-            Some(s) => s.parse().ok(),
-            None => default_gateway(addr, prefix),
-        };
-        let br = nl
-            .ensure_bridge(&ifc.bridge)
-            .map_err(|e| failed(&g.name, e.to_string()))?;
-        if let Some(gw) = gw {
-            nl.add_address(br, gw, prefix)
-                .map_err(|e| failed(&g.name, e.to_string()))?;
-        }
-        nl.set_up(br).map_err(|e| failed(&g.name, e.to_string()))?;
-        let first = if addr.is_ipv4() {
-            &mut v4_route
-        } else {
-            &mut v6_route
-        };
-        let gateway = if *first { None } else { gw };
-        *first = *first || gw.is_some();
-        out.push(GuestIface {
-            name: ifc.name.clone().unwrap_or_else(|| format!("eth{i}")),
-            addr,
-            prefix,
-            gateway,
-        });
-    }
-    Ok(out)
-}
-
 fn init_payload(g: &Guest) -> Payload {
     let env = context::child::guest_env(&[]);
     let ic = &g.config.init;
@@ -252,7 +211,25 @@ fn init_payload(g: &Guest) -> Payload {
 
 fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     let name = g.name.clone();
-    let ifaces = prepare_network(g)?;
+    // Address checks and claims are serialised host-wide until the monitor has reported: two
+    // guests starting at once with one address cannot both pass the check.
+    let _net_lock = if g.config.interface.is_empty() {
+        None
+    } else {
+        let rd = super::state::RunDir::new(&g.paths.run_dir, ".network");
+        Some(
+            GuestLock::acquire(&rd)
+                .map_err(|e| failed(&name, format!("lock {}: {e}", rd.file("lock").display())))?,
+        )
+    };
+    let net = super::network::prepare(g)?;
+    let mut namespaces = CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if net.classic.is_none() {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
     let (cap_drop, seccomp) = security_of(g)?;
     let cg = g.cgroup()?;
     let pty = nix::pty::openpty(None, None)
@@ -270,11 +247,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     let spec = ContextSpec {
         label: name.clone(),
         xid: g.config.context,
-        namespaces: CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWNET,
+        namespaces,
         root: Some(g.root()),
         binds,
         proc_views: proc_views(),
@@ -284,7 +257,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
         domainname: g.config.domainname.clone(),
         cap_drop,
         seccomp: Some(seccomp),
-        interfaces: ifaces,
+        interfaces: net.ifaces.clone(),
         console: Some(pty.slave),
         payload: init_payload(g),
     };
@@ -295,7 +268,10 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     {
         nix::unistd::ForkResult::Child => {
             drop(rep_r);
-            monitor_main(g, spec, pty.master, rep_w, lock)
+            if let Some(l) = _net_lock {
+                l.forget_in_child();
+            }
+            monitor_main(g, spec, net, pty.master, rep_w, lock)
         }
         nix::unistd::ForkResult::Parent { .. } => {
             drop(rep_w);
@@ -330,6 +306,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
 fn monitor_main(
     g: &Guest,
     spec: ContextSpec,
+    net: super::network::NetPlan,
     console: OwnedFd,
     report: OwnedFd,
     lock: GuestLock,
@@ -382,23 +359,7 @@ fn monitor_main(
             crate::cgroup::xid_of_pid(std::path::Path::new("/proc"), pid) == Some(g.config.context);
         cg.add_pid(pid, cg_fd.is_some() && in_v2)
             .map_err(|e| e.to_string())?;
-        if spec.interfaces.is_empty() {
-            return Ok(());
-        }
-        let mut nl = Netlink::open().map_err(|e| e.to_string())?;
-        for ((ifc, host), cfg) in spec.interfaces.iter().zip(&veths).zip(&g.config.interface) {
-            let _ = nl.delete_link(host);
-            let idx = nl
-                .create_veth(host, &ifc.name, pid)
-                .map_err(|e| e.to_string())?;
-            let br = nl
-                .link_index(&cfg.bridge)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("bridge {} vanished", cfg.bridge))?;
-            nl.set_master(idx, br).map_err(|e| e.to_string())?;
-            nl.set_up(idx).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        super::network::attach(g, &net, pid, cg_fd.as_ref())
     };
     // The guest's clocks: a time namespace whose boot time starts now, so uptime inside counts
     // from the guest's start (util-vserver's virt_uptime). Only the init is born into it.
@@ -427,6 +388,7 @@ fn monitor_main(
         started_unix: now_unix(),
         veths,
         addresses: g.addresses(),
+        classic_addresses: net.added.clone(),
     };
     if let Err(e) = rd.write_state(&state) {
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
@@ -447,5 +409,6 @@ fn monitor_main(
     }
     drop(report);
     lock.forget_in_child();
-    crate::monitor::run(g, spawned.pidfd, Some(console))
+    let netns = super::network::netns_to_keep(g, spawned.pid);
+    crate::monitor::run(g, spawned.pidfd, Some(console), netns)
 }

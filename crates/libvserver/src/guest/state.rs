@@ -31,6 +31,9 @@ pub struct RunState {
     pub veths: Vec<String>,
     /// Guest addresses (`ADDR/PREFIX`).
     pub addresses: Vec<String>,
+    /// Classic guests: `(host interface, ADDR/PREFIX)` that the start added and stop removes.
+    #[serde(default)]
+    pub classic_addresses: Vec<(String, String)>,
 }
 
 impl RunState {

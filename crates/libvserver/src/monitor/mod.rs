@@ -48,7 +48,9 @@ impl ConsoleLog {
 
 /// Supervise the guest until its init exits, then clean up and exit the process.
 /// `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
-pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
+/// `netns`, when given, is the guest's network namespace, held so that the counters that live
+/// there (macvlan) can be saved once the init has exited.
+pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Option<OwnedFd>) -> ! {
     let rd = g.run_dir();
     let mut console = console;
     let mut buf = vec![0u8; 65536];
@@ -88,6 +90,10 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>) -> ! {
         }
     }
     let status = crate::context::clone::wait_pidfd(init_pidfd.as_fd()).unwrap_or(-1);
+    if let Some(ns) = &netns {
+        crate::guest::network::save_netns_traffic(g, g.config.context, ns);
+    }
+    drop(netns);
     let _ = std::fs::write(rd.file("last-exit"), format!("{status} {}\n", now_unix()));
     let stopping = rd.file("stopping").exists();
     let mut ok = true;

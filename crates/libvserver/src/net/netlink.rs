@@ -12,9 +12,10 @@ use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
     NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -368,9 +369,117 @@ impl Netlink {
             AddressAttribute::Local(addr),
             AddressAttribute::Address(addr),
         ];
+        if addr.is_ipv6() {
+            // Usable at once: no duplicate address detection delay (IFA_F_NODAD).
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         let msg = RouteNetlinkMessage::NewAddress(msg);
         let res = self.request(msg, NLM_F_CREATE | NLM_F_EXCL, op, &target);
         unless(libc::EEXIST, res).map(drop)
+    }
+
+    /// Remove `addr/prefix` from link `index` (`RTM_DELADDR`). Returns Ok(false) if it was not
+    /// there (`EADDRNOTAVAIL`). Errors: [`NetlinkError::Os`] otherwise.
+    pub fn delete_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<bool> {
+        let (op, target) = (
+            "delete address",
+            format!("{addr}/{prefix} on link #{index}"),
+        );
+        let mut msg = AddressMessage::default();
+        msg.header.family = family(addr);
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes = vec![AddressAttribute::Local(addr)];
+        let res = self.request(RouteNetlinkMessage::DelAddress(msg), 0, op, &target);
+        Ok(unless(libc::EADDRNOTAVAIL, res)?.is_some())
+    }
+
+    /// Every address of this network namespace as `(link index, address, prefix length)`, from
+    /// one `RTM_GETADDR` dump (`IFA_LOCAL` preferred over `IFA_ADDRESS`).
+    /// Errors: [`NetlinkError::Os`].
+    pub fn all_addresses(&mut self) -> Result<Vec<(u32, IpAddr, u8)>> {
+        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        let replies = self.request(msg, NLM_F_DUMP, "list addresses", "all links")?;
+        let mut out = Vec::new();
+        for reply in replies {
+            let RouteNetlinkMessage::NewAddress(a) = reply else {
+                continue;
+            };
+            let (mut local, mut address) = (None, None);
+            for attr in &a.attributes {
+                match attr {
+                    AddressAttribute::Local(ip) => local = Some(*ip),
+                    AddressAttribute::Address(ip) => address = Some(*ip),
+                    _ => {}
+                }
+            }
+            if let Some(ip) = local.or(address) {
+                out.push((a.header.index, ip, a.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Name of link `index` (`RTM_GETLINK` dump), if it exists. Errors: [`NetlinkError::Os`].
+    pub fn link_name(&mut self, index: u32) -> Result<Option<String>> {
+        let msg = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        for reply in self.request(msg, NLM_F_DUMP, "list links", "all links")? {
+            let RouteNetlinkMessage::NewLink(l) = reply else {
+                continue;
+            };
+            if l.header.index != index {
+                continue;
+            }
+            return Ok(l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Hardware (MAC) address of link `name` (`IFLA_ADDRESS`), if it exists and has one of 6
+    /// bytes. Errors: [`NetlinkError::Os`].
+    pub fn link_mac(&mut self, name: &str) -> Result<Option<[u8; 6]>> {
+        let Some(link) = self.get_link(name, "read link")? else {
+            return Ok(None);
+        };
+        Ok(link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(m) if m.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(m);
+                Some(mac)
+            }
+            _ => None,
+        }))
+    }
+
+    /// Create a macvlan interface `name` in bridge mode on host link `parent`, directly in the
+    /// network namespace of process `pid` (`IFLA_LINK` + `IFLA_NET_NS_PID`, as
+    /// `ip link add link PARENT name NAME netns PID type macvlan mode bridge`). The kernel gives
+    /// it a fresh random MAC. Errors: [`NetlinkError::Os`], e.g. `ENODEV` (no parent), `ESRCH`.
+    pub fn create_macvlan(&mut self, name: &str, parent: u32, pid: i32) -> Result<()> {
+        let op = "create macvlan";
+        check_name(op, name)?;
+        let Some(pid) = u32::try_from(pid).ok().filter(|&p| p > 0) else {
+            return Err(invalid(op, name, format!("pid {pid}")));
+        };
+        let info = LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Bridge,
+            )])),
+        ]);
+        let attrs = vec![
+            LinkAttribute::IfName(name.into()),
+            LinkAttribute::Link(parent),
+            LinkAttribute::NetNsPid(pid),
+            info,
+        ];
+        let msg = RouteNetlinkMessage::NewLink(link_msg(0, attrs));
+        self.request(msg, NLM_F_CREATE | NLM_F_EXCL, op, name)
+            .map(drop)
     }
 
     /// Addresses of link `index` as `(address, prefix length in bits)`, IPv4 and IPv6, from an

@@ -406,6 +406,30 @@ pub fn insert_context_column(
     out
 }
 
+/// The `vserver-stat --net` table: `CTX NAME STATE RXBYTES RXPKTS TXBYTES TXPKTS ADDRESSES`,
+/// byte counts exact (for billing), one line per guest.
+pub fn format_net_table(rows: &[super::NetRow]) -> String {
+    let mut out = format!(
+        "{:<6}{:<16}{:<8}{:>14}{:>10}{:>14}{:>10} ADDRESSES\n",
+        "CTX", "NAME", "STATE", "RXBYTES", "RXPKTS", "TXBYTES", "TXPKTS"
+    );
+    for r in rows {
+        let t = &r.traffic;
+        out.push_str(&format!(
+            "{:<6}{:<16}{:<8}{:>14}{:>10}{:>14}{:>10} {}\n",
+            r.xid,
+            r.name,
+            if r.running { "running" } else { "stopped" },
+            t.rx_bytes,
+            t.rx_packets,
+            t.tx_bytes,
+            t.tx_packets,
+            r.addresses.join(",")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

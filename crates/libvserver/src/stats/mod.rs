@@ -167,3 +167,40 @@ mod tests {
         );
     }
 }
+
+/// One row of `vserver-stat --net`: a configured guest with addresses, running or not.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NetRow {
+    /// Context id.
+    pub xid: u32,
+    /// Guest name.
+    pub name: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// Its addresses (`ADDR/PREFIX`).
+    pub addresses: Vec<String>,
+    /// Traffic so far (saved totals plus live counters).
+    pub traffic: crate::guest::network::Traffic,
+}
+
+/// The `vserver-stat --net` rows of the guests configured under `paths`, sorted by context id.
+/// Guests whose NAME.toml does not load are left out.
+pub fn net_rows(paths: &crate::paths::Paths) -> Vec<NetRow> {
+    let mut rows: Vec<NetRow> = crate::guest::configured_guests(paths)
+        .into_iter()
+        .filter_map(|(name, _)| crate::guest::Guest::load(paths, &name).ok())
+        .filter(|g| !g.config.interface.is_empty())
+        .map(|g| {
+            let st = g.running();
+            NetRow {
+                xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
+                running: st.is_some(),
+                addresses: g.addresses(),
+                traffic: crate::guest::network::traffic(&g),
+                name: g.name,
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| r.xid);
+    rows
+}

@@ -63,8 +63,12 @@ pub struct BuildOptions {
     pub context: Option<u32>,
     /// Host name; default the guest name.
     pub hostname: Option<String>,
-    /// Interfaces as `[BRIDGE:]IP/PREFIX`.
+    /// Interfaces as `[MODE:][DEV:]IP/PREFIX[,IP/PREFIX...]` ([`parse_interface_arg`]).
     pub interfaces: Vec<String>,
+    /// Masquerade the outbound traffic of the veth interfaces (NAT).
+    pub nat: bool,
+    /// Port forwards as `HOST_PORT:GUEST_PORT[/tcp|/udp]` ([`parse_forward_arg`]).
+    pub forwards: Vec<String>,
     /// Init style; default builtin.
     pub init_style: Option<InitStyle>,
     /// Guest root; default ROOTBASE/NAME.
@@ -75,21 +79,72 @@ pub struct BuildOptions {
     pub disk_size: Option<String>,
 }
 
-/// Parse `--interface [BRIDGE:]IP/PREFIX` (IPv6 addresses contain ':', so the bridge part is
-/// taken only when the rest parses as an address).
+/// Parse `--interface [MODE:][DEV:]IP/PREFIX[,IP/PREFIX...]`: MODE is `veth` (default),
+/// `macvlan` or `classic`; DEV is the bridge (veth), the host NIC (macvlan) or the host interface
+/// that carries the addresses (classic). IPv6 addresses contain ':', so a part is taken as DEV
+/// only when the whole rest does not parse as addresses by itself.
 pub fn parse_interface_arg(s: &str) -> Result<InterfaceConfig, String> {
-    let (bridge, addr) = match s.split_once(':') {
-        Some((b, rest)) if validate_ifname(b).is_ok() && parse_cidr(rest).is_ok() => {
-            (Some(b.to_string()), rest)
+    let addrs_ok = |t: &str| !t.is_empty() && t.split(',').all(|a| parse_cidr(a).is_ok());
+    let mut rest = s;
+    let mut mode = config::NetMode::Veth;
+    if let Some((m, r)) = rest.split_once(':') {
+        let m = match m {
+            "veth" => Some(config::NetMode::Veth),
+            "macvlan" => Some(config::NetMode::Macvlan),
+            "classic" => Some(config::NetMode::Classic),
+            _ => None,
+        };
+        if let Some(m) = m {
+            mode = m;
+            rest = r;
         }
-        _ => (None, s),
+    }
+    let mut dev = None;
+    if !addrs_ok(rest) {
+        if let Some((d, r)) = rest.split_once(':') {
+            if validate_ifname(d).is_ok() && addrs_ok(r) {
+                dev = Some(d.to_string());
+                rest = r;
+            }
+        }
+    }
+    for a in rest.split(',') {
+        parse_cidr(a)?;
+    }
+    let (bridge, dev) = match mode {
+        config::NetMode::Veth => (dev.unwrap_or_else(config::default_bridge), None),
+        _ => (config::default_bridge(), dev),
     };
-    parse_cidr(addr)?;
     Ok(InterfaceConfig {
-        address: addr.to_string(),
-        bridge: bridge.unwrap_or_else(config::default_bridge),
-        gateway: None,
+        mode,
+        address: config::StrList(rest.split(',').map(String::from).collect()),
+        bridge,
+        dev,
+        gateway: Default::default(),
         name: None,
+        nat: false,
+    })
+}
+
+/// Parse `--forward HOST_PORT:GUEST_PORT[/tcp|/udp]`.
+pub fn parse_forward_arg(s: &str) -> Result<config::ForwardConfig, String> {
+    let (ports, protocol) = s.split_once('/').unwrap_or((s, "tcp"));
+    let (h, g) = ports
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not HOST_PORT:GUEST_PORT[/tcp|/udp]"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("'{p}' is not a port (1-65535)"))
+    };
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(format!("'{protocol}' is neither tcp nor udp"));
+    }
+    Ok(config::ForwardConfig {
+        host_port: port(h)?,
+        guest_port: port(g)?,
+        protocol: protocol.to_string(),
     })
 }
 
@@ -133,7 +188,16 @@ pub fn build(
     }
     let mut interfaces = Vec::new();
     for i in &o.interfaces {
-        interfaces.push(parse_interface_arg(i).map_err(|m| err(format!("--interface {i}: {m}")))?);
+        let mut ifc = parse_interface_arg(i).map_err(|m| err(format!("--interface {i}: {m}")))?;
+        ifc.nat = o.nat && ifc.mode == config::NetMode::Veth;
+        interfaces.push(ifc);
+    }
+    if o.nat && !interfaces.iter().any(|i| i.nat) {
+        return Err(err(String::from("--nat needs a veth --interface")));
+    }
+    let mut forwards = Vec::new();
+    for f in &o.forwards {
+        forwards.push(parse_forward_arg(f).map_err(|m| err(format!("--forward {f}: {m}")))?);
     }
     let xid = match o.context {
         Some(x) => {
@@ -255,6 +319,7 @@ pub fn build(
         root: o.root.clone(),
         mark: Vec::new(),
         interface: interfaces,
+        forward: forwards,
         capabilities: Default::default(),
         init: config::InitConfig {
             style: o.init_style.unwrap_or_default(),
@@ -645,8 +710,10 @@ fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), 
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for i in &cfg.interface {
-        if let Some((a, _)) = i.address.split_once('/') {
-            hosts.push_str(&format!("{a}\t{hostname}\n"));
+        for a in &i.address.0 {
+            if let Some((a, _)) = a.split_once('/') {
+                hosts.push_str(&format!("{a}\t{hostname}\n"));
+            }
         }
     }
     if cfg.interface.is_empty() {
@@ -668,16 +735,36 @@ mod tests {
 
     #[test]
     fn interface_args() {
+        use config::NetMode;
         let i = parse_interface_arg("10.77.0.2/24").unwrap();
         assert_eq!(
-            (i.address.as_str(), i.bridge.as_str()),
-            ("10.77.0.2/24", "vsbr0")
+            (i.address.0.as_slice(), i.bridge.as_str(), i.mode),
+            (&["10.77.0.2/24".to_string()][..], "vsbr0", NetMode::Veth)
         );
         let i = parse_interface_arg("br9:10.0.0.5/16").unwrap();
         assert_eq!(i.bridge, "br9");
         let i = parse_interface_arg("fd00::2/64").unwrap();
-        assert_eq!(i.address, "fd00::2/64");
+        assert_eq!(i.address.0, ["fd00::2/64"]);
+        // "2001" would be a valid interface name, but the whole parses as an address.
+        let i = parse_interface_arg("2001:db8::1/64").unwrap();
+        assert_eq!((i.address.0.len(), i.bridge.as_str()), (1, "vsbr0"));
+        let i = parse_interface_arg("veth:br9:10.0.0.5/16,fd00::5/64").unwrap();
+        assert_eq!((i.bridge.as_str(), i.address.0.len()), ("br9", 2));
+        let i = parse_interface_arg("macvlan:eth1:192.168.1.50/24").unwrap();
+        assert_eq!((i.mode, i.dev.as_deref()), (NetMode::Macvlan, Some("eth1")));
+        let i = parse_interface_arg("classic:10.1.2.3/32").unwrap();
+        assert_eq!((i.mode, i.dev), (NetMode::Classic, None));
         assert!(parse_interface_arg("10.0.0.5").is_err());
+        assert!(parse_interface_arg("bogus:thing:10.0.0.5/24").is_err());
+        let f = parse_forward_arg("8080:80").unwrap();
+        assert_eq!(
+            (f.host_port, f.guest_port, f.protocol.as_str()),
+            (8080, 80, "tcp")
+        );
+        assert_eq!(parse_forward_arg("53:5353/udp").unwrap().protocol, "udp");
+        assert!(parse_forward_arg("0:80").is_err());
+        assert!(parse_forward_arg("80").is_err());
+        assert!(parse_forward_arg("1:2/sctp").is_err());
     }
 
     #[test]

@@ -22,6 +22,9 @@ struct Cli {
     /// Prometheus text format (for node_exporter's textfile collector or a scrape proxy).
     #[arg(long, conflicts_with = "json")]
     prometheus: bool,
+    /// Network view: CTX, addresses, bytes and packets in and out (totals kept across restarts).
+    #[arg(long, conflicts_with = "prometheus")]
+    net: bool,
     /// Accepted for util-vserver compatibility; rows are sorted by context id.
     #[arg(long)]
     sort: Option<String>,
@@ -36,7 +39,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rows = collect(&layout, &cli.paths.paths().run_dir, Path::new("/proc"));
+    let paths = cli.paths.paths();
+    if cli.net {
+        let rows = libvserver::stats::net_rows(&paths);
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+        } else {
+            print!("{}", libvserver::stats::format::format_net_table(&rows));
+        }
+        return ExitCode::SUCCESS;
+    }
+    let rows = collect(&layout, &paths.run_dir, Path::new("/proc"));
     if cli.prometheus {
         print!("{}", libvserver::stats::prometheus::render(&rows));
     } else if cli.json {

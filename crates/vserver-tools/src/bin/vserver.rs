@@ -52,9 +52,17 @@ enum Cmd {
         /// Host name; default: the guest name.
         #[arg(long)]
         hostname: Option<String>,
-        /// [BRIDGE:]IP/PREFIX, repeatable.
+        /// [MODE:][DEV:]IP/PREFIX[,IP/PREFIX...], repeatable. MODE: veth (default; DEV is the
+        /// bridge, default vsbr0), macvlan (DEV is the host NIC) or classic (the host's own
+        /// stack; DEV is the host interface that carries the addresses).
         #[arg(long = "interface")]
         interfaces: Vec<String>,
+        /// Masquerade the guest's outbound traffic (veth interfaces).
+        #[arg(long)]
+        nat: bool,
+        /// Forward a host port to the guest: HOST_PORT:GUEST_PORT[/tcp|/udp], repeatable.
+        #[arg(long = "forward")]
+        forwards: Vec<String>,
         /// Init style.
         #[arg(long, value_enum)]
         initstyle: Option<Style>,
@@ -94,6 +102,8 @@ enum Cmd {
     /// nice) now and in NAME.toml; VALUE "none" removes it. Negative values work as is.
     #[command(allow_negative_numbers = true)]
     Limit { key: String, value: String },
+    /// Set the guest's network traffic totals (status, vserver-stat --net) back to zero.
+    ResetAccounting,
     /// Freeze every process of the guest.
     Suspend,
     /// Thaw a suspended guest.
@@ -156,6 +166,8 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             context,
             hostname,
             interfaces,
+            nat,
+            forwards,
             initstyle,
             rootdir,
             source,
@@ -185,6 +197,8 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 context,
                 hostname,
                 interfaces,
+                nat,
+                forwards,
                 init_style,
                 root: rootdir,
                 force,
@@ -221,6 +235,11 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             do_start(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::ResetAccounting => {
+            let g = load(&paths, &cli.name)?;
+            guest::network::reset_traffic(&g).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status { json } => {
             let g = load(&paths, &cli.name)?;
             let s = guest::status(&g).map_err(|e| fail(e.into()))?;
@@ -232,6 +251,11 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 println!("Uptime:              {}", human_secs(s.uptime_secs));
                 if !s.addresses.is_empty() {
                     println!("Addresses:           {}", s.addresses.join(" "));
+                    let t = &s.traffic;
+                    println!(
+                        "Traffic:             in {} bytes ({} packets), out {} bytes ({} packets)",
+                        t.rx_bytes, t.rx_packets, t.tx_bytes, t.tx_packets
+                    );
                 }
                 if let Some(d) = &s.disk {
                     println!(

@@ -1,0 +1,740 @@
+//! A guest's network from start to stop: address conflicts, host bridges, the guest's links,
+//! the nftables tables `vs<xid>` (anti-spoofing, NAT, port forwards, byte and packet counters)
+//! and, for classic guests, the eBPF socket hooks. Every host object made here carries the
+//! guest's context id in its name (`vs<xid>-<n>` links, `vs<xid>` tables), so a start after a
+//! crash and a stop find and remove exactly what the guest caused.
+//!
+//! Accounting: the counters `rx` (bytes and packets into the guest) and `tx` (out of it) live in
+//! the guest's tables while it runs; stop adds them to `ROOTBASE/.accounting/NAME.json`, so the
+//! totals survive restarts until `vserver NAME reset-accounting`.
+
+use super::{failed, Guest, GuestError, RunState};
+use crate::config::NetMode;
+use crate::context::GuestIface;
+use crate::net::bpf::{self, ClassicAddrs};
+use crate::net::netlink::Netlink;
+use crate::net::nft::{self, expr};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// nftables table name of context `xid` (in the `netdev` and `inet` families).
+pub fn table_name(xid: u32) -> String {
+    format!("vs{xid}")
+}
+
+/// Every address of the guest, in configuration order.
+pub fn guest_addrs(g: &Guest) -> Vec<(IpAddr, u8)> {
+    g.config
+        .interface
+        .iter()
+        .flat_map(|i| i.addrs().unwrap_or_default())
+        .collect()
+}
+
+/// Bytes and packets in and out of a guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Bytes received by the guest (IP level: headers included, link layer not).
+    pub rx_bytes: u64,
+    /// Packets received by the guest.
+    pub rx_packets: u64,
+    /// Bytes sent by the guest.
+    pub tx_bytes: u64,
+    /// Packets sent by the guest.
+    pub tx_packets: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, o: &Traffic) {
+        self.rx_bytes += o.rx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_packets += o.tx_packets;
+    }
+}
+
+fn accounting_file(g: &Guest) -> std::path::PathBuf {
+    g.paths
+        .root_base
+        .join(".accounting")
+        .join(format!("{}.json", g.name))
+}
+
+fn saved_traffic(g: &Guest) -> Traffic {
+    std::fs::read_to_string(accounting_file(g))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Counters of the guest's live tables (host side, and for macvlan the guest's own netns when
+/// `netns` is given).
+fn live_traffic(xid: u32, netns: Option<&OwnedFd>) -> Traffic {
+    let mut t = Traffic::default();
+    let name = table_name(xid);
+    let mut read = |family: &str, ns: Option<&OwnedFd>| {
+        for (n, p, b) in nft::counters(family, &name, ns.map(|f| f.as_fd())).unwrap_or_default() {
+            match n.as_str() {
+                "rx" => {
+                    t.rx_bytes += b;
+                    t.rx_packets += p;
+                }
+                "tx" => {
+                    t.tx_bytes += b;
+                    t.tx_packets += p;
+                }
+                _ => {}
+            }
+        }
+    };
+    read("netdev", None);
+    read("inet", None);
+    if netns.is_some() {
+        read("netdev", netns);
+    }
+    t
+}
+
+fn guest_netns(st: &RunState) -> Option<OwnedFd> {
+    if !st.init_alive() {
+        return None;
+    }
+    std::fs::File::open(format!("/proc/{}/ns/net", st.init_pid))
+        .ok()
+        .map(OwnedFd::from)
+}
+
+/// The guest's traffic so far: saved totals plus the live counters of a running guest.
+pub fn traffic(g: &Guest) -> Traffic {
+    let mut t = saved_traffic(g);
+    if let Some(st) = g.running() {
+        t.add(&live_traffic(st.xid, guest_netns(&st).as_ref()));
+    }
+    t
+}
+
+/// Set the guest's saved traffic totals to zero (live counters of a running guest too).
+/// Errors: the file cannot be removed.
+pub fn reset_traffic(g: &Guest) -> Result<(), GuestError> {
+    if let Some(st) = g.running() {
+        let ns = guest_netns(&st);
+        let name = table_name(st.xid);
+        for (family, ns) in [("netdev", None), ("inet", None), ("netdev", ns.as_ref())] {
+            let cmds = ["rx", "tx"]
+                .iter()
+                .map(
+                    |c| json!({"reset": {"counter": {"family": family, "table": name, "name": c}}}),
+                )
+                .collect();
+            let _ = nft::apply(cmds, ns.map(|f| f.as_fd()));
+        }
+    }
+    match std::fs::remove_file(accounting_file(g)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(failed(
+            &g.name,
+            format!("remove {}: {e}", accounting_file(g).display()),
+        )),
+    }
+}
+
+/// Refuse addresses that a running guest or the host already has. Classic guests without
+/// `dev` must find their addresses on the host instead. Errors name the other holder.
+fn check_conflicts(g: &Guest, nl: &mut Netlink) -> Result<(), GuestError> {
+    let mine = guest_addrs(g);
+    for other in super::state::running_guests(&g.paths.run_dir) {
+        if other.name == g.name {
+            continue;
+        }
+        for a in &other.addresses {
+            let ip = a.split('/').next().and_then(|s| s.parse::<IpAddr>().ok());
+            if let Some((ip, _)) = mine.iter().find(|(m, _)| Some(*m) == ip) {
+                return Err(failed(
+                    &g.name,
+                    format!(
+                        "address {ip} is in use by running guest {} (context {})",
+                        other.name, other.xid
+                    ),
+                ));
+            }
+        }
+    }
+    let host = nl
+        .all_addresses()
+        .map_err(|e| failed(&g.name, e.to_string()))?;
+    for ifc in &g.config.interface {
+        for (ip, _) in ifc.addrs().unwrap_or_default() {
+            let on_host = host.iter().find(|(_, a, _)| *a == ip);
+            let must_exist = ifc.mode == NetMode::Classic && ifc.dev.is_none();
+            match (on_host, must_exist) {
+                (Some((idx, _, _)), false) => {
+                    let dev = nl
+                        .link_name(*idx)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| format!("#{idx}"));
+                    return Err(failed(
+                        &g.name,
+                        format!("address {ip} is in use by the host (interface {dev})"),
+                    ));
+                }
+                (None, true) => {
+                    return Err(failed(
+                        &g.name,
+                        format!(
+                            "classic address {ip} is not one of the host's; add it to a host \
+                             interface or set dev = \"IFACE\" in [[interface]]"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the start needs from the network: the interfaces to configure inside the guest, the
+/// classic addresses to enforce, and the host addresses added for classic interfaces.
+#[derive(Debug, Default)]
+pub(crate) struct NetPlan {
+    /// Interfaces configured in the guest's own network namespace.
+    pub ifaces: Vec<GuestIface>,
+    /// Classic guests: the addresses the socket hooks allow.
+    pub classic: Option<ClassicAddrs>,
+    /// `(host interface, ADDR/PREFIX)` added for classic interfaces with `dev`.
+    pub added: Vec<(String, String)>,
+}
+
+/// Before the guest exists: check conflicts, prepare bridges (gateway addresses, and
+/// route_localnet where ports are forwarded, so 127.0.0.1 can be forwarded) and classic host
+/// addresses. Errors: [`GuestError`] naming the address, bridge or interface.
+pub(crate) fn prepare(g: &Guest) -> Result<NetPlan, GuestError> {
+    let mut plan = NetPlan::default();
+    if g.config.interface.is_empty() {
+        return Ok(plan);
+    }
+    let err = |e: crate::net::netlink::NetlinkError| failed(&g.name, e.to_string());
+    let mut nl = Netlink::open().map_err(err)?;
+    check_conflicts(g, &mut nl)?;
+    let mut routed = (false, false);
+    if g.config.classic_network() {
+        let mut c = ClassicAddrs {
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        for ifc in &g.config.interface {
+            for (ip, prefix) in ifc.addrs().map_err(|m| failed(&g.name, m))? {
+                match ip {
+                    IpAddr::V4(a) => c.v4.push(a),
+                    IpAddr::V6(a) => c.v6.push(a),
+                }
+                if let Some(dev) = &ifc.dev {
+                    let idx = nl.link_index(dev).map_err(err)?.ok_or_else(|| {
+                        failed(&g.name, format!("host interface {dev} does not exist"))
+                    })?;
+                    plan.added.push((dev.clone(), format!("{ip}/{prefix}")));
+                    let rec = serde_json::to_string(&plan.added).unwrap_or_default();
+                    std::fs::write(g.run_dir().file(ADDED_FILE), rec).map_err(|e| {
+                        failed(&g.name, format!("record the classic addresses: {e}"))
+                    })?;
+                    nl.add_address(idx, ip, prefix).map_err(err)?;
+                }
+            }
+        }
+        plan.classic = Some(c);
+        return Ok(plan);
+    }
+    for (i, ifc) in g.config.interface.iter().enumerate() {
+        let addrs = ifc.addrs().map_err(|m| failed(&g.name, m))?;
+        let mut gateways = Vec::new();
+        if ifc.mode == NetMode::Veth {
+            let br = nl.ensure_bridge(&ifc.bridge).map_err(err)?;
+            for (a, p) in &addrs {
+                if let Some(gw) = ifc.gateway_for(*a, *p) {
+                    nl.add_address(br, gw, *p).map_err(err)?;
+                }
+            }
+            nl.set_up(br).map_err(err)?;
+            if !g.config.forward.is_empty() {
+                set_sysctl(&format!("net/ipv4/conf/{}/route_localnet", ifc.bridge), "1")
+                    .map_err(|m| failed(&g.name, m))?;
+            }
+            if ifc.nat || !g.config.forward.is_empty() {
+                // IPv4 forwards what arrives on an interface with forwarding on: our bridge.
+                // The host's uplink is the administrator's (see the README).
+                set_sysctl(&format!("net/ipv4/conf/{}/forwarding", ifc.bridge), "1")
+                    .map_err(|m| failed(&g.name, m))?;
+            }
+        } else if let Some(dev) = &ifc.dev {
+            if nl.link_index(dev).map_err(err)?.is_none() {
+                return Err(failed(
+                    &g.name,
+                    format!("host interface {dev} (macvlan parent) does not exist"),
+                ));
+            }
+        }
+        for (a, p) in &addrs {
+            let first = if a.is_ipv4() {
+                &mut routed.0
+            } else {
+                &mut routed.1
+            };
+            if let (false, Some(gw)) = (*first, ifc.gateway_for(*a, *p)) {
+                *first = true;
+                gateways.push(gw);
+            }
+        }
+        plan.ifaces.push(GuestIface {
+            name: ifc.name.clone().unwrap_or_else(|| format!("eth{i}")),
+            addrs,
+            gateways,
+        });
+    }
+    Ok(plan)
+}
+
+fn set_sysctl(key: &str, value: &str) -> Result<(), String> {
+    std::fs::write(format!("/proc/sys/{key}"), value).map_err(|e| format!("sysctl {key}: {e}"))
+}
+
+/// Once the guest's first process `pid` exists (before it runs guest code): its links, the
+/// nftables tables and, for classic guests, the socket hooks on the cgroup v2 directory
+/// `cgroup_v2`. Errors: a message naming the failed step (the caller removes what was made).
+pub(crate) fn attach(
+    g: &Guest,
+    plan: &NetPlan,
+    pid: i32,
+    cgroup_v2: Option<&OwnedFd>,
+) -> Result<(), String> {
+    let xid = g.config.context;
+    let table = table_name(xid);
+    if let Some(c) = &plan.classic {
+        let cg = cgroup_v2.ok_or_else(|| {
+            String::from("classic networking needs a cgroup v2 hierarchy for its socket hooks")
+        })?;
+        bpf::attach_classic(cg.as_fd(), c)?;
+        let all: Vec<(IpAddr, u8)> = guest_addrs(g)
+            .into_iter()
+            .map(|(a, _)| (a, if a.is_ipv4() { 32 } else { 128 }))
+            .collect();
+        let mut cmds = vec![
+            expr::table("inet", &table),
+            expr::counter_obj("inet", &table, "rx"),
+            expr::counter_obj("inet", &table, "tx"),
+            expr::base_chain("inet", &table, "in", "filter", "input", -150, None),
+            expr::base_chain("inet", &table, "out", "filter", "output", -150, None),
+        ];
+        for (chain, field, counter) in [("in", "daddr", "rx"), ("out", "saddr", "tx")] {
+            for fam in ["ip", "ip6"] {
+                let set: Vec<(IpAddr, u8)> = all
+                    .iter()
+                    .filter(|(a, _)| a.is_ipv4() == (fam == "ip"))
+                    .copied()
+                    .collect();
+                if set.is_empty() {
+                    continue;
+                }
+                cmds.push(expr::rule(
+                    "inet",
+                    &table,
+                    chain,
+                    vec![
+                        expr::cmp(expr::payload(fam, field), "==", expr::addr_set(&set)),
+                        expr::count(counter),
+                    ],
+                ));
+            }
+        }
+        return nft::apply(cmds, None);
+    }
+    let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+    let mut host_cmds = Vec::new();
+    let mut netns_cmds = Vec::new();
+    for (i, (ifc, cfg)) in plan.ifaces.iter().zip(&g.config.interface).enumerate() {
+        match cfg.mode {
+            NetMode::Veth => {
+                let host = g.veth_name(i);
+                let _ = nl.delete_link(&host);
+                let idx = nl
+                    .create_veth(&host, &ifc.name, pid)
+                    .map_err(|e| e.to_string())?;
+                let br = nl
+                    .link_index(&cfg.bridge)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("bridge {} vanished", cfg.bridge))?;
+                nl.set_master(idx, br).map_err(|e| e.to_string())?;
+                nl.set_up(idx).map_err(|e| e.to_string())?;
+                // Frames the guest sends carry its end's MAC, read from inside its namespace.
+                let mac = peer_mac(pid, &ifc.name)?;
+                if host_cmds.is_empty() {
+                    host_cmds.extend(counter_table(&table));
+                }
+                host_cmds.extend(guard_chains(&table, i, &host, mac, &ifc.addrs, false));
+            }
+            NetMode::Macvlan => {
+                let parent = cfg.dev.as_deref().unwrap_or_default();
+                let p = nl
+                    .link_index(parent)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("host interface {parent} vanished"))?;
+                nl.create_macvlan(&ifc.name, p, pid)
+                    .map_err(|e| e.to_string())?;
+                let mac = peer_mac(pid, &ifc.name)?;
+                if netns_cmds.is_empty() {
+                    netns_cmds.extend(counter_table(&table));
+                }
+                netns_cmds.extend(guard_chains(&table, i, &ifc.name, mac, &ifc.addrs, true));
+            }
+            NetMode::Classic => {}
+        }
+    }
+    nft::apply(host_cmds, None)?;
+    if !netns_cmds.is_empty() {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(|e| format!("open the guest's network namespace: {e}"))?;
+        nft::apply(netns_cmds, Some(ns.as_fd()))?;
+    }
+    nft::apply(nat_rules(g, &table), None)
+}
+
+fn counter_table(table: &str) -> Vec<Value> {
+    vec![
+        expr::table("netdev", table),
+        expr::counter_obj("netdev", table, "rx"),
+        expr::counter_obj("netdev", table, "tx"),
+    ]
+}
+
+/// MAC of interface `name` in the network namespace of `pid`, read from a thread that joins it.
+fn peer_mac(pid: i32, name: &str) -> Result<[u8; 6], String> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("open the guest's network namespace: {e}"))?;
+    let name = name.to_string();
+    std::thread::spawn(move || -> Result<[u8; 6], String> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("join the guest's network namespace: {e}"))?;
+        let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+        nl.link_mac(&name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("interface {name} has no MAC address"))
+    })
+    .join()
+    .map_err(|_| String::from("the namespace thread panicked"))?
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The anti-spoofing and counting chains of interface `i` on device `dev`. Host side of a veth
+/// (`inside` false): ingress sees what the guest sends, egress what it receives. Inside the
+/// guest's namespace (macvlan, `inside` true) it is the other way round.
+fn guard_chains(
+    table: &str,
+    i: usize,
+    dev: &str,
+    mac: [u8; 6],
+    addrs: &[(IpAddr, u8)],
+    inside: bool,
+) -> Vec<Value> {
+    let (from, to) = if inside {
+        ("egress", "ingress")
+    } else {
+        ("ingress", "egress")
+    };
+    let (cf, ct) = (format!("from_guest{i}"), format!("to_guest{i}"));
+    let mut v = vec![
+        expr::base_chain("netdev", table, &cf, "filter", from, -500, Some(dev)),
+        expr::base_chain("netdev", table, &ct, "filter", to, -500, Some(dev)),
+    ];
+    let drop_unless = |proto: &str, left: Value, allowed: Value| {
+        expr::rule(
+            "netdev",
+            table,
+            &cf,
+            vec![
+                expr::cmp(expr::meta("protocol"), "==", json!(proto)),
+                expr::cmp(left, "!=", allowed),
+                expr::drop(),
+            ],
+        )
+    };
+    v.push(expr::rule(
+        "netdev",
+        table,
+        &cf,
+        vec![
+            expr::cmp(expr::payload("ether", "saddr"), "!=", json!(mac_text(mac))),
+            expr::drop(),
+        ],
+    ));
+    let host = |a: &IpAddr| (*a, if a.is_ipv4() { 32 } else { 128 });
+    let v4: Vec<(IpAddr, u8)> = addrs
+        .iter()
+        .filter(|(a, _)| a.is_ipv4())
+        .map(|(a, _)| host(a))
+        .collect();
+    let mut v6: Vec<(IpAddr, u8)> = addrs
+        .iter()
+        .filter(|(a, _)| a.is_ipv6())
+        .map(|(a, _)| host(a))
+        .collect();
+    // Duplicate address detection sends from ::, neighbour discovery from link-local.
+    v6.push(("::".parse().expect("literal"), 128));
+    v6.push(("fe80::".parse().expect("literal"), 10));
+    let none4 = json!({"set": ["0.0.0.0"]});
+    let set4 = if v4.is_empty() {
+        none4
+    } else {
+        expr::addr_set(&v4)
+    };
+    v.push(drop_unless(
+        "ip",
+        expr::payload("ip", "saddr"),
+        set4.clone(),
+    ));
+    v.push(drop_unless("arp", expr::payload("arp", "saddr ip"), set4));
+    v.push(drop_unless(
+        "ip6",
+        expr::payload("ip6", "saddr"),
+        expr::addr_set(&v6),
+    ));
+    v.push(expr::rule(
+        "netdev",
+        table,
+        &cf,
+        vec![
+            expr::cmp(
+                expr::meta("protocol"),
+                "!=",
+                json!({"set": ["ip", "ip6", "arp"]}),
+            ),
+            expr::drop(),
+        ],
+    ));
+    v.push(expr::rule("netdev", table, &cf, vec![expr::count("tx")]));
+    v.push(expr::rule("netdev", table, &ct, vec![expr::count("rx")]));
+    v
+}
+
+/// NAT and port forwards of a veth guest, in `inet vs<xid>` on the host.
+fn nat_rules(g: &Guest, table: &str) -> Vec<Value> {
+    let veths: Vec<_> = g
+        .config
+        .interface
+        .iter()
+        .filter(|i| i.mode == NetMode::Veth)
+        .collect();
+    let nat: Vec<_> = veths.iter().filter(|i| i.nat).collect();
+    if nat.is_empty() && g.config.forward.is_empty() {
+        return Vec::new();
+    }
+    let mut v = vec![
+        expr::table("inet", table),
+        expr::base_chain("inet", table, "post", "nat", "postrouting", 100, None),
+    ];
+    for ifc in &nat {
+        for (a, _) in ifc.addrs().unwrap_or_default() {
+            let fam = if a.is_ipv4() { "ip" } else { "ip6" };
+            v.push(expr::rule(
+                "inet",
+                table,
+                "post",
+                vec![
+                    expr::cmp(expr::payload(fam, "saddr"), "==", json!(a.to_string())),
+                    expr::cmp(expr::meta("oifname"), "!=", json!(ifc.bridge)),
+                    expr::masquerade(),
+                ],
+            ));
+        }
+    }
+    if g.config.forward.is_empty() {
+        return v;
+    }
+    v.push(expr::base_chain(
+        "inet",
+        table,
+        "pre",
+        "nat",
+        "prerouting",
+        -100,
+        None,
+    ));
+    v.push(expr::base_chain(
+        "inet", table, "out", "nat", "output", -100, None,
+    ));
+    let first = |v4: bool| {
+        veths
+            .iter()
+            .flat_map(|i| i.addrs().unwrap_or_default())
+            .find(|(a, _)| a.is_ipv4() == v4)
+    };
+    for f in &g.config.forward {
+        for (target, _) in [first(true), first(false)].into_iter().flatten() {
+            let nfproto = if target.is_ipv4() { "ipv4" } else { "ipv6" };
+            let m = vec![
+                expr::cmp(expr::meta("nfproto"), "==", json!(nfproto)),
+                expr::to_local_address(),
+                expr::cmp(
+                    expr::payload(&f.protocol, "dport"),
+                    "==",
+                    json!(f.host_port),
+                ),
+                expr::dnat(target, f.guest_port),
+            ];
+            v.push(expr::rule("inet", table, "pre", m.clone()));
+            v.push(expr::rule("inet", table, "out", m));
+        }
+    }
+    // Replies must come back through us: masquerade what was forwarded from this host
+    // (127.0.0.1, ::1 and its own addresses) and from the guest's own subnet (hairpin).
+    for (target, prefix) in [first(true), first(false)].into_iter().flatten() {
+        let fam = if target.is_ipv4() { "ip" } else { "ip6" };
+        let subnet = (target, prefix);
+        let lo = if target.is_ipv4() {
+            ("127.0.0.0".parse().expect("literal"), 8)
+        } else {
+            ("::1".parse().expect("literal"), 128)
+        };
+        v.push(expr::rule(
+            "inet",
+            table,
+            "post",
+            vec![
+                expr::cmp(expr::payload(fam, "daddr"), "==", json!(target.to_string())),
+                expr::ct_dnat(),
+                expr::cmp(
+                    expr::payload(fam, "saddr"),
+                    "==",
+                    expr::addr_set(&[lo, subnet]),
+                ),
+                expr::masquerade(),
+            ],
+        ));
+        v.push(expr::rule(
+            "inet",
+            table,
+            "post",
+            vec![
+                expr::cmp(expr::payload(fam, "daddr"), "==", json!(target.to_string())),
+                expr::ct_dnat(),
+                expr::cmp(expr::meta("iifname"), "==", json!("lo")),
+                expr::masquerade(),
+            ],
+        ));
+    }
+    v
+}
+
+/// Remove what the guest's network made on the host and keep its traffic: the host-side counters
+/// are added to the saved totals first. Never fails: each step is best effort, and the names are the
+/// guest's own, so nothing else is touched.
+pub(crate) fn teardown(g: &Guest, xid: u32, st: Option<&RunState>) {
+    let had_network =
+        !g.config.interface.is_empty() || st.map(|s| !s.addresses.is_empty()).unwrap_or(false);
+    if !had_network {
+        return;
+    }
+    save(g, &live_traffic(xid, None));
+    let name = table_name(xid);
+    let _ = nft::delete_table("netdev", &name, None);
+    let _ = nft::delete_table("inet", &name, None);
+    let Ok(mut nl) = Netlink::open() else {
+        return;
+    };
+    // Links named after the context: as many as configured, or as the run state recorded.
+    let mut veths: Vec<String> = (0..g.config.interface.len().max(8))
+        .map(|i| format!("vs{xid}-{i}"))
+        .collect();
+    if let Some(s) = st {
+        veths.extend(s.veths.iter().cloned());
+    }
+    for v in veths {
+        let _ = nl.delete_link(&v);
+    }
+    // Classic addresses vserver put on a host interface, as recorded before they were added
+    // (so also after a start that failed before writing its state).
+    let mut added = recorded_additions(g);
+    if let Some(s) = st {
+        added.extend(s.classic_addresses.iter().cloned());
+    }
+    {
+        for (dev, a) in &added {
+            if let (Ok(Some(idx)), Ok((ip, p))) = (nl.link_index(dev), crate::config::parse_cidr(a))
+            {
+                let _ = nl.delete_address(idx, ip, p);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(g.run_dir().file(ADDED_FILE));
+}
+
+/// `RUN/NAME/classic-added.json`: host addresses a classic start added, written before adding.
+const ADDED_FILE: &str = "classic-added.json";
+
+fn recorded_additions(g: &Guest) -> Vec<(String, String)> {
+    std::fs::read_to_string(g.run_dir().file(ADDED_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Inside the monitor, when the init has exited: add the counters that live in the guest's own
+/// network namespace (macvlan interfaces) to the saved totals while `netns` still holds it.
+pub(crate) fn save_netns_traffic(g: &Guest, xid: u32, netns: &OwnedFd) {
+    let mut live = Traffic::default();
+    for (n, p, b) in
+        nft::counters("netdev", &table_name(xid), Some(netns.as_fd())).unwrap_or_default()
+    {
+        match n.as_str() {
+            "rx" => {
+                live.rx_bytes += b;
+                live.rx_packets += p;
+            }
+            "tx" => {
+                live.tx_bytes += b;
+                live.tx_packets += p;
+            }
+            _ => {}
+        }
+    }
+    save(g, &live);
+}
+
+fn save(g: &Guest, live: &Traffic) {
+    if *live == Traffic::default() {
+        return;
+    }
+    let mut t = saved_traffic(g);
+    t.add(live);
+    let f = accounting_file(g);
+    if let Some(d) = f.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let tmp = f.with_extension("json.tmp");
+    if std::fs::write(&tmp, serde_json::to_string(&t).unwrap_or_default()).is_ok() {
+        let _ = std::fs::rename(&tmp, &f);
+    }
+}
+
+/// The guest's network namespace, kept open by the monitor when its counters live there.
+pub(crate) fn netns_to_keep(g: &Guest, pid: i32) -> Option<OwnedFd> {
+    if !g
+        .config
+        .interface
+        .iter()
+        .any(|i| i.mode == NetMode::Macvlan)
+    {
+        return None;
+    }
+    std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(OwnedFd::from)
+}

@@ -1,0 +1,600 @@
+//! Classic networking: Linux-VServer's network isolation on the host's own stack, built from
+//! cgroup eBPF socket hooks attached to the guest's cgroup v2 directory.
+//!
+//! The programs are a few dozen instructions each, assembled here and loaded with bpf(2)
+//! (`BPF_PROG_LOAD`, `BPF_PROG_ATTACH`; see bpf(2) and the kernel's
+//! Documentation/bpf/prog_cgroup_sockopt.rst and `struct bpf_sock_addr` in
+//! include/uapi/linux/bpf.h). For every socket of every process in the cgroup:
+//! - bind(2) to the wildcard (0.0.0.0, ::) or to loopback is rewritten to the guest's first
+//!   address; bind to any address that is not the guest's is refused (EPERM);
+//! - connect(2) to loopback or the wildcard is redirected to the guest's own address, and the
+//!   socket is bound to the guest's address first (`bpf_bind`), so the source is always the guest's;
+//! - sendmsg(2) on unconnected UDP sockets: the same for the destination, and the source is the
+//!   guest's address (refused if the caller asked for another one with IP_PKTINFO);
+//! - socket(2) of type SOCK_RAW is refused (no sniffing, no forged packets).
+//!
+//! The programs are attached without `BPF_F_ALLOW_OVERRIDE`, so nothing below the guest's cgroup
+//! can replace them, and they live exactly as long as the cgroup does.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const PROG_TYPE_CGROUP_SOCK: u32 = 9;
+const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+
+/// Hook points (`enum bpf_attach_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Hook {
+    /// socket(2) of an AF_INET/AF_INET6 socket.
+    SockCreate = 2,
+    /// bind(2), IPv4.
+    Bind4 = 8,
+    /// bind(2), IPv6.
+    Bind6 = 9,
+    /// connect(2), IPv4.
+    Connect4 = 10,
+    /// connect(2), IPv6.
+    Connect6 = 11,
+    /// sendmsg(2) on an unconnected UDP socket, IPv4.
+    Sendmsg4 = 14,
+    /// sendmsg(2) on an unconnected UDP socket, IPv6.
+    Sendmsg6 = 15,
+}
+
+// Instruction classes, sizes, modes and operations (include/uapi/linux/bpf_common.h, bpf.h).
+const LDX_MEM_W: u8 = 0x61;
+const STX_MEM_W: u8 = 0x63;
+const ST_MEM_W: u8 = 0x62;
+const ALU64_MOV_K: u8 = 0xb7;
+const ALU64_MOV_X: u8 = 0xbf;
+const ALU64_ADD_K: u8 = 0x07;
+const JMP32_JEQ_K: u8 = 0x16;
+const JMP32_JNE_K: u8 = 0x56;
+const JMP_JA: u8 = 0x05;
+const JMP_CALL: u8 = 0x85;
+const JMP_EXIT: u8 = 0x95;
+/// `bpf_bind(ctx, struct sockaddr *, int len)` helper id.
+const HELPER_BIND: i32 = 64;
+
+// Offsets in `struct bpf_sock_addr` and `struct bpf_sock`, in bytes.
+const USER_IP4: i16 = 4;
+const USER_IP6: i16 = 8;
+const MSG_SRC_IP4: i16 = 40;
+const MSG_SRC_IP6: i16 = 44;
+const SOCK_TYPE: i16 = 8;
+
+/// One eBPF instruction (`struct bpf_insn`): opcode, dst and src registers, offset, immediate.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (dst & 0xf) | (src << 4),
+        off,
+        imm,
+    }
+}
+
+/// A 32-bit word as the program sees it when loading 4 bytes of network-order address.
+fn word(bytes: [u8; 4]) -> i32 {
+    i32::from_le_bytes(bytes)
+}
+
+fn v4_word(a: Ipv4Addr) -> i32 {
+    word(a.octets())
+}
+
+fn v6_words(a: Ipv6Addr) -> [i32; 4] {
+    let o = a.octets();
+    [0, 1, 2, 3].map(|i| word([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+}
+
+/// A tiny assembler with forward labels: jumps name a label, resolved at `finish`.
+#[derive(Default)]
+struct Asm {
+    code: Vec<Insn>,
+    labels: Vec<Option<usize>>,
+    fixups: Vec<(usize, usize)>,
+}
+
+impl Asm {
+    fn label(&mut self) -> usize {
+        self.labels.push(None);
+        self.labels.len() - 1
+    }
+    fn bind(&mut self, l: usize) {
+        self.labels[l] = Some(self.code.len());
+    }
+    fn op(&mut self, i: Insn) {
+        self.code.push(i);
+    }
+    fn jump(&mut self, code: u8, reg: u8, imm: i32, to: usize) {
+        self.fixups.push((self.code.len(), to));
+        self.op(insn(code, reg, 0, 0, imm));
+    }
+    fn ret(&mut self, v: i32) {
+        self.op(insn(ALU64_MOV_K, 0, 0, 0, v));
+        self.op(insn(JMP_EXIT, 0, 0, 0, 0));
+    }
+    fn finish(mut self) -> Vec<Insn> {
+        for (at, l) in self.fixups {
+            let target = self.labels[l].expect("every label is bound");
+            self.code[at].off = (target as i64 - at as i64 - 1) as i16;
+        }
+        self.code
+    }
+    /// r2 = ctx->field (r6 holds ctx).
+    fn load(&mut self, reg: u8, off: i16) {
+        self.op(insn(LDX_MEM_W, reg, 6, off, 0));
+    }
+    /// ctx->field = imm (through r7: stores of immediates into the context are not allowed).
+    fn store(&mut self, off: i16, imm: i32) {
+        self.op(insn(ALU64_MOV_K, 7, 0, 0, imm));
+        self.op(insn(STX_MEM_W, 6, 7, off, 0));
+    }
+    /// Jump to `to` unless the 4 words at ctx+off equal `words` (uses r2).
+    fn jump_unless_words(&mut self, off: i16, words: [i32; 4], to: usize) {
+        for (i, w) in words.iter().enumerate() {
+            self.load(2, off + 4 * i as i16);
+            self.jump(JMP32_JNE_K, 2, *w, to);
+        }
+    }
+    /// Jump to `to` if the 4 words at ctx+off equal `words` (uses r2).
+    fn jump_if_words(&mut self, off: i16, words: [i32; 4], to: usize) {
+        let next = self.label();
+        self.jump_unless_words(off, words, next);
+        self.op(insn(JMP_JA, 0, 0, 0, 0));
+        let at = self.code.len() - 1;
+        self.fixups.push((at, to));
+        self.bind(next);
+    }
+    fn store_words(&mut self, off: i16, words: [i32; 4]) {
+        for (i, w) in words.iter().enumerate() {
+            self.store(off + 4 * i as i16, *w);
+        }
+    }
+    /// bpf_bind(ctx, sockaddr on the stack at r10-len, len); the result is ignored (the socket
+    /// may already be bound, to the guest's address: the bind hook let nothing else through).
+    fn bind_source(&mut self, sockaddr: &[u8]) {
+        let len = sockaddr.len() as i16;
+        for (i, chunk) in sockaddr.chunks(4).enumerate() {
+            let mut b = [0u8; 4];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.op(insn(ST_MEM_W, 10, 0, -len + 4 * i as i16, word(b)));
+        }
+        self.op(insn(ALU64_MOV_X, 1, 6, 0, 0));
+        self.op(insn(ALU64_MOV_X, 2, 10, 0, 0));
+        self.op(insn(ALU64_ADD_K, 2, 0, 0, -(len as i32)));
+        self.op(insn(ALU64_MOV_K, 3, 0, 0, len as i32));
+        self.op(insn(JMP_CALL, 0, 0, 0, HELPER_BIND));
+    }
+}
+
+fn sockaddr_in(a: Ipv4Addr) -> Vec<u8> {
+    let mut s = vec![0u8; 16];
+    s[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    s[4..8].copy_from_slice(&a.octets());
+    s
+}
+
+fn sockaddr_in6(a: Ipv6Addr) -> Vec<u8> {
+    let mut s = vec![0u8; 28];
+    s[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+    s[8..24].copy_from_slice(&a.octets());
+    s
+}
+
+const V4_MAPPED_PREFIX: [i32; 3] = [0, 0, i32::from_le_bytes([0, 0, 0xff, 0xff])];
+
+/// The guest's addresses, as the hooks enforce them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicAddrs {
+    /// IPv4 addresses; the first is the one wildcard and loopback binds become.
+    pub v4: Vec<Ipv4Addr>,
+    /// IPv6 addresses; the first is the one wildcard and loopback binds become.
+    pub v6: Vec<Ipv6Addr>,
+}
+
+fn prog_bind4(a: &ClassicAddrs) -> Vec<Insn> {
+    let mut m = Asm::default();
+    let (rewrite, allow) = (m.label(), m.label());
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    if let Some(first) = a.v4.first() {
+        m.load(2, USER_IP4);
+        m.jump(JMP32_JEQ_K, 2, 0, rewrite);
+        m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), rewrite);
+        for x in &a.v4 {
+            m.jump(JMP32_JEQ_K, 2, v4_word(*x), allow);
+        }
+        m.ret(0);
+        m.bind(rewrite);
+        m.store(USER_IP4, v4_word(*first));
+        m.bind(allow);
+        m.ret(1);
+    } else {
+        m.bind(rewrite);
+        m.bind(allow);
+        m.ret(0);
+    }
+    m.finish()
+}
+
+/// IPv6 destination/bind address at ctx+off checked against the guest's v6 addresses and, for
+/// v4-mapped ones, its v4 addresses; wildcard and loopback are rewritten to the guest's first
+/// address. Continues at `ok6` (an IPv6 address) or `ok_mapped` (v4-mapped); else returns 0.
+fn check6(m: &mut Asm, a: &ClassicAddrs, off: i16, ok6: usize, ok_mapped: usize) {
+    let (deny, wild_or_lo) = (m.label(), m.label());
+    m.jump_if_words(off, [0; 4], wild_or_lo);
+    m.jump_if_words(off, v6_words(Ipv6Addr::LOCALHOST), wild_or_lo);
+    for x in &a.v6 {
+        m.jump_if_words(off, v6_words(*x), ok6);
+    }
+    // v4-mapped (::ffff:a.b.c.d): the v4 rules.
+    let not_mapped = deny;
+    for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
+        m.load(2, off + 4 * i as i16);
+        m.jump(JMP32_JNE_K, 2, *w, not_mapped);
+    }
+    m.load(2, off + 12);
+    let rewrite_mapped = m.label();
+    m.jump(JMP32_JEQ_K, 2, 0, rewrite_mapped);
+    m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), rewrite_mapped);
+    for x in &a.v4 {
+        m.jump(JMP32_JEQ_K, 2, v4_word(*x), ok_mapped);
+    }
+    m.jump(JMP_JA, 0, 0, deny);
+    m.bind(rewrite_mapped);
+    match a.v4.first() {
+        Some(f) => {
+            m.store(off + 12, v4_word(*f));
+            m.jump(JMP_JA, 0, 0, ok_mapped);
+        }
+        None => m.jump(JMP_JA, 0, 0, deny),
+    }
+    m.bind(wild_or_lo);
+    match (a.v6.first(), a.v4.first()) {
+        (Some(f), _) => {
+            m.store_words(off, v6_words(*f));
+            m.jump(JMP_JA, 0, 0, ok6);
+        }
+        (None, Some(f)) => {
+            let mapped_words = [
+                V4_MAPPED_PREFIX[0],
+                V4_MAPPED_PREFIX[1],
+                V4_MAPPED_PREFIX[2],
+                v4_word(*f),
+            ];
+            m.store_words(off, mapped_words);
+            m.jump(JMP_JA, 0, 0, ok_mapped);
+        }
+        (None, None) => m.jump(JMP_JA, 0, 0, deny),
+    }
+    m.bind(deny);
+    m.ret(0);
+}
+
+fn prog_bind6(a: &ClassicAddrs) -> Vec<Insn> {
+    let mut m = Asm::default();
+    let allow = m.label();
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    check6(&mut m, a, USER_IP6, allow, allow);
+    m.bind(allow);
+    m.ret(1);
+    m.finish()
+}
+
+fn prog_connect4(a: &ClassicAddrs) -> Vec<Insn> {
+    let mut m = Asm::default();
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    let Some(first) = a.v4.first() else {
+        m.ret(0);
+        return m.finish();
+    };
+    let (redirect, bind) = (m.label(), m.label());
+    m.load(2, USER_IP4);
+    m.jump(JMP32_JEQ_K, 2, 0, redirect);
+    m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), redirect);
+    m.jump(JMP_JA, 0, 0, bind);
+    m.bind(redirect);
+    m.store(USER_IP4, v4_word(*first));
+    m.bind(bind);
+    m.bind_source(&sockaddr_in(*first));
+    m.ret(1);
+    m.finish()
+}
+
+fn prog_connect6(a: &ClassicAddrs) -> Vec<Insn> {
+    let mut m = Asm::default();
+    let (ok6, ok_mapped) = (m.label(), m.label());
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    // Any destination is fine for connect: only loopback and the wildcard are redirected.
+    let (redirect, other) = (m.label(), m.label());
+    m.jump_if_words(USER_IP6, [0; 4], redirect);
+    m.jump_if_words(USER_IP6, v6_words(Ipv6Addr::LOCALHOST), redirect);
+    let mut mapped_lo = V4_MAPPED_PREFIX.to_vec();
+    mapped_lo.push(v4_word(Ipv4Addr::LOCALHOST));
+    m.jump_if_words(
+        USER_IP6,
+        [mapped_lo[0], mapped_lo[1], mapped_lo[2], mapped_lo[3]],
+        redirect,
+    );
+    m.jump(JMP_JA, 0, 0, other);
+    m.bind(redirect);
+    check6(&mut m, a, USER_IP6, ok6, ok_mapped);
+    m.bind(other);
+    // Which family is the destination? v4-mapped goes out as IPv4.
+    for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
+        m.load(2, USER_IP6 + 4 * i as i16);
+        m.jump(JMP32_JNE_K, 2, *w, ok6);
+    }
+    m.jump(JMP_JA, 0, 0, ok_mapped);
+    m.bind(ok6);
+    match a.v6.first() {
+        Some(f) => {
+            m.bind_source(&sockaddr_in6(*f));
+            m.ret(1);
+        }
+        None => m.ret(0),
+    }
+    m.bind(ok_mapped);
+    match a.v4.first() {
+        Some(f) => {
+            m.bind_source(&sockaddr_in6(f.to_ipv6_mapped()));
+            m.ret(1);
+        }
+        None => m.ret(0),
+    }
+    m.finish()
+}
+
+fn prog_sendmsg4(a: &ClassicAddrs) -> Vec<Insn> {
+    let mut m = Asm::default();
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    let Some(first) = a.v4.first() else {
+        m.ret(0);
+        return m.finish();
+    };
+    let (redirect, source, set_source, allow) = (m.label(), m.label(), m.label(), m.label());
+    m.load(2, USER_IP4);
+    m.jump(JMP32_JEQ_K, 2, 0, redirect);
+    m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), redirect);
+    m.jump(JMP_JA, 0, 0, source);
+    m.bind(redirect);
+    m.store(USER_IP4, v4_word(*first));
+    m.bind(source);
+    m.load(2, MSG_SRC_IP4);
+    m.jump(JMP32_JEQ_K, 2, 0, set_source);
+    for x in &a.v4 {
+        m.jump(JMP32_JEQ_K, 2, v4_word(*x), allow);
+    }
+    m.ret(0);
+    m.bind(set_source);
+    m.store(MSG_SRC_IP4, v4_word(*first));
+    m.bind(allow);
+    m.ret(1);
+    m.finish()
+}
+
+fn prog_sendmsg6(a: &ClassicAddrs) -> Vec<Insn> {
+    let mut m = Asm::default();
+    let (ok6, ok_mapped) = (m.label(), m.label());
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    let (redirect, source) = (m.label(), m.label());
+    m.jump_if_words(USER_IP6, [0; 4], redirect);
+    m.jump_if_words(USER_IP6, v6_words(Ipv6Addr::LOCALHOST), redirect);
+    m.jump(JMP_JA, 0, 0, source);
+    m.bind(redirect);
+    check6(&mut m, a, USER_IP6, source, source);
+    m.bind(source);
+    // The source (IPV6_PKTINFO, else chosen by routing): must be the guest's; unset becomes
+    // the guest's first address of the destination's family.
+    let unset = m.label();
+    m.jump_if_words(MSG_SRC_IP6, [0; 4], unset);
+    check6(&mut m, a, MSG_SRC_IP6, ok6, ok_mapped);
+    m.bind(unset);
+    let mapped = m.label();
+    let dst_v6 = m.label();
+    for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
+        m.load(2, USER_IP6 + 4 * i as i16);
+        m.jump(JMP32_JNE_K, 2, *w, dst_v6);
+    }
+    m.jump(JMP_JA, 0, 0, mapped);
+    m.bind(dst_v6);
+    match a.v6.first() {
+        Some(f) => {
+            m.store_words(MSG_SRC_IP6, v6_words(*f));
+            m.ret(1);
+        }
+        None => m.ret(0),
+    }
+    m.bind(mapped);
+    match a.v4.first() {
+        Some(f) => {
+            let w = [
+                V4_MAPPED_PREFIX[0],
+                V4_MAPPED_PREFIX[1],
+                V4_MAPPED_PREFIX[2],
+                v4_word(*f),
+            ];
+            m.store_words(MSG_SRC_IP6, w);
+            m.ret(1);
+        }
+        None => m.ret(0),
+    }
+    m.bind(ok6);
+    m.bind(ok_mapped);
+    m.ret(1);
+    m.finish()
+}
+
+fn prog_sock_create() -> Vec<Insn> {
+    let mut m = Asm::default();
+    let deny = m.label();
+    m.op(insn(LDX_MEM_W, 2, 1, SOCK_TYPE, 0));
+    m.jump(JMP32_JEQ_K, 2, libc::SOCK_RAW, deny);
+    m.ret(1);
+    m.bind(deny);
+    m.ret(0);
+    m.finish()
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    pad: [u64; 8],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+    pad: [u32; 11],
+}
+
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> libc::c_long {
+    // SAFETY: bpf(2) reads (and for PROG_LOAD writes the log into) the attribute struct, which
+    // is valid, zero-padded and lives for the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    }
+}
+
+/// Load one program for `hook`. Errors: the kernel's errno and the verifier's log.
+fn load(hook: Hook, insns: &[Insn]) -> Result<OwnedFd, String> {
+    let mut log = vec![0u8; 64 * 1024];
+    let license = c"GPL";
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"vs_classi");
+    let mut attr = ProgLoadAttr {
+        prog_type: if hook == Hook::SockCreate {
+            PROG_TYPE_CGROUP_SOCK
+        } else {
+            PROG_TYPE_CGROUP_SOCK_ADDR
+        },
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: hook as u32,
+        ..Default::default()
+    };
+    let fd = sys_bpf(BPF_PROG_LOAD, &mut attr);
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&log[..end]);
+        let last: Vec<&str> = text.lines().rev().take(3).collect();
+        return Err(format!(
+            "load the {hook:?} program: {e}{}",
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(" (verifier: {})", last.join(" / "))
+            }
+        ));
+    }
+    // SAFETY: a new file descriptor the kernel just returned to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Load the classic programs for `addrs` and attach them to the cgroup v2 directory `cgroup`
+/// (an fd opened on e.g. /sys/fs/cgroup/vservers/XID). Errors name the hook and carry the
+/// kernel's errno (EPERM without CAP_SYS_ADMIN, EINVAL on kernels without the hook) and, for a
+/// program the verifier refused, the end of its log.
+pub fn attach_classic(cgroup: BorrowedFd<'_>, addrs: &ClassicAddrs) -> Result<(), String> {
+    let progs = [
+        (Hook::SockCreate, prog_sock_create()),
+        (Hook::Bind4, prog_bind4(addrs)),
+        (Hook::Bind6, prog_bind6(addrs)),
+        (Hook::Connect4, prog_connect4(addrs)),
+        (Hook::Connect6, prog_connect6(addrs)),
+        (Hook::Sendmsg4, prog_sendmsg4(addrs)),
+        (Hook::Sendmsg6, prog_sendmsg6(addrs)),
+    ];
+    for (hook, insns) in progs {
+        let prog = load(hook, &insns)?;
+        let mut attr = ProgAttachAttr {
+            target_fd: cgroup.as_raw_fd() as u32,
+            attach_bpf_fd: prog.as_raw_fd() as u32,
+            attach_type: hook as u32,
+            ..Default::default()
+        };
+        if sys_bpf(BPF_PROG_ATTACH, &mut attr) != 0 {
+            return Err(format!(
+                "attach the {hook:?} program to the guest's cgroup: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_resolve_forward() {
+        let a = ClassicAddrs {
+            v4: vec!["10.1.2.3".parse().unwrap()],
+            v6: vec!["fd00::3".parse().unwrap()],
+        };
+        for p in [
+            prog_bind4(&a),
+            prog_bind6(&a),
+            prog_connect4(&a),
+            prog_connect6(&a),
+            prog_sendmsg4(&a),
+            prog_sendmsg6(&a),
+        ] {
+            let last = p.last().unwrap();
+            assert_eq!(last.code, JMP_EXIT);
+            for (i, x) in p.iter().enumerate() {
+                if matches!(x.code, JMP32_JEQ_K | JMP32_JNE_K | JMP_JA) {
+                    let t = i as i64 + 1 + x.off as i64;
+                    assert!(t > i as i64 && (t as usize) < p.len(), "jump at {i} to {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn words_are_network_order_bytes() {
+        assert_eq!(v4_word(Ipv4Addr::new(10, 0, 0, 1)), 0x0100_000a);
+        assert_eq!(V4_MAPPED_PREFIX[2], 0xffff_0000u32 as i32);
+    }
+}

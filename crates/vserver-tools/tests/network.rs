@@ -1,0 +1,514 @@
+//! Networking on the real kernel: veth guests on a test bridge, port forwards reached from a test
+//! network namespace acting as another host, address conflicts, anti-spoofing, accounting,
+//! classic (shared stack) guests and macvlan. Traffic goes only to loopback, test bridges and
+//! namespaces these tests make; every object is named after the test and removed in Drop.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A network namespace and a veth pair into it: "another host" at `peer_ip`, reaching this host
+/// at `host_ip`. Removed on drop.
+struct OtherHost {
+    ns: String,
+    link: String,
+}
+
+impl OtherHost {
+    fn new(tag: &str, host_ip: &str, peer_ip: &str) -> OtherHost {
+        let ns = format!("vtn{tag}");
+        let link = format!("vth{tag}");
+        let peer = format!("vtp{tag}");
+        let h = OtherHost {
+            ns: ns.clone(),
+            link: link.clone(),
+        };
+        assert!(ip(&["netns", "add", &ns]));
+        assert!(ip(&[
+            "link", "add", &link, "type", "veth", "peer", "name", &peer, "netns", &ns
+        ]));
+        assert!(ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &link]));
+        assert!(ip(&["link", "set", &link, "up"]));
+        let inside = |a: &[&str]| {
+            let mut v = vec!["-n", ns.as_str()];
+            v.extend_from_slice(a);
+            assert!(ip(&v), "ip {v:?}");
+        };
+        inside(&["addr", "add", &format!("{peer_ip}/24"), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["route", "add", "default", "via", host_ip]);
+        // Forwarding on the test's own link only (never the host's).
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{link}/forwarding"), "1").unwrap();
+        h
+    }
+
+    /// Run a shell command in the namespace.
+    fn run(&self, sh: &str) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", sh])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.link]);
+        ip(&["netns", "del", &self.ns]);
+    }
+}
+
+fn http_get(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut b = String::new();
+    let _ = s.read_to_string(&mut b);
+    Some(b)
+}
+
+fn serve(env: &Env, name: &str, text: &str, bind: &str, port: u16) {
+    let o = env.exec(
+        name,
+        &format!(
+            "mkdir -p /tmp/www && cd /tmp/www && echo {text} > index.html && \
+             (python3 -m http.server {port} --bind {bind} >/dev/null 2>&1 &)"
+        ),
+    );
+    assert_ok(&o, "start the guest's web server");
+}
+
+fn no_leftovers(xid: u32) {
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&tables.stdout).to_string();
+    assert!(!t.contains(&format!("vs{xid}")), "nft tables left: {t}");
+    assert!(!link_exists(&format!("vs{xid}-0")), "veth left");
+    assert!(cgroup_left(xid).is_empty(), "cgroup left");
+}
+
+fn traffic(env: &Env, name: &str) -> serde_json::Value {
+    let o = env.vserver(name, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["traffic"].clone()
+}
+
+#[test]
+fn veth_guests_forwards_conflicts_and_accounting() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("net", 50);
+    let (a, xa) = (env.name.clone(), env.xid);
+    let (b, xb) = (format!("{a}b"), xa + 1);
+    let (a_ip, b_ip, gw) = (env.ip(2), env.ip(3), env.ip(1));
+    let port = 20000 + (xa % 10000) as u16;
+    env.guests.extend([a.clone(), b.clone()]);
+    let ifa = format!("{}:{a_ip}/24,fd77:{:x}::2/64", env.bridge, env.net);
+    let fwd = format!("{port}:80");
+    let xs = xa.to_string();
+    assert_ok(
+        &env.vserver(
+            &a,
+            &[
+                "build",
+                "-m",
+                "host",
+                "--context",
+                &xs,
+                "--interface",
+                &ifa,
+                "--forward",
+                &fwd,
+            ],
+        ),
+        "build a",
+    );
+    let ifb = format!("{}:{b_ip}/24", env.bridge);
+    let xs = xb.to_string();
+    assert_ok(
+        &env.vserver(
+            &b,
+            &["build", "-m", "host", "--context", &xs, "--interface", &ifb],
+        ),
+        "build b",
+    );
+    assert_ok(&env.vserver(&a, &["start"]), "start a");
+    assert_ok(&env.vserver(&b, &["start"]), "start b");
+    serve(&env, &a, &format!("hello-{xa}"), "::", 80);
+
+    // The host reaches the guest directly and through the forward on 127.0.0.1.
+    let want = format!("hello-{xa}");
+    wait_until(10, "guest a answers on port 80", || {
+        http_get(&format!("{a_ip}:80")).is_some_and(|b| b.contains(&want))
+    });
+    let lo = http_get(&format!("127.0.0.1:{port}")).unwrap_or_default();
+    assert!(lo.contains(&want), "forward from 127.0.0.1: {lo}");
+    // IPv6 to the guest.
+    let v6 = http_get(&format!("[fd77:{:x}::2]:80", env.net)).unwrap_or_default();
+    assert!(v6.contains(&want), "IPv6: {v6}");
+    // Another guest reaches it directly and through the forward on the bridge's address.
+    let o = env.exec(
+        &b,
+        &format!(
+            "python3 -c \"import urllib.request as u; print(u.urlopen('http://{a_ip}:80/').read().decode(), u.urlopen('http://{gw}:{port}/').read().decode())\""
+        ),
+    );
+    assert_eq!(
+        text(&o).matches(&want).count(),
+        2,
+        "from guest b: {}",
+        text(&o)
+    );
+    // Another host (a test namespace) reaches the forward.
+    let tag = format!("{}{}", std::process::id() % 10000, 50);
+    let other_net = (env.net as u16 + 1) % 250;
+    let host_side = format!("10.198.{other_net}.1");
+    let other = OtherHost::new(&tag, &host_side, &format!("10.198.{other_net}.2"));
+    let o = other.run(&format!(
+        "python3 -c \"import urllib.request as u; print(u.urlopen('http://{host_side}:{port}/', timeout=5).read().decode())\""
+    ));
+    assert!(text(&o).contains(&want), "from another host: {}", text(&o));
+
+    // Conflicts: a's address while a runs, and the bridge's (a host) address.
+    let (c, xc) = (format!("{a}c"), xa + 2);
+    env.guests.push(c.clone());
+    let xs = xc.to_string();
+    let ifc = format!("{}:{a_ip}/24", env.bridge);
+    assert_ok(
+        &env.vserver(
+            &c,
+            &[
+                "build",
+                "-m",
+                "skeleton",
+                "--context",
+                &xs,
+                "--interface",
+                &ifc,
+            ],
+        ),
+        "build c",
+    );
+    let o = env.vserver(&c, &["start"]);
+    assert!(
+        !o.status.success() && text(&o).contains(&format!("in use by running guest {a}")),
+        "duplicate address: {}",
+        text(&o)
+    );
+    std::fs::write(
+        env.config_path(&c),
+        std::fs::read_to_string(env.config_path(&c))
+            .unwrap()
+            .replace(&format!("{a_ip}/24"), &format!("{gw}/24"))
+            .replace(
+                "[[interface]]",
+                &format!("[[interface]]\ngateway = \"{}\"", env.ip(9)),
+            ),
+    )
+    .unwrap();
+    let o = env.vserver(&c, &["start"]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains(&format!("in use by the host (interface {})", env.bridge)),
+        "host address: {}",
+        text(&o)
+    );
+    assert!(!link_exists(&format!("vs{xc}-0")));
+
+    // Guest root cannot reconfigure its network or open raw sockets.
+    for cmd in [
+        format!("ip addr add {}/24 dev eth0", env.ip(77)),
+        String::from("ip link set eth0 down"),
+        String::from("ip link set eth0 address 02:00:00:00:00:01"),
+        String::from(
+            "python3 -c 'import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW)'",
+        ),
+    ] {
+        let o = env.exec(&a, &cmd);
+        assert!(!o.status.success(), "guest root could: {cmd}");
+    }
+    // ping works without CAP_NET_RAW (an ICMP echo socket).
+    let o = env.exec(
+        &a,
+        &format!("python3 -c \"import socket,struct; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM,socket.IPPROTO_ICMP); s.settimeout(3); s.sendto(struct.pack('!BBHHH',8,0,0,0,1),('{gw}',0)); print('reply', s.recvfrom(64)[1][0])\""),
+    );
+    assert!(
+        text(&o).contains(&format!("reply {gw}")),
+        "ping: {}",
+        text(&o)
+    );
+    // A forged source (sent with the guest's namespace but the host's powers, as a guest with
+    // CAP_NET_RAW would) never leaves the veth.
+    let listener = std::net::UdpSocket::bind(format!("{gw}:0")).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let lport = listener.local_addr().unwrap().port();
+    let init =
+        serde_json::from_slice::<serde_json::Value>(&env.vserver(&a, &["status", "--json"]).stdout)
+            .unwrap()["init_pid"]
+            .as_i64()
+            .unwrap();
+    let forge = |src: &str| {
+        let o = Command::new("nsenter")
+            .args([&format!("--net=/proc/{init}/ns/net"), "python3", "-c"])
+            .arg(format!(
+                "import socket,struct\n\
+                 s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_UDP)\n\
+                 s.setsockopt(socket.IPPROTO_IP,socket.IP_HDRINCL,1)\n\
+                 src=socket.inet_aton('{src}'); dst=socket.inet_aton('{gw}')\n\
+                 udp=struct.pack('!HHHH',4000,{lport},12,0)+b'from'\n\
+                 ip=struct.pack('!BBHHHBBH4s4s',0x45,0,32,1,0,64,17,0,src,dst)\n\
+                 s.sendto(ip+udp,('{gw}',0))"
+            ))
+            .output()
+            .unwrap();
+        assert_ok(&o, "send a raw packet from the guest's namespace");
+        listener
+            .recv_from(&mut [0u8; 64])
+            .ok()
+            .map(|(_, from)| from.ip().to_string())
+    };
+    assert_eq!(
+        forge(&a_ip).as_deref(),
+        Some(a_ip.as_str()),
+        "honest packet lost"
+    );
+    assert_eq!(forge(&env.ip(99)), None, "forged source got through");
+
+    // Accounting: a known transfer out of the guest is counted within 5%.
+    let sink = TcpListener::bind(format!("{gw}:0")).unwrap();
+    let sport = sink.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = sink.accept().unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        buf.len()
+    });
+    let before = traffic(&env, &a)["tx_bytes"].as_u64().unwrap();
+    const N: u64 = 4_000_000;
+    assert_ok(
+        &env.exec(&a, &format!("python3 -c \"import socket; s=socket.create_connection(('{gw}',{sport})); s.sendall(b'x'*{N}); s.close()\"")),
+        "send",
+    );
+    assert_eq!(reader.join().unwrap() as u64, N);
+    let sent = traffic(&env, &a)["tx_bytes"].as_u64().unwrap() - before;
+    assert!(
+        (N..=N + N / 20).contains(&sent),
+        "counted {sent} bytes for a {N}-byte transfer"
+    );
+    let stat = text(&env.cmd("vserver-stat").arg("--net").output().unwrap());
+    assert!(
+        stat.lines()
+            .any(|l| l.starts_with(&format!("{xa} ")) && l.contains(&a_ip)),
+        "{stat}"
+    );
+    // Totals survive a restart; reset-accounting zeroes them.
+    assert_ok(&env.vserver(&a, &["restart"]), "restart");
+    let after = traffic(&env, &a)["tx_bytes"].as_u64().unwrap();
+    assert!(after >= before + N, "totals lost on restart: {after}");
+    assert_ok(&env.vserver(&a, &["reset-accounting"]), "reset");
+    assert!(traffic(&env, &a)["tx_bytes"].as_u64().unwrap() < 10_000);
+
+    assert_ok(&env.vserver(&a, &["stop"]), "stop a");
+    assert_ok(&env.vserver(&b, &["stop"]), "stop b");
+    no_leftovers(xa);
+    no_leftovers(xb);
+}
+
+#[test]
+fn classic_guest_uses_only_its_own_address() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("cls", 51);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.guests.push(name.clone());
+    // The test's own bridge carries the host-side addresses (never a host interface).
+    assert!(ip(&["link", "add", &env.bridge, "type", "bridge"]));
+    let host_ip = env.ip(1);
+    assert!(ip(&[
+        "addr",
+        "add",
+        &format!("{host_ip}/24"),
+        "dev",
+        &env.bridge
+    ]));
+    assert!(ip(&["link", "set", &env.bridge, "up"]));
+    let gip = env.ip(5);
+    let ifc = format!("classic:{}:{gip}/24", env.bridge);
+    let xs = xid.to_string();
+    assert_ok(
+        &env.vserver(
+            &name,
+            &["build", "-m", "host", "--context", &xs, "--interface", &ifc],
+        ),
+        "build",
+    );
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let port = 21000 + (xid % 10000) as u16;
+    serve(&env, &name, &format!("classic-{xid}"), "0.0.0.0", port);
+    let want = format!("classic-{xid}");
+    wait_until(10, "the classic guest answers on its address", || {
+        http_get(&format!("{gip}:{port}")).is_some_and(|b| b.contains(&want))
+    });
+    // Bound to 0.0.0.0 inside, yet not on the host's loopback or the host's other address.
+    assert!(
+        http_get(&format!("127.0.0.1:{port}")).is_none(),
+        "reachable on 127.0.0.1"
+    );
+    assert!(
+        http_get(&format!("{host_ip}:{port}")).is_none(),
+        "reachable on {host_ip}"
+    );
+    let py = |code: &str| text(&env.exec(&name, &format!("python3 -c \"{code}\"")));
+    let o = py(&format!(
+        "import socket; s=socket.socket(); s.bind(('{host_ip}',0))"
+    ));
+    assert!(
+        o.contains("Operation not permitted"),
+        "bind to a host address: {o}"
+    );
+    // A connect's source is the guest's address, and localhost is the guest itself.
+    let l = TcpListener::bind(format!("{host_ip}:0")).unwrap();
+    let lp = l.local_addr().unwrap().port();
+    let o = py(&format!(
+        "import socket; socket.create_connection(('{host_ip}',{lp})); s=socket.create_connection(('127.0.0.1',{port})); print('peer', s.getpeername()[0])"
+    ));
+    let (_, from) = l.accept().unwrap();
+    assert_eq!(from.ip().to_string(), gip, "connect source");
+    assert!(o.contains(&format!("peer {gip}")), "{o}");
+    let o = py("import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)");
+    assert!(o.contains("Operation not permitted"), "raw socket: {o}");
+    let o = py("import socket; socket.socket(socket.AF_INET6).bind(('fd00::99',0))");
+    assert!(
+        o.contains("Operation not permitted"),
+        "bind6 elsewhere: {o}"
+    );
+    // Traffic is counted by address.
+    assert!(traffic(&env, &name)["rx_bytes"].as_u64().unwrap() > 0);
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    let addrs = Command::new("ip")
+        .args(["-br", "addr", "show", &env.bridge])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&addrs.stdout).contains(&gip),
+        "the guest's address stayed on {}",
+        env.bridge
+    );
+    no_leftovers(xid);
+}
+
+#[test]
+fn macvlan_guests_share_a_segment() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("mvl", 52);
+    let (a, xa) = (env.name.clone(), env.xid);
+    let (b, xb) = (format!("{a}b"), xa + 1);
+    env.guests.extend([a.clone(), b.clone()]);
+    // The parent: one end of a test veth pair (never a host NIC).
+    let parent = env.bridge.clone();
+    let peer = format!("{parent}p");
+    assert!(ip(&[
+        "link", "add", &parent, "type", "veth", "peer", "name", &peer
+    ]));
+    assert!(ip(&["link", "set", &parent, "up"]));
+    assert!(ip(&["link", "set", &peer, "up"]));
+    for (n, x, h) in [(&a, xa, 2), (&b, xb, 3)] {
+        let ifc = format!("macvlan:{parent}:{}/24", env.ip(h));
+        let xs = x.to_string();
+        assert_ok(
+            &env.vserver(
+                n,
+                &["build", "-m", "host", "--context", &xs, "--interface", &ifc],
+            ),
+            "build",
+        );
+        assert_ok(&env.vserver(n, &["start"]), "start");
+    }
+    let ip_a = env.ip(2);
+    let o = env.exec(&b, &format!("python3 -c \"import socket,struct; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM,socket.IPPROTO_ICMP); s.settimeout(3); s.sendto(struct.pack('!BBHHH',8,0,0,0,1),('{ip_a}',0)); print('reply', s.recvfrom(64)[1][0])\""));
+    assert!(
+        text(&o).contains(&format!("reply {ip_a}")),
+        "b -> a: {}",
+        text(&o)
+    );
+    let o = env.exec(&a, "ip link set eth0 down");
+    assert!(!o.status.success(), "guest root took its macvlan down");
+    let t = traffic(&env, &b);
+    assert!(t["tx_packets"].as_u64().unwrap() > 0, "{t}");
+    assert_ok(&env.vserver(&a, &["stop"]), "stop a");
+    assert_ok(&env.vserver(&b, &["stop"]), "stop b");
+    assert!(
+        traffic(&env, &b)["tx_packets"].as_u64().unwrap() > 0,
+        "counters lost at stop"
+    );
+    ip(&["link", "del", &parent]);
+    no_leftovers(xa);
+    no_leftovers(xb);
+}
+
+#[test]
+fn fifty_start_stop_cycles_leave_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("cyc", 53);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.guests.push(name.clone());
+    let tree = env.dir.join("bb");
+    busybox_tree(&tree);
+    let (xs, ifc) = (xid.to_string(), format!("{}:{}/24", env.bridge, env.ip(2)));
+    let fwd = format!("{}:80", 22000 + (xid % 10000));
+    let o = env.build_rootfs(
+        &name,
+        &tree,
+        &[
+            "--context",
+            &xs,
+            "--interface",
+            &ifc,
+            "--nat",
+            "--forward",
+            &fwd,
+        ],
+    );
+    assert_ok(&o, "build");
+    for i in 0..50 {
+        assert_ok(&env.vserver(&name, &["start"]), &format!("start #{i}"));
+        assert_ok(&env.vserver(&name, &["stop"]), &format!("stop #{i}"));
+    }
+    no_leftovers(xid);
+    // A start killed half-way: the next start cleans up and works.
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.vserver(&name, &["status", "--json"]).stdout).unwrap();
+    let init = st["init_pid"].as_i64().unwrap() as i32;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_ok(&env.vserver(&name, &["start"]), "start after a kill");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    no_leftovers(xid);
+}
