@@ -395,6 +395,19 @@ fn classic_guest_uses_only_its_own_address() {
     let (_, from) = l.accept().unwrap();
     assert_eq!(from.ip().to_string(), gip, "connect source");
     assert!(o.contains(&format!("peer {gip}")), "{o}");
+    // A socket auto-bound to the wildcard by an earlier sendto cannot connect with a source
+    // the routing table picks (it would be the host's), and 127.0.0.0/8 is the guest itself.
+    let o = py(&format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto(b'x',('{host_ip}',9))\ntry:\n  s.connect(('{host_ip}',9)); print('src', s.getsockname()[0])\nexcept OSError as e: print('refused', e.errno)"
+    ));
+    assert!(
+        o.contains("refused 1") || o.contains(&format!("src {gip}")),
+        "autobound connect: {o}"
+    );
+    let o = py(&format!(
+        "import socket; s=socket.create_connection(('127.0.0.53',{port})); print('peer', s.getpeername()[0])"
+    ));
+    assert!(o.contains(&format!("peer {gip}")), "127.0.0.53: {o}");
     let o = py("import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)");
     assert!(o.contains("Operation not permitted"), "raw socket: {o}");
     let o = py("import socket; socket.socket(socket.AF_INET6).bind(('fd00::99',0))");

@@ -486,9 +486,28 @@ fn guard_chains(
         .filter(|(a, _)| a.is_ipv6())
         .map(|(a, _)| host(a))
         .collect();
-    // Duplicate address detection sends from ::, neighbour discovery from link-local.
+    // Duplicate address detection sends from ::, neighbour discovery from the interface's own
+    // link-local address (EUI-64 from its MAC, the kernel's default in a new namespace).
     v6.push(("::".parse().expect("literal"), 128));
-    v6.push(("fe80::".parse().expect("literal"), 10));
+    let ll = std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ]);
+    v6.push((IpAddr::V6(ll), 128));
     let none4 = json!({"set": ["0.0.0.0"]});
     let set4 = if v4.is_empty() {
         none4

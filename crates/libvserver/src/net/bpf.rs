@@ -46,6 +46,9 @@ pub enum Hook {
 
 // Instruction classes, sizes, modes and operations (include/uapi/linux/bpf_common.h, bpf.h).
 const LDX_MEM_W: u8 = 0x61;
+const LDX_MEM_DW: u8 = 0x79;
+const ALU64_AND_K: u8 = 0x57;
+const JMP_JEQ_K: u8 = 0x15;
 const STX_MEM_W: u8 = 0x63;
 const ST_MEM_W: u8 = 0x62;
 const ALU64_MOV_K: u8 = 0xb7;
@@ -65,6 +68,9 @@ const USER_IP6: i16 = 8;
 const MSG_SRC_IP4: i16 = 40;
 const MSG_SRC_IP6: i16 = 44;
 const SOCK_TYPE: i16 = 8;
+const CTX_SK: i16 = 64;
+const SK_SRC_IP4: i16 = 24;
+const SK_SRC_IP6: i16 = 28;
 
 /// One eBPF instruction (`struct bpf_insn`): opcode, dst and src registers, offset, immediate.
 #[derive(Debug, Clone, Copy)]
@@ -163,9 +169,31 @@ impl Asm {
             self.store(off + 4 * i as i16, *w);
         }
     }
-    /// bpf_bind(ctx, sockaddr on the stack at r10-len, len); the result is ignored (the socket
-    /// may already be bound, to the guest's address: the bind hook let nothing else through).
-    fn bind_source(&mut self, sockaddr: &[u8]) {
+    /// Jump to `to` if the IPv6 address at ctx+off is in ::ffff:127.0.0.0/104 (uses r2, r3).
+    fn jump_if_mapped_loopback(&mut self, off: i16, to: usize) {
+        let no = self.label();
+        for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
+            self.load(2, off + 4 * i as i16);
+            self.jump(JMP32_JNE_K, 2, *w, no);
+        }
+        self.load(2, off + 12);
+        self.jump_if_loopback4(to);
+        self.bind(no);
+    }
+
+    /// Jump to `to` if the IPv4 word in r2 is in 127.0.0.0/8 (uses r3).
+    fn jump_if_loopback4(&mut self, to: usize) {
+        self.op(insn(ALU64_MOV_X, 3, 2, 0, 0));
+        self.op(insn(ALU64_AND_K, 3, 0, 0, 0xff));
+        self.jump(JMP32_JEQ_K, 3, 127, to);
+    }
+
+    /// bpf_bind(ctx, sockaddr on the stack at r10-len, len). When that fails (the socket already
+    /// has an address or a port, e.g. from an explicit bind or an earlier sendto), the socket's
+    /// own source address (`ctx->sk->src_ip4`/`src_ip6`) must be one of `allowed`, else the
+    /// program returns 0 (connect refused): a socket auto-bound to the wildcard must not
+    /// connect with a source the routing table picks.
+    fn bind_source(&mut self, sockaddr: &[u8], allowed: &[[i32; 4]]) {
         let len = sockaddr.len() as i16;
         for (i, chunk) in sockaddr.chunks(4).enumerate() {
             let mut b = [0u8; 4];
@@ -177,6 +205,23 @@ impl Asm {
         self.op(insn(ALU64_ADD_K, 2, 0, 0, -(len as i32)));
         self.op(insn(ALU64_MOV_K, 3, 0, 0, len as i32));
         self.op(insn(JMP_CALL, 0, 0, 0, HELPER_BIND));
+        let ok = self.label();
+        self.jump(JMP_JEQ_K, 0, 0, ok);
+        self.op(insn(LDX_MEM_DW, 1, 6, CTX_SK, 0));
+        let v4 = sockaddr.len() == 16;
+        for a in allowed {
+            let next = self.label();
+            let words: &[i32] = if v4 { &a[3..] } else { &a[..] };
+            let base = if v4 { SK_SRC_IP4 } else { SK_SRC_IP6 };
+            for (i, w) in words.iter().enumerate() {
+                self.op(insn(LDX_MEM_W, 2, 1, base + 4 * i as i16, 0));
+                self.jump(JMP32_JNE_K, 2, *w, next);
+            }
+            self.jump(JMP_JA, 0, 0, ok);
+            self.bind(next);
+        }
+        self.ret(0);
+        self.bind(ok);
     }
 }
 
@@ -196,6 +241,20 @@ fn sockaddr_in6(a: Ipv6Addr) -> Vec<u8> {
 
 const V4_MAPPED_PREFIX: [i32; 3] = [0, 0, i32::from_le_bytes([0, 0, 0xff, 0xff])];
 
+/// IPv4 addresses as v4-mapped IPv6 words (the last word is the IPv4 address itself).
+fn mapped_words(v4: &[Ipv4Addr]) -> Vec<[i32; 4]> {
+    v4.iter()
+        .map(|a| {
+            [
+                V4_MAPPED_PREFIX[0],
+                V4_MAPPED_PREFIX[1],
+                V4_MAPPED_PREFIX[2],
+                v4_word(*a),
+            ]
+        })
+        .collect()
+}
+
 /// The guest's addresses, as the hooks enforce them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassicAddrs {
@@ -212,7 +271,7 @@ fn prog_bind4(a: &ClassicAddrs) -> Vec<Insn> {
     if let Some(first) = a.v4.first() {
         m.load(2, USER_IP4);
         m.jump(JMP32_JEQ_K, 2, 0, rewrite);
-        m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), rewrite);
+        m.jump_if_loopback4(rewrite);
         for x in &a.v4 {
             m.jump(JMP32_JEQ_K, 2, v4_word(*x), allow);
         }
@@ -248,7 +307,7 @@ fn check6(m: &mut Asm, a: &ClassicAddrs, off: i16, ok6: usize, ok_mapped: usize)
     m.load(2, off + 12);
     let rewrite_mapped = m.label();
     m.jump(JMP32_JEQ_K, 2, 0, rewrite_mapped);
-    m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), rewrite_mapped);
+    m.jump_if_loopback4(rewrite_mapped);
     for x in &a.v4 {
         m.jump(JMP32_JEQ_K, 2, v4_word(*x), ok_mapped);
     }
@@ -303,12 +362,12 @@ fn prog_connect4(a: &ClassicAddrs) -> Vec<Insn> {
     let (redirect, bind) = (m.label(), m.label());
     m.load(2, USER_IP4);
     m.jump(JMP32_JEQ_K, 2, 0, redirect);
-    m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), redirect);
+    m.jump_if_loopback4(redirect);
     m.jump(JMP_JA, 0, 0, bind);
     m.bind(redirect);
     m.store(USER_IP4, v4_word(*first));
     m.bind(bind);
-    m.bind_source(&sockaddr_in(*first));
+    m.bind_source(&sockaddr_in(*first), &mapped_words(&a.v4));
     m.ret(1);
     m.finish()
 }
@@ -321,13 +380,7 @@ fn prog_connect6(a: &ClassicAddrs) -> Vec<Insn> {
     let (redirect, other) = (m.label(), m.label());
     m.jump_if_words(USER_IP6, [0; 4], redirect);
     m.jump_if_words(USER_IP6, v6_words(Ipv6Addr::LOCALHOST), redirect);
-    let mut mapped_lo = V4_MAPPED_PREFIX.to_vec();
-    mapped_lo.push(v4_word(Ipv4Addr::LOCALHOST));
-    m.jump_if_words(
-        USER_IP6,
-        [mapped_lo[0], mapped_lo[1], mapped_lo[2], mapped_lo[3]],
-        redirect,
-    );
+    m.jump_if_mapped_loopback(USER_IP6, redirect);
     m.jump(JMP_JA, 0, 0, other);
     m.bind(redirect);
     check6(&mut m, a, USER_IP6, ok6, ok_mapped);
@@ -341,7 +394,8 @@ fn prog_connect6(a: &ClassicAddrs) -> Vec<Insn> {
     m.bind(ok6);
     match a.v6.first() {
         Some(f) => {
-            m.bind_source(&sockaddr_in6(*f));
+            let own: Vec<[i32; 4]> = a.v6.iter().map(|x| v6_words(*x)).collect();
+            m.bind_source(&sockaddr_in6(*f), &own);
             m.ret(1);
         }
         None => m.ret(0),
@@ -349,7 +403,7 @@ fn prog_connect6(a: &ClassicAddrs) -> Vec<Insn> {
     m.bind(ok_mapped);
     match a.v4.first() {
         Some(f) => {
-            m.bind_source(&sockaddr_in6(f.to_ipv6_mapped()));
+            m.bind_source(&sockaddr_in6(f.to_ipv6_mapped()), &mapped_words(&a.v4));
             m.ret(1);
         }
         None => m.ret(0),
@@ -367,7 +421,7 @@ fn prog_sendmsg4(a: &ClassicAddrs) -> Vec<Insn> {
     let (redirect, source, set_source, allow) = (m.label(), m.label(), m.label(), m.label());
     m.load(2, USER_IP4);
     m.jump(JMP32_JEQ_K, 2, 0, redirect);
-    m.jump(JMP32_JEQ_K, 2, v4_word(Ipv4Addr::LOCALHOST), redirect);
+    m.jump_if_loopback4(redirect);
     m.jump(JMP_JA, 0, 0, source);
     m.bind(redirect);
     m.store(USER_IP4, v4_word(*first));
@@ -392,6 +446,7 @@ fn prog_sendmsg6(a: &ClassicAddrs) -> Vec<Insn> {
     let (redirect, source) = (m.label(), m.label());
     m.jump_if_words(USER_IP6, [0; 4], redirect);
     m.jump_if_words(USER_IP6, v6_words(Ipv6Addr::LOCALHOST), redirect);
+    m.jump_if_mapped_loopback(USER_IP6, redirect);
     m.jump(JMP_JA, 0, 0, source);
     m.bind(redirect);
     check6(&mut m, a, USER_IP6, source, source);
