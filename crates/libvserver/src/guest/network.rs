@@ -69,48 +69,52 @@ fn saved_traffic(g: &Guest) -> Traffic {
         .unwrap_or_default()
 }
 
-/// Counters of the guest's live tables (host side, and for macvlan the guest's own netns when
-/// `netns` is given).
-fn live_traffic(xid: u32, netns: Option<&OwnedFd>) -> Traffic {
+/// The `rx`/`tx` counters of the tables `vs<xid>` (every family) in network namespace `netns`
+/// (the caller's when None); zero when there are none.
+fn table_traffic(xid: u32, netns: Option<&OwnedFd>) -> Traffic {
     let mut t = Traffic::default();
-    let name = table_name(xid);
-    let mut read = |family: &str, ns: Option<&OwnedFd>| {
-        for (n, p, b) in nft::counters(family, &name, ns.map(|f| f.as_fd())).unwrap_or_default() {
-            match n.as_str() {
-                "rx" => {
-                    t.rx_bytes += b;
-                    t.rx_packets += p;
-                }
-                "tx" => {
-                    t.tx_bytes += b;
-                    t.tx_packets += p;
-                }
-                _ => {}
+    let counters = nft::counters(&table_name(xid), netns.map(|f| f.as_fd()));
+    for (n, p, b) in counters.unwrap_or_default() {
+        match n.as_str() {
+            "rx" => {
+                t.rx_bytes += b;
+                t.rx_packets += p;
             }
+            "tx" => {
+                t.tx_bytes += b;
+                t.tx_packets += p;
+            }
+            _ => {}
         }
-    };
-    read("netdev", None);
-    read("inet", None);
-    if netns.is_some() {
-        read("netdev", netns);
     }
     t
 }
 
-fn guest_netns(st: &RunState) -> Option<OwnedFd> {
-    if !st.init_alive() {
-        return None;
+/// Counters of the guest's live tables (host side, and for macvlan the guest's own netns when
+/// `netns` is given).
+fn live_traffic(xid: u32, netns: Option<&OwnedFd>) -> Traffic {
+    let mut t = table_traffic(xid, None);
+    if netns.is_some() {
+        t.add(&table_traffic(xid, netns));
     }
-    std::fs::File::open(format!("/proc/{}/ns/net", st.init_pid))
-        .ok()
+    t
+}
+
+/// Open the network namespace of process `pid` (`/proc/PID/ns/net`).
+fn open_netns(pid: i32) -> Result<OwnedFd, String> {
+    std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map(OwnedFd::from)
+        .map_err(|e| format!("open the guest's network namespace (/proc/{pid}/ns/net): {e}"))
 }
 
 /// The guest's traffic so far: saved totals plus the live counters of a running guest.
 pub fn traffic(g: &Guest) -> Traffic {
     let mut t = saved_traffic(g);
     if let Some(st) = g.running() {
-        t.add(&live_traffic(st.xid, guest_netns(&st).as_ref()));
+        t.add(&live_traffic(
+            st.xid,
+            macvlan_netns(g, st.init_pid).as_ref(),
+        ));
     }
     t
 }
@@ -119,9 +123,10 @@ pub fn traffic(g: &Guest) -> Traffic {
 /// Errors: the file cannot be removed.
 pub fn reset_traffic(g: &Guest) -> Result<(), GuestError> {
     if let Some(st) = g.running() {
-        let ns = guest_netns(&st);
         let name = table_name(st.xid);
-        for (family, ns) in [("netdev", None), ("inet", None), ("netdev", ns.as_ref())] {
+        let inside = macvlan_netns(g, st.init_pid);
+        // Each family on its own: a NAT-only table has no counters to reset.
+        let reset = |family: &str, ns: Option<&OwnedFd>| {
             let cmds = ["rx", "tx"]
                 .iter()
                 .map(
@@ -129,6 +134,11 @@ pub fn reset_traffic(g: &Guest) -> Result<(), GuestError> {
                 )
                 .collect();
             let _ = nft::apply(cmds, ns.map(|f| f.as_fd()));
+        };
+        reset("netdev", None);
+        reset("inet", None);
+        if let Some(ns) = &inside {
+            reset("netdev", Some(ns));
         }
     }
     match std::fs::remove_file(accounting_file(g)) {
@@ -310,8 +320,10 @@ pub(crate) fn attach(
     pid: i32,
     cgroup_v2: Option<&OwnedFd>,
 ) -> Result<(), String> {
-    let xid = g.config.context;
-    let table = table_name(xid);
+    if g.config.interface.is_empty() {
+        return Ok(());
+    }
+    let table = table_name(g.config.context);
     if let Some(c) = &plan.classic {
         let cg = cgroup_v2.ok_or_else(|| {
             String::from("classic networking needs a cgroup v2 hierarchy for its socket hooks")
@@ -394,9 +406,7 @@ pub(crate) fn attach(
     }
     nft::apply(host_cmds, None)?;
     if !netns_cmds.is_empty() {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-            .map_err(|e| format!("open the guest's network namespace: {e}"))?;
-        nft::apply(netns_cmds, Some(ns.as_fd()))?;
+        nft::apply(netns_cmds, Some(open_netns(pid)?.as_fd()))?;
     }
     nft::apply(nat_rules(g, &table), None)
 }
@@ -411,8 +421,7 @@ fn counter_table(table: &str) -> Vec<Value> {
 
 /// MAC of interface `name` in the network namespace of `pid`, read from a thread that joins it.
 fn peer_mac(pid: i32, name: &str) -> Result<[u8; 6], String> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("open the guest's network namespace: {e}"))?;
+    let ns = open_netns(pid)?;
     let name = name.to_string();
     std::thread::spawn(move || -> Result<[u8; 6], String> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
@@ -663,13 +672,14 @@ pub(crate) fn teardown(g: &Guest, xid: u32, st: Option<&RunState>) {
     }
     save(g, &live_traffic(xid, None));
     let name = table_name(xid);
-    let _ = nft::delete_table("netdev", &name, None);
-    let _ = nft::delete_table("inet", &name, None);
+    if let Err(m) = nft::delete_tables(&["netdev", "inet"], &name, None) {
+        eprintln!("{}: {m}", g.name);
+    }
     let Ok(mut nl) = Netlink::open() else {
         return;
     };
     // Links named after the context: as many as configured, or as the run state recorded.
-    let mut veths: Vec<String> = (0..g.config.interface.len().max(8))
+    let mut veths: Vec<String> = (0..g.config.interface.len())
         .map(|i| format!("vs{xid}-{i}"))
         .collect();
     if let Some(s) = st {
@@ -708,23 +718,7 @@ fn recorded_additions(g: &Guest) -> Vec<(String, String)> {
 /// Inside the monitor, when the init has exited: add the counters that live in the guest's own
 /// network namespace (macvlan interfaces) to the saved totals while `netns` still holds it.
 pub(crate) fn save_netns_traffic(g: &Guest, xid: u32, netns: &OwnedFd) {
-    let mut live = Traffic::default();
-    for (n, p, b) in
-        nft::counters("netdev", &table_name(xid), Some(netns.as_fd())).unwrap_or_default()
-    {
-        match n.as_str() {
-            "rx" => {
-                live.rx_bytes += b;
-                live.rx_packets += p;
-            }
-            "tx" => {
-                live.tx_bytes += b;
-                live.tx_packets += p;
-            }
-            _ => {}
-        }
-    }
-    save(g, &live);
+    save(g, &table_traffic(xid, Some(netns)));
 }
 
 fn save(g: &Guest, live: &Traffic) {
@@ -743,8 +737,9 @@ fn save(g: &Guest, live: &Traffic) {
     }
 }
 
-/// The guest's network namespace, kept open by the monitor when its counters live there.
-pub(crate) fn netns_to_keep(g: &Guest, pid: i32) -> Option<OwnedFd> {
+/// The network namespace of the guest's process `pid` when counters live there (macvlan
+/// interfaces); the monitor keeps it open until it has saved them.
+pub(crate) fn macvlan_netns(g: &Guest, pid: i32) -> Option<OwnedFd> {
     if !g
         .config
         .interface
@@ -753,7 +748,5 @@ pub(crate) fn netns_to_keep(g: &Guest, pid: i32) -> Option<OwnedFd> {
     {
         return None;
     }
-    std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(OwnedFd::from)
+    open_netns(pid).ok()
 }

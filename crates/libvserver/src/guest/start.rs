@@ -213,7 +213,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     let name = g.name.clone();
     // Address checks and claims are serialised host-wide until the monitor has reported: two
     // guests starting at once with one address cannot both pass the check.
-    let _net_lock = if g.config.interface.is_empty() {
+    let net_lock = if g.config.interface.is_empty() {
         None
     } else {
         let rd = super::state::RunDir::new(&g.paths.run_dir, ".network");
@@ -268,7 +268,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     {
         nix::unistd::ForkResult::Child => {
             drop(rep_r);
-            if let Some(l) = _net_lock {
+            if let Some(l) = net_lock {
                 l.forget_in_child();
             }
             monitor_main(g, spec, net, pty.master, rep_w, lock)
@@ -409,6 +409,6 @@ fn monitor_main(
     }
     drop(report);
     lock.forget_in_child();
-    let netns = super::network::netns_to_keep(g, spawned.pid);
+    let netns = super::network::macvlan_netns(g, spawned.pid);
     crate::monitor::run(g, spawned.pidfd, Some(console), netns)
 }

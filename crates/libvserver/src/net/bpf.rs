@@ -159,9 +159,7 @@ impl Asm {
     fn jump_if_words(&mut self, off: i16, words: [i32; 4], to: usize) {
         let next = self.label();
         self.jump_unless_words(off, words, next);
-        self.op(insn(JMP_JA, 0, 0, 0, 0));
-        let at = self.code.len() - 1;
-        self.fixups.push((at, to));
+        self.jump(JMP_JA, 0, 0, to);
         self.bind(next);
     }
     fn store_words(&mut self, off: i16, words: [i32; 4]) {
@@ -169,13 +167,18 @@ impl Asm {
             self.store(off + 4 * i as i16, *w);
         }
     }
+    /// Jump to `to` unless the IPv6 address at ctx+off is v4-mapped (::ffff:a.b.c.d; uses r2).
+    fn jump_unless_mapped(&mut self, off: i16, to: usize) {
+        for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
+            self.load(2, off + 4 * i as i16);
+            self.jump(JMP32_JNE_K, 2, *w, to);
+        }
+    }
+
     /// Jump to `to` if the IPv6 address at ctx+off is in ::ffff:127.0.0.0/104 (uses r2, r3).
     fn jump_if_mapped_loopback(&mut self, off: i16, to: usize) {
         let no = self.label();
-        for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
-            self.load(2, off + 4 * i as i16);
-            self.jump(JMP32_JNE_K, 2, *w, no);
-        }
+        self.jump_unless_mapped(off, no);
         self.load(2, off + 12);
         self.jump_if_loopback4(to);
         self.bind(no);
@@ -241,18 +244,14 @@ fn sockaddr_in6(a: Ipv6Addr) -> Vec<u8> {
 
 const V4_MAPPED_PREFIX: [i32; 3] = [0, 0, i32::from_le_bytes([0, 0, 0xff, 0xff])];
 
-/// IPv4 addresses as v4-mapped IPv6 words (the last word is the IPv4 address itself).
+/// An IPv4 address as v4-mapped IPv6 words (the last word is the IPv4 address itself).
+fn mapped(a: Ipv4Addr) -> [i32; 4] {
+    v6_words(a.to_ipv6_mapped())
+}
+
+/// IPv4 addresses as v4-mapped IPv6 words.
 fn mapped_words(v4: &[Ipv4Addr]) -> Vec<[i32; 4]> {
-    v4.iter()
-        .map(|a| {
-            [
-                V4_MAPPED_PREFIX[0],
-                V4_MAPPED_PREFIX[1],
-                V4_MAPPED_PREFIX[2],
-                v4_word(*a),
-            ]
-        })
-        .collect()
+    v4.iter().map(|a| mapped(*a)).collect()
 }
 
 /// The guest's addresses, as the hooks enforce them.
@@ -299,11 +298,7 @@ fn check6(m: &mut Asm, a: &ClassicAddrs, off: i16, ok6: usize, ok_mapped: usize)
         m.jump_if_words(off, v6_words(*x), ok6);
     }
     // v4-mapped (::ffff:a.b.c.d): the v4 rules.
-    let not_mapped = deny;
-    for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
-        m.load(2, off + 4 * i as i16);
-        m.jump(JMP32_JNE_K, 2, *w, not_mapped);
-    }
+    m.jump_unless_mapped(off, deny);
     m.load(2, off + 12);
     let rewrite_mapped = m.label();
     m.jump(JMP32_JEQ_K, 2, 0, rewrite_mapped);
@@ -327,13 +322,7 @@ fn check6(m: &mut Asm, a: &ClassicAddrs, off: i16, ok6: usize, ok_mapped: usize)
             m.jump(JMP_JA, 0, 0, ok6);
         }
         (None, Some(f)) => {
-            let mapped_words = [
-                V4_MAPPED_PREFIX[0],
-                V4_MAPPED_PREFIX[1],
-                V4_MAPPED_PREFIX[2],
-                v4_word(*f),
-            ];
-            m.store_words(off, mapped_words);
+            m.store_words(off, mapped(*f));
             m.jump(JMP_JA, 0, 0, ok_mapped);
         }
         (None, None) => m.jump(JMP_JA, 0, 0, deny),
@@ -386,10 +375,7 @@ fn prog_connect6(a: &ClassicAddrs) -> Vec<Insn> {
     check6(&mut m, a, USER_IP6, ok6, ok_mapped);
     m.bind(other);
     // Which family is the destination? v4-mapped goes out as IPv4.
-    for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
-        m.load(2, USER_IP6 + 4 * i as i16);
-        m.jump(JMP32_JNE_K, 2, *w, ok6);
-    }
+    m.jump_unless_mapped(USER_IP6, ok6);
     m.jump(JMP_JA, 0, 0, ok_mapped);
     m.bind(ok6);
     match a.v6.first() {
@@ -457,13 +443,9 @@ fn prog_sendmsg6(a: &ClassicAddrs) -> Vec<Insn> {
     m.jump_if_words(MSG_SRC_IP6, [0; 4], unset);
     check6(&mut m, a, MSG_SRC_IP6, ok6, ok_mapped);
     m.bind(unset);
-    let mapped = m.label();
-    let dst_v6 = m.label();
-    for (i, w) in V4_MAPPED_PREFIX.iter().enumerate() {
-        m.load(2, USER_IP6 + 4 * i as i16);
-        m.jump(JMP32_JNE_K, 2, *w, dst_v6);
-    }
-    m.jump(JMP_JA, 0, 0, mapped);
+    let (dst_mapped, dst_v6) = (m.label(), m.label());
+    m.jump_unless_mapped(USER_IP6, dst_v6);
+    m.jump(JMP_JA, 0, 0, dst_mapped);
     m.bind(dst_v6);
     match a.v6.first() {
         Some(f) => {
@@ -472,16 +454,10 @@ fn prog_sendmsg6(a: &ClassicAddrs) -> Vec<Insn> {
         }
         None => m.ret(0),
     }
-    m.bind(mapped);
+    m.bind(dst_mapped);
     match a.v4.first() {
         Some(f) => {
-            let w = [
-                V4_MAPPED_PREFIX[0],
-                V4_MAPPED_PREFIX[1],
-                V4_MAPPED_PREFIX[2],
-                v4_word(*f),
-            ];
-            m.store_words(MSG_SRC_IP6, w);
+            m.store_words(MSG_SRC_IP6, mapped(*f));
             m.ret(1);
         }
         None => m.ret(0),
@@ -651,5 +627,8 @@ mod tests {
     fn words_are_network_order_bytes() {
         assert_eq!(v4_word(Ipv4Addr::new(10, 0, 0, 1)), 0x0100_000a);
         assert_eq!(V4_MAPPED_PREFIX[2], 0xffff_0000u32 as i32);
+        let m = mapped(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(m[..3], V4_MAPPED_PREFIX[..]);
+        assert_eq!(m[3], 0x0100_000a);
     }
 }

@@ -486,27 +486,12 @@ impl Netlink {
     /// `RTM_GETADDR` dump (`IFA_LOCAL` preferred over `IFA_ADDRESS`, which is the peer on
     /// point-to-point links). Empty if the link has none or does not exist.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
-        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
-        let replies = self.request(msg, NLM_F_DUMP, "list addresses", &format!("link #{index}"))?;
-        let mut out = Vec::new();
-        for reply in replies {
-            let RouteNetlinkMessage::NewAddress(a) = reply else {
-                continue;
-            };
-            let (mut local, mut address) = (None, None);
-            for attr in &a.attributes {
-                match attr {
-                    AddressAttribute::Local(ip) => local = Some(*ip),
-                    AddressAttribute::Address(ip) => address = Some(*ip),
-                    _ => {}
-                }
-            }
-            match local.or(address) {
-                Some(ip) if a.header.index == index => out.push((ip, a.header.prefix_len)),
-                _ => {}
-            }
-        }
-        Ok(out)
+        Ok(self
+            .all_addresses()?
+            .into_iter()
+            .filter(|(i, _, _)| *i == index)
+            .map(|(_, ip, p)| (ip, p))
+            .collect())
     }
 
     /// Add a default route (`0.0.0.0/0` or `::/0` by the gateway's family) via `gateway` in the

@@ -1,7 +1,7 @@
 //! nftables through the `nft` tool's JSON interface (libnftables-json(5)): a batch of commands
 //! is written to `nft -j -f -`, which applies it atomically (all or nothing); counters are read
-//! back with `nft -j list counters table ...`. vserver only ever adds, lists and deletes tables
-//! of its own (named `vs<xid>`); the host's own ruleset is never read or changed.
+//! back with `nft -j list counters` (filtered by table name). vserver only ever adds, resets and
+//! deletes tables of its own (named `vs<xid>`); the host's own ruleset is never changed.
 
 use serde_json::{json, Value};
 use std::io::Write;
@@ -72,40 +72,38 @@ pub fn apply(commands: Vec<Value>, netns: Option<BorrowedFd<'_>>) -> Result<(), 
     nft(&["-j", "-f", "-"], Some(&doc), netns).map(drop)
 }
 
-/// Delete table `family name` if it exists (`nft delete table`); Ok(false) if it did not.
-/// Errors: nft's message for anything but a missing table.
-pub fn delete_table(
-    family: &str,
+/// Delete the tables `name` of each of `families` that exist, in one atomic batch: each is
+/// added first (a no-op when it exists), then deleted, so a missing one is no error (what newer
+/// nft calls `destroy table`). Errors: nft's message.
+pub fn delete_tables(
+    families: &[&str],
     name: &str,
     netns: Option<BorrowedFd<'_>>,
-) -> Result<bool, String> {
-    match nft(&["delete", "table", family, name], None, netns) {
-        Ok(_) => Ok(true),
-        Err(m) if m.contains("No such file or directory") => Ok(false),
-        Err(m) => Err(format!("delete table {family} {name}: {m}")),
+) -> Result<(), String> {
+    let mut cmds = Vec::new();
+    for f in families {
+        cmds.push(expr::table(f, name));
+        cmds.push(json!({"delete": {"table": {"family": f, "name": name}}}));
     }
+    apply(cmds, netns).map_err(|m| format!("delete the nftables tables {name}: {m}"))
 }
 
-/// Named counters of table `family name` as `(name, packets, bytes)`; empty if the table does
-/// not exist. Errors: nft's message, or unparsable output.
+/// Named counters of the tables called `table` (any family), as `(name, packets, bytes)`, from
+/// one `nft -j list counters`; empty if there are none. Errors: nft's message, or unparsable
+/// output.
 pub fn counters(
-    family: &str,
-    name: &str,
+    table: &str,
     netns: Option<BorrowedFd<'_>>,
 ) -> Result<Vec<(String, u64, u64)>, String> {
-    let out = match nft(
-        &["-j", "list", "counters", "table", family, name],
-        None,
-        netns,
-    ) {
-        Ok(o) => o,
-        Err(m) if m.contains("No such file or directory") => return Ok(Vec::new()),
-        Err(m) => return Err(format!("list counters of {family} {name}: {m}")),
-    };
+    let out = nft(&["-j", "list", "counters"], None, netns)
+        .map_err(|m| format!("list nftables counters: {m}"))?;
     let v: Value = serde_json::from_str(&out).map_err(|e| format!("nft -j output: {e}"))?;
     let mut res = Vec::new();
     for o in v["nftables"].as_array().into_iter().flatten() {
         let c = &o["counter"];
+        if c["table"].as_str() != Some(table) {
+            continue;
+        }
         if let (Some(n), Some(p), Some(b)) = (
             c["name"].as_str(),
             c["packets"].as_u64(),
