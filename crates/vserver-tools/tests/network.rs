@@ -408,6 +408,43 @@ fn classic_guest_uses_only_its_own_address() {
         "import socket; s=socket.create_connection(('127.0.0.53',{port})); print('peer', s.getpeername()[0])"
     ));
     assert!(o.contains(&format!("peer {gip}")), "127.0.0.53: {o}");
+    // A socket the kernel binds implicitly (listen() without bind()) sits on the wildcard, but
+    // only packets to the guest's own address reach it.
+    let mut lsn = env
+        .cmd("vserver")
+        .args([&name, "exec", "python3", "-c"])
+        .arg("import socket,time\ns=socket.socket(); s.listen(); print(s.getsockname()[1], flush=True)\nwhile True:\n  c,_=s.accept(); c.send(b'guest'); c.close()")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(lsn.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let eph: u16 = line.trim().parse().expect("the guest printed its port");
+    let reach = |a: &str| {
+        TcpStream::connect_timeout(
+            &format!("{a}:{eph}").parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .is_ok()
+    };
+    assert!(
+        reach(&gip),
+        "implicitly bound listener not reachable on the guest's address"
+    );
+    assert!(
+        !reach("127.0.0.1"),
+        "implicitly bound listener answers on 127.0.0.1"
+    );
+    assert!(
+        !reach(&host_ip),
+        "implicitly bound listener answers on {host_ip}"
+    );
+    let _ = lsn.kill();
+    let _ = lsn.wait();
     let o = py("import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)");
     assert!(o.contains("Operation not permitted"), "raw socket: {o}");
     let o = py("import socket; socket.socket(socket.AF_INET6).bind(('fd00::99',0))");

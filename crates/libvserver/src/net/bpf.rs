@@ -11,7 +11,10 @@
 //!   socket is bound to the guest's address first (`bpf_bind`), so the source is always the guest's;
 //! - sendmsg(2) on unconnected UDP sockets: the same for the destination, and the source is the
 //!   guest's address (refused if the caller asked for another one with IP_PKTINFO);
-//! - socket(2) of type SOCK_RAW is refused (no sniffing, no forged packets).
+//! - socket(2) of type SOCK_RAW is refused (no sniffing, no forged packets);
+//! - every IP packet of the guest's sockets (`cgroup_skb` ingress and egress) must carry a guest
+//!   address on the guest's side, which also covers sockets the kernel binds implicitly to the
+//!   wildcard (listen() without bind(), a first sendto()).
 //!
 //! The programs are attached without `BPF_F_ALLOW_OVERRIDE`, so nothing below the guest's cgroup
 //! can replace them, and they live exactly as long as the cgroup does.
@@ -21,6 +24,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const PROG_TYPE_CGROUP_SKB: u32 = 8;
 const PROG_TYPE_CGROUP_SOCK: u32 = 9;
 const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 
@@ -28,6 +32,10 @@ const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Hook {
+    /// Every IP packet a socket of the cgroup receives.
+    Ingress = 0,
+    /// Every IP packet a socket of the cgroup sends.
+    Egress = 1,
     /// socket(2) of an AF_INET/AF_INET6 socket.
     SockCreate = 2,
     /// bind(2), IPv4.
@@ -49,6 +57,7 @@ const LDX_MEM_W: u8 = 0x61;
 const LDX_MEM_DW: u8 = 0x79;
 const ALU64_AND_K: u8 = 0x57;
 const JMP_JEQ_K: u8 = 0x15;
+const JMP_JNE_K: u8 = 0x55;
 const STX_MEM_W: u8 = 0x63;
 const ST_MEM_W: u8 = 0x62;
 const ALU64_MOV_K: u8 = 0xb7;
@@ -61,6 +70,13 @@ const JMP_CALL: u8 = 0x85;
 const JMP_EXIT: u8 = 0x95;
 /// `bpf_bind(ctx, struct sockaddr *, int len)` helper id.
 const HELPER_BIND: i32 = 64;
+/// `bpf_skb_load_bytes(skb, offset, to, len)` helper id.
+const HELPER_SKB_LOAD_BYTES: i32 = 26;
+/// `__sk_buff.protocol`: the packet's EtherType in network order.
+const SKB_PROTOCOL: i16 = 16;
+/// ETH_P_IP and ETH_P_IPV6 as a 32-bit load of the big-endian 16-bit field sees them.
+const PROTO_IP: i32 = 0x0008;
+const PROTO_IPV6: i32 = 0xdd86;
 
 // Offsets in `struct bpf_sock_addr` and `struct bpf_sock`, in bytes.
 const USER_IP4: i16 = 4;
@@ -468,6 +484,53 @@ fn prog_sendmsg6(a: &ClassicAddrs) -> Vec<Insn> {
     m.finish()
 }
 
+/// The packet filter: a packet of the guest's sockets whose own-side address (source on egress,
+/// destination on ingress) is not one of the guest's is dropped. This catches what the socket
+/// hooks cannot see: sockets the kernel binds implicitly to the wildcard (listen() without
+/// bind(), a first sendto()), which would otherwise answer on, or send from, host addresses.
+fn prog_packets(a: &ClassicAddrs, egress: bool) -> Vec<Insn> {
+    let mut m = Asm::default();
+    let (v4, v6, allow, deny) = (m.label(), m.label(), m.label(), m.label());
+    m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
+    m.load(2, SKB_PROTOCOL);
+    m.jump(JMP32_JEQ_K, 2, PROTO_IP, v4);
+    m.jump(JMP32_JEQ_K, 2, PROTO_IPV6, v6);
+    m.ret(1);
+    // Copy the address from the IP header to r10-16 with bpf_skb_load_bytes.
+    let copy = |m: &mut Asm, offset: i32, len: i32| {
+        m.op(insn(ALU64_MOV_X, 1, 6, 0, 0));
+        m.op(insn(ALU64_MOV_K, 2, 0, 0, offset));
+        m.op(insn(ALU64_MOV_X, 3, 10, 0, 0));
+        m.op(insn(ALU64_ADD_K, 3, 0, 0, -16));
+        m.op(insn(ALU64_MOV_K, 4, 0, 0, len));
+        m.op(insn(JMP_CALL, 0, 0, 0, HELPER_SKB_LOAD_BYTES));
+        m.jump(JMP_JNE_K, 0, 0, deny);
+    };
+    m.bind(v4);
+    copy(&mut m, if egress { 12 } else { 16 }, 4);
+    m.op(insn(LDX_MEM_W, 2, 10, -16, 0));
+    for x in &a.v4 {
+        m.jump(JMP32_JEQ_K, 2, v4_word(*x), allow);
+    }
+    m.jump(JMP_JA, 0, 0, deny);
+    m.bind(v6);
+    copy(&mut m, if egress { 8 } else { 24 }, 16);
+    for x in &a.v6 {
+        let next = m.label();
+        for (i, w) in v6_words(*x).iter().enumerate() {
+            m.op(insn(LDX_MEM_W, 2, 10, -16 + 4 * i as i16, 0));
+            m.jump(JMP32_JNE_K, 2, *w, next);
+        }
+        m.jump(JMP_JA, 0, 0, allow);
+        m.bind(next);
+    }
+    m.bind(deny);
+    m.ret(0);
+    m.bind(allow);
+    m.ret(1);
+    m.finish()
+}
+
 fn prog_sock_create() -> Vec<Insn> {
     let mut m = Asm::default();
     let deny = m.label();
@@ -528,10 +591,10 @@ fn load(hook: Hook, insns: &[Insn]) -> Result<OwnedFd, String> {
     let mut name = [0u8; 16];
     name[..9].copy_from_slice(b"vs_classi");
     let mut attr = ProgLoadAttr {
-        prog_type: if hook == Hook::SockCreate {
-            PROG_TYPE_CGROUP_SOCK
-        } else {
-            PROG_TYPE_CGROUP_SOCK_ADDR
+        prog_type: match hook {
+            Hook::Ingress | Hook::Egress => PROG_TYPE_CGROUP_SKB,
+            Hook::SockCreate => PROG_TYPE_CGROUP_SOCK,
+            _ => PROG_TYPE_CGROUP_SOCK_ADDR,
         },
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
@@ -568,6 +631,8 @@ fn load(hook: Hook, insns: &[Insn]) -> Result<OwnedFd, String> {
 /// program the verifier refused, the end of its log.
 pub fn attach_classic(cgroup: BorrowedFd<'_>, addrs: &ClassicAddrs) -> Result<(), String> {
     let progs = [
+        (Hook::Ingress, prog_packets(addrs, false)),
+        (Hook::Egress, prog_packets(addrs, true)),
         (Hook::SockCreate, prog_sock_create()),
         (Hook::Bind4, prog_bind4(addrs)),
         (Hook::Bind6, prog_bind6(addrs)),
@@ -605,6 +670,7 @@ mod tests {
             v6: vec!["fd00::3".parse().unwrap()],
         };
         for p in [
+            prog_packets(&a, true),
             prog_bind4(&a),
             prog_bind6(&a),
             prog_connect4(&a),
