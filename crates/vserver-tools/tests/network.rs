@@ -122,6 +122,7 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     env.guests.extend([a.clone(), b.clone()]);
     let ifa = format!("{}:{a_ip}/24,fd77:{:x}::2/64", env.bridge, env.net);
     let fwd = format!("{port}:80");
+    let fwd_udp = format!("{}:5353/udp", port + 1);
     let xs = xa.to_string();
     assert_ok(
         &env.vserver(
@@ -136,6 +137,8 @@ fn veth_guests_forwards_conflicts_and_accounting() {
                 &ifa,
                 "--forward",
                 &fwd,
+                "--forward",
+                &fwd_udp,
             ],
         ),
         "build a",
@@ -160,6 +163,41 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     });
     let lo = http_get(&format!("127.0.0.1:{port}")).unwrap_or_default();
     assert!(lo.contains(&want), "forward from 127.0.0.1: {lo}");
+    let lo6 = http_get(&format!("[::1]:{port}")).unwrap_or_default();
+    assert!(lo6.contains(&want), "forward from ::1: {lo6}");
+    // UDP forwards, through 127.0.0.1 (nftables) and ::1 (the relay).
+    assert_ok(
+        &env.exec(
+            &a,
+            "(python3 -c \"import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(('::',5353))\nwhile True:\n  d,c=s.recvfrom(100); s.sendto(b'echo-'+d,c)\" >/dev/null 2>&1 &)",
+        ),
+        "start the guest's UDP echo",
+    );
+    for host in ["127.0.0.1", "::1"] {
+        let bind = if host == "::1" {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let u = std::net::UdpSocket::bind(bind).unwrap();
+        u.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let to = if host == "::1" {
+            format!("[::1]:{}", port + 1)
+        } else {
+            format!("127.0.0.1:{}", port + 1)
+        };
+        let mut got = None;
+        for _ in 0..20 {
+            let _ = u.send_to(b"ping", &to);
+            let mut b = [0u8; 64];
+            if let Ok((n, _)) = u.recv_from(&mut b) {
+                got = Some(String::from_utf8_lossy(&b[..n]).to_string());
+                break;
+            }
+        }
+        assert_eq!(got.as_deref(), Some("echo-ping"), "UDP forward via {host}");
+    }
     // IPv6 to the guest.
     let v6 = http_get(&format!("[fd77:{:x}::2]:80", env.net)).unwrap_or_default();
     assert!(v6.contains(&want), "IPv6: {v6}");
@@ -292,6 +330,41 @@ fn veth_guests_forwards_conflicts_and_accounting() {
         "honest packet lost"
     );
     assert_eq!(forge(&env.ip(99)), None, "forged source got through");
+    // ICMPv6 from the guest's namespace to all nodes: an echo request arrives on the bridge, a
+    // router advertisement and a neighbour advertisement for a foreign target do not.
+    let icmp6 = |kind: u8, body: &str| {
+        let host = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_ICMPV6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_BINDTODEVICE,b'{br}')\ns.settimeout(2)\ntry:\n\twhile True:\n\t\td=s.recv(200)\n\t\tif d[0]=={kind} and b'vstest' in d: print('arrived'); break\nexcept OSError: print('none')",
+                br = env.bridge
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let o = Command::new("nsenter")
+            .args([&format!("--net=/proc/{init}/ns/net"), "python3", "-c"])
+            .arg(format!(
+                "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_ICMPV6)\ns.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_MULTICAST_HOPS,255)\nidx=socket.if_nametoindex('eth0')\ns.sendto(bytes([{kind},0,0,0])+{body}+b'vstest',('ff02::1',0,0,idx))"
+            ))
+            .output()
+            .unwrap();
+        assert_ok(&o, "send ICMPv6 from the guest's namespace");
+        String::from_utf8_lossy(&host.wait_with_output().unwrap().stdout).contains("arrived")
+    };
+    assert!(
+        icmp6(128, "bytes(4)"),
+        "echo request lost (the check is blind)"
+    );
+    assert!(!icmp6(134, "bytes(12)"), "router advertisement got through");
+    assert!(
+        !icmp6(
+            136,
+            "bytes([0x20,0,0,0])+socket.inet_pton(socket.AF_INET6,'fd00::99')"
+        ),
+        "neighbour advertisement for a foreign address got through"
+    );
 
     // Accounting: a known transfer out of the guest is counted within 5%.
     let sink = TcpListener::bind(format!("{gw}:0")).unwrap();

@@ -775,6 +775,7 @@ impl GuestConfig {
     fn validate_network(&self) -> Result<(), FieldError> {
         use KeySeg::{Index, Key};
         let mut names = Vec::new();
+        let mut seen_addrs: Vec<IpAddr> = Vec::new();
         let classic = self.classic_network();
         for (i, ifc) in self.interface.iter().enumerate() {
             let at = |k| vec![Key("interface"), Index(i), Key(k)];
@@ -787,7 +788,12 @@ impl GuestConfig {
                 if ifc.address.0.len() > 1 {
                     key.push(Index(j));
                 }
-                addrs.push(parse_cidr(a).map_err(|m| FieldError::new(key, m))?);
+                let (ip, p) = parse_cidr(a).map_err(|m| FieldError::new(key.clone(), m))?;
+                if seen_addrs.contains(&ip) {
+                    return Err(FieldError::new(key, format!("address {ip} is given twice")));
+                }
+                seen_addrs.push(ip);
+                addrs.push((ip, p));
             }
             if classic != (ifc.mode == NetMode::Classic) {
                 return Err(FieldError::new(

@@ -133,4 +133,9 @@ fn network_modes_addresses_and_forwards() {
     assert!(e.contains("key 'interface[0].address[1]'"), "{e}");
     let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\n[[forward]]\nhost_port = 1\nguest_port = 2\nprotocol = \"sctp\"\n");
     assert!(e.contains("key 'forward[0].protocol'"), "{e}");
+    let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\n[[interface]]\naddress = \"10.1.0.2/16\"\nbridge = \"b2\"\n");
+    assert!(
+        e.contains("key 'interface[1].address'") && e.contains("twice"),
+        "{e}"
+    );
 }

@@ -442,7 +442,10 @@ fn mac_text(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// The anti-spoofing and counting chains of interface `i` on device `dev`. Host side of a veth
+/// The anti-spoofing and counting chains of interface `i` on device `dev`: source MAC and
+/// addresses (IPv4; ARP sender MAC and IP; IPv6: the guest's, `::` and its own link-local), neighbour
+/// advertisements for the guest's own addresses only, no router advertisements, redirects or
+/// DHCP server replies, no other ethertypes. Host side of a veth
 /// (`inside` false): ingress sees what the guest sends, egress what it receives. Inside the
 /// guest's namespace (macvlan, `inside` true) it is the other way round.
 fn guard_chains(
@@ -530,6 +533,63 @@ fn guard_chains(
     ));
     v.push(drop_unless("arp", expr::payload("arp", "saddr ip"), set4));
     v.push(drop_unless(
+        "arp",
+        expr::payload("arp", "saddr ether"),
+        json!(mac_text(mac)),
+    ));
+    // Neighbour advertisements only for the guest's own addresses (the target field, 8 bytes
+    // into the ICMPv6 header; nft 1.0.6 has no name for it).
+    let targets: Vec<Value> = v6
+        .iter()
+        .filter(|(a, p)| *p == 128 && !a.is_unspecified())
+        .filter_map(|(a, _)| match a {
+            IpAddr::V6(a) => Some(json!(format!("0x{:032x}", u128::from(*a)))),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let icmp6_type = expr::payload("icmpv6", "type");
+    v.push(expr::rule(
+        "netdev",
+        table,
+        &cf,
+        vec![
+            expr::cmp(icmp6_type.clone(), "==", json!("nd-neighbor-advert")),
+            expr::cmp(
+                json!({"payload": {"base": "th", "offset": 64, "len": 128}}),
+                "!=",
+                json!({ "set": targets }),
+            ),
+            expr::drop(),
+        ],
+    ));
+    // A guest is no router and no DHCP server for the host or the other guests.
+    v.push(expr::rule(
+        "netdev",
+        table,
+        &cf,
+        vec![
+            expr::cmp(
+                icmp6_type,
+                "==",
+                json!({"set": ["nd-router-advert", "nd-redirect"]}),
+            ),
+            expr::drop(),
+        ],
+    ));
+    v.push(expr::rule(
+        "netdev",
+        table,
+        &cf,
+        vec![
+            expr::cmp(
+                expr::payload("udp", "sport"),
+                "==",
+                json!({"set": [67, 547]}),
+            ),
+            expr::drop(),
+        ],
+    ));
+    v.push(drop_unless(
         "ip6",
         expr::payload("ip6", "saddr"),
         expr::addr_set(&v6),
@@ -607,7 +667,7 @@ fn nat_rules(g: &Guest, table: &str) -> Vec<Value> {
     for f in &g.config.forward {
         for (target, _) in [first(true), first(false)].into_iter().flatten() {
             let nfproto = if target.is_ipv4() { "ipv4" } else { "ipv6" };
-            let m = vec![
+            let mut m = vec![
                 expr::cmp(expr::meta("nfproto"), "==", json!(nfproto)),
                 expr::to_local_address(),
                 expr::cmp(
@@ -618,6 +678,13 @@ fn nat_rules(g: &Guest, table: &str) -> Vec<Value> {
                 expr::dnat(target, f.guest_port),
             ];
             v.push(expr::rule("inet", table, "pre", m.clone()));
+            if target.is_ipv6() {
+                // ::1 cannot be NATed off loopback: the relay (net::relay) serves it.
+                m.insert(
+                    1,
+                    expr::cmp(expr::payload("ip6", "daddr"), "!=", json!("::1")),
+                );
+            }
             v.push(expr::rule("inet", table, "out", m));
         }
     }
@@ -749,4 +816,29 @@ pub(crate) fn macvlan_netns(g: &Guest, pid: i32) -> Option<OwnedFd> {
         return None;
     }
     open_netns(pid).ok()
+}
+
+/// The forwards the ::1 relay serves: each `[[forward]]` to the guest's first IPv6 veth address
+/// (its first IPv4 one when it has none).
+pub(crate) fn relay_forwards(g: &Guest) -> Vec<crate::net::relay::RelayForward> {
+    let addrs: Vec<IpAddr> = g
+        .config
+        .interface
+        .iter()
+        .filter(|i| i.mode == NetMode::Veth)
+        .flat_map(|i| i.addrs().unwrap_or_default())
+        .map(|(a, _)| a)
+        .collect();
+    let Some(target) = addrs.iter().find(|a| a.is_ipv6()).or_else(|| addrs.first()) else {
+        return Vec::new();
+    };
+    g.config
+        .forward
+        .iter()
+        .map(|f| crate::net::relay::RelayForward {
+            protocol: f.protocol.clone(),
+            host_port: f.host_port,
+            target: std::net::SocketAddr::new(*target, f.guest_port),
+        })
+        .collect()
 }

@@ -409,6 +409,14 @@ fn monitor_main(
     }
     drop(report);
     lock.forget_in_child();
+    let relay = super::network::relay_forwards(g);
+    if !relay.is_empty() {
+        // SAFETY: the monitor is single-threaded; the child only runs the relay.
+        if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+            drop(console);
+            crate::net::relay::run(&relay)
+        }
+    }
     let netns = super::network::macvlan_netns(g, spawned.pid);
     crate::monitor::run(g, spawned.pidfd, Some(console), netns)
 }

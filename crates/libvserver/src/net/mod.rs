@@ -4,3 +4,4 @@
 pub mod bpf;
 pub mod netlink;
 pub mod nft;
+pub mod relay;
