@@ -270,6 +270,53 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     );
     assert!(!link_exists(&format!("vs{xc}-0")));
 
+    // Forwarded host ports: one a running guest forwards, one a host service holds.
+    let (d, xd) = (format!("{a}d"), xa + 3);
+    env.guests.push(d.clone());
+    let (xs, ifd) = (xd.to_string(), format!("{}:{}/24", env.bridge, env.ip(4)));
+    assert_ok(
+        &env.vserver(
+            &d,
+            &[
+                "build",
+                "-m",
+                "skeleton",
+                "--context",
+                &xs,
+                "--interface",
+                &ifd,
+                "--forward",
+                &fwd,
+            ],
+        ),
+        "build d",
+    );
+    let o = env.vserver(&d, &["start"]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains(&format!("already forwarded to running guest {a}")),
+        "forward conflict: {}",
+        text(&o)
+    );
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hp = held.local_addr().unwrap().port();
+    std::fs::write(
+        env.config_path(&d),
+        std::fs::read_to_string(env.config_path(&d))
+            .unwrap()
+            .replace(&format!("host_port = {port}"), &format!("host_port = {hp}")),
+    )
+    .unwrap();
+    let o = env.vserver(&d, &["start"]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains(&format!("host port {hp}/tcp is in use on the host")),
+        "host port conflict: {}",
+        text(&o)
+    );
+    drop(held);
+    assert!(!link_exists(&format!("vs{xd}-0")));
+
     // Guest root cannot reconfigure its network or open raw sockets.
     for cmd in [
         format!("ip addr add {}/24 dev eth0", env.ip(77)),

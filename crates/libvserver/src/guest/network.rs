@@ -155,9 +155,19 @@ pub fn reset_traffic(g: &Guest) -> Result<(), GuestError> {
 /// `dev` must find their addresses on the host instead. Errors name the other holder.
 fn check_conflicts(g: &Guest, nl: &mut Netlink) -> Result<(), GuestError> {
     let mine = guest_addrs(g);
+    let ports = forward_keys(g);
     for other in super::state::running_guests(&g.paths.run_dir) {
         if other.name == g.name {
             continue;
+        }
+        if let Some(p) = ports.iter().find(|p| other.forwards.contains(p)) {
+            return Err(failed(
+                &g.name,
+                format!(
+                    "host port {p} is already forwarded to running guest {} (context {})",
+                    other.name, other.xid
+                ),
+            ));
         }
         for a in &other.addresses {
             let ip = a.split('/').next().and_then(|s| s.parse::<IpAddr>().ok());
@@ -170,6 +180,17 @@ fn check_conflicts(g: &Guest, nl: &mut Netlink) -> Result<(), GuestError> {
                     ),
                 ));
             }
+        }
+    }
+    for f in &g.config.forward {
+        if let Some(e) = host_port_taken(f.host_port, &f.protocol) {
+            return Err(failed(
+                &g.name,
+                format!(
+                    "host port {}/{} is in use on the host ({e}); pick another forward.host_port",
+                    f.host_port, f.protocol
+                ),
+            ));
         }
     }
     let host = nl
@@ -841,4 +862,29 @@ pub(crate) fn relay_forwards(g: &Guest) -> Vec<crate::net::relay::RelayForward> 
             target: std::net::SocketAddr::new(*target, f.guest_port),
         })
         .collect()
+}
+
+/// The guest's forwarded host ports as `PORT/PROTOCOL` (recorded in the run state).
+pub(crate) fn forward_keys(g: &Guest) -> Vec<String> {
+    g.config
+        .forward
+        .iter()
+        .map(|f| format!("{}/{}", f.host_port, f.protocol))
+        .collect()
+}
+
+/// Whether a host socket already holds `port` (a service on the wildcard or any address): a
+/// trial bind of `[::]:port` (dual-stack, so IPv4 binds conflict too) fails with EADDRINUSE.
+/// Returns the error text then.
+fn host_port_taken(port: u16, protocol: &str) -> Option<String> {
+    let at = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    let res = if protocol == "udp" {
+        std::net::UdpSocket::bind(at).map(drop)
+    } else {
+        std::net::TcpListener::bind(at).map(drop)
+    };
+    match res {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(e.to_string()),
+        _ => None,
+    }
 }

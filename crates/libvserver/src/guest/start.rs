@@ -389,6 +389,7 @@ fn monitor_main(
         veths,
         addresses: g.addresses(),
         classic_addresses: net.added.clone(),
+        forwards: super::network::forward_keys(g),
     };
     if let Err(e) = rd.write_state(&state) {
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);

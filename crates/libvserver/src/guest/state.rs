@@ -34,6 +34,9 @@ pub struct RunState {
     /// Classic guests: `(host interface, ADDR/PREFIX)` that the start added and stop removes.
     #[serde(default)]
     pub classic_addresses: Vec<(String, String)>,
+    /// Host ports forwarded to the guest, as `PORT/PROTOCOL`.
+    #[serde(default)]
+    pub forwards: Vec<String>,
 }
 
 impl RunState {
