@@ -669,16 +669,76 @@ fn fifty_start_stop_cycles_leave_nothing() {
         assert_ok(&env.vserver(&name, &["stop"]), &format!("stop #{i}"));
     }
     no_leftovers(xid);
-    // A start killed half-way: the next start cleans up and works.
+    // A crash (monitor and init killed, nobody cleans up) leaves the tables; the next start
+    // removes them and works.
     assert_ok(&env.vserver(&name, &["start"]), "start");
-    let st: serde_json::Value =
-        serde_json::from_slice(&env.vserver(&name, &["status", "--json"]).stdout).unwrap();
-    let init = st["init_pid"].as_i64().unwrap() as i32;
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(init),
-        nix::sys::signal::Signal::SIGKILL,
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.dir.join("run").join(&name).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    for key in ["monitor_pid", "init_pid"] {
+        let pid = state[key].as_i64().unwrap() as i32;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_until(5, "the killed guest is gone", || cgroup_pids(xid) == 0);
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&tables.stdout).contains(&format!("vs{xid}")),
+        "the crash left no table: the check below would be blind"
     );
-    assert_ok(&env.vserver(&name, &["start"]), "start after a kill");
+    assert_ok(&env.vserver(&name, &["start"]), "start after a crash");
+    let tables = Command::new("nft")
+        .args(["-j", "list", "tables"])
+        .output()
+        .unwrap();
+    let n = String::from_utf8_lossy(&tables.stdout)
+        .matches(&format!("\"vs{xid}\""))
+        .count();
+    assert_eq!(n, 2, "netdev and inet tables of the new start only");
+    // `--interface none`: loopback only, said explicitly; not combinable.
+    let lo = format!("{name}lo");
+    env.guests.push(lo.clone());
+    let xs = (xid + 1).to_string();
+    let o = env.vserver(
+        &lo,
+        &[
+            "build",
+            "-m",
+            "skeleton",
+            "--context",
+            &xs,
+            "--interface",
+            "none",
+            "--interface",
+            "10.1.1.1/24",
+        ],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("--interface none"),
+        "{}",
+        text(&o)
+    );
+    let o = env.vserver(
+        &lo,
+        &[
+            "build",
+            "-m",
+            "skeleton",
+            "--context",
+            &xs,
+            "--interface",
+            "none",
+        ],
+    );
+    assert_ok(&o, "build with --interface none");
+    let cfg = std::fs::read_to_string(env.config_path(&lo)).unwrap();
+    assert!(!cfg.contains("[[interface]]"), "{cfg}");
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
     no_leftovers(xid);
 }

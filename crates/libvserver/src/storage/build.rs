@@ -187,7 +187,13 @@ pub fn build(
         )));
     }
     let mut interfaces = Vec::new();
-    for i in &o.interfaces {
+    // `--interface none`: loopback only (the same as no --interface), said explicitly.
+    if o.interfaces.iter().any(|i| i == "none") && o.interfaces.len() > 1 {
+        return Err(err(String::from(
+            "--interface none (loopback only) cannot be combined with other interfaces",
+        )));
+    }
+    for i in o.interfaces.iter().filter(|i| *i != "none") {
         let mut ifc = parse_interface_arg(i).map_err(|m| err(format!("--interface {i}: {m}")))?;
         ifc.nat = o.nat && ifc.mode == config::NetMode::Veth;
         interfaces.push(ifc);

@@ -54,7 +54,7 @@ enum Cmd {
         hostname: Option<String>,
         /// [MODE:][DEV:]IP/PREFIX[,IP/PREFIX...], repeatable. MODE: veth (default; DEV is the
         /// bridge, default vsbr0), macvlan (DEV is the host NIC) or classic (the host's own
-        /// stack; DEV is the host interface that carries the addresses).
+        /// stack; DEV is the host interface that carries the addresses). "none": loopback only.
         #[arg(long = "interface")]
         interfaces: Vec<String>,
         /// Masquerade the guest's outbound traffic (veth interfaces).
