@@ -572,9 +572,33 @@ fn classic_guest_uses_only_its_own_address() {
         o.contains("Operation not permitted"),
         "bind6 elsewhere: {o}"
     );
-    // Traffic is counted by address.
+    // Traffic is counted per guest (its cgroup's sockets), within 5% of a known transfer.
     assert!(traffic(&env, &name)["rx_bytes"].as_u64().unwrap() > 0);
+    let sink = TcpListener::bind(format!("{host_ip}:0")).unwrap();
+    let sport = sink.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = sink.accept().unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        buf.len()
+    });
+    let before = traffic(&env, &name)["tx_bytes"].as_u64().unwrap();
+    const N: u64 = 3_000_000;
+    py(&format!(
+        "import socket; s=socket.create_connection(('{host_ip}',{sport})); s.sendall(b'x'*{N}); s.close()"
+    ));
+    assert_eq!(reader.join().unwrap() as u64, N);
+    let sent = traffic(&env, &name)["tx_bytes"].as_u64().unwrap() - before;
+    assert!(
+        (N..=N + N / 20).contains(&sent),
+        "counted {sent} bytes for {N}"
+    );
+    let total = traffic(&env, &name)["tx_bytes"].as_u64().unwrap();
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(
+        traffic(&env, &name)["tx_bytes"].as_u64().unwrap() >= total,
+        "classic counters lost at stop"
+    );
     let addrs = Command::new("ip")
         .args(["-br", "addr", "show", &env.bridge])
         .output()

@@ -319,11 +319,12 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
             ),
         });
     }
+    // Before the cgroup goes: a classic guest's traffic counters live on it.
+    network::teardown(g, xid, st.as_ref());
     cg.remove().map_err(|source| GuestError::Cgroup {
         name: g.name.clone(),
         source,
     })?;
-    network::teardown(g, xid, st.as_ref());
     if g.config.disk.size.is_some() {
         crate::storage::disk::unmount(&g.root())
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;

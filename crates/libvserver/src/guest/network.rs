@@ -5,7 +5,8 @@
 //! crash and a stop find and remove exactly what the guest caused.
 //!
 //! Accounting: the counters `rx` (bytes and packets into the guest) and `tx` (out of it) live in
-//! the guest's tables while it runs; stop adds them to `ROOTBASE/.accounting/NAME.json`, so the
+//! the guest's tables (classic guests: in the packet filter's map on the guest's cgroup) while it
+//! runs; stop adds them to `ROOTBASE/.accounting/NAME.json`, so the
 //! totals survive restarts until `vserver NAME reset-accounting`.
 
 use super::{failed, Guest, GuestError, RunState};
@@ -91,13 +92,34 @@ fn table_traffic(xid: u32, netns: Option<&OwnedFd>) -> Traffic {
 }
 
 /// Counters of the guest's live tables (host side, and for macvlan the guest's own netns when
-/// `netns` is given).
-fn live_traffic(xid: u32, netns: Option<&OwnedFd>) -> Traffic {
+/// `netns` is given) and, for classic guests, of the packet filter on its cgroup.
+fn live_traffic(g: &Guest, xid: u32, netns: Option<&OwnedFd>) -> Traffic {
     let mut t = table_traffic(xid, None);
     if netns.is_some() {
         t.add(&table_traffic(xid, netns));
     }
+    if let Some(cg) = classic_cgroup(g, xid) {
+        if let Some([rb, rp, tb, tp]) = bpf::classic_traffic(cg.as_fd()) {
+            t.add(&Traffic {
+                rx_bytes: rb,
+                rx_packets: rp,
+                tx_bytes: tb,
+                tx_packets: tp,
+            });
+        }
+    }
     t
+}
+
+/// The cgroup v2 directory of context `xid`, opened, when the guest is a classic one.
+fn classic_cgroup(g: &Guest, xid: u32) -> Option<OwnedFd> {
+    if !g.config.classic_network() {
+        return None;
+    }
+    let cg = g.cgroup_of(xid).ok()?;
+    std::fs::File::open(cg.unified_dir()?)
+        .ok()
+        .map(OwnedFd::from)
 }
 
 /// Open the network namespace of process `pid` (`/proc/PID/ns/net`).
@@ -112,6 +134,7 @@ pub fn traffic(g: &Guest) -> Traffic {
     let mut t = saved_traffic(g);
     if let Some(st) = g.running() {
         t.add(&live_traffic(
+            g,
             st.xid,
             macvlan_netns(g, st.init_pid).as_ref(),
         ));
@@ -125,7 +148,6 @@ pub fn reset_traffic(g: &Guest) -> Result<(), GuestError> {
     if let Some(st) = g.running() {
         let name = table_name(st.xid);
         let inside = macvlan_netns(g, st.init_pid);
-        // Each family on its own: a NAT-only table has no counters to reset.
         let reset = |family: &str, ns: Option<&OwnedFd>| {
             let cmds = ["rx", "tx"]
                 .iter()
@@ -136,9 +158,11 @@ pub fn reset_traffic(g: &Guest) -> Result<(), GuestError> {
             let _ = nft::apply(cmds, ns.map(|f| f.as_fd()));
         };
         reset("netdev", None);
-        reset("inet", None);
         if let Some(ns) = &inside {
             reset("netdev", Some(ns));
+        }
+        if let Some(cg) = classic_cgroup(g, st.xid) {
+            bpf::reset_classic_traffic(cg.as_fd());
         }
     }
     match std::fs::remove_file(accounting_file(g)) {
@@ -349,40 +373,7 @@ pub(crate) fn attach(
         let cg = cgroup_v2.ok_or_else(|| {
             String::from("classic networking needs a cgroup v2 hierarchy for its socket hooks")
         })?;
-        bpf::attach_classic(cg.as_fd(), c)?;
-        let all: Vec<(IpAddr, u8)> = guest_addrs(g)
-            .into_iter()
-            .map(|(a, _)| (a, if a.is_ipv4() { 32 } else { 128 }))
-            .collect();
-        let mut cmds = vec![
-            expr::table("inet", &table),
-            expr::counter_obj("inet", &table, "rx"),
-            expr::counter_obj("inet", &table, "tx"),
-            expr::base_chain("inet", &table, "in", "filter", "input", -150, None),
-            expr::base_chain("inet", &table, "out", "filter", "output", -150, None),
-        ];
-        for (chain, field, counter) in [("in", "daddr", "rx"), ("out", "saddr", "tx")] {
-            for fam in ["ip", "ip6"] {
-                let set: Vec<(IpAddr, u8)> = all
-                    .iter()
-                    .filter(|(a, _)| a.is_ipv4() == (fam == "ip"))
-                    .copied()
-                    .collect();
-                if set.is_empty() {
-                    continue;
-                }
-                cmds.push(expr::rule(
-                    "inet",
-                    &table,
-                    chain,
-                    vec![
-                        expr::cmp(expr::payload(fam, field), "==", expr::addr_set(&set)),
-                        expr::count(counter),
-                    ],
-                ));
-            }
-        }
-        return nft::apply(cmds, None);
+        return bpf::attach_classic(cg.as_fd(), c);
     }
     let mut nl = Netlink::open().map_err(|e| e.to_string())?;
     let mut host_cmds = Vec::new();
@@ -758,7 +749,7 @@ pub(crate) fn teardown(g: &Guest, xid: u32, st: Option<&RunState>) {
     if !had_network {
         return;
     }
-    save(g, &live_traffic(xid, None));
+    save(g, &live_traffic(g, xid, None));
     let name = table_name(xid);
     if let Err(m) = nft::delete_tables(&["netdev", "inet"], &name, None) {
         eprintln!("{}: {m}", g.name);

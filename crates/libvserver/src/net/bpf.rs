@@ -14,7 +14,8 @@
 //! - socket(2) of type SOCK_RAW is refused (no sniffing, no forged packets);
 //! - every IP packet of the guest's sockets (`cgroup_skb` ingress and egress) must carry a guest
 //!   address on the guest's side, which also covers sockets the kernel binds implicitly to the
-//!   wildcard (listen() without bind(), a first sendto()).
+//!   wildcard (listen() without bind(), a first sendto()), and counts the bytes and packets
+//!   that pass in an array map (the guest's traffic accounting).
 //!
 //! The programs are attached without `BPF_F_ALLOW_OVERRIDE`, so nothing below the guest's cgroup
 //! can replace them, and they live exactly as long as the cgroup does.
@@ -22,8 +23,16 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const MAP_TYPE_ARRAY: u32 = 2;
 const PROG_TYPE_CGROUP_SKB: u32 = 8;
 const PROG_TYPE_CGROUP_SOCK: u32 = 9;
 const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
@@ -70,6 +79,17 @@ const JMP_CALL: u8 = 0x85;
 const JMP_EXIT: u8 = 0x95;
 /// `bpf_bind(ctx, struct sockaddr *, int len)` helper id.
 const HELPER_BIND: i32 = 64;
+/// `bpf_map_lookup_elem(map, key)` helper id.
+const HELPER_MAP_LOOKUP: i32 = 1;
+/// `__sk_buff.len`: bytes of the packet from its network header.
+const SKB_LEN: i16 = 0;
+/// `BPF_LD | BPF_IMM | BPF_DW`: a 64-bit immediate over two instructions.
+const LD_IMM64: u8 = 0x18;
+/// src_reg of LD_IMM64 saying the immediate is a map fd (`BPF_PSEUDO_MAP_FD`).
+const PSEUDO_MAP_FD: u8 = 1;
+/// `BPF_STX | BPF_ATOMIC | BPF_DW` with imm `BPF_ADD`: `lock *(u64 *)(dst + off) += src`.
+const STX_ATOMIC_DW: u8 = 0xdb;
+const ATOMIC_ADD: i32 = 0;
 /// `bpf_skb_load_bytes(skb, offset, to, len)` helper id.
 const HELPER_SKB_LOAD_BYTES: i32 = 26;
 /// `__sk_buff.protocol`: the packet's EtherType in network order.
@@ -488,7 +508,7 @@ fn prog_sendmsg6(a: &ClassicAddrs) -> Vec<Insn> {
 /// destination on ingress) is not one of the guest's is dropped. This catches what the socket
 /// hooks cannot see: sockets the kernel binds implicitly to the wildcard (listen() without
 /// bind(), a first sendto()), which would otherwise answer on, or send from, host addresses.
-fn prog_packets(a: &ClassicAddrs, egress: bool) -> Vec<Insn> {
+fn prog_packets(a: &ClassicAddrs, egress: bool, counters: &OwnedFd) -> Vec<Insn> {
     let mut m = Asm::default();
     let (v4, v6, allow, deny) = (m.label(), m.label(), m.label(), m.label());
     m.op(insn(ALU64_MOV_X, 6, 1, 0, 0));
@@ -527,6 +547,20 @@ fn prog_packets(a: &ClassicAddrs, egress: bool) -> Vec<Insn> {
     m.bind(deny);
     m.ret(0);
     m.bind(allow);
+    // Count what passed: counters[egress] = {bytes += skb->len, packets += 1}.
+    let done = m.label();
+    m.op(insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, counters.as_raw_fd()));
+    m.op(insn(0, 0, 0, 0, 0));
+    m.op(insn(ST_MEM_W, 10, 0, -20, i32::from(egress)));
+    m.op(insn(ALU64_MOV_X, 2, 10, 0, 0));
+    m.op(insn(ALU64_ADD_K, 2, 0, 0, -20));
+    m.op(insn(JMP_CALL, 0, 0, 0, HELPER_MAP_LOOKUP));
+    m.jump(JMP_JEQ_K, 0, 0, done);
+    m.load(1, SKB_LEN);
+    m.op(insn(STX_ATOMIC_DW, 0, 1, 0, ATOMIC_ADD));
+    m.op(insn(ALU64_MOV_K, 1, 0, 0, 1));
+    m.op(insn(STX_ATOMIC_DW, 0, 1, 8, ATOMIC_ADD));
+    m.bind(done);
     m.ret(1);
     m.finish()
 }
@@ -630,9 +664,10 @@ fn load(hook: Hook, insns: &[Insn]) -> Result<OwnedFd, String> {
 /// kernel's errno (EPERM without CAP_SYS_ADMIN, EINVAL on kernels without the hook) and, for a
 /// program the verifier refused, the end of its log.
 pub fn attach_classic(cgroup: BorrowedFd<'_>, addrs: &ClassicAddrs) -> Result<(), String> {
+    let counters = create_counters()?;
     let progs = [
-        (Hook::Ingress, prog_packets(addrs, false)),
-        (Hook::Egress, prog_packets(addrs, true)),
+        (Hook::Ingress, prog_packets(addrs, false, &counters)),
+        (Hook::Egress, prog_packets(addrs, true, &counters)),
         (Hook::SockCreate, prog_sock_create()),
         (Hook::Bind4, prog_bind4(addrs)),
         (Hook::Bind6, prog_bind6(addrs)),
@@ -659,6 +694,143 @@ pub fn attach_classic(cgroup: BorrowedFd<'_>, addrs: &ClassicAddrs) -> Result<()
     Ok(())
 }
 
+/// `union bpf_attr` as the lookup, get-fd-by-id and get-info commands read it: two u32, then
+/// u64 pointers.
+#[repr(C)]
+#[derive(Default)]
+struct MapAttr {
+    a: u32,
+    b: u32,
+    c: u64,
+    d: u64,
+    e: u64,
+    pad: [u64; 12],
+}
+
+/// The guest's traffic counters: an array map of two entries (0 received, 1 sent), each
+/// `{bytes: u64, packets: u64}`, updated by the packet filter programs.
+fn create_counters() -> Result<OwnedFd, String> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        pad: [u64; 14],
+    }
+    let mut attr = CreateAttr {
+        map_type: MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 16,
+        max_entries: 2,
+        ..Default::default()
+    };
+    let fd = sys_bpf(BPF_MAP_CREATE, &mut attr);
+    if fd < 0 {
+        return Err(format!(
+            "create the traffic counters map: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a new file descriptor the kernel just returned to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn fd_by_id(cmd: libc::c_long, id: u32) -> Option<OwnedFd> {
+    let mut attr = MapAttr {
+        a: id,
+        ..Default::default()
+    };
+    let fd = sys_bpf(cmd, &mut attr);
+    // SAFETY: a new file descriptor the kernel just returned to us.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The counters map of the packet filter attached to the cgroup v2 directory `cgroup`: the
+/// ingress program (`BPF_PROG_QUERY`), its first map (`BPF_OBJ_GET_INFO_BY_FD`). None when no
+/// such filter is attached (not a classic guest, or the cgroup is gone).
+fn counters_of(cgroup: BorrowedFd<'_>) -> Option<OwnedFd> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct QueryAttr {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        pad: [u32; 13],
+    }
+    let mut ids = [0u32; 4];
+    let mut q = QueryAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_type: Hook::Ingress as u32,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        ..Default::default()
+    };
+    if sys_bpf(BPF_PROG_QUERY, &mut q) != 0 || q.prog_cnt == 0 {
+        return None;
+    }
+    let prog = fd_by_id(BPF_PROG_GET_FD_BY_ID, ids[0])?;
+    // struct bpf_prog_info: nr_map_ids (u32) at byte 52, map_ids (u64 pointer) at 56.
+    let mut map_id = 0u32;
+    let mut info = [0u8; 256];
+    info[52..56].copy_from_slice(&1u32.to_ne_bytes());
+    info[56..64].copy_from_slice(&(&mut map_id as *mut u32 as u64).to_ne_bytes());
+    let mut attr = MapAttr {
+        a: prog.as_raw_fd() as u32,
+        b: info.len() as u32,
+        c: info.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    if sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) != 0 || map_id == 0 {
+        return None;
+    }
+    fd_by_id(BPF_MAP_GET_FD_BY_ID, map_id)
+}
+
+/// Traffic a classic guest's sockets received and sent, as
+/// `[rx_bytes, rx_packets, tx_bytes, tx_packets]` (bytes from the IP header on), from the
+/// counters of the packet filter on its cgroup v2 directory `cgroup`; None without one.
+pub fn classic_traffic(cgroup: BorrowedFd<'_>) -> Option<[u64; 4]> {
+    let map = counters_of(cgroup)?;
+    let mut out = [0u64; 4];
+    for key in 0u32..2 {
+        let mut value = [0u64; 2];
+        let mut attr = MapAttr {
+            a: map.as_raw_fd() as u32,
+            c: &key as *const u32 as u64,
+            d: value.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        if sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) != 0 {
+            return None;
+        }
+        out[2 * key as usize..2 * key as usize + 2].copy_from_slice(&value);
+    }
+    Some(out)
+}
+
+/// Set the classic traffic counters on `cgroup` back to zero (`BPF_MAP_UPDATE_ELEM`); false when
+/// there are none.
+pub fn reset_classic_traffic(cgroup: BorrowedFd<'_>) -> bool {
+    let Some(map) = counters_of(cgroup) else {
+        return false;
+    };
+    (0u32..2).all(|key| {
+        let zero = [0u64; 2];
+        let mut attr = MapAttr {
+            a: map.as_raw_fd() as u32,
+            c: &key as *const u32 as u64,
+            d: zero.as_ptr() as u64,
+            ..Default::default()
+        };
+        sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) == 0
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,7 +842,7 @@ mod tests {
             v6: vec!["fd00::3".parse().unwrap()],
         };
         for p in [
-            prog_packets(&a, true),
+            prog_packets(&a, true, &std::fs::File::open("/dev/null").unwrap().into()),
             prog_bind4(&a),
             prog_bind6(&a),
             prog_connect4(&a),
