@@ -114,6 +114,7 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     if !require_root() {
         return;
     }
+    // Four context ids (xa .. xa + 3): idx 51 stays free.
     let mut env = Env::new("net", 50);
     let (a, xa) = (env.name.clone(), env.xid);
     let (b, xb) = (format!("{a}b"), xa + 1);
@@ -380,16 +381,23 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     // ICMPv6 from the guest's namespace to all nodes: an echo request arrives on the bridge, a
     // router advertisement and a neighbour advertisement for a foreign target do not.
     let icmp6 = |kind: u8, body: &str| {
-        let host = Command::new("python3")
+        let mut host = Command::new("python3")
             .arg("-c")
             .arg(format!(
-                "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_ICMPV6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_BINDTODEVICE,b'{br}')\ns.settimeout(2)\ntry:\n\twhile True:\n\t\td=s.recv(200)\n\t\tif d[0]=={kind} and b'vstest' in d: print('arrived'); break\nexcept OSError: print('none')",
+                "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_ICMPV6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_BINDTODEVICE,b'{br}')\ns.settimeout(2)\nprint('ready', flush=True)\ntry:\n\twhile True:\n\t\td=s.recv(200)\n\t\tif d[0]=={kind} and b'vstest' in d: print('arrived'); break\nexcept OSError: print('none')",
                 br = env.bridge
             ))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let mut out = std::io::BufReader::new(host.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the host's ICMPv6 listener did not start"
+        );
         let o = Command::new("nsenter")
             .args([&format!("--net=/proc/{init}/ns/net"), "python3", "-c"])
             .arg(format!(
@@ -398,7 +406,10 @@ fn veth_guests_forwards_conflicts_and_accounting() {
             .output()
             .unwrap();
         assert_ok(&o, "send ICMPv6 from the guest's namespace");
-        String::from_utf8_lossy(&host.wait_with_output().unwrap().stdout).contains("arrived")
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        let _ = host.wait();
+        rest.contains("arrived")
     };
     assert!(
         icmp6(128, "bytes(4)"),
@@ -458,7 +469,7 @@ fn classic_guest_uses_only_its_own_address() {
     if !require_root() {
         return;
     }
-    let mut env = Env::new("cls", 51);
+    let mut env = Env::new("cls", 52);
     let (name, xid) = (env.name.clone(), env.xid);
     env.guests.push(name.clone());
     // The test's own bridge carries the host-side addresses (never a host interface).
@@ -616,7 +627,7 @@ fn macvlan_guests_share_a_segment() {
     if !require_root() {
         return;
     }
-    let mut env = Env::new("mvl", 52);
+    let mut env = Env::new("mvl", 53);
     let (a, xa) = (env.name.clone(), env.xid);
     let (b, xb) = (format!("{a}b"), xa + 1);
     env.guests.extend([a.clone(), b.clone()]);
@@ -667,7 +678,7 @@ fn fifty_start_stop_cycles_leave_nothing() {
     if !require_root() {
         return;
     }
-    let mut env = Env::new("cyc", 53);
+    let mut env = Env::new("cyc", 54);
     let (name, xid) = (env.name.clone(), env.xid);
     env.guests.push(name.clone());
     let tree = env.dir.join("bb");

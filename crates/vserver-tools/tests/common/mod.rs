@@ -40,7 +40,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// `idx` must be unique per test in this crate (0..50).
+    /// `idx` must be unique per test in this crate (0..60). The context id is `base + 2 * idx`:
+    /// a test that uses more than two ids (xid, xid + 1, ...) must leave the next idx values free.
     pub fn new(tag: &str, idx: u32) -> Env {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("vst-{tag}-{pid}"));
