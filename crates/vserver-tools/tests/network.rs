@@ -620,6 +620,22 @@ fn classic_guest_uses_only_its_own_address() {
         env.bridge
     );
     no_leftovers(xid);
+    // An administrator who adds NET_RAW allows raw sockets (the one documented exception).
+    std::fs::write(
+        env.config_path(&name),
+        std::fs::read_to_string(env.config_path(&name))
+            .unwrap()
+            .replacen("add = []", "add = [\"NET_RAW\"]", 1),
+    )
+    .unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start with NET_RAW");
+    let o = env.exec(
+        &name,
+        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1); print(\"raw ok\")'",
+    );
+    assert!(text(&o).contains("raw ok"), "{}", text(&o));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    no_leftovers(xid);
 }
 
 #[test]

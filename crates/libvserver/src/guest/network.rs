@@ -277,9 +277,16 @@ pub(crate) fn prepare(g: &Guest) -> Result<NetPlan, GuestError> {
     check_conflicts(g, &mut nl)?;
     let mut routed = (false, false);
     if g.config.classic_network() {
+        let raw = crate::security::caps::parse_cap("NET_RAW").ok();
         let mut c = ClassicAddrs {
             v4: Vec::new(),
             v6: Vec::new(),
+            allow_raw: g
+                .config
+                .capabilities
+                .add
+                .iter()
+                .any(|a| crate::security::caps::parse_cap(a).ok() == raw),
         };
         for ifc in &g.config.interface {
             for (ip, prefix) in ifc.addrs().map_err(|m| failed(&g.name, m))? {

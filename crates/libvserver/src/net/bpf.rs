@@ -297,6 +297,9 @@ pub struct ClassicAddrs {
     pub v4: Vec<Ipv4Addr>,
     /// IPv6 addresses; the first is the one wildcard and loopback binds become.
     pub v6: Vec<Ipv6Addr>,
+    /// Raw sockets allowed (no `sock_create` hook): the administrator gave the guest
+    /// CAP_NET_RAW. They see the host's traffic; what they send still needs a guest source.
+    pub allow_raw: bool,
 }
 
 fn prog_bind4(a: &ClassicAddrs) -> Vec<Insn> {
@@ -565,8 +568,12 @@ fn prog_packets(a: &ClassicAddrs, egress: bool, counters: &OwnedFd) -> Vec<Insn>
     m.finish()
 }
 
-fn prog_sock_create() -> Vec<Insn> {
+fn prog_sock_create(allow_raw: bool) -> Vec<Insn> {
     let mut m = Asm::default();
+    if allow_raw {
+        m.ret(1);
+        return m.finish();
+    }
     let deny = m.label();
     m.op(insn(LDX_MEM_W, 2, 1, SOCK_TYPE, 0));
     m.jump(JMP32_JEQ_K, 2, libc::SOCK_RAW, deny);
@@ -668,7 +675,7 @@ pub fn attach_classic(cgroup: BorrowedFd<'_>, addrs: &ClassicAddrs) -> Result<()
     let progs = [
         (Hook::Ingress, prog_packets(addrs, false, &counters)),
         (Hook::Egress, prog_packets(addrs, true, &counters)),
-        (Hook::SockCreate, prog_sock_create()),
+        (Hook::SockCreate, prog_sock_create(addrs.allow_raw)),
         (Hook::Bind4, prog_bind4(addrs)),
         (Hook::Bind6, prog_bind6(addrs)),
         (Hook::Connect4, prog_connect4(addrs)),
@@ -840,6 +847,7 @@ mod tests {
         let a = ClassicAddrs {
             v4: vec!["10.1.2.3".parse().unwrap()],
             v6: vec!["fd00::3".parse().unwrap()],
+            allow_raw: false,
         };
         for p in [
             prog_packets(&a, true, &std::fs::File::open("/dev/null").unwrap().into()),
