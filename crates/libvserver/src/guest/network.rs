@@ -303,7 +303,17 @@ pub(crate) fn prepare(g: &Guest) -> Result<NetPlan, GuestError> {
                     std::fs::write(g.run_dir().file(ADDED_FILE), rec).map_err(|e| {
                         failed(&g.name, format!("record the classic addresses: {e}"))
                     })?;
-                    nl.add_address(idx, ip, prefix).map_err(err)?;
+                    // Recorded first, so that a crash right after the add still removes it;
+                    // if it appeared on the host since the check, it is not ours.
+                    if !nl.add_address(idx, ip, prefix).map_err(err)? {
+                        plan.added.pop();
+                        let rec = serde_json::to_string(&plan.added).unwrap_or_default();
+                        let _ = std::fs::write(g.run_dir().file(ADDED_FILE), rec);
+                        return Err(failed(
+                            &g.name,
+                            format!("address {ip} appeared on host interface {dev} meanwhile"),
+                        ));
+                    }
                 }
             }
         }

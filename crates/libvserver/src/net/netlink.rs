@@ -353,9 +353,10 @@ impl Netlink {
     }
 
     /// Add `addr/prefix` (prefix in bits: at most 32 for IPv4, 128 for IPv6) to link `index`
-    /// (`RTM_NEWADDR` with `IFA_LOCAL` and `IFA_ADDRESS`); Ok if it already exists (`EEXIST`).
+    /// (`RTM_NEWADDR` with `IFA_LOCAL` and `IFA_ADDRESS`). Returns Ok(true) if added, Ok(false)
+    /// if it already existed (`EEXIST`).
     /// Errors: [`NetlinkError::Invalid`] for a prefix too long, [`NetlinkError::Os`] otherwise.
-    pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+    pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<bool> {
         let (op, target) = ("add address", format!("{addr}/{prefix} on link #{index}"));
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix > max {
@@ -376,7 +377,7 @@ impl Netlink {
         }
         let msg = RouteNetlinkMessage::NewAddress(msg);
         let res = self.request(msg, NLM_F_CREATE | NLM_F_EXCL, op, &target);
-        unless(libc::EEXIST, res).map(drop)
+        Ok(unless(libc::EEXIST, res)?.is_some())
     }
 
     /// Remove `addr/prefix` from link `index` (`RTM_DELADDR`). Returns Ok(false) if it was not
@@ -605,8 +606,8 @@ mod tests {
             assert_eq!(nl.link_index("vsnl-br1").unwrap(), Some(br));
             nl.set_up(br).unwrap();
             let (v4, v6) = (ip("10.231.0.2"), ip("fd00:231::2"));
-            nl.add_address(br, v4, 24).unwrap();
-            nl.add_address(br, v4, 24).unwrap(); // EEXIST is Ok
+            assert!(nl.add_address(br, v4, 24).unwrap());
+            assert!(!nl.add_address(br, v4, 24).unwrap(), "EEXIST is Ok(false)");
             nl.add_address(br, v6, 64).unwrap();
             assert_eq!(
                 nl.add_address(br, v4, 33).unwrap_err().errno(),
