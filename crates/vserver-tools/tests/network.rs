@@ -752,6 +752,20 @@ fn fifty_start_stop_cycles_leave_nothing() {
         .matches(&format!("\"vs{xid}\""))
         .count();
     assert_eq!(n, 2, "netdev and inet tables of the new start only");
+    // A broken NAME.toml does not make a running guest look stopped.
+    let good = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    std::fs::write(env.config_path(&name), good.replace("/24", "/99")).unwrap();
+    assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(0));
+    let o = env.vserver(&name, &["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("warning") && text(&o).contains(&env.ip(2)),
+        "{}",
+        text(&o)
+    );
+    let stat = text(&env.cmd("vserver-stat").arg("--net").output().unwrap());
+    assert!(stat.contains(&name), "{stat}");
+    std::fs::write(env.config_path(&name), good).unwrap();
     // `--interface none`: loopback only, said explicitly; not combinable.
     let lo = format!("{name}lo");
     env.guests.push(lo.clone());

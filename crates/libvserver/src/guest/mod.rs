@@ -252,7 +252,10 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             .unwrap_or(0),
         init_pid: st.as_ref().map(|s| s.init_pid),
         monitor_alive: st.as_ref().map(|s| s.monitor_alive()).unwrap_or(false),
-        addresses: g.addresses(),
+        addresses: match &st {
+            Some(s) => s.addresses.clone(),
+            None => g.addresses(),
+        },
         traffic: network::traffic(g),
         suspended,
         limits: g.config.limits.clone(),

@@ -183,22 +183,26 @@ pub struct NetRow {
     pub traffic: crate::guest::network::Traffic,
 }
 
-/// The `vserver-stat --net` rows of the guests configured under `paths`, sorted by context id.
-/// Guests whose NAME.toml does not load are left out.
+/// The `vserver-stat --net` rows of the guests configured under `paths` that have addresses,
+/// sorted by context id. A running guest whose NAME.toml does not load is still listed, from
+/// its run state; a stopped one is left out.
 pub fn net_rows(paths: &crate::paths::Paths) -> Vec<NetRow> {
     let mut rows: Vec<NetRow> = crate::guest::configured_guests(paths)
         .into_iter()
-        .filter_map(|(name, _)| crate::guest::Guest::load(paths, &name).ok())
-        .filter(|g| !g.config.interface.is_empty())
-        .map(|g| {
+        .filter_map(|(name, _)| crate::guest::Guest::load_for_stop(paths, &name).ok())
+        .filter_map(|(g, _)| {
             let st = g.running();
-            NetRow {
+            let addresses = match &st {
+                Some(s) => s.addresses.clone(),
+                None => g.addresses(),
+            };
+            (!addresses.is_empty()).then(|| NetRow {
                 xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
                 running: st.is_some(),
-                addresses: g.addresses(),
+                addresses,
                 traffic: crate::guest::network::traffic(&g),
                 name: g.name,
-            }
+            })
         })
         .collect();
     rows.sort_by_key(|r| r.xid);

@@ -134,6 +134,24 @@ fn load(paths: &libvserver::paths::Paths, name: &str) -> std::result::Result<Gue
     })
 }
 
+/// [`load`], except that a running guest whose NAME.toml is broken (or gone) is still found
+/// from its run state, with a warning: `doing` it (stop, status, running) must not depend on
+/// the configuration being valid.
+fn load_running(
+    paths: &libvserver::paths::Paths,
+    name: &str,
+    doing: &str,
+) -> std::result::Result<Guest, ExitCode> {
+    match Guest::load_for_stop(paths, name) {
+        Ok((g, None)) => Ok(g),
+        Ok((g, Some(why))) => {
+            eprintln!("vserver: warning: {why}; {doing} the running guest from its run state");
+            Ok(g)
+        }
+        Err(_) => load(paths, name),
+    }
+}
+
 fn do_start(g: &Guest) -> Result<()> {
     let s = guest::start::start(g)?;
     for w in s.warnings {
@@ -213,16 +231,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stop => {
-            let g = match Guest::load_for_stop(&paths, &cli.name) {
-                Ok((g, None)) => g,
-                Ok((g, Some(why))) => {
-                    eprintln!(
-                        "vserver: warning: {why}; stopping the running guest from its run state"
-                    );
-                    g
-                }
-                Err(_) => load(&paths, &cli.name)?,
-            };
+            let g = load_running(&paths, &cli.name, "stopping")?;
             do_stop(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -241,7 +250,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { json } => {
-            let g = load(&paths, &cli.name)?;
+            let g = load_running(&paths, &cli.name, "showing")?;
             let s = guest::status(&g).map_err(|e| fail(e.into()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -295,7 +304,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Running => {
-            let g = load(&paths, &cli.name)?;
+            let g = load_running(&paths, &cli.name, "checking")?;
             Ok(ExitCode::from(if g.running().is_some() { 0 } else { 1 }))
         }
         Cmd::Enter | Cmd::Exec { .. } | Cmd::Suexec { .. } => {
