@@ -215,6 +215,16 @@ fn veth_guests_forwards_conflicts_and_accounting() {
         "from guest b: {}",
         text(&o)
     );
+    // The guest itself reaches its own forward (hairpin on its bridge port).
+    let o = env.exec(
+        &a,
+        &format!("python3 -c \"import urllib.request as u; print(u.urlopen('http://{gw}:{port}/', timeout=5).read().decode())\""),
+    );
+    assert!(
+        text(&o).contains(&want),
+        "guest to its own forward: {}",
+        text(&o)
+    );
     // Another host (a test namespace) reaches the forward.
     let tag = format!("{}{}", std::process::id() % 10000, 50);
     let other_net = (env.net as u16 + 1) % 250;

@@ -408,6 +408,12 @@ pub(crate) fn attach(
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("bridge {} vanished", cfg.bridge))?;
                 nl.set_master(idx, br).map_err(|e| e.to_string())?;
+                if !g.config.forward.is_empty() {
+                    // The guest reaching its own forward: with br_netfilter the DNATed frame
+                    // goes back out of the port it came in by (the bridge's hairpin mode).
+                    std::fs::write(format!("/sys/class/net/{host}/brport/hairpin_mode"), "1")
+                        .map_err(|e| format!("hairpin mode on {host}: {e}"))?;
+                }
                 nl.set_up(idx).map_err(|e| e.to_string())?;
                 // Frames the guest sends carry its end's MAC, read from inside its namespace.
                 let mac = peer_mac(pid, &ifc.name)?;
