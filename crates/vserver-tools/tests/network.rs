@@ -433,6 +433,61 @@ fn veth_guests_forwards_conflicts_and_accounting() {
         ),
         "neighbour advertisement for a foreign address got through"
     );
+    // Guest root (no capability needed) aims at the host's loopback out of eth0 with
+    // IP_PKTINFO; the bridge accepts 127/8 (route_localnet, for forwards), the guard must not.
+    let lo_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    lo_sink
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let lo_port = lo_sink.local_addr().unwrap().port();
+    let o = env.exec(
+        &a,
+        &format!("python3 -c \"import socket,struct; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); i=socket.if_nametoindex('eth0'); s.sendmsg([b'vstest-lo'],[(socket.IPPROTO_IP,8,struct.pack('@I4s4s',i,bytes(4),bytes(4)))],0,('127.0.0.1',{lo_port})); print('sent')\""),
+    );
+    assert!(text(&o).contains("sent"), "{}", text(&o));
+    assert!(
+        lo_sink.recv_from(&mut [0u8; 64]).is_err(),
+        "a guest reached a host service on 127.0.0.1"
+    );
+    // A VLAN-tagged frame from the guest (with NET_RAW, via the host) never reaches the
+    // bridge; the same frame untagged does.
+    let guest_mac = text(&env.exec(&a, "cat /sys/class/net/eth0/address"))
+        .trim()
+        .to_string();
+    let frame = |tagged: bool| {
+        let mut sniff = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW,socket.htons(3))\ns.bind(('{br}',0))\ns.settimeout(2)\nprint('ready',flush=True)\ntry:\n\twhile True:\n\t\tif b'vstest-vlan' in s.recv(2000): print('arrived'); break\nexcept OSError: print('none')",
+                br = env.bridge
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(sniff.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let tag = if tagged {
+            "b'\\x81\\x00\\x00\\x64'"
+        } else {
+            "b''"
+        };
+        let o = Command::new("nsenter")
+            .args([&format!("--net=/proc/{init}/ns/net"), "python3", "-c"])
+            .arg(format!(
+                "import socket,struct\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('eth0',0))\nsrc=bytes.fromhex('{mac}'.replace(':',''))\npl=b'vstest-vlan'\nudp=struct.pack('!HHHH',4000,9,8+len(pl),0)+pl\nh=bytes([0x45,0,0,20+len(udp),0,1,0,0,64,17,0,0])+socket.inet_aton('{a_ip}')+socket.inet_aton('{gw}')\nc=sum(struct.unpack('!10H',h)); c=(c&0xffff)+(c>>16); c=~c&0xffff\nh=h[:10]+struct.pack('!H',c)+h[12:]\ns.send(b'\\xff'*6+src+{tag}+b'\\x08\\x00'+h+udp)",
+                mac = guest_mac
+            ))
+            .output()
+            .unwrap();
+        assert_ok(&o, "send a frame from the guest's namespace");
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        let _ = sniff.wait();
+        rest.contains("arrived")
+    };
+    assert!(frame(false), "untagged frame lost (the check is blind)");
+    assert!(!frame(true), "VLAN-tagged frame got through");
 
     // Accounting: a known transfer out of the guest is counted within 5%.
     let sink = TcpListener::bind(format!("{gw}:0")).unwrap();

@@ -522,6 +522,39 @@ fn guard_chains(
             expr::drop(),
         ],
     ));
+    let rule = |exprs: Vec<Value>| expr::rule("netdev", table, &cf, exprs);
+    // VLAN tags (the kernel strips one before this hook; nft matches the rebuilt header): a
+    // guest must not hop onto a VLAN of a trunk on the bridge.
+    v.push(rule(vec![
+        expr::cmp(
+            expr::payload("ether", "type"),
+            "==",
+            json!({"set": ["8021q", "8021ad"]}),
+        ),
+        expr::drop(),
+    ]));
+    // Loopback destinations: the bridge may accept them (route_localnet, for forwards from
+    // 127.0.0.1), the guest must not reach the host's loopback services that way.
+    v.push(rule(vec![
+        expr::cmp(expr::meta("protocol"), "==", json!("ip")),
+        expr::cmp(
+            expr::payload("ip", "daddr"),
+            "==",
+            expr::addr_set(&[("127.0.0.0".parse().expect("literal"), 8)]),
+        ),
+        expr::drop(),
+    ]));
+    v.push(rule(vec![
+        expr::cmp(expr::meta("protocol"), "==", json!("ip6")),
+        expr::cmp(expr::payload("ip6", "daddr"), "==", json!("::1")),
+        expr::drop(),
+    ]));
+    // Fragmented ICMPv6: the neighbour discovery checks below cannot see into fragments.
+    v.push(rule(vec![
+        expr::cmp(json!({"exthdr": {"name": "frag"}}), "==", json!(true)),
+        expr::cmp(expr::meta("l4proto"), "==", json!("ipv6-icmp")),
+        expr::drop(),
+    ]));
     let host = |a: &IpAddr| (*a, if a.is_ipv4() { 32 } else { 128 });
     let v4: Vec<(IpAddr, u8)> = addrs
         .iter()

@@ -4,13 +4,23 @@
 //! `[::1]:HOST_PORT` and copies bytes (TCP) or datagrams (UDP) to and from the guest.
 //!
 //! The relay is forked by the guest's monitor, binds its sockets, then drops to `nobody` (no
-//! capabilities left) and dies with the monitor (`PR_SET_PDEATHSIG`).
+//! capabilities left) and dies with the monitor (`PR_SET_PDEATHSIG`). Each forward serves at
+//! most 256 clients at once; idle TCP connections close after 15 minutes, idle UDP clients are
+//! forgotten after 2 minutes.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Most TCP connections (or UDP clients) one forward serves at once; more are refused.
+const MAX_CLIENTS: usize = 256;
+/// A TCP connection with no data either way for this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(900);
+/// A UDP client that got no reply for this long is forgotten.
+const UDP_IDLE: Duration = Duration::from_secs(120);
 
 /// One forward the relay serves: `[::1]:host_port` to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,19 +73,60 @@ fn pipe_tcp(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(Shutdown::Read);
 }
 
+/// Decrements the live-client count when a client's work ends, however it ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn take_slot(live: &Arc<AtomicUsize>) -> Option<Slot> {
+    if live.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+        live.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    Some(Slot(live.clone()))
+}
+
 fn serve_tcp(l: TcpListener, target: SocketAddr) {
-    for client in l.incoming().flatten() {
-        std::thread::spawn(move || {
+    let live = Arc::new(AtomicUsize::new(0));
+    loop {
+        let client = match l.accept() {
+            Ok((c, _)) => c,
+            Err(_) => {
+                // Out of fds or memory: wait instead of spinning.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Some(slot) = take_slot(&live) else {
+            continue; // dropping the client closes it
+        };
+        let spawned = std::thread::Builder::new().spawn(move || {
+            let _slot = slot;
             let Ok(guest) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
                 return;
             };
+            for s in [&client, &guest] {
+                let _ = s.set_read_timeout(Some(TCP_IDLE));
+            }
             let (Ok(c2), Ok(g2)) = (client.try_clone(), guest.try_clone()) else {
                 return;
             };
-            let up = std::thread::spawn(move || pipe_tcp(client, guest));
-            pipe_tcp(g2, c2);
-            let _ = up.join();
+            match std::thread::Builder::new().spawn(move || pipe_tcp(client, guest)) {
+                Ok(up) => {
+                    pipe_tcp(g2, c2);
+                    let _ = up.join();
+                }
+                Err(_) => {
+                    let _ = c2.shutdown(Shutdown::Both);
+                }
+            }
         });
+        // A failed spawn drops the closure, and with it the client and its slot.
+        drop(spawned);
     }
 }
 
@@ -83,6 +134,7 @@ fn serve_tcp(l: TcpListener, target: SocketAddr) {
 fn serve_udp(s: UdpSocket, target: SocketAddr) {
     let s = Arc::new(s);
     let peers: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let live = Arc::new(AtomicUsize::new(0));
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, client)) = s.recv_from(&mut buf) else {
@@ -92,6 +144,9 @@ fn serve_udp(s: UdpSocket, target: SocketAddr) {
         let up = match existing {
             Some(u) => u,
             None => {
+                let Some(slot) = take_slot(&live) else {
+                    continue;
+                };
                 let local: SocketAddr = if target.is_ipv4() {
                     "0.0.0.0:0".parse().expect("literal")
                 } else {
@@ -107,17 +162,24 @@ fn serve_udp(s: UdpSocket, target: SocketAddr) {
                 if let Ok(mut m) = peers.lock() {
                     m.insert(client, u.clone());
                 }
-                let (back, down, peers) = (s.clone(), u.clone(), peers.clone());
-                std::thread::spawn(move || {
-                    let _ = down.set_read_timeout(Some(Duration::from_secs(120)));
+                let (back, down, mine) = (s.clone(), u.clone(), peers.clone());
+                let spawned = std::thread::Builder::new().spawn(move || {
+                    let _slot = slot;
+                    let _ = down.set_read_timeout(Some(UDP_IDLE));
                     let mut b = vec![0u8; 65536];
                     while let Ok(n) = down.recv(&mut b) {
                         let _ = back.send_to(&b[..n], client);
                     }
-                    if let Ok(mut m) = peers.lock() {
+                    if let Ok(mut m) = mine.lock() {
                         m.remove(&client);
                     }
                 });
+                if spawned.is_err() {
+                    if let Ok(mut m) = peers.lock() {
+                        m.remove(&client);
+                    }
+                    continue;
+                }
                 u
             }
         };
@@ -150,10 +212,13 @@ pub fn run(forwards: &[RelayForward]) -> ! {
     }
     let mut threads = Vec::new();
     for b in bound {
-        threads.push(std::thread::spawn(move || match b {
+        match std::thread::Builder::new().spawn(move || match b {
             Bound::Tcp(l, t) => serve_tcp(l, t),
             Bound::Udp(s, t) => serve_udp(s, t),
-        }));
+        }) {
+            Ok(t) => threads.push(t),
+            Err(e) => eprintln!("relay: cannot start a forward: {e}"),
+        }
     }
     for t in threads {
         let _ = t.join();

@@ -84,6 +84,14 @@ pub struct BuildOptions {
 /// that carries the addresses (classic). IPv6 addresses contain ':', so a part is taken as DEV
 /// only when the whole rest does not parse as addresses by itself.
 pub fn parse_interface_arg(s: &str) -> Result<InterfaceConfig, String> {
+    if s.is_empty() {
+        return Err(String::from(
+            "empty; give [MODE:][DEV:]IP/PREFIX[,IP/PREFIX...] or none",
+        ));
+    }
+    if s.ends_with(',') || s.contains(",,") {
+        return Err(String::from("an empty address (a stray comma?)"));
+    }
     let addrs_ok = |t: &str| !t.is_empty() && t.split(',').all(|a| parse_cidr(a).is_ok());
     let mut rest = s;
     let mut mode = config::NetMode::Veth;
@@ -106,6 +114,21 @@ pub fn parse_interface_arg(s: &str) -> Result<InterfaceConfig, String> {
                 dev = Some(d.to_string());
                 rest = r;
             }
+        }
+    }
+    if !addrs_ok(rest) {
+        // Say what is wrong with the part that is not an address list.
+        let parts: Vec<&str> = s.splitn(3, ':').collect();
+        let known = ["veth", "macvlan", "classic"];
+        if parts.len() == 3
+            && !known.contains(&parts[0])
+            && validate_ifname(parts[0]).is_ok()
+            && !parts[0].chars().all(|c| c.is_ascii_hexdigit())
+        {
+            return Err(format!(
+                "unknown mode '{}' (veth, macvlan or classic)",
+                parts[0]
+            ));
         }
     }
     for a in rest.split(',') {
@@ -200,6 +223,9 @@ pub fn build(
     }
     if o.nat && !interfaces.iter().any(|i| i.nat) {
         return Err(err(String::from("--nat needs a veth --interface")));
+    }
+    if !o.forwards.is_empty() && !interfaces.iter().any(|i| i.mode == config::NetMode::Veth) {
+        return Err(err(String::from("--forward needs a veth --interface")));
     }
     let mut forwards = Vec::new();
     for f in &o.forwards {
@@ -761,7 +787,11 @@ mod tests {
         let i = parse_interface_arg("classic:10.1.2.3/32").unwrap();
         assert_eq!((i.mode, i.dev), (NetMode::Classic, None));
         assert!(parse_interface_arg("10.0.0.5").is_err());
-        assert!(parse_interface_arg("bogus:thing:10.0.0.5/24").is_err());
+        let e = parse_interface_arg("bogus:thing:10.0.0.5/24").unwrap_err();
+        assert!(e.contains("unknown mode 'bogus'"), "{e}");
+        let e = parse_interface_arg("br0:10.0.0.5/24,").unwrap_err();
+        assert!(e.contains("stray comma"), "{e}");
+        assert!(parse_interface_arg("").unwrap_err().contains("empty"));
         let f = parse_forward_arg("8080:80").unwrap();
         assert_eq!(
             (f.host_port, f.guest_port, f.protocol.as_str()),
