@@ -351,9 +351,10 @@ pub struct InterfaceConfig {
     pub mode: NetMode,
     /// Address(es) with prefix length, IPv4 and IPv6: `"10.77.0.2/24"` or
     /// `["10.77.0.2/24", "fd77::2/64"]`.
+    #[serde(default)]
     pub address: StrList,
     /// veth: host bridge the guest's veth is attached to (created on first use).
-    #[serde(default = "default_bridge")]
+    #[serde(default = "default_bridge", skip_serializing_if = "is_default_bridge")]
     pub bridge: String,
     /// macvlan: the host NIC the macvlan sits on (required). classic: a host interface vserver
     /// adds the addresses to at start and removes them from at stop; when absent, the
@@ -371,6 +372,24 @@ pub struct InterfaceConfig {
     /// veth: masquerade the guest's outbound traffic behind the host's address (NAT).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nat: bool,
+}
+
+/// True when `a` and `b` are of one family and share the first `prefix` bits.
+fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    let bits = |ip: IpAddr| match ip {
+        IpAddr::V4(x) => (u128::from(u32::from(x)) << 96, 32u32),
+        IpAddr::V6(x) => (u128::from(x), 128u32),
+    };
+    let ((x, fx), (y, fy)) = (bits(a), bits(b));
+    if fx != fy {
+        return false;
+    }
+    let p = u32::from(prefix).min(fx);
+    p == 0 || (x ^ y) >> (128 - p) == 0
+}
+
+fn is_default_bridge(b: &str) -> bool {
+    b == default_bridge()
 }
 
 fn is_default_mode(m: &NetMode) -> bool {
@@ -795,10 +814,20 @@ impl GuestConfig {
                 seen_addrs.push(ip);
                 addrs.push((ip, p));
             }
-            if classic != (ifc.mode == NetMode::Classic) {
+            if classic && ifc.mode != NetMode::Classic {
+                // Point at the classic interface: it is the one that excludes the others.
+                let c = self
+                    .interface
+                    .iter()
+                    .position(|x| x.mode == NetMode::Classic)
+                    .unwrap_or(i);
                 return Err(FieldError::new(
-                    at("mode"),
-                    "classic interfaces share the host's network stack and cannot be mixed with veth or macvlan ones",
+                    vec![Key("interface"), Index(c), Key("mode")],
+                    format!(
+                        "classic interfaces share the host's network stack and cannot be mixed \
+                         with veth or macvlan ones (interface[{i}] is {})",
+                        ifc.mode.as_str()
+                    ),
                 ));
             }
             validate_ifname(&ifc.bridge).map_err(|m| FieldError::new(at("bridge"), m))?;
@@ -837,7 +866,13 @@ impl GuestConfig {
             if ifc.mode != NetMode::Classic {
                 let n = ifc.name.clone().unwrap_or_else(|| format!("eth{i}"));
                 validate_ifname(&n).map_err(|m| FieldError::new(at("name"), m))?;
-                if names.contains(&n) || n == "lo" {
+                if n == "lo" {
+                    return Err(FieldError::new(
+                        at("name"),
+                        "'lo' is the guest's loopback interface",
+                    ));
+                }
+                if names.contains(&n) {
                     return Err(FieldError::new(
                         at("name"),
                         format!("interface name '{n}' is used twice"),
@@ -869,6 +904,14 @@ impl GuestConfig {
                         "gateway equals one of the guest's own addresses",
                     ));
                 }
+                if !addrs.iter().any(|(a, p)| same_subnet(*a, gw, *p)) {
+                    return Err(FieldError::new(
+                        at("gateway"),
+                        format!(
+                            "gateway {gw} is outside every subnet of this interface's addresses"
+                        ),
+                    ));
+                }
             }
             if ifc.mode == NetMode::Veth {
                 for (a, p) in &addrs {
@@ -897,9 +940,16 @@ impl GuestConfig {
                 ));
             }
             if !self.interface.iter().any(|i| i.mode == NetMode::Veth) {
+                let why = if self.interface.is_empty() {
+                    "this guest has no interface"
+                } else if self.classic_network() {
+                    "classic guests bind host ports themselves"
+                } else {
+                    "a macvlan guest is reached on its own address"
+                };
                 return Err(FieldError::new(
                     at("host_port"),
-                    "port forwards need a veth interface (classic guests bind host ports themselves)",
+                    format!("port forwards need a veth interface ({why})"),
                 ));
             }
             if seen.contains(&(f.host_port, &f.protocol)) {

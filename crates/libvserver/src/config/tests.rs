@@ -124,7 +124,10 @@ fn network_modes_addresses_and_forwards() {
     assert_eq!(c.interface[0].addrs().unwrap().len(), 2);
     assert_eq!(c.forward[0].protocol, "tcp");
     let e = err("context = 42\n[[interface]]\nmode = \"classic\"\naddress = \"10.1.0.2/24\"\n[[interface]]\naddress = \"10.2.0.2/24\"\n");
-    assert!(e.contains("key 'interface[1].mode'"), "{e}");
+    assert!(
+        e.contains("key 'interface[0].mode'") && e.contains("interface[1] is veth"),
+        "{e}"
+    );
     let e = err("context = 42\n[[interface]]\nmode = \"macvlan\"\naddress = \"10.1.0.2/24\"\n");
     assert!(e.contains("key 'interface[0].dev'"), "{e}");
     let e = err("context = 42\n[[interface]]\nmode = \"classic\"\naddress = \"10.1.0.2/24\"\n[[forward]]\nhost_port = 1\nguest_port = 2\n");
@@ -138,4 +141,24 @@ fn network_modes_addresses_and_forwards() {
         e.contains("key 'interface[1].address'") && e.contains("twice"),
         "{e}"
     );
+}
+
+#[test]
+fn interface_messages() {
+    let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\ngateway = \"10.9.0.1\"\n");
+    assert!(e.contains("outside every subnet"), "{e}");
+    let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\nname = \"lo\"\n");
+    assert!(e.contains("loopback"), "{e}");
+    let e = err("context = 42\n[[interface]]\nbridge = \"b1\"\n");
+    assert!(
+        e.contains("interface[0].address") && e.contains("at least one address"),
+        "{e}"
+    );
+    let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\n[[interface]]\nmode = \"classic\"\naddress = \"10.2.0.2/24\"\n");
+    assert!(
+        e.contains("interface[1].mode") && e.contains("interface[0] is veth"),
+        "{e}"
+    );
+    let e = err("context = 42\n[[forward]]\nhost_port = 1\nguest_port = 2\n");
+    assert!(e.contains("no interface"), "{e}");
 }

@@ -33,7 +33,7 @@ pub enum GuestError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The guest is not running.
-    #[error("{0}: is not running")]
+    #[error("{0} is not running")]
     NotRunning(String),
     /// The guest is already running.
     #[error("{name}: is already running at context {xid}")]
@@ -223,6 +223,10 @@ pub struct Status {
     pub addresses: Vec<String>,
     /// Network traffic so far (kept across restarts until `reset-accounting`).
     pub traffic: network::Traffic,
+    /// Interfaces as configured, one line each: `eth0: veth on vsbr0, nat`.
+    pub interfaces: Vec<String>,
+    /// Port forwards as `HOST_PORT -> GUEST_PORT/PROTOCOL`.
+    pub forwards: Vec<String>,
     /// Suspended (`vserver NAME suspend`).
     pub suspended: bool,
     /// Limits in force (from NAME.toml).
@@ -257,6 +261,13 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             None => g.addresses(),
         },
         traffic: network::traffic(g),
+        interfaces: network::describe_interfaces(g),
+        forwards: g
+            .config
+            .forward
+            .iter()
+            .map(|f| format!("{} -> {}/{}", f.host_port, f.guest_port, f.protocol))
+            .collect(),
         suspended,
         limits: g.config.limits.clone(),
         disk: match (&st, &g.config.disk.size) {

@@ -231,9 +231,14 @@ fn check_conflicts(g: &Guest, nl: &mut Netlink) -> Result<(), GuestError> {
                         .ok()
                         .flatten()
                         .unwrap_or_else(|| format!("#{idx}"));
+                    let hint = if ifc.mode == NetMode::Classic {
+                        "; a classic guest may use a host address: drop `dev` to share it"
+                    } else {
+                        ""
+                    };
                     return Err(failed(
                         &g.name,
-                        format!("address {ip} is in use by the host (interface {dev})"),
+                        format!("address {ip} is in use by the host (interface {dev}){hint}"),
                     ));
                 }
                 (None, true) => {
@@ -934,4 +939,31 @@ fn host_port_taken(port: u16, protocol: &str) -> Option<String> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(e.to_string()),
         _ => None,
     }
+}
+
+/// The guest's interfaces, one line each, for `status`: `eth0: veth on vsbr0, nat`,
+/// `eth1: macvlan on eth1`, `classic on vsbr1` (host interface that carries the addresses).
+pub fn describe_interfaces(g: &Guest) -> Vec<String> {
+    g.config
+        .interface
+        .iter()
+        .enumerate()
+        .map(|(i, ifc)| {
+            let name = ifc.name.clone().unwrap_or_else(|| format!("eth{i}"));
+            match ifc.mode {
+                NetMode::Veth => format!(
+                    "{name}: veth on bridge {}{}",
+                    ifc.bridge,
+                    if ifc.nat { ", nat" } else { "" }
+                ),
+                NetMode::Macvlan => {
+                    format!("{name}: macvlan on {}", ifc.dev.as_deref().unwrap_or("?"))
+                }
+                NetMode::Classic => match &ifc.dev {
+                    Some(d) => format!("classic (host stack), addresses on {d}"),
+                    None => String::from("classic (host stack), the host's addresses"),
+                },
+            }
+        })
+        .collect()
 }

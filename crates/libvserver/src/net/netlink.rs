@@ -144,6 +144,18 @@ fn family(ip: IpAddr) -> AddressFamily {
     }
 }
 
+/// A locally administered unicast MAC derived from `name` (FNV-1a): a bridge with a MAC of its
+/// own keeps it, instead of taking the lowest of its ports' MACs as ports come and go (which
+/// makes the guests' neighbour caches stale).
+pub fn stable_mac(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
 fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
@@ -270,14 +282,15 @@ impl Netlink {
         Ok(self.get_link(name, "look up link")?.map(|l| l.header.index))
     }
 
-    /// Create a bridge `name` (`IFLA_INFO_KIND` "bridge") and return its index; no error if it
-    /// already exists as a bridge. Errors: [`NetlinkError::WrongKind`] if it exists as another
+    /// Create a bridge `name` (`IFLA_INFO_KIND` "bridge", with the fixed MAC [`stable_mac`]) and
+    /// return its index; no error if it already exists as a bridge. Errors: [`NetlinkError::WrongKind`] if it exists as another
     /// kind, [`NetlinkError::Os`] from the kernel (e.g. `EPERM` without `CAP_NET_ADMIN`).
     pub fn ensure_bridge(&mut self, name: &str) -> Result<u32> {
         let op = "create bridge";
         check_name(op, name)?;
         let info = LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]);
-        let msg = link_msg(0, vec![LinkAttribute::IfName(name.into()), info]);
+        let mac = LinkAttribute::Address(stable_mac(name).to_vec());
+        let msg = link_msg(0, vec![LinkAttribute::IfName(name.into()), mac, info]);
         if let Some(index) = unless(libc::EEXIST, self.new_link(msg, name, op))? {
             return Ok(index);
         }
@@ -604,6 +617,10 @@ mod tests {
             let br = nl.ensure_bridge("vsnl-br1").unwrap();
             assert_eq!(nl.ensure_bridge("vsnl-br1").unwrap(), br);
             assert_eq!(nl.link_index("vsnl-br1").unwrap(), Some(br));
+            assert_eq!(
+                nl.link_mac("vsnl-br1").unwrap(),
+                Some(stable_mac("vsnl-br1"))
+            );
             nl.set_up(br).unwrap();
             let (v4, v6) = (ip("10.231.0.2"), ip("fd00:231::2"));
             assert!(nl.add_address(br, v4, 24).unwrap());

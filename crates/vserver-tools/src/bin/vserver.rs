@@ -134,6 +134,27 @@ fn load(paths: &libvserver::paths::Paths, name: &str) -> std::result::Result<Gue
     })
 }
 
+/// The network lines of `vserver NAME status`: interfaces, addresses, forwards, traffic.
+fn print_network(s: &guest::Status) {
+    for (i, line) in s.interfaces.iter().enumerate() {
+        let label = if i == 0 { "Interfaces:" } else { "" };
+        println!("{label:<21}{line}");
+    }
+    if !s.addresses.is_empty() {
+        println!("Addresses:           {}", s.addresses.join(" "));
+    }
+    if !s.forwards.is_empty() {
+        println!("Forwards:            {}", s.forwards.join(", "));
+    }
+    if !s.addresses.is_empty() {
+        let t = &s.traffic;
+        println!(
+            "Traffic:             in {} bytes ({} packets), out {} bytes ({} packets)",
+            t.rx_bytes, t.rx_packets, t.tx_bytes, t.tx_packets
+        );
+    }
+}
+
 /// [`load`], except that a running guest whose NAME.toml is broken (or gone) is still found
 /// from its run state, with a warning: `doing` it (stop, status, running) must not depend on
 /// the configuration being valid.
@@ -163,7 +184,7 @@ fn do_start(g: &Guest) -> Result<()> {
 fn do_stop(g: &Guest) -> Result<()> {
     let s = guest::stop::stop(g)?;
     if !s.was_running {
-        eprintln!("vserver: {}: is not running", g.name);
+        eprintln!("vserver: {} is not running", g.name);
     }
     for w in s.warnings {
         eprintln!("vserver: warning: {w}");
@@ -258,14 +279,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 println!("Vserver '{}' is running at context '{}'", s.name, s.xid);
                 println!("Number of processes: {}", s.processes);
                 println!("Uptime:              {}", human_secs(s.uptime_secs));
-                if !s.addresses.is_empty() {
-                    println!("Addresses:           {}", s.addresses.join(" "));
-                    let t = &s.traffic;
-                    println!(
-                        "Traffic:             in {} bytes ({} packets), out {} bytes ({} packets)",
-                        t.rx_bytes, t.rx_packets, t.tx_bytes, t.tx_packets
-                    );
-                }
+                print_network(&s);
                 if let Some(d) = &s.disk {
                     println!(
                         "Disk:                {} of {} used, {} of {} inodes",
@@ -289,6 +303,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 }
             } else {
                 println!("Vserver '{}' is stopped", s.name);
+                print_network(&s);
             }
             Ok(ExitCode::from(if s.running { 0 } else { 3 }))
         }
