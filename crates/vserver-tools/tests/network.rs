@@ -149,12 +149,30 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     assert_ok(
         &env.vserver(
             &b,
-            &["build", "-m", "host", "--context", &xs, "--interface", &ifb],
+            &[
+                "build",
+                "-m",
+                "host",
+                "--context",
+                &xs,
+                "--interface",
+                &ifb,
+                "--mtu",
+                "9000",
+            ],
         ),
         "build b",
     );
     assert_ok(&env.vserver(&a, &["start"]), "start a");
     assert_ok(&env.vserver(&b, &["start"]), "start b");
+    // b's MTU on both ends of its veth; the bridge keeps the smallest of its ports (a's 1500).
+    assert_eq!(
+        text(&env.exec(&b, "cat /sys/class/net/eth0/mtu")).trim(),
+        "9000"
+    );
+    let mtu = |dev: &str| std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).unwrap();
+    assert_eq!(mtu(&format!("vs{xb}-0")).trim(), "9000");
+    assert_eq!(mtu(&env.bridge).trim(), "1500");
     serve(&env, &a, &format!("hello-{xa}"), "::", 80);
 
     // The host reaches the guest directly and through the forward on 127.0.0.1.

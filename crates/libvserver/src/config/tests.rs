@@ -161,4 +161,6 @@ fn interface_messages() {
     );
     let e = err("context = 42\n[[forward]]\nhost_port = 1\nguest_port = 2\n");
     assert!(e.contains("no interface"), "{e}");
+    let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\nmtu = 100\n");
+    assert!(e.contains("interface[0].mtu"), "{e}");
 }

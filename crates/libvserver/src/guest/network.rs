@@ -406,7 +406,7 @@ pub(crate) fn attach(
                 let host = g.veth_name(i);
                 let _ = nl.delete_link(&host);
                 let idx = nl
-                    .create_veth(&host, &ifc.name, pid)
+                    .create_veth_mtu(&host, &ifc.name, pid, cfg.mtu)
                     .map_err(|e| e.to_string())?;
                 let br = nl
                     .link_index(&cfg.bridge)
@@ -433,7 +433,7 @@ pub(crate) fn attach(
                     .link_index(parent)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("host interface {parent} vanished"))?;
-                nl.create_macvlan(&ifc.name, p, pid)
+                nl.create_macvlan(&ifc.name, p, pid, cfg.mtu)
                     .map_err(|e| e.to_string())?;
                 let mac = peer_mac(pid, &ifc.name)?;
                 if netns_cmds.is_empty() {

@@ -472,8 +472,16 @@ impl Netlink {
     /// Create a macvlan interface `name` in bridge mode on host link `parent`, directly in the
     /// network namespace of process `pid` (`IFLA_LINK` + `IFLA_NET_NS_PID`, as
     /// `ip link add link PARENT name NAME netns PID type macvlan mode bridge`). The kernel gives
-    /// it a fresh random MAC. Errors: [`NetlinkError::Os`], e.g. `ENODEV` (no parent), `ESRCH`.
-    pub fn create_macvlan(&mut self, name: &str, parent: u32, pid: i32) -> Result<()> {
+    /// it a fresh random MAC; `mtu` in bytes (`IFLA_MTU`), the parent's when None.
+    /// Errors: [`NetlinkError::Os`], e.g. `ENODEV` (no parent), `EINVAL` (MTU above the
+    /// parent's), `ESRCH`.
+    pub fn create_macvlan(
+        &mut self,
+        name: &str,
+        parent: u32,
+        pid: i32,
+        mtu: Option<u32>,
+    ) -> Result<()> {
         let op = "create macvlan";
         check_name(op, name)?;
         let Some(pid) = u32::try_from(pid).ok().filter(|&p| p > 0) else {
@@ -485,12 +493,13 @@ impl Netlink {
                 MacVlanMode::Bridge,
             )])),
         ]);
-        let attrs = vec![
+        let mut attrs = vec![
             LinkAttribute::IfName(name.into()),
             LinkAttribute::Link(parent),
             LinkAttribute::NetNsPid(pid),
             info,
         ];
+        attrs.extend(mtu.map(LinkAttribute::Mtu));
         let msg = RouteNetlinkMessage::NewLink(link_msg(0, attrs));
         self.request(msg, NLM_F_CREATE | NLM_F_EXCL, op, name)
             .map(drop)

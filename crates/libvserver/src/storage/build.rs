@@ -67,6 +67,8 @@ pub struct BuildOptions {
     pub interfaces: Vec<String>,
     /// Masquerade the outbound traffic of the veth interfaces (NAT).
     pub nat: bool,
+    /// MTU in bytes of the veth and macvlan interfaces.
+    pub mtu: Option<u32>,
     /// Port forwards as `HOST_PORT:GUEST_PORT[/tcp|/udp]` ([`parse_forward_arg`]).
     pub forwards: Vec<String>,
     /// Init style; default builtin.
@@ -146,6 +148,7 @@ pub fn parse_interface_arg(s: &str) -> Result<InterfaceConfig, String> {
         gateway: Default::default(),
         name: None,
         nat: false,
+        mtu: None,
     })
 }
 
@@ -219,6 +222,9 @@ pub fn build(
     for i in o.interfaces.iter().filter(|i| *i != "none") {
         let mut ifc = parse_interface_arg(i).map_err(|m| err(format!("--interface {i}: {m}")))?;
         ifc.nat = o.nat && ifc.mode == config::NetMode::Veth;
+        if ifc.mode != config::NetMode::Classic {
+            ifc.mtu = o.mtu;
+        }
         interfaces.push(ifc);
     }
     if o.nat && !interfaces.iter().any(|i| i.nat) {

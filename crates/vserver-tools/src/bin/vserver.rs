@@ -60,6 +60,9 @@ enum Cmd {
         /// Masquerade the guest's outbound traffic (veth interfaces).
         #[arg(long)]
         nat: bool,
+        /// MTU in bytes of the veth and macvlan interfaces (1280-65535; default 1500).
+        #[arg(long)]
+        mtu: Option<u32>,
         /// Forward a host port to the guest: HOST_PORT:GUEST_PORT[/tcp|/udp], repeatable.
         #[arg(long = "forward")]
         forwards: Vec<String>,
@@ -206,6 +209,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             hostname,
             interfaces,
             nat,
+            mtu,
             forwards,
             initstyle,
             rootdir,
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 hostname,
                 interfaces,
                 nat,
+                mtu,
                 forwards,
                 init_style,
                 root: rootdir,
