@@ -480,6 +480,34 @@ pub struct StopConfig {
     /// `PWR` with a matching inittab line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// What a reboot from inside (reboot(2) RESTART, what `reboot` ends in) does: `restart`
+    /// (default: a fresh start), `stop`, or `ignore` (the guest's reboot(2) fails with EPERM).
+    #[serde(default = "default_on_reboot")]
+    pub on_reboot: GuestAction,
+    /// What a halt or power-off from inside (reboot(2) HALT, POWER_OFF) does: `stop`
+    /// (default), `restart` or `ignore`.
+    #[serde(default = "default_on_halt")]
+    pub on_halt: GuestAction,
+}
+
+/// The host's answer to a reboot or halt requested inside a guest (util-vserver's vshelper).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestAction {
+    /// Start the guest afresh once it has ended.
+    Restart,
+    /// Leave it stopped.
+    Stop,
+    /// Refuse the request: reboot(2) fails with EPERM inside.
+    Ignore,
+}
+
+fn default_on_reboot() -> GuestAction {
+    GuestAction::Restart
+}
+
+fn default_on_halt() -> GuestAction {
+    GuestAction::Stop
 }
 
 impl Default for StopConfig {
@@ -487,6 +515,8 @@ impl Default for StopConfig {
         StopConfig {
             kill_timeout: default_kill_timeout(),
             signal: None,
+            on_reboot: default_on_reboot(),
+            on_halt: default_on_halt(),
         }
     }
 }

@@ -58,7 +58,7 @@ pub enum GuestError {
     Script {
         /// Guest name.
         name: String,
-        /// pre-start, post-start, pre-stop or post-stop.
+        /// One of [`scripts::STAGES`].
         stage: &'static str,
         /// Script path.
         path: PathBuf,

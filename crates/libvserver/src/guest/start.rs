@@ -47,7 +47,14 @@ pub(crate) fn security_of(
         &parse(&g.config.capabilities.add),
         &parse(&g.config.capabilities.drop),
     );
-    let prog = SeccompProgram::default_profile(&keep)
+    let mut refused = Vec::new();
+    if g.config.stop.on_reboot == crate::config::GuestAction::Ignore {
+        refused.extend([0x0123_4567, 0xA1B2_C3D4]); // RESTART, RESTART2
+    }
+    if g.config.stop.on_halt == crate::config::GuestAction::Ignore {
+        refused.extend([0xCDEF_0123, 0x4321_FEDC]); // HALT, POWER_OFF
+    }
+    let prog = SeccompProgram::guest_profile(&keep, &refused)
         .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
     Ok((caps::to_drop(&keep), prog))
 }
@@ -119,6 +126,7 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
     check_xid_free(g)?;
     super::repair(g)?;
     let _ = std::fs::remove_file(rd.file("stopping"));
+    scripts::run(g, "initialize")?;
     let root = g.root();
     if g.config.disk.size.is_some() {
         crate::storage::disk::mount_image(&crate::storage::disk::image_path(&root), &root)
@@ -149,6 +157,7 @@ fn check_root_and_launch(
     root: &std::path::Path,
     lock: GuestLock,
 ) -> Result<RunState, GuestError> {
+    scripts::run(g, "prepre-start")?;
     if !root.is_dir() {
         return Err(failed(
             &g.name,

@@ -134,8 +134,10 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
         super::repair(g)?;
     }
     let _ = std::fs::remove_file(rd.file("stopping"));
-    if let Err(e) = scripts::run(g, "post-stop") {
-        out.warnings.push(e.to_string());
+    for stage in ["post-stop", "postpost-stop"] {
+        if let Err(e) = scripts::run(g, stage) {
+            out.warnings.push(e.to_string());
+        }
     }
     Ok(out)
 }

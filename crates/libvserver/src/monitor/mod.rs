@@ -106,8 +106,31 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
         }
     }
     if !stopping {
-        if let Err(e) = crate::guest::scripts::run(g, "post-stop") {
-            eprintln!("{e}");
+        for stage in ["post-stop", "postpost-stop"] {
+            if let Err(e) = crate::guest::scripts::run(g, stage) {
+                eprintln!("{e}");
+            }
+        }
+    }
+    // A reboot or halt inside: the kernel ends the guest's init as if by SIGHUP (restart) or
+    // SIGINT (halt, power off); see reboot(2) on PID namespaces.
+    let action = match status {
+        s if s == 128 + libc::SIGHUP => Some(("reboot", g.config.stop.on_reboot)),
+        s if s == 128 + libc::SIGINT => Some(("halt", g.config.stop.on_halt)),
+        _ => None,
+    };
+    if let Some((what, crate::config::GuestAction::Restart)) = action {
+        if ok && !stopping {
+            eprintln!("{}: {what} inside: starting it again", g.name);
+            match crate::guest::Guest::load(&g.paths, &g.name)
+                .and_then(|fresh| crate::guest::start::start(&fresh))
+            {
+                Ok(_) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1)
+                }
+            }
         }
     }
     std::process::exit(if ok { 0 } else { 1 })

@@ -205,6 +205,16 @@ impl SeccompProgram {
     /// [`SeccompError`] if libseccomp fails to build or export the filter
     /// (seccomp_export_bpf(3)) or the result is not a valid program.
     pub fn default_profile(bounding: &CapsHashSet) -> Result<SeccompProgram, SeccompError> {
+        SeccompProgram::guest_profile(bounding, &[])
+    }
+
+    /// [`SeccompProgram::default_profile`], with the reboot(2) commands `refused_reboot` (e.g.
+    /// `LINUX_REBOOT_CMD_RESTART`, see reboot(2)) refused with EPERM even when the bounding set
+    /// keeps CAP_SYS_BOOT: a guest whose reboot or halt is to be ignored.
+    pub fn guest_profile(
+        bounding: &CapsHashSet,
+        refused_reboot: &[u64],
+    ) -> Result<SeccompProgram, SeccompError> {
         // libseccomp refuses a rule whose action equals the default action, and an
         // unconditional allow absorbs conditional rules of the same syscall, so
         // the ioctl denials live in a guard program (default allow) whose allow
@@ -218,7 +228,7 @@ impl SeccompProgram {
         let main = compile(
             deny,
             ScmpAction::KillProcess,
-            &rules(bounding, ptrace_needs_no_cap()),
+            &rules(bounding, ptrace_needs_no_cap(), refused_reboot),
         )?;
         let filter = chain(guard, main)?;
         if filter.len() > libc::BPF_MAXINSNS as usize {
@@ -273,8 +283,21 @@ fn masked_eq(arg: u32, mask: u64, value: u64) -> ScmpArgCompare {
     ScmpArgCompare::new(arg, ScmpCompareOp::MaskedEqual(mask), value)
 }
 
+/// The reboot(2) commands (include/uapi/linux/reboot.h): CAD_OFF, CAD_ON, HALT, POWER_OFF,
+/// RESTART, RESTART2, SW_SUSPEND, KEXEC.
+pub const REBOOT_CMDS: [u64; 8] = [
+    0x0000_0000,
+    0x89AB_CDEF,
+    0xCDEF_0123,
+    0x4321_FEDC,
+    0x0123_4567,
+    0xA1B2_C3D4,
+    0xD000_FCE2,
+    0x4558_4543,
+];
+
 /// All rules of the main program for `bounding`.
-fn rules(bounding: &CapsHashSet, ptrace_without_cap: bool) -> Vec<Rule> {
+fn rules(bounding: &CapsHashSet, ptrace_without_cap: bool, refused_reboot: &[u64]) -> Vec<Rule> {
     let allow = ScmpAction::Allow;
     let mut rules: Vec<Rule> = ALLOWED.iter().map(|&n| rule(n, allow, vec![])).collect();
     rules.push(rule(
@@ -292,8 +315,22 @@ fn rules(bounding: &CapsHashSet, ptrace_without_cap: bool) -> Vec<Rule> {
     }
     for (cap, names) in BY_CAPABILITY {
         if bounding.contains(cap) {
-            rules.extend(names.iter().map(|&n| rule(n, allow, vec![])));
+            rules.extend(
+                names
+                    .iter()
+                    .filter(|&&n| n != "reboot" || refused_reboot.is_empty())
+                    .map(|&n| rule(n, allow, vec![])),
+            );
         }
+    }
+    if bounding.contains(&Capability::CAP_SYS_BOOT) && !refused_reboot.is_empty() {
+        // One allow per reboot(2) command that stays allowed (cmd is argument 2).
+        rules.extend(
+            REBOOT_CMDS
+                .iter()
+                .filter(|c| !refused_reboot.contains(c))
+                .map(|&c| rule("reboot", allow, vec![masked_eq(2, LOW_32_BITS, c)])),
+        );
     }
     if bounding.contains(&Capability::CAP_SYS_ADMIN) {
         rules.extend(["clone", "clone3"].map(|n| rule(n, allow, vec![])));

@@ -1,0 +1,160 @@
+//! Operations: what a guest's own reboot and halt do (util-vserver's vshelper), on the real
+//! kernel with busybox's init as the guest's pid 1.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn init_pid(env: &Env, name: &str) -> Option<i64> {
+    let o = env.vserver(name, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    v["init_pid"].as_i64()
+}
+
+#[test]
+fn reboot_inside_restarts_halt_stops_and_ignore_refuses() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("vsh", 0);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let root = env.root(&name);
+    for applet in ["init", "poweroff", "halt"] {
+        let _ = std::os::unix::fs::symlink("/bin/busybox", root.join("sbin").join(applet));
+    }
+    let _ = std::os::unix::fs::symlink("/bin/busybox", root.join("sbin/reboot"));
+    let cfg = std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .replace("style = \"builtin\"", "style = \"plain\"")
+        .replace("kill_timeout = 5", "kill_timeout = 5\nsignal = \"USR2\"");
+    std::fs::write(env.config_path(&name), &cfg).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let first = init_pid(&env, &name).expect("running");
+
+    // `reboot` inside: busybox init shuts down and calls reboot(2); the guest starts afresh.
+    let _ = env.exec(&name, "reboot");
+    wait_until(20, "the guest came back with a new init", || {
+        init_pid(&env, &name).is_some_and(|p| p != first)
+            && env.vserver(&name, &["running"]).status.success()
+    });
+    assert_eq!(
+        text(&env.exec(&name, "hostname")).trim(),
+        name,
+        "the restarted guest is set up like a fresh start"
+    );
+
+    // `poweroff` inside: the guest stops and stays stopped, with nothing left behind.
+    let _ = env.exec(&name, "poweroff");
+    wait_until(20, "the guest stopped after poweroff", || {
+        env.vserver(&name, &["running"]).status.code() == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(1));
+    wait_until(5, "cleanup after poweroff", || cgroup_left(xid).is_empty());
+
+    // on_reboot = "ignore": reboot(2) fails inside, the guest keeps running.
+    let cfg = cfg.replace("on_reboot = \"restart\"", "on_reboot = \"ignore\"");
+    assert!(cfg.contains("on_reboot = \"ignore\""), "{cfg}");
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start again");
+    let pid = init_pid(&env, &name).expect("running");
+    let o = env.exec(&name, "reboot -f");
+    assert!(!o.status.success(), "reboot -f succeeded: {}", text(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(init_pid(&env, &name), Some(pid), "the guest was rebooted");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(cgroup_left(xid).is_empty());
+}
+
+#[test]
+fn hook_stages_run_in_order_with_their_environment() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hook", 1);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let log = env.dir.join("hooks.log");
+    let line = format!(
+        "echo \"$0 $1 $2 $VSERVER_STAGE $VSERVER_NAME $VSERVER_XID $VSERVER_ROOT $(pwd)\" >> {}\n",
+        log.display()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let exe = |p: &std::path::Path, body: &str| {
+        std::fs::write(p, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let etc = env.dir.join("etc");
+    let scripts = etc.join(&name).join("scripts");
+    std::fs::create_dir_all(scripts.join("pre-start.d")).unwrap();
+    exe(&etc.join(format!("{name}.sh")), &line);
+    for stage in [
+        "initialize",
+        "prepre-start",
+        "pre-start",
+        "post-start",
+        "pre-stop",
+        "post-stop",
+        "postpost-stop",
+    ] {
+        exe(&scripts.join(stage), &line);
+    }
+    exe(&scripts.join("pre-start.d/20-b"), &line);
+    // Not executable: run with /bin/sh.
+    std::fs::write(scripts.join("pre-start.d/10-a"), &line).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    let got = std::fs::read_to_string(&log).unwrap();
+    let order: Vec<String> = got
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let script = std::path::Path::new(f[0])
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            format!("{}:{script}", f[1])
+        })
+        .collect();
+    let sh = format!("{name}.sh");
+    let mut want = Vec::new();
+    for stage in [
+        "initialize",
+        "prepre-start",
+        "pre-start",
+        "post-start",
+        "pre-stop",
+        "post-stop",
+        "postpost-stop",
+    ] {
+        want.push(format!("{stage}:{sh}"));
+        want.push(format!("{stage}:{stage}"));
+        if stage == "pre-start" {
+            want.push(format!("{stage}:10-a"));
+            want.push(format!("{stage}:20-b"));
+        }
+    }
+    assert_eq!(order, want, "{got}");
+    let root = env.root(&name);
+    for l in got.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f[1], f[3], "VSERVER_STAGE: {l}");
+        assert_eq!(f[2], name, "{l}");
+        assert_eq!(f[4], name, "{l}");
+        assert_eq!(f[5], xid.to_string(), "{l}");
+        assert_eq!(f[6], root.to_str().unwrap(), "{l}");
+        assert_eq!(f[7], etc.to_str().unwrap(), "cwd: {l}");
+    }
+    // A failing pre-start script stops the start, naming it, and leaves nothing running.
+    exe(&scripts.join("pre-start.d/30-fail"), "exit 3\n");
+    let o = env.vserver(&name, &["start"]);
+    assert!(
+        !o.status.success() && text(&o).contains("30-fail"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(1));
+    assert!(cgroup_left(xid).is_empty());
+}
