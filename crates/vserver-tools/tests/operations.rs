@@ -158,3 +158,138 @@ fn hook_stages_run_in_order_with_their_environment() {
     assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(1));
     assert!(cgroup_left(xid).is_empty());
 }
+
+#[test]
+fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
+    if !require_root() {
+        return;
+    }
+    // Context ids xid .. xid + 6 (idx 2 and the next three stay free in this file).
+    let mut env = Env::new("grp", 2);
+    let base = env.name.clone();
+    let names: Vec<String> = (0..7).map(|i| format!("{base}g{i}")).collect();
+    let log = env.dir.join("group.log");
+    use std::os::unix::fs::PermissionsExt;
+    for (i, n) in names.iter().enumerate() {
+        env.build_busybox(n, env.xid + i as u32);
+        // g0: not marked, but g4 depends on it; g6: marked but disabled.
+        let mut extra = String::new();
+        if i != 0 {
+            extra.push_str("mark = [\"web\"]\n");
+        }
+        let deps = match i {
+            2 => "depends = [\"G1\"]\n",
+            3 => "depends = [\"G2\"]\n",
+            4 => "depends = [\"G0\"]\n",
+            _ => "",
+        };
+        extra.push_str(&deps.replace('G', &format!("{base}g")));
+        if i == 6 {
+            extra.push_str("disabled = true\n");
+        }
+        let cfg = std::fs::read_to_string(env.config_path(n))
+            .unwrap()
+            .replace("mark = []\n", &extra);
+        std::fs::write(env.config_path(n), cfg).unwrap();
+        let sh = env.dir.join("etc").join(format!("{n}.sh"));
+        std::fs::write(
+            &sh,
+            format!(
+                "#!/bin/sh\ncase $1 in pre-start) sleep 0.4;; esac\necho \"$(date +%s%N) $1 $2\" >> {}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "-j", "3", "start"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let events = || -> Vec<(u128, String, String)> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[0].parse().unwrap(), f[1].to_string(), f[2].to_string())
+            })
+            .collect()
+    };
+    let at = |ev: &[(u128, String, String)], stage: &str, n: &str| {
+        ev.iter()
+            .find(|(_, s, g)| s == stage && g == n)
+            .map(|(t, _, _)| *t)
+            .unwrap_or_else(|| panic!("no {stage} of {n} in {ev:?}"))
+    };
+    let ev = events();
+    let g = |i: usize| names[i].as_str();
+    assert!(at(&ev, "post-start", g(1)) < at(&ev, "initialize", g(2)));
+    assert!(at(&ev, "post-start", g(2)) < at(&ev, "initialize", g(3)));
+    assert!(at(&ev, "post-start", g(0)) < at(&ev, "initialize", g(4)));
+    assert!(
+        !ev.iter().any(|(_, _, n)| n == g(6)),
+        "the disabled guest started"
+    );
+    // Parallel: at some moment 2 or 3 starts overlapped, never more than 3.
+    let spans: Vec<(u128, u128)> = (0..6)
+        .map(|i| (at(&ev, "initialize", g(i)), at(&ev, "post-start", g(i))))
+        .collect();
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap();
+    assert!(
+        (2..=3).contains(&most),
+        "{most} starts overlapped: {spans:?}"
+    );
+    let st = env
+        .cmd("vservers")
+        .args(["--mark", "web", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(2), "g6 is stopped: {}", text(&st));
+
+    // Stop: dependants first.
+    std::fs::write(&log, "").unwrap();
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "-j", "3", "stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ev = events();
+    assert!(at(&ev, "post-stop", g(3)) < at(&ev, "pre-stop", g(2)));
+    assert!(at(&ev, "post-stop", g(2)) < at(&ev, "pre-stop", g(1)));
+    assert_eq!(
+        env.vserver(g(0), &["running"]).status.code(),
+        Some(0),
+        "g0 is not marked: a stop of the mark leaves it"
+    );
+    assert_ok(&env.vserver(g(0), &["stop"]), "stop g0");
+
+    // A failing guest: its dependants are skipped, the exit code says partial.
+    let sh = env.dir.join("etc").join(format!("{}.sh", g(1)));
+    std::fs::write(&sh, "#!/bin/sh\n[ \"$1\" = pre-start ] && exit 1\nexit 0\n").unwrap();
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "-j", "3", "start"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("{}: skipped ({} failed)", g(3), g(2))),
+        "{out}"
+    );
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let _ = env.vserver(g(0), &["stop"]);
+}

@@ -35,6 +35,13 @@ pub struct GuestConfig {
     /// Start groups this guest belongs to (`vservers --mark M start`).
     #[serde(default)]
     pub mark: Vec<String>,
+    /// Guests that must run before this one starts (and stop only after it): `vservers`
+    /// starts them first, even when they do not carry the mark.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
+    /// Left out of group starts (`vservers --mark M start`); `vserver NAME start` still works.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
     /// Network interfaces; none means loopback only.
     #[serde(default)]
     pub interface: Vec<InterfaceConfig>,
@@ -672,6 +679,10 @@ impl GuestConfig {
                     format!("mark '{m}' must be a word without spaces, ',' or '!'"),
                 ));
             }
+        }
+        for (i, d) in self.depends.iter().enumerate() {
+            crate::paths::validate_guest_name(d)
+                .map_err(|m| FieldError::new(vec![Key("depends"), Index(i)], m))?;
         }
         self.validate_network()?;
         for (list, key) in [

@@ -2,6 +2,7 @@
 //! ([`crate::context`]) serves start and exec.
 
 pub mod exec;
+pub mod group;
 pub mod limits;
 pub mod network;
 pub mod scripts;

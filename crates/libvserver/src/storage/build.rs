@@ -356,6 +356,8 @@ pub fn build(
         domainname: None,
         root: o.root.clone(),
         mark: Vec::new(),
+        depends: Vec::new(),
+        disabled: false,
         interface: interfaces,
         forward: forwards,
         capabilities: Default::default(),

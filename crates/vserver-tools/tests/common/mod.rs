@@ -14,6 +14,7 @@ pub fn bin(name: &str) -> PathBuf {
         "chcontext" => env!("CARGO_BIN_EXE_chcontext"),
         "reducecap" => env!("CARGO_BIN_EXE_reducecap"),
         "vtop" => env!("CARGO_BIN_EXE_vtop"),
+        "vservers" => env!("CARGO_BIN_EXE_vservers"),
         other => panic!("unknown tool {other}"),
     })
 }

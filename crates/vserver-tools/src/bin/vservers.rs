@@ -1,0 +1,136 @@
+//! `vservers [--mark M] [-j N] start|stop|status`: the guests of a start group, in dependency
+//! order, N at a time (util-vserver's `vservers`/start-vservers). Exit 0 all ok, 1 none ok,
+//! 2 some ok.
+
+use clap::{Parser, ValueEnum};
+use libvserver::guest::group::{self, Job, Outcome};
+use libvserver::guest::Guest;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, ExitCode, Stdio};
+use vserver_tools::PathArgs;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Action {
+    Start,
+    Stop,
+    Status,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "vservers",
+    version,
+    about = "Start, stop or show the guests of a mark, in dependency order"
+)]
+struct Cli {
+    #[command(flatten)]
+    paths: PathArgs,
+    /// The start group (`mark = [...]` in NAME.toml).
+    #[arg(long, default_value = "default")]
+    mark: String,
+    /// How many guests to start or stop at once.
+    #[arg(short = 'j', long = "jobs", default_value_t = 1)]
+    jobs: usize,
+    /// start, stop or status.
+    action: Action,
+}
+
+/// One `vserver NAME start|stop` process.
+struct Proc(Child);
+
+impl Job for Proc {
+    fn poll(&mut self) -> Option<Outcome> {
+        match self.0.try_wait() {
+            Ok(None) => None,
+            Ok(Some(s)) if s.success() => Some(Outcome::Ok),
+            Ok(Some(s)) => Some(Outcome::Failed(s.to_string())),
+            Err(e) => Some(Outcome::Failed(e.to_string())),
+        }
+    }
+}
+
+/// Failed to spawn: reported at the first poll.
+struct NotStarted(String);
+
+enum Work {
+    Proc(Proc),
+    NotStarted(NotStarted),
+}
+
+impl Job for Work {
+    fn poll(&mut self) -> Option<Outcome> {
+        match self {
+            Work::Proc(p) => p.poll(),
+            Work::NotStarted(n) => Some(Outcome::Failed(n.0.clone())),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = cli.paths.paths();
+    if cli.action == Action::Status {
+        let waits = match group::plan(&paths, &cli.mark, false) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("vservers: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut out = BTreeMap::new();
+        for name in waits.keys() {
+            let running = Guest::load(&paths, name)
+                .map(|g| g.running().is_some())
+                .unwrap_or(false);
+            println!("{name}: {}", if running { "running" } else { "stopped" });
+            out.insert(
+                name.clone(),
+                if running {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed("stopped".into())
+                },
+            );
+        }
+        return ExitCode::from(group::exit_code(&out));
+    }
+    let start = cli.action == Action::Start;
+    let waits = match group::plan(&paths, &cli.mark, start) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vservers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The vserver binary next to this one.
+    let vserver = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("vserver")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "vserver".into());
+    let verb = if start { "start" } else { "stop" };
+    let outcomes = group::run(
+        &waits,
+        cli.jobs,
+        |name| {
+            let spawned = Command::new(&vserver)
+                .arg(name)
+                .arg(verb)
+                .env("VSERVER_CONFDIR", &paths.config_dir)
+                .env("VSERVER_ROOTBASE", &paths.root_base)
+                .env("VSERVER_RUNDIR", &paths.run_dir)
+                .stdin(Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(c) => Work::Proc(Proc(c)),
+                Err(e) => Work::NotStarted(NotStarted(format!("run {}: {e}", vserver.display()))),
+            }
+        },
+        |name, outcome| match outcome {
+            Outcome::Ok => println!("{name}: {verb} ok"),
+            Outcome::Failed(why) => println!("{name}: {verb} failed ({why})"),
+            Outcome::Skipped(by) => println!("{name}: skipped ({by} failed)"),
+        },
+    );
+    ExitCode::from(group::exit_code(&outcomes))
+}
