@@ -293,3 +293,76 @@ fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let _ = env.vserver(g(0), &["stop"]);
 }
+
+#[test]
+fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("inst", 6);
+    let prefix = env.dir.join("usr");
+    let bin_dir = bin("vserver").parent().unwrap().to_path_buf();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = std::process::Command::new("bash")
+        .arg(repo.join("scripts/install.sh"))
+        .args(["--no-build", "--prefix", prefix.to_str().unwrap()])
+        .env("BUILD_DIR", &bin_dir)
+        .output()
+        .unwrap();
+    assert_ok(&o, "install.sh");
+    let units = prefix.join("lib/systemd/system");
+    for (template, instance) in [
+        ("vserver@.service", "vserver@web1.service"),
+        ("vservers@.service", "vservers@default.service"),
+    ] {
+        std::os::unix::fs::symlink(template, units.join(instance)).unwrap();
+    }
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let o = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .args([
+                "vserver@web1.service",
+                "vservers@default.service",
+                "vservers.target",
+            ])
+            .current_dir(&units)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            text(&o)
+        );
+    } else {
+        eprintln!("skipped part: systemd-analyze is not installed");
+    }
+    // The LSB script: header, and status 0 running / 3 stopped for its mark.
+    let script = prefix.join("etc/init.d/vservers-default");
+    let body = std::fs::read_to_string(&script).unwrap();
+    assert!(body.contains("### BEGIN INIT INFO") && body.contains("# Default-Stop:"));
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let cfg = std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .replace("mark = []", "mark = [\"default\"]");
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    let run = |verb: &str| {
+        std::process::Command::new(&script)
+            .arg(verb)
+            .env("VSERVER_CONFDIR", env.dir.join("etc"))
+            .env("VSERVER_ROOTBASE", env.dir.join("root"))
+            .env("VSERVER_RUNDIR", env.dir.join("run"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run("status").status.code(), Some(3));
+    assert_ok(&run("start"), "init script start");
+    assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(0));
+    assert_eq!(run("status").status.code(), Some(0));
+    assert_ok(&run("stop"), "init script stop");
+    assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(1));
+}
