@@ -366,3 +366,90 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
     assert_ok(&run("stop"), "init script stop");
     assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(1));
 }
+
+#[test]
+fn console_attach_sees_output_sends_input_relays_size_and_logs_keep_it() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("con", 7);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let root = env.root(&name);
+    for applet in ["init", "stty"] {
+        let dir = if applet == "init" { "sbin" } else { "bin" };
+        let _ = std::os::unix::fs::symlink("/bin/busybox", root.join(dir).join(applet));
+    }
+    // busybox init with no inittab offers a shell on the console after Enter.
+    let cfg = std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .replace("style = \"builtin\"", "style = \"plain\"")
+        .replace("kill_timeout = 5", "kill_timeout = 2\nsignal = \"USR2\"");
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize {
+            ws_row: 33,
+            ws_col: 111,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }),
+        None,
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut client = env
+        .cmd("vserver")
+        .args([&name, "console"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let master = std::fs::File::from(pty.master);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let seen = seen.clone();
+        let mut m = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut m, &mut b) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&b[..n]));
+            }
+        });
+    }
+    let mut m = master.try_clone().unwrap();
+    let mut send = |s: &str| std::io::Write::write_all(&mut m, s.as_bytes()).unwrap();
+    wait_until(10, "the console client attached", || {
+        seen.lock().unwrap().contains("attached to the console")
+    });
+    send("\r");
+    std::thread::sleep(Duration::from_millis(500));
+    send("echo con-$((6*7)); stty size\r");
+    wait_until(10, "the guest's shell answered on the console", || {
+        seen.lock().unwrap().contains("con-42")
+    });
+    wait_until(5, "the window size was relayed", || {
+        seen.lock().unwrap().contains("33 111")
+    });
+    // A second client is turned away while the first is attached.
+    let second = env.vserver(&name, &["console"]);
+    assert!(
+        text(&second).contains("attached elsewhere"),
+        "{}",
+        text(&second)
+    );
+    send("\x1d");
+    wait_child(&mut client, 5, "console client did not detach on Ctrl-]");
+    assert!(seen.lock().unwrap().contains("detached"));
+    // The log keeps what the console showed.
+    let logs = env.vserver(&name, &["logs"]);
+    assert!(text(&logs).contains("con-42"), "{}", text(&logs));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}

@@ -161,10 +161,10 @@ fn open_guest_pty(name: &str) -> Result<(OwnedFd, OwnedFd), GuestError> {
 }
 
 /// Restores the host terminal mode when dropped.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub(crate) struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enter() -> RawMode {
+    pub(crate) fn enter() -> RawMode {
         let stdin = std::io::stdin();
         match nix::sys::termios::tcgetattr(&stdin) {
             Ok(orig) => {

@@ -1,6 +1,7 @@
 //! The guest lifecycle: load, start, stop, status, exec/enter. One process-building path
 //! ([`crate::context`]) serves start and exec.
 
+pub mod console;
 pub mod exec;
 pub mod group;
 pub mod limits;

@@ -58,26 +58,57 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
         file: None,
         size: 0,
     };
+    let sock_path = crate::guest::console::socket_path(g);
+    let mut server = match crate::guest::console::ConsoleServer::listen(&sock_path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "{}: {e}; `vserver {} console` will not work",
+                g.name, g.name
+            );
+            None
+        }
+    };
     loop {
         let mut fds = vec![PollFd::new(init_pidfd.as_fd(), PollFlags::POLLIN)];
         if let Some(c) = &console {
             fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        }
+        let first_server_fd = fds.len();
+        if let (Some(srv), Some(_)) = (&server, &console) {
+            fds.extend(
+                srv.poll_fds()
+                    .into_iter()
+                    .map(|f| PollFd::new(f, PollFlags::POLLIN)),
+            );
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
             Ok(_) => {}
         }
-        let init_done = fds[0].revents().map(|r| !r.is_empty()).unwrap_or(false);
-        let con_ev = fds
-            .get(1)
-            .and_then(|f| f.revents())
-            .unwrap_or(PollFlags::empty());
+        let ev = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .unwrap_or(PollFlags::empty())
+        };
+        let init_done = !ev(0).is_empty();
+        let con_ev = if console.is_some() {
+            ev(1)
+        } else {
+            PollFlags::empty()
+        };
+        let (listen_ev, client_ev) = (ev(first_server_fd), ev(first_server_fd + 1));
         drop(fds);
         if con_ev.contains(PollFlags::POLLIN) {
             if let Some(c) = &console {
                 match nix::unistd::read(c, &mut buf) {
-                    Ok(n) if n > 0 => log.append(&rd, &buf[..n]),
+                    Ok(n) if n > 0 => {
+                        log.append(&rd, &buf[..n]);
+                        if let Some(srv) = &mut server {
+                            srv.to_client(&buf[..n]);
+                        }
+                    }
                     _ => console = None,
                 }
             }
@@ -85,10 +116,20 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
             // POLLHUP/POLLERR without data: nobody holds the console any more.
             console = None;
         }
+        if let (Some(srv), Some(c)) = (&mut server, &console) {
+            if !listen_ev.is_empty() {
+                srv.accept();
+            }
+            if !client_ev.is_empty() {
+                srv.from_client(c.as_fd());
+            }
+        }
         if init_done {
             break;
         }
     }
+    drop(server);
+    let _ = std::fs::remove_file(&sock_path);
     let status = crate::context::clone::wait_pidfd(init_pidfd.as_fd()).unwrap_or(-1);
     if let Some(ns) = &netns {
         crate::guest::network::save_netns_traffic(g, g.config.context, ns);

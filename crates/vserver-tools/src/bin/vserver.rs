@@ -113,6 +113,14 @@ enum Cmd {
     Resume,
     /// Interactive root shell inside, on a fresh pty.
     Enter,
+    /// Attach to the guest's console (its init's /dev/console); detach with Ctrl-].
+    Console,
+    /// Print the guest's console log; -f keeps following it.
+    Logs {
+        /// Keep printing what the console writes (until interrupted).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Run a command inside as root; exits with its status.
     Exec {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -268,6 +276,16 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             }
             do_stop(&g).map_err(fail)?;
             do_start(&g).map_err(fail)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Console => {
+            let g = load_running(&paths, &cli.name, "attaching to")?;
+            guest::console::attach(&g).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Logs { follow } => {
+            let g = load_running(&paths, &cli.name, "showing the log of")?;
+            guest::console::logs(&g, follow, &mut std::io::stdout()).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ResetAccounting => {
