@@ -253,13 +253,11 @@ pub fn attach(g: &Guest) -> Result<(), GuestError> {
 pub fn logs(g: &Guest, follow: bool, out: &mut dyn Write) -> Result<(), GuestError> {
     let rd = g.run_dir();
     let (old, cur) = (rd.file("console.log.1"), rd.file("console.log"));
-    if !cur.exists() && !old.exists() {
-        if !follow {
-            return Err(failed(
-                &g.name,
-                format!("no console log yet ({})", cur.display()),
-            ));
-        }
+    if !cur.exists() && !old.exists() && !follow {
+        return Err(failed(
+            &g.name,
+            format!("no console log yet ({})", cur.display()),
+        ));
     }
     if let Ok(b) = std::fs::read(&old) {
         let _ = out.write_all(&b);
