@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install vserver: the binaries, systemd units, the SysV init script and the README.
+# Install vserver: the binaries, man pages, shell completions (bash, zsh, fish), systemd units,
+# the SysV init script and the README.
 #   sudo bash scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--no-build]
 # Binaries go to PREFIX/sbin; systemd units to PREFIX/lib/systemd/system (/etc/systemd/system
 # when PREFIX is /usr/local, where systemd looks); the init script to /etc/init.d (under the
@@ -39,5 +40,17 @@ done
 subst dist/init.d/vservers-default > "$DESTDIR$ETCDIR/init.d/vservers-default"
 chmod 755 "$DESTDIR$ETCDIR/init.d/vservers-default"
 install -m 644 README.md "$DESTDIR$DOCDIR/README.md"
+# Man pages and shell completions, generated from the binaries' own CLI definitions.
+MANDIR=$PREFIX/share/man/man8
+BASHDIR=$PREFIX/share/bash-completion/completions
+ZSHDIR=$PREFIX/share/zsh/vendor-completions
+FISHDIR=$PREFIX/share/fish/vendor_completions.d
+install -d "$DESTDIR$MANDIR" "$DESTDIR$BASHDIR" "$DESTDIR$ZSHDIR" "$DESTDIR$FISHDIR"
+for b in vserver vservers vserver-stat vps vkill vtop chcontext reducecap; do
+  VSERVER_GENERATE=man "$BUILD_DIR/$b" > "$DESTDIR$MANDIR/$b.8"
+  VSERVER_GENERATE=bash "$BUILD_DIR/$b" > "$DESTDIR$BASHDIR/$b"
+  VSERVER_GENERATE=zsh "$BUILD_DIR/$b" > "$DESTDIR$ZSHDIR/_$b"
+  VSERVER_GENERATE=fish "$BUILD_DIR/$b" > "$DESTDIR$FISHDIR/$b.fish"
+done
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 echo "installed to $DESTDIR$PREFIX (units in $DESTDIR$UNITDIR, init script in $DESTDIR$ETCDIR/init.d)"

@@ -50,3 +50,37 @@ pub fn human_secs(s: u64) -> String {
         format!("{sec}s")
     }
 }
+
+/// When `VSERVER_GENERATE` is set in the environment, write the tool's man page (`man`) or shell
+/// completion script (`bash`, `zsh`, `fish`) for `cmd` to stdout and exit; otherwise return.
+/// `scripts/install.sh` uses it so the pages and completions always match the CLI definition.
+pub fn generate_if_asked(mut cmd: clap::Command) {
+    let Ok(what) = std::env::var("VSERVER_GENERATE") else {
+        return;
+    };
+    let name = cmd.get_name().to_string();
+    let mut out = std::io::stdout();
+    let shell = match what.as_str() {
+        "man" => {
+            let code = match clap_mangen::Man::new(cmd).section("8").render(&mut out) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{name}: man page: {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        other => {
+            eprintln!("{name}: VSERVER_GENERATE={other}: want man, bash, zsh or fish");
+            std::process::exit(2)
+        }
+    };
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut text);
+    let _ = std::io::Write::write_all(&mut out, &text);
+    std::process::exit(0)
+}

@@ -252,6 +252,23 @@ fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
         .output()
         .unwrap();
     assert_eq!(st.status.code(), Some(2), "g6 is stopped: {}", text(&st));
+    // The overview lists stopped guests too, with their marks.
+    let all = text(&env.cmd("vserver-stat").arg("--all").output().unwrap());
+    let line = |n: &str| {
+        all.lines()
+            .find(|l| l.split_whitespace().next() == Some(n))
+            .unwrap_or_else(|| panic!("{n} missing: {all}"))
+            .to_string()
+    };
+    assert!(
+        line(g(6)).contains("stopped") && line(g(6)).contains("web"),
+        "{all}"
+    );
+    assert!(line(g(1)).contains("running"), "{all}");
+    assert!(
+        line(g(0)).contains("running") && line(g(0)).contains(" - "),
+        "{all}"
+    );
 
     // Stop: dependants first.
     std::fs::write(&log, "").unwrap();
@@ -340,6 +357,38 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
     } else {
         eprintln!("skipped part: systemd-analyze is not installed");
     }
+    // Man pages and completions, from the CLI definitions.
+    for b in [
+        "vserver",
+        "vservers",
+        "vserver-stat",
+        "vps",
+        "vkill",
+        "vtop",
+        "chcontext",
+        "reducecap",
+    ] {
+        let man = std::fs::read_to_string(prefix.join(format!("share/man/man8/{b}.8"))).unwrap();
+        assert!(man.contains(&format!(".TH {b} 8")), "{b}.8: {man}");
+        let bash = prefix.join(format!("share/bash-completion/completions/{b}"));
+        let o = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("source {} && complete -p {b}", bash.display()))
+            .output()
+            .unwrap();
+        assert_ok(&o, &format!("bash completion of {b}"));
+        for f in [
+            format!("share/zsh/vendor-completions/_{b}"),
+            format!("share/fish/vendor_completions.d/{b}.fish"),
+        ] {
+            assert!(std::fs::metadata(prefix.join(&f)).unwrap().len() > 0, "{f}");
+        }
+    }
+    let man = std::fs::read_to_string(prefix.join("share/man/man8/vserver.8")).unwrap();
+    assert!(
+        man.contains("console") && man.contains("reset\\-accounting"),
+        "{man}"
+    );
     // The LSB script: header, and status 0 running / 3 stopped for its mark.
     let script = prefix.join("etc/init.d/vservers-default");
     let body = std::fs::read_to_string(&script).unwrap();

@@ -430,6 +430,41 @@ pub fn format_net_table(rows: &[super::NetRow]) -> String {
     out
 }
 
+/// The `vserver-stat --all` table: `NAME CTX STATE MARKS ADDRESSES`, one line per configured
+/// guest; a broken configuration shows `config error` as its state.
+pub fn format_all_table(rows: &[super::GuestRow]) -> String {
+    let mut out = format!(
+        "{:<16}{:<7}{:<14}{:<16} ADDRESSES\n",
+        "NAME", "CTX", "STATE", "MARKS"
+    );
+    for r in rows {
+        let state = match (&r.error, r.running) {
+            (Some(_), true) => "running (bad config)",
+            (Some(_), false) => "config error",
+            (None, true) => "running",
+            (None, false) => "stopped",
+        };
+        let marks = if r.marks.is_empty() {
+            String::from("-")
+        } else {
+            r.marks.join(",")
+        };
+        out.push_str(&format!(
+            "{:<16}{:<7}{:<14}{:<16} {}\n",
+            r.name,
+            r.xid,
+            state,
+            marks,
+            if r.addresses.is_empty() {
+                String::from("-")
+            } else {
+                r.addresses.join(",")
+            }
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,3 +208,58 @@ pub fn net_rows(paths: &crate::paths::Paths) -> Vec<NetRow> {
     rows.sort_by_key(|r| r.xid);
     rows
 }
+
+/// One row of `vserver-stat --all`: a configured guest, running or not.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GuestRow {
+    /// Context id (the running one, else the configured one).
+    pub xid: u32,
+    /// Guest name.
+    pub name: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// Its marks (start groups).
+    pub marks: Vec<String>,
+    /// Its addresses (`ADDR/PREFIX`).
+    pub addresses: Vec<String>,
+    /// The configuration error, when NAME.toml does not load.
+    pub error: Option<String>,
+}
+
+/// Every guest configured under `paths` (`vserver-stat --all`), sorted by name; a guest whose
+/// NAME.toml does not load is listed with its error (and from its run state when it runs).
+pub fn all_rows(paths: &crate::paths::Paths) -> Vec<GuestRow> {
+    crate::guest::configured_guests(paths)
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let error = crate::guest::Guest::load(paths, &name)
+                .err()
+                .map(|e| e.to_string());
+            let (g, _) = match crate::guest::Guest::load_for_stop(paths, &name) {
+                Ok(x) => x,
+                Err(e) => {
+                    return Some(GuestRow {
+                        xid: 0,
+                        name,
+                        running: false,
+                        marks: Vec::new(),
+                        addresses: Vec::new(),
+                        error: Some(e.to_string()),
+                    })
+                }
+            };
+            let st = g.running();
+            Some(GuestRow {
+                xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
+                running: st.is_some(),
+                marks: g.config.mark.clone(),
+                addresses: match &st {
+                    Some(s) => s.addresses.clone(),
+                    None => g.addresses(),
+                },
+                error,
+                name: g.name,
+            })
+        })
+        .collect()
+}

@@ -60,6 +60,7 @@ fn join_guest(xid: u32, cmd: &[String]) -> Option<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     if let Some(x) = cli.xid {
         if let Some(code) = join_guest(x, &cli.cmd) {

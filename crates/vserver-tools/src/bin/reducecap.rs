@@ -54,6 +54,7 @@ fn show(pid: Option<i32>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     if cli.show {
         return show(cli.pid);

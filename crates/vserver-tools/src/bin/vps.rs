@@ -7,6 +7,23 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(
+        clap::Command::new("vps")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("ps with a CONTEXT column (context id and guest name) after PID")
+            .arg(
+                clap::Arg::new("json")
+                    .long("json")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("One JSON object per process"),
+            )
+            .arg(
+                clap::Arg::new("ps_options")
+                    .num_args(0..)
+                    .allow_hyphen_values(true)
+                    .help("Options passed to ps(1), e.g. aux"),
+            ),
+    );
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args
         .first()

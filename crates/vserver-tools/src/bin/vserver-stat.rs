@@ -25,12 +25,16 @@ struct Cli {
     /// Network view: CTX, addresses, bytes and packets in and out (totals kept across restarts).
     #[arg(long, conflicts_with = "prometheus")]
     net: bool,
+    /// Every configured guest, stopped ones too: NAME CTX STATE MARKS ADDRESSES.
+    #[arg(long, conflicts_with_all = ["prometheus", "net"])]
+    all: bool,
     /// Accepted for util-vserver compatibility; rows are sorted by context id.
     #[arg(long)]
     sort: Option<String>,
 }
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     let layout = match CgroupLayout::detect() {
         Ok(l) => l,
@@ -40,6 +44,18 @@ fn main() -> ExitCode {
         }
     };
     let paths = cli.paths.paths();
+    if cli.all {
+        let rows = libvserver::stats::all_rows(&paths);
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+        } else {
+            print!("{}", libvserver::stats::format::format_all_table(&rows));
+        }
+        return ExitCode::SUCCESS;
+    }
     if cli.net {
         let rows = libvserver::stats::net_rows(&paths);
         if cli.json {

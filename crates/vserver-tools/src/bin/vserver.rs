@@ -368,6 +368,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     match run(cli) {
         Ok(c) | Err(c) => c,

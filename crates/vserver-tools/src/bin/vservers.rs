@@ -67,6 +67,7 @@ impl Job for Work {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     let paths = cli.paths.paths();
     if cli.action == Action::Status {

@@ -29,6 +29,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     let layout = match CgroupLayout::detect() {
         Ok(l) => l,
