@@ -231,25 +231,25 @@ pub struct GuestRow {
 pub fn all_rows(paths: &crate::paths::Paths) -> Vec<GuestRow> {
     crate::guest::configured_guests(paths)
         .into_iter()
-        .filter_map(|(name, _)| {
+        .map(|(name, _)| {
             let error = crate::guest::Guest::load(paths, &name)
                 .err()
                 .map(|e| e.to_string());
             let (g, _) = match crate::guest::Guest::load_for_stop(paths, &name) {
                 Ok(x) => x,
                 Err(e) => {
-                    return Some(GuestRow {
+                    return GuestRow {
                         xid: 0,
                         name,
                         running: false,
                         marks: Vec::new(),
                         addresses: Vec::new(),
                         error: Some(e.to_string()),
-                    })
+                    }
                 }
             };
             let st = g.running();
-            Some(GuestRow {
+            GuestRow {
                 xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
                 running: st.is_some(),
                 marks: g.config.mark.clone(),
@@ -259,7 +259,7 @@ pub fn all_rows(paths: &crate::paths::Paths) -> Vec<GuestRow> {
                 },
                 error,
                 name: g.name,
-            })
+            }
         })
         .collect()
 }
