@@ -502,3 +502,147 @@ fn console_attach_sees_output_sends_input_relays_size_and_logs_keep_it() {
     assert!(text(&logs).contains("con-42"), "{}", text(&logs));
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
 }
+
+/// Copy a busybox tree into the guest root `root` (for configurations that name no build).
+fn busybox_root(root: &std::path::Path) {
+    busybox_tree(root);
+}
+
+fn cap_bnd_has(env: &Env, name: &str, bit: u32) -> bool {
+    let t = text(&env.exec(name, "grep CapBnd /proc/self/status"));
+    let hex = t.split_whitespace().last().unwrap_or("0");
+    u64::from_str_radix(hex, 16).unwrap_or(0) & (1 << bit) != 0
+}
+
+const CAP_NET_RAW: u32 = 13;
+
+#[test]
+fn legacy_conf_and_directory_layout_start_with_their_settings() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("leg", 8);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.guests.push(name.clone());
+    let etc = env.dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    // The test's own bridge carries the guests' (classic) addresses.
+    assert!(std::process::Command::new("ip")
+        .args(["link", "add", &env.bridge, "type", "bridge"])
+        .status()
+        .unwrap()
+        .success());
+    busybox_root(&env.root(&name));
+    let ip1 = env.ip(7);
+    std::fs::write(
+        etc.join(format!("{name}.conf")),
+        format!(
+            "# util-vserver legacy configuration\n\
+             S_CONTEXT={xid}\nS_HOSTNAME=\"legacy-{xid}\"\nIPROOT=\"{br}:{ip1}/24\"\n\
+             S_CAPS=\"CAP_NET_RAW\"\nS_FLAGS=\"lock nproc\"\nULIMIT=\"-HS -u 200\"\n\
+             ONBOOT=yes\nPROFILE=prod\nFOO=bar\n",
+            br = env.bridge
+        ),
+    )
+    .unwrap();
+    let o = env.vserver(&name, &["start"]);
+    assert_ok(&o, "start from NAME.conf");
+    let warnings = text(&o);
+    for key in ["PROFILE", "FOO"] {
+        assert_eq!(
+            warnings.matches(&format!("{key}: no equivalent")).count(),
+            1,
+            "one warning for {key}: {warnings}"
+        );
+    }
+    assert_eq!(
+        text(&env.exec(&name, "hostname")).trim(),
+        format!("legacy-{xid}")
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.vserver(&name, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["xid"].as_u64(), Some(u64::from(xid)));
+    assert_eq!(st["limits"]["nproc"].as_u64(), Some(200));
+    let addrs = std::process::Command::new("ip")
+        .args(["-br", "addr", "show", &env.bridge])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&addrs.stdout).contains(&ip1),
+        "classic address added"
+    );
+    assert!(cap_bnd_has(&env, &name, CAP_NET_RAW), "S_CAPS kept NET_RAW");
+    let all = text(&env.cmd("vserver-stat").arg("--all").output().unwrap());
+    assert!(all.contains(&name) && all.contains("default"), "{all}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    // convert-config writes an equivalent NAME.toml and leaves NAME.conf alone.
+    let o = env.vserver(&name, &["convert-config"]);
+    assert_ok(&o, "convert-config");
+    let toml = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    assert!(
+        toml.contains(&format!("context = {xid}")) && toml.contains("mode = \"classic\""),
+        "{toml}"
+    );
+    assert!(etc.join(format!("{name}.conf")).exists());
+    let o = env.vserver(&name, &["start"]);
+    assert_ok(&o, "start from the converted NAME.toml");
+    assert!(!text(&o).contains("warning"), "{}", text(&o));
+    assert_eq!(
+        text(&env.exec(&name, "hostname")).trim(),
+        format!("legacy-{xid}")
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(
+        !env.vserver(&name, &["convert-config"]).status.success(),
+        "a second conversion must not overwrite NAME.toml"
+    );
+
+    // The directory layout.
+    let (dname, dxid) = (format!("{name}d"), xid + 1);
+    env.guests.push(dname.clone());
+    let d = etc.join(&dname);
+    let droot = env.dir.join("srv").join(&dname);
+    busybox_root(&droot);
+    for (f, v) in [
+        ("context", dxid.to_string()),
+        ("uts/nodename", format!("layout-{dxid}")),
+        ("interfaces/0/ip", env.ip(8)),
+        ("interfaces/0/prefix", "24".into()),
+        ("interfaces/0/dev", env.bridge.clone()),
+        ("bcapabilities", "NET_RAW\n# a comment\n".into()),
+        ("apps/init/mark", "web\n".into()),
+        ("sched/fill-rate", "1".into()),
+    ] {
+        let p = d.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, v).unwrap();
+    }
+    std::os::unix::fs::symlink(&droot, d.join("vdir")).unwrap();
+    let o = env.vserver(&dname, &["start"]);
+    assert_ok(&o, "start from NAME/");
+    assert!(
+        text(&o).contains("sched/fill-rate: no equivalent"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        text(&env.exec(&dname, "hostname")).trim(),
+        format!("layout-{dxid}")
+    );
+    assert!(
+        cap_bnd_has(&env, &dname, CAP_NET_RAW),
+        "bcapabilities kept NET_RAW"
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.vserver(&dname, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["xid"].as_u64(), Some(u64::from(dxid)));
+    let web = text(
+        &env.cmd("vservers")
+            .args(["--mark", "web", "status"])
+            .output()
+            .unwrap(),
+    );
+    assert!(web.contains(&format!("{dname}: running")), "{web}");
+    assert_ok(&env.vserver(&dname, &["stop"]), "stop");
+    assert!(cgroup_left(dxid).is_empty() && cgroup_left(xid).is_empty());
+}

@@ -3,6 +3,7 @@
 //! Every error names the file, the line and the key (`web1.toml:4: key 'interface[0].address': ...`),
 //! so an administrator can fix the file without guessing.
 
+pub mod legacy;
 mod schema;
 
 pub use schema::*;

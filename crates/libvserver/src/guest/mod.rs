@@ -100,18 +100,35 @@ pub struct Guest {
     pub name: String,
     /// Host paths in use.
     pub paths: Paths,
-    /// Parsed `NAME.toml`.
+    /// Parsed `NAME.toml` (or the equivalent of a util-vserver configuration).
     pub config: GuestConfig,
+    /// For a util-vserver configuration (`NAME.conf`, `NAME/`): one line per key without an
+    /// equivalent. Empty for NAME.toml.
+    pub warnings: Vec<String>,
 }
 
 impl Guest {
-    /// Load guest `name` from `paths.config_dir`.
+    /// Load guest `name` from `paths.config_dir`: `NAME.toml`, else a util-vserver
+    /// configuration (`NAME.conf` or the directory `NAME/`, see [`config::legacy`]).
     ///
     /// Errors: bad name, unknown guest, invalid configuration.
     pub fn load(paths: &Paths, name: &str) -> Result<Guest, GuestError> {
         validate_guest_name(name).map_err(GuestError::BadName)?;
         let path = paths.config_file(name);
         if !path.exists() {
+            if let Some(legacy) = config::legacy::load(&paths.config_dir, name) {
+                let l = legacy?;
+                return Ok(Guest {
+                    name: name.into(),
+                    paths: paths.clone(),
+                    config: l.config,
+                    warnings: l
+                        .warnings
+                        .into_iter()
+                        .map(|w| format!("{}: {w}", l.source.display()))
+                        .collect(),
+                });
+            }
             return Err(GuestError::Unknown {
                 name: name.into(),
                 path,
@@ -122,6 +139,7 @@ impl Guest {
             name: name.into(),
             paths: paths.clone(),
             config,
+            warnings: Vec::new(),
         })
     }
 
@@ -148,6 +166,7 @@ impl Guest {
                     name: name.to_string(),
                     paths: paths.clone(),
                     config,
+                    warnings: Vec::new(),
                 };
                 let why = Guest::load(paths, name).err();
                 Ok((g, why))
@@ -279,7 +298,8 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
     })
 }
 
-/// Guests configured in `paths.config_dir`: (name, config path) for every `*.toml`, sorted.
+/// Guests configured in `paths.config_dir`, sorted by name: (name, config path) for every
+/// `NAME.toml`, and for util-vserver configurations (`NAME.conf`, `NAME/`) without one.
 pub fn configured_guests(paths: &Paths) -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(&paths.config_dir)
         .into_iter()
@@ -287,12 +307,22 @@ pub fn configured_guests(paths: &Paths) -> Vec<(String, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let p = e.path();
-            let name = p.file_name()?.to_str()?.strip_suffix(".toml")?.to_string();
+            let file = p.file_name()?.to_str()?.to_string();
+            let name = match (file.strip_suffix(".toml"), file.strip_suffix(".conf")) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(n)) if !paths.config_file(n).exists() => n.to_string(),
+                _ if p.is_dir() && !paths.config_file(&file).exists() => {
+                    config::legacy::find(&paths.config_dir, &file)?;
+                    file
+                }
+                _ => return None,
+            };
             validate_guest_name(&name).ok()?;
             Some((name, p))
         })
         .collect();
     v.sort();
+    v.dedup_by(|a, b| a.0 == b.0);
     v
 }
 

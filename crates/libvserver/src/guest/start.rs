@@ -91,7 +91,7 @@ fn check_xid_free(g: &Guest) -> Result<(), GuestError> {
         if other == g.name {
             continue;
         }
-        if let Ok(c) = crate::config::load_guest_config(&path) {
+        if let Ok(c) = Guest::load(&g.paths, &other).map(|o| o.config) {
             if c.context == xid {
                 return Err(GuestError::XidInUse {
                     name: g.name.clone(),

@@ -178,7 +178,11 @@ pub fn parse_forward_arg(s: &str) -> Result<config::ForwardConfig, String> {
 pub fn next_free_xid(paths: &Paths) -> u32 {
     let used: Vec<u32> = crate::guest::configured_guests(paths)
         .iter()
-        .filter_map(|(_, p)| config::load_guest_config(p).ok().map(|c| c.context))
+        .filter_map(|(n, _)| {
+            crate::guest::Guest::load(paths, n)
+                .ok()
+                .map(|g| g.config.context)
+        })
         .collect();
     (config::XID_AUTO_START..=config::XID_MAX_STATIC)
         .find(|x| !used.contains(x))

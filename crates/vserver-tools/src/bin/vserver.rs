@@ -107,6 +107,9 @@ enum Cmd {
     Limit { key: String, value: String },
     /// Set the guest's network traffic totals (status, vserver-stat --net) back to zero.
     ResetAccounting,
+    /// Write NAME.toml from the guest's util-vserver configuration (NAME.conf or NAME/), which
+    /// stays in place; NAME.toml takes over from then on.
+    ConvertConfig,
     /// Freeze every process of the guest.
     Suspend,
     /// Thaw a suspended guest.
@@ -143,6 +146,14 @@ fn load(paths: &libvserver::paths::Paths, name: &str) -> std::result::Result<Gue
             _ => ExitCode::from(1),
         }
     })
+}
+
+/// The warnings of a util-vserver configuration (keys without an equivalent), said once per
+/// start and conversion rather than on every command.
+fn warn_legacy(g: &Guest) {
+    for w in &g.warnings {
+        eprintln!("vserver: warning: {w}");
+    }
 }
 
 /// The network lines of `vserver NAME status`: interfaces, addresses, forwards, traffic.
@@ -261,6 +272,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         }
         Cmd::Start => {
             let g = load(&paths, &cli.name)?;
+            warn_legacy(&g);
             do_start(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,6 +283,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         }
         Cmd::Restart | Cmd::Condrestart => {
             let g = load(&paths, &cli.name)?;
+            warn_legacy(&g);
             if matches!(cli.cmd, Cmd::Condrestart) && g.running().is_none() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -286,6 +299,25 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         Cmd::Logs { follow } => {
             let g = load_running(&paths, &cli.name, "showing the log of")?;
             guest::console::logs(&g, follow, &mut std::io::stdout()).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::ConvertConfig => {
+            let g = load(&paths, &cli.name)?;
+            warn_legacy(&g);
+            let to = paths.config_file(&g.name);
+            if to.exists() {
+                eprintln!(
+                    "vserver: {}: {} exists already; nothing converted",
+                    g.name,
+                    to.display()
+                );
+                return Err(ExitCode::from(1));
+            }
+            std::fs::write(&to, g.config.to_toml(&g.name)).map_err(|e| {
+                eprintln!("vserver: write {}: {e}", to.display());
+                ExitCode::from(1)
+            })?;
+            println!("vserver: wrote {}", to.display());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ResetAccounting => {
