@@ -646,3 +646,35 @@ fn legacy_conf_and_directory_layout_start_with_their_settings() {
     assert_ok(&env.vserver(&dname, &["stop"]), "stop");
     assert!(cgroup_left(dxid).is_empty() && cgroup_left(xid).is_empty());
 }
+
+#[test]
+fn a_guest_rebooting_in_a_loop_is_left_stopped() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("loop", 10);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let mut restarts = 0;
+    for _ in 0..8 {
+        let Some(before) = init_pid(&env, &name) else {
+            break;
+        };
+        let _ = env.exec(&name, "reboot -f");
+        wait_until(10, "the reboot ended the init", || {
+            init_pid(&env, &name) != Some(before)
+                && (env.vserver(&name, &["running"]).status.success()
+                    || std::fs::read_to_string(env.dir.join("run").join(&name).join("monitor.log"))
+                        .unwrap_or_default()
+                        .contains("leaving the guest stopped"))
+        });
+        if env.vserver(&name, &["running"]).status.success() {
+            restarts += 1;
+        } else {
+            break;
+        }
+    }
+    assert_eq!(restarts, 5, "restarts before the guest was left stopped");
+    wait_until(5, "cleanup", || cgroup_left(xid).is_empty());
+}

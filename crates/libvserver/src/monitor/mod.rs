@@ -46,6 +46,36 @@ impl ConsoleLog {
     }
 }
 
+/// Most restarts from inside within [`RESTART_WINDOW_SECS`]; past them a reboot stops the guest
+/// (a guest rebooting in a loop must not keep the host busy starting it).
+pub const MAX_RESTARTS: usize = 5;
+/// The window of [`MAX_RESTARTS`], seconds.
+pub const RESTART_WINDOW_SECS: u64 = 60;
+
+/// Record a restart in `RUN/NAME/restarts` and tell whether the limit is exceeded (then the
+/// guest stays stopped and the monitor log says why).
+fn restart_storm(rd: &RunDir) -> bool {
+    let now = now_unix();
+    let path = rd.file("restarts");
+    let mut recent: Vec<u64> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .filter(|t| now.saturating_sub(*t) < RESTART_WINDOW_SECS)
+        .collect();
+    if recent.len() >= MAX_RESTARTS {
+        eprintln!(
+            "{} restarts from inside within {RESTART_WINDOW_SECS} s: leaving the guest stopped",
+            recent.len()
+        );
+        return true;
+    }
+    recent.push(now);
+    let text: Vec<String> = recent.iter().map(|t| t.to_string()).collect();
+    let _ = std::fs::write(&path, text.join(" "));
+    false
+}
+
 /// Supervise the guest until its init exits, then clean up and exit the process.
 /// `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
 /// `netns`, when given, is the guest's network namespace, held so that the counters that live
@@ -161,7 +191,7 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
         _ => None,
     };
     if let Some((what, crate::config::GuestAction::Restart)) = action {
-        if ok && !stopping {
+        if ok && !stopping && !restart_storm(&rd) {
             eprintln!("{}: {what} inside: starting it again", g.name);
             match crate::guest::Guest::load(&g.paths, &g.name)
                 .and_then(|fresh| crate::guest::start::start(&fresh))
