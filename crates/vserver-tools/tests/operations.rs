@@ -252,6 +252,25 @@ fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
         .output()
         .unwrap();
     assert_eq!(st.status.code(), Some(2), "g6 is stopped: {}", text(&st));
+    // Machine-readable forms.
+    let js = env
+        .cmd("vservers")
+        .args(["--mark", "web", "--json", "status"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    assert_eq!(v[g(1)], "running");
+    assert_eq!(v[g(6)], "stopped");
+    let top = env
+        .cmd("vtop")
+        .args(["--json", "-n", "1"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&top.stdout).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().any(|r| r["name"] == g(1)),
+        "{v}"
+    );
     // The overview lists stopped guests too, with their marks.
     let all = text(&env.cmd("vserver-stat").arg("--all").output().unwrap());
     let line = |n: &str| {

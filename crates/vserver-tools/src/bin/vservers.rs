@@ -31,6 +31,10 @@ struct Cli {
     /// How many guests to start or stop at once.
     #[arg(short = 'j', long = "jobs", default_value_t = 1)]
     jobs: usize,
+    /// Print the outcome as one JSON object (guest name to "ok", "failed: ..." or
+    /// "skipped: ...", or for status "running"/"stopped") instead of lines.
+    #[arg(long)]
+    json: bool,
     /// start, stop or status.
     action: Action,
 }
@@ -79,11 +83,17 @@ fn main() -> ExitCode {
             }
         };
         let mut out = BTreeMap::new();
+        let mut report = serde_json::Map::new();
         for name in waits.keys() {
             let running = Guest::load(&paths, name)
                 .map(|g| g.running().is_some())
                 .unwrap_or(false);
-            println!("{name}: {}", if running { "running" } else { "stopped" });
+            let state = if running { "running" } else { "stopped" };
+            if cli.json {
+                report.insert(name.clone(), state.into());
+            } else {
+                println!("{name}: {state}");
+            }
             out.insert(
                 name.clone(),
                 if running {
@@ -92,6 +102,9 @@ fn main() -> ExitCode {
                     Outcome::Failed("stopped".into())
                 },
             );
+        }
+        if cli.json {
+            println!("{}", serde_json::Value::Object(report));
         }
         return ExitCode::from(group::exit_code(&out));
     }
@@ -127,11 +140,30 @@ fn main() -> ExitCode {
                 Err(e) => Work::NotStarted(NotStarted(format!("run {}: {e}", vserver.display()))),
             }
         },
-        |name, outcome| match outcome {
-            Outcome::Ok => println!("{name}: {verb} ok"),
-            Outcome::Failed(why) => println!("{name}: {verb} failed ({why})"),
-            Outcome::Skipped(by) => println!("{name}: skipped ({by} failed)"),
+        |name, outcome| {
+            if cli.json {
+                return;
+            }
+            match outcome {
+                Outcome::Ok => println!("{name}: {verb} ok"),
+                Outcome::Failed(why) => println!("{name}: {verb} failed ({why})"),
+                Outcome::Skipped(by) => println!("{name}: skipped ({by} failed)"),
+            }
         },
     );
+    if cli.json {
+        let report: serde_json::Map<String, serde_json::Value> = outcomes
+            .iter()
+            .map(|(n, o)| {
+                let v = match o {
+                    Outcome::Ok => String::from("ok"),
+                    Outcome::Failed(why) => format!("failed: {why}"),
+                    Outcome::Skipped(by) => format!("skipped: {by} failed"),
+                };
+                (n.clone(), v.into())
+            })
+            .collect();
+        println!("{}", serde_json::Value::Object(report));
+    }
     ExitCode::from(group::exit_code(&outcomes))
 }

@@ -26,6 +26,10 @@ struct Cli {
     /// Stop after COUNT samples (default: until interrupted).
     #[arg(short = 'n', long)]
     count: Option<u64>,
+    /// One JSON array per sample and line (xid, name, procs, cpu_percent, rss_bytes,
+    /// vsz_bytes, uptime_secs); cpu_percent is null in the first sample.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -52,7 +56,8 @@ fn main() -> ExitCode {
         let elapsed = last.elapsed().as_micros().max(1) as f64;
         last = Instant::now();
         let mut out = String::new();
-        if tty {
+        let mut json = Vec::new();
+        if tty && !cli.json {
             out.push_str("\x1b[H\x1b[2J");
         }
         out.push_str(&format!(
@@ -61,12 +66,15 @@ fn main() -> ExitCode {
         ));
         for r in &rows {
             let cpu = r.user_usec + r.sys_usec;
-            let pct = match prev.get(&r.xid) {
-                Some(p) if n > 0 => {
-                    format!("{:.1}", cpu.saturating_sub(*p) as f64 * 100.0 / elapsed)
-                }
-                _ => String::from("-"),
+            let pct_num = match prev.get(&r.xid) {
+                Some(p) if n > 0 => Some(cpu.saturating_sub(*p) as f64 * 100.0 / elapsed),
+                _ => None,
             };
+            let pct = pct_num.map_or_else(|| String::from("-"), |p| format!("{p:.1}"));
+            json.push(serde_json::json!({
+                "xid": r.xid, "name": r.name, "procs": r.procs, "cpu_percent": pct_num,
+                "rss_bytes": r.rss_bytes, "vsz_bytes": r.vsz_bytes, "uptime_secs": r.uptime_secs,
+            }));
             prev.insert(r.xid, cpu);
             let name: String = r.name.chars().take(20).collect();
             out.push_str(&format!(
@@ -80,6 +88,9 @@ fn main() -> ExitCode {
                 human_secs(r.uptime_secs)
             ));
         }
+        if cli.json {
+            out = format!("{}\n", serde_json::Value::Array(json));
+        }
         let mut so = std::io::stdout();
         if so
             .write_all(out.as_bytes())
@@ -92,7 +103,7 @@ fn main() -> ExitCode {
         if cli.count.is_some_and(|c| n >= c) {
             return ExitCode::SUCCESS;
         }
-        if !tty {
+        if !tty && !cli.json {
             println!();
         }
         std::thread::sleep(Duration::from_secs_f64(cli.interval));
