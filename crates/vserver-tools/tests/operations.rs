@@ -147,6 +147,21 @@ fn hook_stages_run_in_order_with_their_environment() {
         assert_eq!(f[6], root.to_str().unwrap(), "{l}");
         assert_eq!(f[7], etc.to_str().unwrap(), "cwd: {l}");
     }
+    // A failing post-start script warns, and the rest of its stage still runs.
+    std::fs::write(&log, "").unwrap();
+    std::fs::create_dir_all(scripts.join("post-start.d")).unwrap();
+    exe(&scripts.join("post-start.d/05-fail"), "exit 3\n");
+    exe(&scripts.join("post-start.d/10-after"), &line);
+    let o = env.vserver(&name, &["start"]);
+    assert_ok(&o, "start with a failing post-start script");
+    assert!(text(&o).contains("05-fail"), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("/10-after post-start"),
+        "the stage stopped at its first failure"
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
     // A failing pre-start script stops the start, naming it, and leaves nothing running.
     exe(&scripts.join("pre-start.d/30-fail"), "exit 3\n");
     let o = env.vserver(&name, &["start"]);
@@ -328,6 +343,35 @@ fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let _ = env.vserver(g(0), &["stop"]);
+    // A broken dependency refuses a start but never a stop (shutdown must stop guests).
+    assert_ok(&env.vserver(g(5), &["start"]), "start g5");
+    let p = env.config_path(g(3));
+    let cfg = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, cfg.replace("depends = [", "depends = [\"nosuch\", ")).unwrap();
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "start"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nosuch"), "{}", text(&o));
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(env.vserver(g(5), &["running"]).status.code(), Some(1));
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "nosuch", "status"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("no guest has mark 'nosuch'"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -506,6 +550,21 @@ fn console_attach_sees_output_sends_input_relays_size_and_logs_keep_it() {
     wait_until(5, "the window size was relayed", || {
         seen.lock().unwrap().contains("33 111")
     });
+    // Ctrl-C on the console reaches the console's shell, never the init (which has no
+    // controlling terminal, as on real hardware).
+    let init_before = init_pid(&env, &name);
+    send("sleep 30\r");
+    std::thread::sleep(Duration::from_millis(300));
+    send("\x03");
+    send("echo alive-$((1+1))\r");
+    wait_until(10, "the shell survived Ctrl-C and answered", || {
+        seen.lock().unwrap().contains("alive-2")
+    });
+    assert_eq!(
+        init_pid(&env, &name),
+        init_before,
+        "Ctrl-C reached the init"
+    );
     // A second client is turned away while the first is attached.
     let second = env.vserver(&name, &["console"]);
     assert!(
@@ -696,4 +755,62 @@ fn a_guest_rebooting_in_a_loop_is_left_stopped() {
     }
     assert_eq!(restarts, 5, "restarts before the guest was left stopped");
     wait_until(5, "cleanup", || cgroup_left(xid).is_empty());
+}
+
+#[test]
+fn logs_follow_loses_nothing_across_a_rotation() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("rot", 11);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let _ = std::os::unix::fs::symlink("busybox", env.root(&name).join("bin/seq"));
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let mut follow = env
+        .cmd("vserver")
+        .args([&name, "logs", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    // About 1.4 MB: more than the 1 MiB at which the monitor rotates the log.
+    const N: u32 = 200_000;
+    assert_ok(
+        &env.exec(&name, &format!("seq 1 {N} > /dev/console")),
+        "write to the console",
+    );
+    wait_until(20, "the monitor logged the last line", || {
+        std::fs::read_to_string(env.dir.join("run").join(&name).join("console.log"))
+            .unwrap_or_default()
+            .contains(&format!("\n{N}\r"))
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let got = reader.join().unwrap();
+    assert!(
+        env.dir
+            .join("run")
+            .join(&name)
+            .join("console.log.1")
+            .exists(),
+        "no rotation happened: the test proves nothing"
+    );
+    let mut seen = vec![false; N as usize + 1];
+    for l in got.lines() {
+        if let Ok(n) = l.trim().parse::<usize>() {
+            if n <= N as usize {
+                seen[n] = true;
+            }
+        }
+    }
+    let missing = (1..=N as usize).filter(|n| !seen[*n]).count();
+    assert_eq!(missing, 0, "logs -f lost {missing} lines");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
 }

@@ -6,7 +6,7 @@
 //! 4. host name and domain name (UTS namespace);
 //! 5. the root: pivot_root into the guest root with /proc, /sys, /dev and the masks
 //!    ([`crate::rootfs`]); chcontext keeps the host tree and only mounts a fresh /proc;
-//! 6. the console becomes stdio and controlling terminal;
+//! 6. the console becomes stdio (not the controlling terminal: see [`make_stdio_console`]);
 //! 7. [`finish`]: environment, capability bounding set, seccomp, fds, then exec (or the
 //!    built-in init, which keeps running as pid 1).
 //!
@@ -82,7 +82,7 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
         fail(&err, &e);
     }
     if let Some(con) = &spec.console {
-        if let Err(e) = make_stdio_terminal(con) {
+        if let Err(e) = make_stdio_console(con) {
             fail(&err, &e);
         }
     }
@@ -184,16 +184,12 @@ pub fn set_nice(n: i32) -> Result<(), String> {
     Ok(())
 }
 
-/// Make `tty` the stdin/stdout/stderr and controlling terminal of a new session.
-pub fn make_stdio_terminal(tty: &OwnedFd) -> Result<(), String> {
+/// Make `tty` the stdin/stdout/stderr of a new session, without making it the session's
+/// controlling terminal: as with /dev/console on real hardware, the init has none, so a Ctrl-C
+/// typed on the console reaches the console's shell (which takes the terminal, as getty and
+/// busybox init's askfirst do), never the init itself.
+pub fn make_stdio_console(tty: &OwnedFd) -> Result<(), String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    // SAFETY: TIOCSCTTY takes an int argument; the fd is a live terminal.
-    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(format!(
-            "make the console the controlling terminal: {}",
-            nix::errno::Errno::last()
-        ));
-    }
     for n in 0..3 {
         // SAFETY: dup2 onto the standard descriptors; both fds are valid.
         if unsafe { libc::dup2(tty.as_raw_fd(), n) } < 0 {

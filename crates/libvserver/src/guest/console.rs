@@ -262,26 +262,28 @@ pub fn logs(g: &Guest, follow: bool, out: &mut dyn Write) -> Result<(), GuestErr
     if let Ok(b) = std::fs::read(&old) {
         let _ = out.write_all(&b);
     }
-    let mut pos = 0u64;
-    let mut ino = 0u64;
+    // Keep the file we read open: when the monitor rotates it, read the rest of the old one
+    // before turning to the new one, so that no line is lost.
+    let mut open: Option<(std::fs::File, u64)> = None;
     loop {
         use std::os::unix::fs::MetadataExt;
-        if let Ok(mut f) = std::fs::File::open(&cur) {
-            let md = f.metadata().ok();
-            let (now_ino, len) = md.map(|m| (m.ino(), m.len())).unwrap_or((0, 0));
-            if now_ino != ino || len < pos {
-                // New or rotated file: read it from the start.
-                ino = now_ino;
-                pos = 0;
+        let path_ino = std::fs::metadata(&cur).map(|m| m.ino()).ok();
+        if open.is_none() {
+            open = std::fs::File::open(&cur)
+                .ok()
+                .and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
+        }
+        if let Some((f, ino)) = &mut open {
+            let mut chunk = Vec::new();
+            let _ = f.read_to_end(&mut chunk);
+            if !chunk.is_empty() && out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                return Ok(());
             }
-            if len > pos {
-                use std::io::Seek;
-                let _ = f.seek(std::io::SeekFrom::Start(pos));
-                let mut chunk = Vec::new();
-                let _ = (&mut f).take(len - pos).read_to_end(&mut chunk);
-                pos += chunk.len() as u64;
-                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
-                    return Ok(());
+            if path_ino != Some(*ino) {
+                // Rotated: the old file is drained; follow the new one from its start.
+                open = None;
+                if follow {
+                    continue;
                 }
             }
         }

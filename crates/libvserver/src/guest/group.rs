@@ -45,7 +45,8 @@ pub enum GroupError {
 /// must wait for. For a start, waits are its dependencies; for a stop, the selected guests that
 /// depend on it. Names are sorted for a stable order.
 ///
-/// Errors: [`GroupError`] for a configuration that does not load, an unknown dependency or a cycle.
+/// Errors: [`GroupError`] for a configuration that does not load, and for a start an unknown
+/// dependency or a cycle (a stop goes on without the ordering they spoil).
 pub fn plan(
     paths: &Paths,
     mark: &str,
@@ -53,8 +54,14 @@ pub fn plan(
 ) -> Result<BTreeMap<String, Vec<String>>, GroupError> {
     let mut configs: BTreeMap<String, Guest> = BTreeMap::new();
     for (name, _) in super::configured_guests(paths) {
-        let g = Guest::load(paths, &name).map_err(|e| GroupError::Config(e.to_string()))?;
-        configs.insert(name, g);
+        match Guest::load(paths, &name) {
+            Ok(g) => {
+                configs.insert(name, g);
+            }
+            Err(e) if start => return Err(GroupError::Config(e.to_string())),
+            // Its marks are unknown: a stop or status goes on with the others.
+            Err(e) => eprintln!("vservers: {e}; left out"),
+        }
     }
     let marked: BTreeSet<String> = configs
         .values()
@@ -65,14 +72,21 @@ pub fn plan(
     let deps_of = |name: &str| -> Result<Vec<String>, GroupError> {
         let g = &configs[name];
         for d in &g.config.depends {
-            if !configs.contains_key(d) {
+            // A stop never fails on a dependency: guests must stop at shutdown however their
+            // configuration was edited. Unknown ones are not ordered against.
+            if !configs.contains_key(d) && start {
                 return Err(GroupError::UnknownDependency {
                     guest: name.to_string(),
                     missing: d.clone(),
                 });
             }
         }
-        Ok(g.config.depends.clone())
+        Ok(g.config
+            .depends
+            .iter()
+            .filter(|d| configs.contains_key(*d))
+            .cloned()
+            .collect())
     };
     let mut selected = marked.clone();
     if start {
@@ -100,7 +114,16 @@ pub fn plan(
             }
         }
     }
-    check_acyclic(&waits)?;
+    if let Err(e) = check_acyclic(&waits) {
+        if start {
+            return Err(e);
+        }
+        // Stop anyway, without ordering: a cycle must not keep guests running at shutdown.
+        eprintln!("vservers: {e}; stopping without dependency order");
+        for w in waits.values_mut() {
+            w.clear();
+        }
+    }
     Ok(waits)
 }
 

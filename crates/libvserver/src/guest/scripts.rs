@@ -66,26 +66,51 @@ pub fn scripts_of(g: &Guest, stage: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Run the scripts of `stage` for `g` (see the module documentation), stopping at the first
-/// that fails.
+/// Whether a failing script of `stage` aborts what it is part of (a start); the later stages
+/// only warn, and run all their scripts.
+pub fn aborts(stage: &str) -> bool {
+    matches!(stage, "initialize" | "prepre-start" | "pre-start")
+}
+
+/// Run the scripts of `stage` for `g` (see the module documentation). In a stage that
+/// [`aborts`], the first failure stops the stage; in the others every script runs, and the
+/// failures after the first are reported on stderr.
 ///
-/// Errors: [`GuestError::Script`] naming the script, when it cannot run or exits non-zero.
+/// Errors: [`GuestError::Script`] naming the (first) failed script, when it cannot run or
+/// exits non-zero.
 pub fn run(g: &Guest, stage: &'static str) -> Result<(), GuestError> {
+    let mut first = None;
     for path in scripts_of(g, stage) {
+        if let Err(e) = run_one(g, stage, &path) {
+            if aborts(stage) {
+                return Err(e);
+            }
+            if first.is_some() {
+                eprintln!("vserver: warning: {e}");
+            } else {
+                first = Some(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+fn run_one(g: &Guest, stage: &'static str, path: &Path) -> Result<(), GuestError> {
+    {
         let err = |message: String| GuestError::Script {
             name: g.name.clone(),
             stage,
-            path: path.clone(),
+            path: path.to_path_buf(),
             message,
         };
-        let executable = std::fs::metadata(&path)
+        let executable = std::fs::metadata(path)
             .map(|m| m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false);
         let mut cmd = if executable {
-            Command::new(&path)
+            Command::new(path)
         } else {
             let mut c = Command::new("/bin/sh");
-            c.arg(&path);
+            c.arg(path);
             c
         };
         let status = cmd

@@ -74,14 +74,21 @@ fn main() -> ExitCode {
     vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     let paths = cli.paths.paths();
+    let start = cli.action == Action::Start;
+    let waits = match group::plan(&paths, &cli.mark, start) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vservers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if waits.is_empty() {
+        eprintln!(
+            "vservers: no guest has mark '{}' (mark = [...] in NAME.toml)",
+            cli.mark
+        );
+    }
     if cli.action == Action::Status {
-        let waits = match group::plan(&paths, &cli.mark, false) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("vservers: {e}");
-                return ExitCode::from(1);
-            }
-        };
         let mut out = BTreeMap::new();
         let mut report = serde_json::Map::new();
         for name in waits.keys() {
@@ -108,14 +115,6 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(group::exit_code(&out));
     }
-    let start = cli.action == Action::Start;
-    let waits = match group::plan(&paths, &cli.mark, start) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("vservers: {e}");
-            return ExitCode::from(1);
-        }
-    };
     // The vserver binary next to this one.
     let vserver = std::env::current_exe()
         .ok()
