@@ -67,7 +67,8 @@ fn base_config(name: &str) -> GuestConfig {
 }
 
 /// A capability list (util-vserver: `CAP_` optional, `!` or `~` removes) into add/drop.
-fn caps_into(c: &mut GuestConfig, items: &[String], warn: &mut Vec<String>, what: &str) {
+/// Errors: a word that is not a capability (a privilege list is never guessed at).
+fn caps_into(c: &mut GuestConfig, items: &[String]) -> Result<(), String> {
     for it in items {
         let (drop, cap) = match it.strip_prefix(['!', '~']) {
             Some(rest) => (true, rest),
@@ -76,9 +77,67 @@ fn caps_into(c: &mut GuestConfig, items: &[String], warn: &mut Vec<String>, what
         match crate::security::caps::parse_cap(cap) {
             Ok(_) if drop => c.capabilities.drop.push(cap.to_string()),
             Ok(_) => c.capabilities.add.push(cap.to_string()),
-            Err(_) => warn.push(format!("{what}: '{it}' is not a capability; ignored")),
+            Err(_) => return Err(format!("'{it}' is not a capability")),
         }
     }
+    Ok(())
+}
+
+/// One line of a NAME.conf as the shell would read a plain assignment: `[export] KEY=VALUE`,
+/// VALUE made of unquoted, `'single'` and `"double"` quoted parts; after it only whitespace and
+/// a `#` comment may follow. Ok(None) for blank and comment lines.
+/// Errors: anything else (shell code, `$` expansions, command substitution, unbalanced quotes),
+/// which only a shell could evaluate.
+pub fn shell_assignment(raw: &str) -> Result<Option<(String, String)>, String> {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+    let not_plain = || {
+        String::from("not a plain KEY=VALUE assignment (shell code is not evaluated; convert this file by hand)")
+    };
+    let (k, rest) = line.split_once('=').ok_or_else(not_plain)?;
+    if k.is_empty()
+        || !k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        || k.starts_with(|ch: char| ch.is_ascii_digit())
+    {
+        return Err(not_plain());
+    }
+    let mut value = String::new();
+    let mut chars = rest.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(ch) = chars.next() {
+        match (quote, ch) {
+            (None, ch) if ch.is_whitespace() => {
+                // The value ends at unquoted whitespace; only a comment may follow.
+                let tail: String = chars.collect();
+                let tail = tail.trim();
+                if !tail.is_empty() && !tail.starts_with('#') {
+                    return Err(not_plain());
+                }
+                break;
+            }
+            (None, '\'' | '"') => quote = Some(ch),
+            (Some(q), ch) if ch == q => quote = None,
+            (Some('\''), ch) => value.push(ch),
+            (_, '$' | '`') => {
+                return Err(format!(
+                    "'{ch}' (a shell expansion) is not evaluated; write the value out"
+                ))
+            }
+            (_, '\\') => {
+                if let Some(next) = chars.next() {
+                    value.push(next);
+                }
+            }
+            (_, ch) => value.push(ch),
+        }
+    }
+    if quote.is_some() {
+        return Err(String::from("unbalanced quote"));
+    }
+    Ok(Some((k.to_string(), value)))
 }
 
 /// Parse `IP[/PREFIX|/MASK]` with a default prefix; a dotted mask becomes a prefix length.
@@ -93,10 +152,16 @@ fn addr_with_prefix(item: &str, default_prefix: Option<&str>) -> Option<String> 
         None => full,
         Some(p) => match p.parse::<u8>() {
             Ok(n) => n,
-            Err(_) => {
-                let m: std::net::Ipv4Addr = p.parse().ok()?;
-                u32::from(m).count_ones() as u8
+            Err(_) if ipa.is_ipv4() => {
+                // A dotted mask: contiguous ones only.
+                let m = u32::from(p.parse::<std::net::Ipv4Addr>().ok()?);
+                let ones = m.leading_ones();
+                if m.checked_shl(ones).unwrap_or(0) != 0 {
+                    return None;
+                }
+                ones as u8
             }
+            Err(_) => return None,
         },
     };
     Some(format!("{ipa}/{prefix}"))
@@ -128,41 +193,27 @@ pub fn load_conf_with_root(
     let mut warn = Vec::new();
     let mut vars: BTreeMap<String, (usize, String)> = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((k, v)) = line.split_once('=') else {
-            warn.push(format!(
-                "{}:{}: not a plain KEY=VALUE line; ignored",
-                path.display(),
-                i + 1
-            ));
+        let Some((k, v)) = shell_assignment(raw).map_err(|m| invalid(path, i + 1, "", m))? else {
             continue;
         };
-        if !k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            warn.push(format!(
-                "{}:{}: not a plain KEY=VALUE line; ignored",
-                path.display(),
-                i + 1
+        if let Some((first, _)) = vars.get(&k) {
+            return Err(invalid(
+                path,
+                i + 1,
+                &k,
+                format!("assigned again (first on line {first}); convert this file by hand"),
             ));
-            continue;
         }
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|x| x.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
-            .unwrap_or(v);
-        vars.insert(k.to_string(), (i + 1, v.to_string()));
+        vars.insert(k, (i + 1, v));
     }
     let words = |v: &str| -> Vec<String> { v.split_whitespace().map(String::from).collect() };
     let flags: Vec<String> = vars
         .get("S_FLAGS")
         .map(|(_, v)| words(v))
         .unwrap_or_default();
-    for (k, (line, v)) in &vars {
+    let mut ordered: Vec<(&String, &(usize, String))> = vars.iter().collect();
+    ordered.sort_by_key(|(_, (line, _))| *line);
+    for (k, (line, v)) in ordered {
         let at = |m: String| invalid(path, *line, k, m);
         match k.as_str() {
             "S_CONTEXT" if !v.is_empty() => {
@@ -180,7 +231,7 @@ pub fn load_conf_with_root(
                         .map_err(|_| at(format!("'{v}' is not a nice level")))?,
                 );
             }
-            "S_CAPS" => caps_into(&mut c, &words(v), &mut warn, "S_CAPS"),
+            "S_CAPS" => caps_into(&mut c, &words(v)).map_err(at)?,
             "ONBOOT" => {
                 if v == "yes" {
                     c.mark.push(String::from("default"));
@@ -352,12 +403,8 @@ pub fn load_dir(dir: &Path, name: &str) -> Result<Legacy, ConfigError> {
     if let Some(n) = num("nice")? {
         c.limits.nice = Some(n as i32);
     }
-    caps_into(
-        &mut c,
-        &lines_of(&dir.join("bcapabilities")),
-        &mut warn,
-        "bcapabilities",
-    );
+    caps_into(&mut c, &lines_of(&dir.join("bcapabilities")))
+        .map_err(|m| invalid(&dir.join("bcapabilities"), 0, "bcapabilities", m))?;
     c.disabled = dir.join("disabled").exists();
     if let Some(style) = value_of(&dir.join("apps/init/style")) {
         c.init.style = match style.as_str() {
@@ -513,6 +560,12 @@ mod tests {
             "10.0.0.5/16"
         );
         assert!(addr_with_prefix("nonsense", None).is_none());
+        assert!(addr_with_prefix("10.0.0.5", Some("255.255.0.255")).is_none());
+        assert!(addr_with_prefix("fd00::5", Some("255.255.255.0")).is_none());
+        assert_eq!(
+            addr_with_prefix("10.0.0.5", Some("0.0.0.0")).unwrap(),
+            "10.0.0.5/0"
+        );
         let x = dynamic_xid("web1");
         assert!((super::super::XID_DYNAMIC_START..=super::super::XID_DYNAMIC_END).contains(&x));
         assert_eq!(x, dynamic_xid("web1"));
@@ -544,6 +597,47 @@ mod tests {
             "{:?}",
             l.warnings
         );
+        // Comments, quoting and what only a shell could evaluate.
+        let sa = |l: &str| shell_assignment(l);
+        assert_eq!(
+            sa("S_CAPS=\"CAP_NET_RAW\"  # CAP_SYS_ADMIN removed").unwrap(),
+            Some(("S_CAPS".into(), "CAP_NET_RAW".into()))
+        );
+        assert_eq!(
+            sa("export ONBOOT=yes # boot").unwrap(),
+            Some(("ONBOOT".into(), "yes".into()))
+        );
+        assert_eq!(
+            sa("X='a b'\"c\"d#e").unwrap(),
+            Some(("X".into(), "a bcd#e".into()))
+        );
+        assert_eq!(sa("  # only a comment").unwrap(), None);
+        for bad in [
+            "S_CAPS=\"$S_CAPS CAP_X\"",
+            "A=`id`",
+            "if true; then",
+            "A=b c",
+            "A=\"x",
+        ] {
+            assert!(sa(bad).is_err(), "{bad}");
+        }
+        std::fs::write(&p, "S_CAPS=\"CAP_NET_RAW\"  # CAP_SYS_ADMIN\nS_CONTEXT=7\n").unwrap();
+        let l = load_conf_with_root(&p, "g", &dir).unwrap();
+        assert_eq!(l.config.capabilities.add, ["CAP_NET_RAW"]);
+        std::fs::write(&p, "S_CAPS=\"CAP_NET_RAW CAP_NOPE\"\n").unwrap();
+        assert!(
+            load_conf_with_root(&p, "g", &dir).is_err(),
+            "a bad capability is an error"
+        );
+        std::fs::write(&p, "S_CONTEXT=7\nS_CONTEXT=8\n").unwrap();
+        let e = load_conf_with_root(&p, "g", &dir).unwrap_err().to_string();
+        assert!(
+            e.contains("g.conf:2") && e.contains("first on line 1"),
+            "{e}"
+        );
+        std::fs::write(&p, "S_HOSTNAME=\"$(id)\"\nS_CONTEXT=abc\n").unwrap();
+        let e = load_conf_with_root(&p, "g", &dir).unwrap_err().to_string();
+        assert!(e.contains("g.conf:1"), "first bad line first: {e}");
         std::fs::write(&p, "S_CONTEXT=abc\n").unwrap();
         let e = load_conf_with_root(&p, "g", &dir).unwrap_err().to_string();
         assert!(e.contains("g.conf:1: key 'S_CONTEXT'"), "{e}");

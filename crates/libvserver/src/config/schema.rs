@@ -855,6 +855,12 @@ impl GuestConfig {
                     key.push(Index(j));
                 }
                 let (ip, p) = parse_cidr(a).map_err(|m| FieldError::new(key.clone(), m))?;
+                if p == 0 {
+                    return Err(FieldError::new(
+                        key,
+                        format!("{a}: a /0 prefix would claim every address"),
+                    ));
+                }
                 if seen_addrs.contains(&ip) {
                     return Err(FieldError::new(key, format!("address {ip} is given twice")));
                 }

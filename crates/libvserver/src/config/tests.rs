@@ -163,4 +163,6 @@ fn interface_messages() {
     assert!(e.contains("no interface"), "{e}");
     let e = err("context = 42\n[[interface]]\naddress = \"10.1.0.2/24\"\nmtu = 100\n");
     assert!(e.contains("interface[0].mtu"), "{e}");
+    let e = err("context = 42\n[[interface]]\nmode = \"classic\"\naddress = \"10.1.0.2/0\"\n");
+    assert!(e.contains("/0 prefix"), "{e}");
 }
