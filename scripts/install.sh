@@ -46,6 +46,9 @@ BASHDIR=$PREFIX/share/bash-completion/completions
 ZSHDIR=$PREFIX/share/zsh/vendor-completions
 FISHDIR=$PREFIX/share/fish/vendor_completions.d
 install -d "$DESTDIR$MANDIR" "$DESTDIR$BASHDIR" "$DESTDIR$ZSHDIR" "$DESTDIR$FISHDIR"
+for sub in $(VSERVER_GENERATE=subcommands "$BUILD_DIR/vserver"); do
+  VSERVER_GENERATE="man:$sub" "$BUILD_DIR/vserver" > "$DESTDIR$MANDIR/vserver-$sub.8"
+done
 for b in vserver vservers vserver-stat vps vkill vtop chcontext reducecap; do
   VSERVER_GENERATE=man "$BUILD_DIR/$b" > "$DESTDIR$MANDIR/$b.8"
   VSERVER_GENERATE=bash "$BUILD_DIR/$b" > "$DESTDIR$BASHDIR/$b"

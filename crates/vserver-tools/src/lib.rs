@@ -8,13 +8,13 @@ use std::path::PathBuf;
 #[derive(Debug, Args, Clone, Default)]
 pub struct PathArgs {
     /// Configuration directory [default: /etc/vservers]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "VSERVER_CONFDIR")]
     pub config_dir: Option<PathBuf>,
     /// Base directory of guest roots [default: /var/lib/vservers]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "VSERVER_ROOTBASE")]
     pub root_base: Option<PathBuf>,
     /// Runtime state directory [default: /run/vservers]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "VSERVER_RUNDIR")]
     pub run_dir: Option<PathBuf>,
 }
 
@@ -51,15 +51,40 @@ pub fn human_secs(s: u64) -> String {
     }
 }
 
-/// When `VSERVER_GENERATE` is set in the environment, write the tool's man page (`man`) or shell
-/// completion script (`bash`, `zsh`, `fish`) for `cmd` to stdout and exit; otherwise return.
-/// `scripts/install.sh` uses it so the pages and completions always match the CLI definition.
+/// When `VSERVER_GENERATE` is set in the environment, write the tool's man page (`man`), the man
+/// page of one subcommand (`man:SUB`, named `TOOL-SUB`), the list of subcommands
+/// (`subcommands`) or a shell completion script (`bash`, `zsh`, `fish`) for `cmd` to stdout and
+/// exit; otherwise return. `scripts/install.sh` uses it so the pages and completions always
+/// match the CLI definition.
 pub fn generate_if_asked(mut cmd: clap::Command) {
     let Ok(what) = std::env::var("VSERVER_GENERATE") else {
         return;
     };
     let name = cmd.get_name().to_string();
     let mut out = std::io::stdout();
+    if what == "subcommands" {
+        for s in cmd.get_subcommands() {
+            println!("{}", s.get_name());
+        }
+        std::process::exit(0)
+    }
+    if let Some(sub) = what.strip_prefix("man:") {
+        let Some(s) = cmd.find_subcommand(sub) else {
+            eprintln!("{name}: no subcommand {sub}");
+            std::process::exit(2)
+        };
+        // The process ends right after: a leaked name is fine (clap names are &'static str).
+        let page_name: &'static str = Box::leak(format!("{name}-{sub}").into_boxed_str());
+        let page = s.clone().name(page_name);
+        let code = match clap_mangen::Man::new(page).section("8").render(&mut out) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{name}: man page: {e}");
+                1
+            }
+        };
+        std::process::exit(code)
+    }
     let shell = match what.as_str() {
         "man" => {
             let code = match clap_mangen::Man::new(cmd).section("8").render(&mut out) {
@@ -83,4 +108,13 @@ pub fn generate_if_asked(mut cmd: clap::Command) {
     clap_complete::generate(shell, &mut cmd, name, &mut text);
     let _ = std::io::Write::write_all(&mut out, &text);
     std::process::exit(0)
+}
+
+/// Let a closed pipe end a listing tool quietly, as it ends `ps` or `ls` (`vserver-stat | head`):
+/// the Rust runtime ignores SIGPIPE, which turns a closed pipe into a panic in `println!`.
+pub fn die_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal in a single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

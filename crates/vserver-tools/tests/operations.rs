@@ -447,7 +447,16 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
             assert!(std::fs::metadata(prefix.join(&f)).unwrap().len() > 0, "{f}");
         }
     }
+    let build = std::fs::read_to_string(prefix.join("share/man/man8/vserver-build.8")).unwrap();
+    assert!(
+        build.contains(".TH vserver-build 8") && build.contains("interface"),
+        "{build}"
+    );
     let man = std::fs::read_to_string(prefix.join("share/man/man8/vserver.8")).unwrap();
+    assert!(
+        man.contains("EXIT STATUS") && man.contains("VSERVER_CONFDIR"),
+        "{man}"
+    );
     assert!(
         man.contains("console") && man.contains("reset\\-accounting"),
         "{man}"
@@ -813,4 +822,93 @@ fn logs_follow_loses_nothing_across_a_rotation() {
     let missing = (1..=N as usize).filter(|n| !seen[*n]).count();
     assert_eq!(missing, 0, "logs -f lost {missing} lines");
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}
+
+#[test]
+fn typing_into_a_console_nobody_reads_never_stalls_the_monitor() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("paste", 12);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    // The builtin init reads nothing from the console: a long paste fills the tty's buffer.
+    let sock = env.dir.join("run").join(&name).join("console.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut frame = vec![b'd', 0, 13];
+    frame.extend_from_slice(b"ls -l /etc\r\n ");
+    for _ in 0..3000 {
+        if std::io::Write::write_all(&mut s, &frame).is_err() {
+            break;
+        }
+    }
+    // The monitor still copies the console to its log...
+    assert_ok(
+        &env.exec(&name, "echo still-logging > /dev/console"),
+        "write to the console",
+    );
+    let log = env.dir.join("run").join(&name).join("console.log");
+    wait_until(5, "the monitor kept logging the console", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("still-logging")
+    });
+    drop(s);
+    // ...and still cleans up at stop.
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    wait_until(5, "the monitor exited and cleaned up", || {
+        cgroup_left(xid).is_empty() && !sock.exists()
+    });
+}
+
+#[test]
+fn an_exit_code_is_no_reboot_and_a_stop_during_a_restart_sticks() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("stick", 13);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    // An init that exits 129 (= 128 + SIGHUP as a shell would print it) is not rebooting.
+    let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    let plain = cfg
+        .replace("style = \"builtin\"", "style = \"plain\"")
+        .replace(
+            "\ncommand = []\n",
+            "\ncommand = [\"/bin/sh\", \"-c\", \"sleep 0.3; exit 129\"]\n",
+        );
+    std::fs::write(env.config_path(&name), plain).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    wait_until(5, "the init exited", || {
+        env.vserver(&name, &["running"]).status.code() == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        env.vserver(&name, &["running"]).status.code(),
+        Some(1),
+        "exit 129 was taken for a reboot"
+    );
+    // A stop that arrives while the monitor is about to restart a rebooted guest wins.
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let sh = env.dir.join("etc").join(format!("{name}.sh"));
+    std::fs::write(
+        &sh,
+        "#!/bin/sh\n[ \"$1\" = post-stop ] && sleep 2\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start again");
+    let _ = env.exec(&name, "reboot -f");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop during the restart");
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        env.vserver(&name, &["running"]).status.code(),
+        Some(1),
+        "the restart undid the stop"
+    );
+    assert!(cgroup_left(xid).is_empty());
 }

@@ -177,6 +177,24 @@ pub fn same_process(pid: i32, start: u64) -> bool {
 /// Wait for the child behind `pidfd` (waitid(2) P_PIDFD) and return its status as a shell
 /// would: the exit code, or 128 + signal number.
 pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> Result<i32, nix::errno::Errno> {
+    Ok(match wait_pidfd_exit(pidfd)? {
+        Exit::Code(c) => c,
+        Exit::Signal(s) => 128 + s,
+    })
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal of this number killed it (dumped core or not).
+    Signal(i32),
+}
+
+/// Wait for the process behind `pidfd` to end and tell how (waitid(2) with `P_PIDFD`), keeping
+/// an exit code of 129 apart from a death by SIGHUP. Errors: waitid's errno.
+pub fn wait_pidfd_exit(pidfd: BorrowedFd<'_>) -> Result<Exit, nix::errno::Errno> {
     loop {
         // SAFETY: siginfo_t is plain data; zeroed is a valid value for waitid to fill.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -193,9 +211,9 @@ pub fn wait_pidfd(pidfd: BorrowedFd<'_>) -> Result<i32, nix::errno::Errno> {
         // SAFETY: waitid filled a SIGCHLD siginfo, whose si_status/si_code are valid.
         let (code, status) = unsafe { (info.si_code, info.si_status()) };
         return Ok(if code == libc::CLD_EXITED {
-            status
+            Exit::Code(status)
         } else {
-            128 + status
+            Exit::Signal(status)
         });
     }
 }

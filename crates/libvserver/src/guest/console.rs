@@ -22,11 +22,17 @@ pub fn socket_path(g: &Guest) -> PathBuf {
     g.run_dir().file("console.sock")
 }
 
-/// The monitor's end: the listening socket and the attached client, if any.
+/// Most typed bytes kept for a console whose reader is slow; past this the client is not read
+/// until the guest has taken some (so a paste never blocks the monitor).
+const PENDING_MAX: usize = 64 * 1024;
+
+/// The monitor's end: the listening socket, the attached client, if any, and the typed bytes
+/// the console has not taken yet.
 pub struct ConsoleServer {
     listener: UnixListener,
     client: Option<UnixStream>,
     inbuf: Vec<u8>,
+    pending: Vec<u8>,
 }
 
 impl ConsoleServer {
@@ -46,33 +52,63 @@ impl ConsoleServer {
             listener,
             client: None,
             inbuf: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
-    /// The descriptors to poll for input: the listener, and the client when attached.
-    pub fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut v = vec![self.listener.as_fd()];
-        if let Some(c) = &self.client {
-            v.push(c.as_fd());
-        }
-        v
+    /// The listener, to poll for input.
+    pub fn listener_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
     }
 
-    /// Accept a waiting client. A second one is told the console is busy and closed.
-    pub fn accept(&mut self) {
+    /// The client, to poll for input, while there is room for what it types.
+    pub fn client_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.client
+            .as_ref()
+            .filter(|_| self.pending.len() < PENDING_MAX)
+            .map(|c| c.as_fd())
+    }
+
+    /// Whether typed bytes wait for the console to take them (poll it for POLLOUT).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Write what waits to the (non-blocking) console `master`, as much as it takes.
+    pub fn flush(&mut self, master: BorrowedFd<'_>) {
+        while !self.pending.is_empty() {
+            match nix::unistd::write(master, &self.pending) {
+                Ok(n) if n > 0 => {
+                    self.pending.drain(..n);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Accept a waiting client. A second one is told the console is busy and closed, and so is
+    /// every client once the guest has closed its console (`open` false).
+    pub fn accept(&mut self, open: bool) {
         while let Ok((mut s, _)) = self.listener.accept() {
+            if !open {
+                let _ = s.write_all(b"\r\n[the guest's console is closed]\r\n");
+                continue;
+            }
             if self.client.is_some() {
                 let _ = s.write_all(b"\r\n[the console is attached elsewhere]\r\n");
                 continue;
             }
             let _ = s.set_nonblocking(true);
             self.inbuf.clear();
+            self.pending.clear();
             self.client = Some(s);
         }
     }
 
-    /// Read what the client sent and apply it to the console `master`: typed bytes are
-    /// written, window sizes set. A client that hung up or sent garbage is dropped.
+    /// Read what the client sent and apply it to the (non-blocking) console `master`: typed
+    /// bytes are written as far as the console takes them (the rest waits, see
+    /// [`ConsoleServer::flush`]), window sizes set. A client that hung up or sent garbage is
+    /// dropped.
     pub fn from_client(&mut self, master: BorrowedFd<'_>) {
         let Some(c) = &mut self.client else {
             return;
@@ -98,7 +134,10 @@ impl ConsoleServer {
             let frame: Vec<u8> = self.inbuf.drain(..3 + len).collect();
             match (frame[0], &frame[3..]) {
                 (b'd', data) => {
-                    let _ = nix::unistd::write(master, data);
+                    let room = PENDING_MAX.saturating_sub(self.pending.len());
+                    self.pending
+                        .extend_from_slice(&data[..data.len().min(room)]);
+                    self.flush(master);
                 }
                 (b'w', [r0, r1, c0, c1]) => {
                     let ws = libc::winsize {
@@ -157,7 +196,7 @@ pub fn attach(g: &Guest) -> Result<(), GuestError> {
         return Err(GuestError::NotRunning(g.name.clone()));
     }
     let path = socket_path(g);
-    let mut sock = UnixStream::connect(&path).map_err(|e| {
+    let sock = UnixStream::connect(&path).map_err(|e| {
         failed(
             &g.name,
             format!(
@@ -166,6 +205,10 @@ pub fn attach(g: &Guest) -> Result<(), GuestError> {
             ),
         )
     })?;
+    // A guest that does not read its console must not freeze this terminal: typing that
+    // cannot be delivered within a second detaches.
+    let _ = sock.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+    let mut sock = sock;
     eprintln!(
         "[attached to the console of {}; detach with Ctrl-]]\r",
         g.name
@@ -232,8 +275,16 @@ pub fn attach(g: &Guest) -> Result<(), GuestError> {
                     let data = &buf[..n];
                     let cut = data.iter().position(|&b| b == DETACH);
                     let send = &data[..cut.unwrap_or(n)];
-                    if !send.is_empty() && sock.write_all(&frame(b'd', send)).is_err() {
-                        break;
+                    if !send.is_empty() {
+                        if let Err(e) = sock.write_all(&frame(b'd', send)) {
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) {
+                                eprintln!("\r\n[the guest does not read its console]\r");
+                            }
+                            break;
+                        }
                     }
                     if cut.is_some() {
                         break;
@@ -247,10 +298,36 @@ pub fn attach(g: &Guest) -> Result<(), GuestError> {
     Ok(())
 }
 
-/// `vserver NAME logs [-f]`: write the console log (`console.log.1`, then `console.log`) to
-/// `out`; with `follow`, keep writing what is appended (across rotations) until `out` fails
-/// or the process is interrupted. Errors: the guest has no console log yet.
-pub fn logs(g: &Guest, follow: bool, out: &mut dyn Write) -> Result<(), GuestError> {
+/// Control characters of guest output made visible (`^[` for ESC, `^G` for BEL, `\u{9b}` as
+/// `<9b>`), except newline, carriage return and tab: what a guest writes to its console must not
+/// drive the terminal of an administrator reading the log (title, clipboard, keyboard tricks).
+pub fn defang(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        match b {
+            b'\n' | b'\r' | b'\t' => out.push(b),
+            0..=0x1f => out.extend_from_slice(&[b'^', b + 0x40]),
+            0x7f => out.extend_from_slice(b"^?"),
+            // C1 controls in UTF-8 (U+0080-U+009F), e.g. the one-byte CSI.
+            0xc2 if matches!(data.get(i + 1), Some(0x80..=0x9f)) => {
+                out.extend_from_slice(format!("<{:02x}>", data[i + 1]).as_bytes());
+                i += 1;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `vserver NAME logs [-f] [--raw]`: write the console log (`console.log.1`, then
+/// `console.log`) to `out`, control characters made visible ([`defang`]) unless `raw`; with
+/// `follow`, keep writing what is appended (across rotations) until `out` fails or the process
+/// is interrupted. Errors: the guest has no console log yet.
+pub fn logs(g: &Guest, follow: bool, raw: bool, out: &mut dyn Write) -> Result<(), GuestError> {
+    let shown = |b: &[u8]| if raw { b.to_vec() } else { defang(b) };
     let rd = g.run_dir();
     let (old, cur) = (rd.file("console.log.1"), rd.file("console.log"));
     if !cur.exists() && !old.exists() && !follow {
@@ -260,7 +337,7 @@ pub fn logs(g: &Guest, follow: bool, out: &mut dyn Write) -> Result<(), GuestErr
         ));
     }
     if let Ok(b) = std::fs::read(&old) {
-        let _ = out.write_all(&b);
+        let _ = out.write_all(&shown(&b));
     }
     // Keep the file we read open: when the monitor rotates it, read the rest of the old one
     // before turning to the new one, so that no line is lost.
@@ -276,7 +353,12 @@ pub fn logs(g: &Guest, follow: bool, out: &mut dyn Write) -> Result<(), GuestErr
         if let Some((f, ino)) = &mut open {
             let mut chunk = Vec::new();
             let _ = f.read_to_end(&mut chunk);
-            if !chunk.is_empty() && out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+            if !chunk.is_empty()
+                && out
+                    .write_all(&shown(&chunk))
+                    .and_then(|()| out.flush())
+                    .is_err()
+            {
                 return Ok(());
             }
             if path_ino != Some(*ino) {
@@ -291,5 +373,18 @@ pub fn logs(g: &Guest, follow: bool, out: &mut dyn Write) -> Result<(), GuestErr
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_made_visible() {
+        assert_eq!(
+            defang(b"a\x1b]0;PWNED\x07b\r\n\tc\x7f\xc2\x9bd\xc3\xa9"),
+            b"a^[]0;PWNED^Gb\r\n\tc^?<9b>d\xc3\xa9".to_vec()
+        );
     }
 }

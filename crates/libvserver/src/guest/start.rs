@@ -117,6 +117,15 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
     let rd = g.run_dir();
     let lock = GuestLock::acquire(&rd)
         .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+    // An administrator's start begins a new count of restarts from inside.
+    let _ = std::fs::remove_file(rd.file("restarts"));
+    start_locked(g, lock)
+}
+
+/// [`start`] for a caller that already holds the guest's lock (the monitor restarting a guest
+/// after a reboot inside, which must not let a stop slip in between).
+pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestError> {
+    let rd = g.run_dir();
     if let Some(st) = g.running() {
         return Err(GuestError::AlreadyRunning {
             name: g.name.clone(),

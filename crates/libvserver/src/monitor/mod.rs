@@ -54,7 +54,7 @@ pub const RESTART_WINDOW_SECS: u64 = 60;
 
 /// Record a restart in `RUN/NAME/restarts` and tell whether the limit is exceeded (then the
 /// guest stays stopped and the monitor log says why).
-fn restart_storm(rd: &RunDir) -> bool {
+fn restart_storm(g: &Guest, rd: &RunDir) -> bool {
     let now = now_unix();
     let path = rd.file("restarts");
     let mut recent: Vec<u64> = std::fs::read_to_string(&path)
@@ -65,7 +65,8 @@ fn restart_storm(rd: &RunDir) -> bool {
         .collect();
     if recent.len() >= MAX_RESTARTS {
         eprintln!(
-            "{} restarts from inside within {RESTART_WINDOW_SECS} s: leaving the guest stopped",
+            "{}: {} restarts from inside within {RESTART_WINDOW_SECS} s: leaving the guest stopped",
+            g.name,
             recent.len()
         );
         return true;
@@ -99,36 +100,44 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
             None
         }
     };
+    if let Some(c) = &console {
+        // Non-blocking: typed input the guest does not read must never stall the monitor.
+        let _ = nix::fcntl::fcntl(
+            c,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
     loop {
         let mut fds = vec![PollFd::new(init_pidfd.as_fd(), PollFlags::POLLIN)];
+        let (mut at_console, mut at_listener, mut at_client) = (None, None, None);
         if let Some(c) = &console {
-            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            let mut want = PollFlags::POLLIN;
+            if server.as_ref().is_some_and(|s| s.has_pending()) {
+                want |= PollFlags::POLLOUT;
+            }
+            at_console = Some(fds.len());
+            fds.push(PollFd::new(c.as_fd(), want));
         }
-        let first_server_fd = fds.len();
-        if let (Some(srv), Some(_)) = (&server, &console) {
-            fds.extend(
-                srv.poll_fds()
-                    .into_iter()
-                    .map(|f| PollFd::new(f, PollFlags::POLLIN)),
-            );
+        if let Some(srv) = &server {
+            at_listener = Some(fds.len());
+            fds.push(PollFd::new(srv.listener_fd(), PollFlags::POLLIN));
+            if let (Some(fd), Some(_)) = (srv.client_fd(), &console) {
+                at_client = Some(fds.len());
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
             Ok(_) => {}
         }
-        let ev = |i: usize| {
-            fds.get(i)
+        let ev = |i: Option<usize>| {
+            i.and_then(|i| fds.get(i))
                 .and_then(|f| f.revents())
                 .unwrap_or(PollFlags::empty())
         };
-        let init_done = !ev(0).is_empty();
-        let con_ev = if console.is_some() {
-            ev(1)
-        } else {
-            PollFlags::empty()
-        };
-        let (listen_ev, client_ev) = (ev(first_server_fd), ev(first_server_fd + 1));
+        let init_done = !ev(Some(0)).is_empty();
+        let (con_ev, listen_ev, client_ev) = (ev(at_console), ev(at_listener), ev(at_client));
         drop(fds);
         if con_ev.contains(PollFlags::POLLIN) {
             if let Some(c) = &console {
@@ -139,18 +148,22 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
                             srv.to_client(&buf[..n]);
                         }
                     }
+                    Err(nix::errno::Errno::EAGAIN) => {}
                     _ => console = None,
                 }
             }
-        } else if !con_ev.is_empty() {
-            // POLLHUP/POLLERR without data: nobody holds the console any more.
+        } else if con_ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            // Nobody holds the console any more.
             console = None;
         }
-        if let (Some(srv), Some(c)) = (&mut server, &console) {
-            if !listen_ev.is_empty() {
-                srv.accept();
+        if let Some(srv) = &mut server {
+            if let (Some(c), true) = (&console, con_ev.contains(PollFlags::POLLOUT)) {
+                srv.flush(c.as_fd());
             }
-            if !client_ev.is_empty() {
+            if !listen_ev.is_empty() {
+                srv.accept(console.is_some());
+            }
+            if let (Some(c), false) = (&console, client_ev.is_empty()) {
                 srv.from_client(c.as_fd());
             }
         }
@@ -160,7 +173,12 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
     }
     drop(server);
     let _ = std::fs::remove_file(&sock_path);
-    let status = crate::context::clone::wait_pidfd(init_pidfd.as_fd()).unwrap_or(-1);
+    let ended = crate::context::clone::wait_pidfd_exit(init_pidfd.as_fd());
+    let status = match ended {
+        Ok(crate::context::clone::Exit::Code(c)) => c,
+        Ok(crate::context::clone::Exit::Signal(s)) => 128 + s,
+        Err(_) => -1,
+    };
     if let Some(ns) = &netns {
         crate::guest::network::save_netns_traffic(g, g.config.context, ns);
     }
@@ -169,8 +187,13 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
     let stopping = rd.file("stopping").exists();
     let mut ok = true;
     // Clean up only if no other command works on this guest: a stop cleans up itself once we
-    // are gone, and a start repairs what it finds.
-    if let Ok(Some(_lock)) = crate::guest::state::GuestLock::try_acquire(&rd) {
+    // are gone, and a start repairs what it finds. The lock is kept until the decision about a
+    // restart is carried out, so that a stop arriving meanwhile waits and then stops the
+    // restarted guest, instead of being undone by the restart.
+    let lock = crate::guest::state::GuestLock::try_acquire(&rd)
+        .ok()
+        .flatten();
+    if lock.is_some() {
         if let Err(e) = crate::guest::repair(g) {
             eprintln!("{e}");
             ok = false;
@@ -183,18 +206,25 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
             }
         }
     }
-    // A reboot or halt inside: the kernel ends the guest's init as if by SIGHUP (restart) or
-    // SIGINT (halt, power off); see reboot(2) on PID namespaces.
-    let action = match status {
-        s if s == 128 + libc::SIGHUP => Some(("reboot", g.config.stop.on_reboot)),
-        s if s == 128 + libc::SIGINT => Some(("halt", g.config.stop.on_halt)),
+    // A reboot or halt inside: the kernel kills the guest's init with SIGHUP (restart) or
+    // SIGINT (halt, power off); see reboot(2) on PID namespaces. An exit code of 129 or 130
+    // is not one.
+    let action = match ended {
+        Ok(crate::context::clone::Exit::Signal(s)) if s == libc::SIGHUP => {
+            Some(("reboot", g.config.stop.on_reboot))
+        }
+        Ok(crate::context::clone::Exit::Signal(s)) if s == libc::SIGINT => {
+            Some(("halt", g.config.stop.on_halt))
+        }
         _ => None,
     };
-    if let Some((what, crate::config::GuestAction::Restart)) = action {
-        if ok && !stopping && !restart_storm(&rd) {
+    match (action, lock) {
+        (Some((what, crate::config::GuestAction::Restart)), Some(lock))
+            if ok && !stopping && !restart_storm(g, &rd) =>
+        {
             eprintln!("{}: {what} inside: starting it again", g.name);
             match crate::guest::Guest::load(&g.paths, &g.name)
-                .and_then(|fresh| crate::guest::start::start(&fresh))
+                .and_then(|fresh| crate::guest::start::start_locked(&fresh, lock))
             {
                 Ok(_) => std::process::exit(0),
                 Err(e) => {
@@ -203,6 +233,8 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
                 }
             }
         }
+        (Some((what, _)), _) => eprintln!("{}: {what} inside: left stopped", g.name),
+        (None, _) => eprintln!("{}: the init ended (status {status})", g.name),
     }
     std::process::exit(if ok { 0 } else { 1 })
 }

@@ -442,6 +442,7 @@ pub fn format_all_table(rows: &[super::GuestRow]) -> String {
             (Some(_), true) => "running (bad config)",
             (Some(_), false) => "config error",
             (None, true) => "running",
+            (None, false) if r.disabled => "stopped, disabled",
             (None, false) => "stopped",
         };
         let marks = if r.marks.is_empty() {

@@ -220,6 +220,8 @@ pub struct GuestRow {
     pub running: bool,
     /// Its marks (start groups).
     pub marks: Vec<String>,
+    /// Left out of group starts (`disabled = true`).
+    pub disabled: bool,
     /// Its addresses (`ADDR/PREFIX`).
     pub addresses: Vec<String>,
     /// The configuration error, when NAME.toml does not load.
@@ -243,6 +245,7 @@ pub fn all_rows(paths: &crate::paths::Paths) -> Vec<GuestRow> {
                         name,
                         running: false,
                         marks: Vec::new(),
+                        disabled: false,
                         addresses: Vec::new(),
                         error: Some(e.to_string()),
                     }
@@ -253,6 +256,7 @@ pub fn all_rows(paths: &crate::paths::Paths) -> Vec<GuestRow> {
                 xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
                 running: st.is_some(),
                 marks: g.config.mark.clone(),
+                disabled: g.config.disabled,
                 addresses: match &st {
                     Some(s) => s.addresses.clone(),
                     None => g.addresses(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
+    vserver_tools::die_on_closed_pipe();
     vserver_tools::generate_if_asked(
         clap::Command::new("vps")
             .version(env!("CARGO_PKG_VERSION"))

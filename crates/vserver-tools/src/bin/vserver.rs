@@ -14,7 +14,15 @@ use vserver_tools::{human_secs, PathArgs};
 #[command(
     name = "vserver",
     version,
-    about = "Manage one virtual server (guest): vserver NAME COMMAND"
+    about = "Manage one virtual server (guest): vserver NAME COMMAND",
+    after_long_help = "EXIT STATUS: 0 success; status: 0 running, 3 stopped; running: 0 running, 1 not; \
+2 usage error; 5 unknown guest; 1 other failures; exec, suexec and enter: the command's status \
+(128 + signal when killed).\n\n\
+FILES: /etc/vservers/NAME.toml (or util-vserver's NAME.conf and NAME/), NAME.sh and \
+NAME/scripts/ (hook scripts), /var/lib/vservers/NAME (root), /run/vservers/NAME/ (state, \
+console.log, console.sock).\n\n\
+ENVIRONMENT: VSERVER_CONFDIR, VSERVER_ROOTBASE and VSERVER_RUNDIR override the three \
+directories, as --config-dir, --root-base and --run-dir do."
 )]
 struct Cli {
     #[command(flatten)]
@@ -118,11 +126,14 @@ enum Cmd {
     Enter,
     /// Attach to the guest's console (its init's /dev/console); detach with Ctrl-].
     Console,
-    /// Print the guest's console log; -f keeps following it.
+    /// Print the guest's console log (control characters made visible); -f keeps following it.
     Logs {
         /// Keep printing what the console writes (until interrupted).
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Print the bytes as the guest wrote them, escape sequences included.
+        #[arg(long)]
+        raw: bool,
     },
     /// Run a command inside as root; exits with its status.
     Exec {
@@ -296,9 +307,10 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             guest::console::attach(&g).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Logs { follow } => {
+        Cmd::Logs { follow, raw } => {
             let g = load_running(&paths, &cli.name, "showing the log of")?;
-            guest::console::logs(&g, follow, &mut std::io::stdout()).map_err(|e| fail(e.into()))?;
+            guest::console::logs(&g, follow, raw, &mut std::io::stdout())
+                .map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ConvertConfig => {

@@ -71,6 +71,7 @@ impl Job for Work {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::die_on_closed_pipe();
     vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     let paths = cli.paths.paths();

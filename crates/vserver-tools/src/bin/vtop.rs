@@ -33,6 +33,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    vserver_tools::die_on_closed_pipe();
     vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
     let layout = match CgroupLayout::detect() {
