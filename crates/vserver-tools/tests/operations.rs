@@ -394,6 +394,7 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
     for (template, instance) in [
         ("vserver@.service", "vserver@web1.service"),
         ("vservers@.service", "vservers@default.service"),
+        ("vservers@.target", "vservers@default.target"),
     ] {
         std::os::unix::fs::symlink(template, units.join(instance)).unwrap();
     }
@@ -407,6 +408,7 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
             .args([
                 "vserver@web1.service",
                 "vservers@default.service",
+                "vservers@default.target",
                 "vservers.target",
             ])
             .current_dir(&units)
