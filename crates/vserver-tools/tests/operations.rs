@@ -914,3 +914,34 @@ fn an_exit_code_is_no_reboot_and_a_stop_during_a_restart_sticks() {
     );
     assert!(cgroup_left(xid).is_empty());
 }
+
+#[test]
+fn run_starts_a_fresh_guest_for_one_command_and_returns_its_status() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("once", 14);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let o = env.vserver(
+        &name,
+        &[
+            "run",
+            "/bin/sh",
+            "-c",
+            "echo once-$(hostname) > /dev/console; exit 7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(env.vserver(&name, &["running"]).status.code(), Some(1));
+    assert!(
+        cgroup_left(xid).is_empty(),
+        "cleaned up before run returned"
+    );
+    let logs = text(&env.vserver(&name, &["logs"]));
+    assert!(logs.contains(&format!("once-{name}")), "{logs}");
+    // A running guest is not run again.
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert!(!env.vserver(&name, &["run", "/bin/true"]).status.success());
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}

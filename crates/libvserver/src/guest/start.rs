@@ -439,3 +439,46 @@ fn monitor_main(
     let netns = super::network::macvlan_netns(g, spawned.pid);
     crate::monitor::run(g, spawned.pidfd, Some(console), netns)
 }
+
+/// `vserver NAME run CMD...`: start the guest with `argv` as its init (a fresh guest, set up as
+/// by [`start`]: namespaces, cgroup, network, limits), wait until it ends and everything is
+/// cleaned up, and return its exit status as a shell would (128 + signal when killed): the
+/// exec-once mode of `lxc-execute`. The guest's stdio is its console (see `vserver NAME logs`).
+///
+/// Errors: as [`start`]; a guest that already runs.
+pub fn run_once(g: &Guest, argv: &[String]) -> Result<i32, GuestError> {
+    let mut once = g.clone();
+    once.config.init.style = InitStyle::Plain;
+    once.config.init.command = argv.to_vec();
+    once.config.stop.on_reboot = crate::config::GuestAction::Stop;
+    once.config.stop.on_halt = crate::config::GuestAction::Stop;
+    let rd = g.run_dir();
+    let _ = std::fs::remove_file(rd.file("last-exit"));
+    let started = start(&once)?;
+    // The monitor exits once the command has ended and the guest is cleaned up.
+    if let Ok(m) = crate::context::clone::pidfd_open(started.state.monitor_pid) {
+        if crate::context::clone::same_process(
+            started.state.monitor_pid,
+            started.state.monitor_start,
+        ) {
+            while !super::stop::wait_exit(&m, std::time::Duration::from_secs(3600)) {}
+        }
+    }
+    // A command that ended before this start let go of the lock found the lock taken, so its
+    // monitor left the cleanup to the next command: that is us.
+    {
+        let _lock = GuestLock::acquire(&rd)
+            .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+        super::repair(g)?;
+    }
+    let text = std::fs::read_to_string(rd.file("last-exit")).map_err(|e| {
+        failed(
+            &g.name,
+            format!("read {}: {e}", rd.file("last-exit").display()),
+        )
+    })?;
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| failed(&g.name, format!("bad last-exit: {text}")))
+}

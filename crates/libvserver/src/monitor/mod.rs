@@ -190,9 +190,17 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
     // are gone, and a start repairs what it finds. The lock is kept until the decision about a
     // restart is carried out, so that a stop arriving meanwhile waits and then stops the
     // restarted guest, instead of being undone by the restart.
-    let lock = crate::guest::state::GuestLock::try_acquire(&rd)
-        .ok()
-        .flatten();
+    // Without a stop in progress (its marker is written before it signals the init), whoever
+    // holds the lock (the start that is still returning, an exec) lets go soon: wait for it,
+    // so that an init that ended at once is still cleaned up. A stop holds the lock while it
+    // waits for us and cleans up itself.
+    let lock = if stopping {
+        crate::guest::state::GuestLock::try_acquire(&rd)
+            .ok()
+            .flatten()
+    } else {
+        crate::guest::state::GuestLock::acquire(&rd).ok()
+    };
     if lock.is_some() {
         if let Err(e) = crate::guest::repair(g) {
             eprintln!("{e}");

@@ -135,6 +135,12 @@ enum Cmd {
         #[arg(long)]
         raw: bool,
     },
+    /// Start the guest with CMD as its init, wait for it to end, clean up, and exit with its
+    /// status (exec-once, as lxc-execute); its output goes to the console log.
+    Run {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
     /// Run a command inside as root; exits with its status.
     Exec {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -301,6 +307,12 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             do_stop(&g).map_err(fail)?;
             do_start(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { cmd } => {
+            let g = load(&paths, &cli.name)?;
+            warn_legacy(&g);
+            let code = guest::start::run_once(&g, &cmd).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Cmd::Console => {
             let g = load_running(&paths, &cli.name, "attaching to")?;
