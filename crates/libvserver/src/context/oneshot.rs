@@ -77,7 +77,10 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
             .keep
             .clone()
             .unwrap_or_else(crate::security::caps::all_supported);
-        Some(SeccompProgram::default_profile(&keep).map_err(|e| e.to_string())?)
+        let cache = crate::paths::Paths::resolve(None, None, None)
+            .run_dir
+            .join(".seccomp");
+        Some(SeccompProgram::guest_profile_cached(&keep, &[], &cache).map_err(|e| e.to_string())?)
     } else {
         None
     };

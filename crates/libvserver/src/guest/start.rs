@@ -54,8 +54,9 @@ pub(crate) fn security_of(
     if g.config.stop.on_halt == crate::config::GuestAction::Ignore {
         refused.extend([0xCDEF_0123, 0x4321_FEDC]); // HALT, POWER_OFF
     }
-    let prog = SeccompProgram::guest_profile(&keep, &refused)
-        .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
+    let prog =
+        SeccompProgram::guest_profile_cached(&keep, &refused, &g.paths.run_dir.join(".seccomp"))
+            .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
     Ok((caps::to_drop(&keep), prog))
 }
 

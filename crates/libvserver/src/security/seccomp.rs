@@ -237,6 +237,69 @@ impl SeccompProgram {
         Ok(SeccompProgram { filter })
     }
 
+    /// [`SeccompProgram::guest_profile`], kept compiled in `cache_dir` (root-only, e.g.
+    /// `RUN/.seccomp`): compiling with libseccomp takes milliseconds on every start and exec,
+    /// loading the stored program microseconds. The file name is a hash of every input (the
+    /// bounding set, the refused reboot commands, the kernel's ptrace behaviour, the
+    /// architecture and this library's version); a file that is not a whole program is
+    /// ignored and rewritten. Errors: as [`SeccompProgram::guest_profile`]; cache trouble only
+    /// costs the compilation.
+    pub fn guest_profile_cached(
+        bounding: &CapsHashSet,
+        refused_reboot: &[u64],
+        cache_dir: &std::path::Path,
+    ) -> Result<SeccompProgram, SeccompError> {
+        let mut caps: Vec<u8> = bounding.iter().map(|c| c.index()).collect();
+        caps.sort_unstable();
+        let key = format!(
+            "{}-{}-{}-{caps:?}-{refused_reboot:?}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            ptrace_needs_no_cap()
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let path = cache_dir.join(format!("{h:016x}.bpf"));
+        let size = std::mem::size_of::<libc::sock_filter>();
+        if let Ok(bytes) = std::fs::read(&path) {
+            let n = bytes.len() / size;
+            if bytes.len() % size == 0 && n > 0 && n <= libc::BPF_MAXINSNS as usize {
+                let filter = bytes
+                    .chunks_exact(size)
+                    .map(|c| libc::sock_filter {
+                        code: u16::from_ne_bytes([c[0], c[1]]),
+                        jt: c[2],
+                        jf: c[3],
+                        k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+                    })
+                    .collect();
+                return Ok(SeccompProgram { filter });
+            }
+        }
+        let prog = SeccompProgram::guest_profile(bounding, refused_reboot)?;
+        let mut bytes = Vec::with_capacity(prog.filter.len() * size);
+        for f in &prog.filter {
+            bytes.extend_from_slice(&f.code.to_ne_bytes());
+            bytes.extend_from_slice(&[f.jt, f.jf]);
+            bytes.extend_from_slice(&f.k.to_ne_bytes());
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        if std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cache_dir)
+            .is_ok()
+        {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, &bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        Ok(prog)
+    }
+
     /// Number of BPF instructions.
     pub fn len(&self) -> usize {
         self.filter.len()
@@ -600,5 +663,32 @@ mod tests {
             ("keyctl still refused", || eperm(sys(libc::SYS_keyctl, 0, SESSION_KEYRING, 0))),
             ("ioctl(TIOCSTI) still refused", || eperm(ioctl_stdin(0x5412))),
         ]);
+    }
+
+    #[test]
+    fn cached_programs_equal_compiled_ones_and_bad_files_are_rewritten() {
+        let dir = std::env::temp_dir().join(format!("seccomp-cache-{}", std::process::id()));
+        let caps = docker_caps();
+        let words = |p: &SeccompProgram| {
+            p.filter
+                .iter()
+                .map(|f| (f.code, f.jt, f.jf, f.k))
+                .collect::<Vec<_>>()
+        };
+        let fresh = words(&SeccompProgram::guest_profile(&caps, &[]).expect("profile"));
+        let cached =
+            |c: &CapsHashSet| words(&SeccompProgram::guest_profile_cached(c, &[], &dir).unwrap());
+        assert!(cached(&caps) == fresh, "the first, compiled and stored");
+        assert!(cached(&caps) == fresh, "the second, loaded");
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        std::fs::write(files[0].path(), b"garbage").unwrap();
+        assert!(cached(&caps) == fresh, "a bad file is replaced");
+        assert!(
+            cached(&caps::all()) != fresh,
+            "another input, another program"
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
