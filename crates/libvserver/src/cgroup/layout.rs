@@ -121,6 +121,18 @@ impl CgroupLayout {
         Self::from_mountinfo(Path::new("/proc/self/mountinfo"))
     }
 
+    /// [`CgroupLayout::detect`] once per process: the cgroup mounts do not change while a
+    /// command runs, and one start used to parse the mount table seven times.
+    /// Errors: as [`CgroupLayout::detect`] (not cached, so a later call tries again).
+    pub fn detect_cached() -> Result<CgroupLayout, CgroupError> {
+        static LAYOUT: std::sync::OnceLock<CgroupLayout> = std::sync::OnceLock::new();
+        if let Some(l) = LAYOUT.get() {
+            return Ok(l.clone());
+        }
+        let l = Self::detect()?;
+        Ok(LAYOUT.get_or_init(|| l).clone())
+    }
+
     /// Discover the layout from the mount table at `path`.
     pub fn from_mountinfo(path: &Path) -> Result<CgroupLayout, CgroupError> {
         let text = fs::read_to_string(path).map_err(|source| CgroupError::MountTable {

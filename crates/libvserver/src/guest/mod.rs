@@ -196,7 +196,7 @@ impl Guest {
     /// The cgroup of context `xid` (a running guest keeps the id it started with, even if
     /// NAME.toml was edited since).
     pub fn cgroup_of(&self, xid: u32) -> Result<GuestCgroup, GuestError> {
-        let layout = CgroupLayout::detect().map_err(|source| GuestError::Cgroup {
+        let layout = CgroupLayout::detect_cached().map_err(|source| GuestError::Cgroup {
             name: self.name.clone(),
             source,
         })?;
