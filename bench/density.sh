@@ -63,9 +63,10 @@ for N in "$@"; do
   t0=$(date +%s%N); "$B/vserver-stat" >/dev/null; stat_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   t0=$(date +%s%N); "$B/vps" ax >/dev/null; vps_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   python3 - "$N" "$avail0" "$avail1" "$rss" "$stat_ms" "$vps_ms" "${times[@]}" >> "$out" <<'PY'
-import statistics, sys
+import json, statistics, sys
 n, a0, a1, rss, st, vp = (int(x) for x in sys.argv[1:7])
 t = [int(x) / 1000 for x in sys.argv[7:]]
+json.dump({"guests": n, "start_ms": t}, open(f"bench/results/density-{n}.json", "w"))
 first, last = t[0], statistics.median(t[-10:])
 print(f"| {n} | {first:.1f} | {last:.1f} | {last / first:.2f}x | {(a0 - a1) / 1024 / n:.2f} | {rss / 1024 / n:.2f} | {st} | {vp} |")
 PY
