@@ -414,6 +414,17 @@ fn monitor_main(
             rd.state_path().display()
         ));
     }
+    // The console socket exists before the start reports success.
+    let server = match super::console::ConsoleServer::listen(&super::console::socket_path(g)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "{}: {e}; `vserver {} console` will not work",
+                g.name, g.name
+            );
+            None
+        }
+    };
     if nix::unistd::write(&report, b"OK").is_err() {
         // The starting command died: do not leave a guest nobody asked for. Clean up while
         // still holding the lock.
@@ -433,7 +444,7 @@ fn monitor_main(
         }
     }
     let netns = super::network::macvlan_netns(g, spawned.pid);
-    crate::monitor::run(g, spawned.pidfd, Some(console), netns)
+    crate::monitor::run(g, spawned.pidfd, Some(console), server, netns)
 }
 
 /// `vserver NAME run CMD...`: start the guest with `argv` as its init (a fresh guest, set up as

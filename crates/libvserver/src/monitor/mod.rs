@@ -79,9 +79,17 @@ fn restart_storm(g: &Guest, rd: &RunDir) -> bool {
 
 /// Supervise the guest until its init exits, then clean up and exit the process.
 /// `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
-/// `netns`, when given, is the guest's network namespace, held so that the counters that live
+/// `server` serves the console to `vserver NAME console` (listening before the start reports,
+/// so the socket exists once `start` returns). `netns`, when given, is the guest's network
+/// namespace, held so that the counters that live
 /// there (macvlan) can be saved once the init has exited.
-pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Option<OwnedFd>) -> ! {
+pub fn run(
+    g: &Guest,
+    init_pidfd: OwnedFd,
+    console: Option<OwnedFd>,
+    server: Option<crate::guest::console::ConsoleServer>,
+    netns: Option<OwnedFd>,
+) -> ! {
     let rd = g.run_dir();
     let mut console = console;
     let mut buf = vec![0u8; 65536];
@@ -90,16 +98,7 @@ pub fn run(g: &Guest, init_pidfd: OwnedFd, console: Option<OwnedFd>, netns: Opti
         size: 0,
     };
     let sock_path = crate::guest::console::socket_path(g);
-    let mut server = match crate::guest::console::ConsoleServer::listen(&sock_path) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!(
-                "{}: {e}; `vserver {} console` will not work",
-                g.name, g.name
-            );
-            None
-        }
-    };
+    let mut server = server;
     if let Some(c) = &console {
         // Non-blocking: typed input the guest does not read must never stall the monitor.
         let _ = nix::fcntl::fcntl(
