@@ -70,8 +70,18 @@ impl Hierarchy {
             }
             Hierarchy::V1 { controllers, .. } => {
                 if controllers.iter().any(|c| c == "cpuset") {
+                    // A v1 cpuset starts empty unless its parent has clone_children, and
+                    // every write of cpuset.cpus checks all siblings (O(guests) per start):
+                    // our base directory lets its children inherit instead.
+                    if is_base {
+                        write_file(xid, &dir.join("cgroup.clone_children"), "1")?;
+                    }
                     let parent = dir.parent().unwrap_or(dir);
                     for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let have = fs::read_to_string(dir.join(f)).unwrap_or_default();
+                        if !have.trim().is_empty() {
+                            continue;
+                        }
                         let v = fs::read_to_string(parent.join(f)).map_err(io(
                             xid,
                             "read",

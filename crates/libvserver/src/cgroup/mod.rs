@@ -165,7 +165,16 @@ impl GuestCgroup {
             for d in [&base, dir] {
                 match fs::create_dir(d) {
                     Ok(()) => h.init_new_dir(self.xid, d, d == &base)?,
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        // A base made by an older version: let new cpusets inherit from it.
+                        let cc = d.join("cgroup.clone_children");
+                        if d == &base
+                            && h.has_controller("cpuset")
+                            && fs::read_to_string(&cc).is_ok_and(|v| v.trim() == "0")
+                        {
+                            write_file(self.xid, &cc, "1")?;
+                        }
+                    }
                     Err(e) => return Err(io(self.xid, "create", d)(e)),
                 }
             }
@@ -334,10 +343,14 @@ impl GuestCgroup {
         for (h, d) in &self.dirs {
             let mut set = |file: &str, value: String, key: &'static str| -> Result<()> {
                 let p = d.join(file);
-                if !p.exists() {
-                    return Ok(());
+                let Ok(now) = fs::read_to_string(&p) else {
+                    return Ok(()); // no such file: not this hierarchy's
+                };
+                // Only what changes is written: some writes (CFS bandwidth) walk every cgroup
+                // of the host, so a fresh guest's defaults are left as the kernel made them.
+                if now.trim() != value {
+                    write_file(self.xid, &p, &value)?;
                 }
-                write_file(self.xid, &p, &value)?;
                 done.push(key);
                 Ok(())
             };
