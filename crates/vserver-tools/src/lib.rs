@@ -118,3 +118,131 @@ pub fn die_on_closed_pipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Progress of long storage work on standard error: a bar (or a spinner when the total is
+/// unknown) on a terminal, plain lines otherwise (one every 5 seconds at most, and a last
+/// one with the count). Every line is prefixed with the tool's name.
+pub struct Reporter {
+    prefix: String,
+    bar: Option<indicatif::ProgressBar>,
+    tty: bool,
+    what: String,
+    unit: String,
+    total: Option<u64>,
+    done: u64,
+    last: std::time::Instant,
+}
+
+impl Reporter {
+    /// A reporter whose lines start with `prefix: `.
+    pub fn new(prefix: &str) -> Reporter {
+        use std::io::IsTerminal;
+        Reporter {
+            prefix: prefix.to_string(),
+            bar: None,
+            tty: std::io::stderr().is_terminal(),
+            what: String::new(),
+            unit: String::new(),
+            total: None,
+            done: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn count(&self) -> String {
+        let f = |n: u64| {
+            if self.unit == "bytes" {
+                libvserver::stats::format::format_size(n)
+            } else {
+                n.to_string()
+            }
+        };
+        let unit = if self.unit == "bytes" {
+            ""
+        } else {
+            self.unit.as_str()
+        };
+        match self.total {
+            Some(t) => format!("{} of {} {unit}", f(self.done), f(t)),
+            None => format!("{} {unit}", f(self.done)),
+        }
+        .trim_end()
+        .to_string()
+    }
+}
+
+impl libvserver::storage::progress::Progress for Reporter {
+    fn line(&mut self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("{}: {msg}", self.prefix)),
+            None => eprintln!("{}: {msg}", self.prefix),
+        }
+    }
+
+    fn begin(&mut self, what: &str, total: Option<u64>, unit: &str) {
+        (self.what, self.unit, self.total, self.done) =
+            (what.to_string(), unit.to_string(), total, 0);
+        self.last = std::time::Instant::now();
+        if !self.tty {
+            return;
+        }
+        let pos = if unit == "bytes" {
+            "{bytes}/{total_bytes}"
+        } else {
+            "{pos}/{len}"
+        };
+        let b = match total {
+            Some(t) => indicatif::ProgressBar::new(t).with_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{prefix}} {{elapsed_precise}} [{{bar:30}}] {pos} {{wide_msg}}"
+                ))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            ),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template(if unit == "bytes" {
+                    "{prefix} {spinner} {elapsed_precise} {bytes} {wide_msg}"
+                } else if unit.is_empty() {
+                    "{prefix} {spinner} {elapsed_precise} {wide_msg}"
+                } else {
+                    "{prefix} {spinner} {elapsed_precise} {pos} {wide_msg}"
+                })
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            ),
+        };
+        b.set_prefix(format!("{}: {what}", self.prefix));
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        self.bar = Some(b);
+    }
+
+    fn update(&mut self, done: u64, note: &str) {
+        self.done = done;
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+            if !note.is_empty() {
+                b.set_message(note.to_string());
+            }
+        } else if self.last.elapsed() >= std::time::Duration::from_secs(5) {
+            self.last = std::time::Instant::now();
+            let note = if note.is_empty() || self.unit.is_empty() {
+                note.to_string()
+            } else {
+                format!(" ({note})")
+            };
+            if self.unit.is_empty() {
+                eprintln!("{}: {}: {note}", self.prefix, self.what);
+            } else {
+                eprintln!("{}: {}: {}{note}", self.prefix, self.what, self.count());
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.unit.is_empty() {
+            self.total = None;
+            eprintln!("{}: {}: {}", self.prefix, self.what, self.count());
+        }
+    }
+}

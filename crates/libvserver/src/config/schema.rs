@@ -83,6 +83,15 @@ pub struct DiskConfig {
     /// Inode limit (number of files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inodes: Option<u64>,
+    /// Template guest: the name of the base guest whose root this guest shares read-only
+    /// through overlayfs (its own changes live in `ROOT.overlay/upper`). Set by
+    /// `build -m template-guest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Paths inside the guest (absolute, e.g. `/etc`) that `unify` leaves alone; default
+    /// `["/etc"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unify_exclude: Option<Vec<String>>,
 }
 
 /// An rlimit value as written in NAME.toml.
@@ -725,6 +734,24 @@ impl GuestConfig {
                 return Err(FieldError::new(
                     vec![Key("disk"), Key("size")],
                     "at least 8M",
+                ));
+            }
+        }
+        if let Some(t) = &self.disk.template {
+            crate::paths::validate_guest_name(t)
+                .map_err(|m| FieldError::new(vec![Key("disk"), Key("template")], m))?;
+            if self.disk.size.is_some() {
+                return Err(FieldError::new(
+                    vec![Key("disk"), Key("template")],
+                    "a template guest cannot also have a disk image (disk.size)",
+                ));
+            }
+        }
+        for x in self.disk.unify_exclude.iter().flatten() {
+            if !x.starts_with('/') || x.split('/').any(|c| c == "..") {
+                return Err(FieldError::new(
+                    vec![Key("disk"), Key("unify_exclude")],
+                    format!("'{x}' must be an absolute path inside the guest, without '..'"),
                 ));
             }
         }

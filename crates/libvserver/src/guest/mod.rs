@@ -371,7 +371,7 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
         name: g.name.clone(),
         source,
     })?;
-    if g.config.disk.size.is_some() {
+    if g.config.disk.size.is_some() || g.config.disk.template.is_some() {
         crate::storage::disk::unmount(&g.root())
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
     }

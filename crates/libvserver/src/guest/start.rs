@@ -133,9 +133,24 @@ pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestE
     let _ = std::fs::remove_file(rd.file("stopping"));
     scripts::run(g, "initialize")?;
     let root = g.root();
+    // A template base and the guests on it never run together (the overlay's lower layer
+    // must not change under it).
+    let on_me = crate::storage::overlay::running_guests_on(&g.paths, &g.name);
+    if !on_me.is_empty() {
+        return Err(failed(
+            &g.name,
+            format!(
+                "it is the template base of running guest(s) {}; stop them before starting it",
+                on_me.join(", ")
+            ),
+        ));
+    }
     if g.config.disk.size.is_some() {
         crate::storage::disk::mount_image(&crate::storage::disk::image_path(&root), &root)
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
+    } else if g.config.disk.template.is_some() {
+        crate::storage::overlay::mount(&g.config, &g.paths, &root)
+            .map_err(|m| failed(&g.name, format!("template: {m}")))?;
     }
     // From here on every failure removes what was made: the disk mount, cgroup, veths, state.
     match check_root_and_launch(g, &root, lock) {

@@ -14,6 +14,8 @@
 //! A failed build removes only what it created; `--force` renames an existing root and config
 //! to `*.~EPOCH~` first, as util-vserver does.
 
+use super::fs::{self as sfs, FsKind};
+use super::progress::Progress;
 use crate::config::{
     self, parse_cidr, validate_hostname, validate_ifname, GuestConfig, InitStyle, InterfaceConfig,
     MountConfig,
@@ -49,6 +51,34 @@ pub enum BuildMethod {
     Rootfs {
         /// Directory or tarball (tar, tar.gz, tar.xz, tar.zst).
         source: PathBuf,
+    },
+    /// util-vserver's `template`: the contents of a tarball (tar, tar.gz, tar.xz, tar.zst).
+    Template {
+        /// The tarball.
+        tarball: PathBuf,
+    },
+    /// A Debian or Ubuntu tree made by debootstrap(8) (`--variant=minbase`).
+    Debootstrap {
+        /// Suite or code name: `bookworm`, `stable`, `jammy`...
+        dist: String,
+        /// Mirror URL; default the first of the host's apt sources, else deb.debian.org.
+        mirror: Option<String>,
+    },
+    /// A copy of another guest (or of a directory) with a fresh identity.
+    Clone {
+        /// A configured guest's name, or a directory.
+        source: String,
+    },
+    /// A copy of a directory made by rsync(1) (`-aHAXS --numeric-ids`).
+    Rsync {
+        /// Source directory (a local path or an rsync source such as `host:/dir`).
+        source: String,
+    },
+    /// A guest sharing the root of guest `base` read-only through overlayfs, with its own
+    /// private upper layer at `ROOT.overlay/upper`.
+    TemplateGuest {
+        /// The base guest's name.
+        base: String,
     },
 }
 
@@ -195,7 +225,7 @@ pub fn next_free_xid(paths: &Paths) -> u32 {
 pub fn build(
     paths: &Paths,
     o: &BuildOptions,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<GuestConfig, BuildError> {
     let err = |m: String| BuildError {
         name: o.name.clone(),
@@ -288,7 +318,11 @@ pub fn build(
         }
         let stamp = now_unix();
         let img = super::disk::image_path(&root);
-        for p in [&cfg_path, &root, &img] {
+        let (ovl, snaps) = (
+            super::overlay::overlay_dir(&root),
+            super::snapshot::snapshot_dir(&root),
+        );
+        for p in [&cfg_path, &root, &img, &ovl, &snaps] {
             if !exists(p) {
                 continue;
             }
@@ -307,7 +341,7 @@ pub fn build(
                 }
                 return Err(err(format!("move {} aside: {e}", p.display())));
             }
-            progress(&format!("moved {} to {}", p.display(), aside.display()));
+            progress.line(&format!("moved {} to {}", p.display(), aside.display()));
             moved.push((p.to_path_buf(), aside));
         }
     }
@@ -324,13 +358,33 @@ pub fn build(
             .map(|m| m.mode() & 0o007 != 0)
             .unwrap_or(false)
         {
-            progress(&format!(
+            progress.line(&format!(
                 "warning: {} is open to other users; make it mode 0700 so they cannot run the guest's setuid files",
                 parent.display()
             ));
         }
     }
-    fs::create_dir(&root).map_err(|e| err(format!("create {}: {e}", root.display())))?;
+    let plan = plan_method(paths, o, &root).map_err(err)?;
+    let parent_fs = root
+        .parent()
+        .and_then(|p| sfs::fs_kind(p).ok())
+        .unwrap_or(FsKind::Other(0));
+    // On btrfs a guest root is a subvolume of its own (snapshots, quota groups); a clone of a
+    // subvolume is a snapshot of it.
+    let made = match &plan {
+        _ if o.disk_size.is_some()
+            || parent_fs != FsKind::Btrfs
+            || matches!(plan, Plan::Base { .. }) =>
+        {
+            fs::create_dir(&root).map_err(|e| format!("create {}: {e}", root.display()))
+        }
+        Plan::Clone { root: src, .. } if sfs::is_subvolume(src) => {
+            progress.line(&format!("snapshotting {}", src.display()));
+            sfs::snapshot_subvolume(src, &root, false)
+        }
+        _ => sfs::create_subvolume(&root),
+    };
+    made.map_err(err)?;
     let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
     let img = super::disk::image_path(&root);
     if let Some(sz) = &o.disk_size {
@@ -350,7 +404,7 @@ pub fn build(
             let _ = fs::remove_dir(&root);
             return Err(err(format!("--disk-size {sz}: {m}")));
         }
-        progress(&format!("made a {sz} disk image {}", img.display()));
+        progress.line(&format!("made a {sz} disk image {}", img.display()));
         let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
     }
     let hostname = o.hostname.clone().unwrap_or_else(|| o.name.clone());
@@ -375,15 +429,36 @@ pub fn build(
         rlimits: Default::default(),
         disk: crate::config::DiskConfig {
             size: o.disk_size.clone(),
-            inodes: None,
+            ..Default::default()
         },
     };
-    let filled = match &o.method {
-        BuildMethod::Host => build_host(&root, &mut cfg, progress),
-        BuildMethod::Skeleton { command } => build_skeleton(&root, &o.name, command, progress),
-        BuildMethod::Rootfs { source } => build_rootfs(&root, source, progress),
+    let filled = match (&o.method, &plan) {
+        (BuildMethod::Host, _) => build_host(&root, &mut cfg, progress),
+        (BuildMethod::Skeleton { command }, _) => build_skeleton(&root, &o.name, command, progress),
+        (BuildMethod::Rootfs { source }, _) => build_rootfs(&root, source, progress),
+        (BuildMethod::Template { tarball }, _) => build_rootfs(&root, tarball, progress),
+        (BuildMethod::Debootstrap { dist, mirror }, _) => {
+            build_debootstrap(&root, dist, mirror.as_deref(), progress)
+        }
+        (BuildMethod::Rsync { source }, _) => build_rsync(&root, source, progress),
+        (_, Plan::Clone { root: src, config }) => {
+            build_clone(&root, src, config.as_ref(), &mut cfg, o, progress)
+        }
+        (_, Plan::Base { base, config }) => {
+            build_template_guest(&root, base, config, &mut cfg, o, progress)
+        }
+        (BuildMethod::Clone { .. } | BuildMethod::TemplateGuest { .. }, Plan::Plain) => {
+            Err(String::from("internal: no plan for the method"))
+        }
     }
-    .and_then(|()| write_identity(&root, &hostname, &cfg))
+    .and_then(|()| {
+        // A template guest's identity goes into its upper layer, through the mounted overlay.
+        let _mounted = match &plan {
+            Plan::Base { .. } => Some(super::overlay::MountGuard::mount(&cfg, paths, &root)?),
+            _ => None,
+        };
+        write_identity(&root, &hostname, &cfg)
+    })
     .and_then(|()| {
         cfg.validate()
             .map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
@@ -395,7 +470,7 @@ pub fn build(
     if o.disk_size.is_some() {
         // The image is mounted only while the guest runs.
         if let Err(m) = super::disk::unmount(&root) {
-            progress(&format!("warning: {m}"));
+            progress.line(&format!("warning: {m}"));
         }
     }
     if let Err(m) = filled {
@@ -404,7 +479,12 @@ pub fn build(
         if o.disk_size.is_some() {
             let _ = fs::remove_file(&img);
         }
-        let _ = fs::remove_dir_all(&root);
+        if let Err(e) = sfs::remove_tree(&root) {
+            progress.line(&format!("warning: {e}"));
+        }
+        if matches!(plan, Plan::Base { .. }) {
+            let _ = sfs::remove_tree(&super::overlay::overlay_dir(&root));
+        }
         let _ = fs::remove_file(&cfg_path);
         // And what --force moved aside comes back.
         for (from, to) in moved.iter().rev() {
@@ -412,13 +492,355 @@ pub fn build(
         }
         return Err(err(m));
     }
-    progress(&format!(
+    progress.line(&format!(
         "guest {} built at {} with context {xid}; config {}",
         o.name,
         root.display(),
         cfg_path.display()
     ));
     Ok(cfg)
+}
+
+/// What a method needs resolved before anything is created.
+enum Plan {
+    /// Nothing beyond the method's own arguments.
+    Plain,
+    /// Clone: the source root, and the source guest's config when it is a guest.
+    Clone {
+        root: PathBuf,
+        config: Option<GuestConfig>,
+    },
+    /// Template guest: the base guest's name and config.
+    Base { base: String, config: GuestConfig },
+}
+
+/// Check a method's arguments and resolve its source (before the build creates anything).
+fn plan_method(paths: &Paths, o: &BuildOptions, root: &Path) -> Result<Plan, String> {
+    match &o.method {
+        BuildMethod::Clone { source } => {
+            if validate_guest_name(source).is_ok() && paths.config_file(source).exists() {
+                let g = crate::guest::Guest::load(paths, source).map_err(|e| e.to_string())?;
+                if g.config.disk.template.is_some() || g.config.disk.size.is_some() {
+                    return Err(format!(
+                        "guest {source} keeps its files in an overlay or a disk image; clone a \
+                         guest with a plain root (or build another template guest on its base)"
+                    ));
+                }
+                let src = g.root();
+                if g.running().is_some() {
+                    return Err(format!(
+                        "guest {source} is running; stop it first so the copy is consistent"
+                    ));
+                }
+                Ok(Plan::Clone {
+                    root: src,
+                    config: Some(g.config),
+                })
+            } else {
+                let src = PathBuf::from(source);
+                if !src.is_absolute() || !src.is_dir() {
+                    return Err(format!(
+                        "--source {source} is neither a configured guest nor an absolute directory"
+                    ));
+                }
+                if src == root || root.starts_with(&src) {
+                    return Err(format!("--source {source} holds the new root itself"));
+                }
+                Ok(Plan::Clone {
+                    root: src,
+                    config: None,
+                })
+            }
+        }
+        BuildMethod::TemplateGuest { base } => {
+            validate_guest_name(base)?;
+            if base == &o.name {
+                return Err(String::from("a guest cannot be its own template"));
+            }
+            if o.disk_size.is_some() {
+                return Err(String::from(
+                    "--disk-size does not apply to a template guest (its files live in \
+                     ROOT.overlay/upper beside the base)",
+                ));
+            }
+            let g = crate::guest::Guest::load(paths, base).map_err(|e| e.to_string())?;
+            if g.config.disk.template.is_some() {
+                return Err(format!(
+                    "guest {base} is itself a template guest (of {}); build on that base",
+                    g.config.disk.template.as_deref().unwrap_or("?")
+                ));
+            }
+            if g.config.disk.size.is_some() {
+                return Err(format!(
+                    "guest {base} lives on a disk image; a base must be a plain directory"
+                ));
+            }
+            if g.running().is_some() {
+                return Err(format!(
+                    "guest {base} is running; a base must not change under its guests, stop it first"
+                ));
+            }
+            Ok(Plan::Base {
+                base: base.clone(),
+                config: g.config,
+            })
+        }
+        BuildMethod::Debootstrap { dist, .. } => {
+            if dist.is_empty()
+                || !dist
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            {
+                return Err(format!("--dist '{dist}' is not a suite name"));
+            }
+            Ok(Plan::Plain)
+        }
+        _ => Ok(Plan::Plain),
+    }
+}
+
+/// The mirror of the host's first apt source, else deb.debian.org.
+fn default_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(t) = fs::read_to_string("/etc/apt/sources.list") {
+        texts.push(t);
+    }
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut ps: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        ps.sort();
+        for p in ps {
+            if let Ok(t) = fs::read_to_string(p) {
+                texts.push(t);
+            }
+        }
+    }
+    for t in texts {
+        for l in t.lines().map(str::trim) {
+            let url = if let Some(rest) = l.strip_prefix("URIs:") {
+                rest.split_whitespace().next()
+            } else if let Some(rest) = l.strip_prefix("deb ") {
+                rest.split_whitespace().find(|w| w.contains("://"))
+            } else {
+                None
+            };
+            if let Some(u) = url {
+                if (u.starts_with("http://") || u.starts_with("https://"))
+                    && !u.contains("security")
+                {
+                    return u.to_string();
+                }
+            }
+        }
+    }
+    String::from("http://deb.debian.org/debian")
+}
+
+/// Run `cmd`, passing each line of its output to `progress.update` as a transient note.
+fn run_with_progress(
+    mut cmd: Command,
+    what: &str,
+    progress: &mut dyn Progress,
+    total: Option<u64>,
+    count: &dyn Fn(&str) -> Option<u64>,
+) -> Result<(), String> {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("run {:?}: {e}", cmd.get_program()))?;
+    let stderr = child.stderr.take();
+    let errs = std::thread::spawn(move || {
+        let mut v = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut v);
+        }
+        v
+    });
+    progress.begin(what, total, "");
+    let mut last = 0;
+    if let Some(out) = child.stdout.take() {
+        let mut r = std::io::BufReader::new(out);
+        let mut buf = Vec::new();
+        // rsync's progress ends lines with \r.
+        loop {
+            buf.clear();
+            let n = r.read_until(b'\n', &mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            for part in buf.split(|b| *b == b'\r') {
+                let line = String::from_utf8_lossy(part).trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                if let Some(c) = count(&line) {
+                    last = c;
+                }
+                progress.update(last, &line);
+            }
+        }
+    }
+    let st = child.wait().map_err(|e| format!("wait: {e}"))?;
+    progress.end();
+    let err_text = errs.join().unwrap_or_default();
+    if !st.success() {
+        let tail: Vec<&str> = err_text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!("{what} failed ({st}): {}", tail.join(" / ")));
+    }
+    Ok(())
+}
+
+fn build_debootstrap(
+    root: &Path,
+    dist: &str,
+    mirror: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<(), String> {
+    let mirror = mirror.map(str::to_string).unwrap_or_else(default_mirror);
+    progress.line(&format!("debootstrap {dist} from {mirror} (minbase)"));
+    let mut c = Command::new("debootstrap");
+    c.args(["--variant=minbase", dist])
+        .arg(root)
+        .arg(&mirror)
+        .env("LC_ALL", "C");
+    run_with_progress(c, "debootstrap", progress, None, &|_| None)?;
+    // debootstrap leaves the host's name and resolver; the build writes the guest's identity.
+    make_dirs(root)
+}
+
+fn build_rsync(root: &Path, source: &str, progress: &mut dyn Progress) -> Result<(), String> {
+    let local = Path::new(source);
+    if local.is_absolute() && !local.is_dir() {
+        return Err(format!("--source {source} is not a directory"));
+    }
+    let total = if local.is_absolute() {
+        Some(sfs::tree_size(local).0)
+    } else {
+        None
+    };
+    progress.line(&format!("rsync {source}"));
+    let mut c = Command::new("rsync");
+    c.args([
+        "-aHAXS",
+        "--numeric-ids",
+        "--one-file-system",
+        "--info=progress2",
+        "--no-inc-recursive",
+    ])
+    .arg(format!("{}/", source.trim_end_matches('/')))
+    .arg(format!("{}/", root.display()));
+    // "  1,234,567  12%  ..." : the bytes copied so far come first.
+    run_with_progress(c, "rsync", progress, total, &|l| {
+        l.split_whitespace()
+            .next()
+            .and_then(|n| n.replace(',', "").parse().ok())
+    })?;
+    make_dirs(root)
+}
+
+fn build_clone(
+    root: &Path,
+    src: &Path,
+    src_cfg: Option<&GuestConfig>,
+    cfg: &mut GuestConfig,
+    o: &BuildOptions,
+    progress: &mut dyn Progress,
+) -> Result<(), String> {
+    // A btrfs snapshot already holds the files; anything else is copied (reflinked where the
+    // file system can).
+    let snapshotted = fs::read_dir(root)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !snapshotted {
+        let (bytes, _) = sfs::tree_size(src);
+        progress.line(&format!(
+            "copying {} ({}; shared blocks where the file system can)",
+            src.display(),
+            crate::stats::format::format_size(bytes)
+        ));
+        sfs::copy_tree_cp(src, root, None)?;
+    }
+    if let Some(sc) = src_cfg {
+        // What makes the clone behave like its source; identity and addresses are its own.
+        cfg.mark = sc.mark.clone();
+        cfg.capabilities = sc.capabilities.clone();
+        if o.init_style.is_none() {
+            cfg.init = sc.init.clone();
+        }
+        cfg.stop = sc.stop.clone();
+        cfg.mount = sc.mount.clone();
+        cfg.limits = sc.limits.clone();
+        cfg.rlimits = sc.rlimits.clone();
+        cfg.disk.unify_exclude = sc.disk.unify_exclude.clone();
+        if !sc.interface.is_empty() && o.interfaces.is_empty() {
+            progress.line(
+                "note: the source's interfaces were not copied (their addresses are the \
+                 source's); give --interface for the clone's own",
+            );
+        }
+    }
+    // A fresh identity: no host keys of the source (sshd makes new ones), a new machine-id
+    // (write_identity), new hostname, context id and MACs (derived from the context id).
+    if leaves_root(root, "etc/ssh") {
+        return Err(format!(
+            "{}/etc/ssh is a symlink; refusing to touch it",
+            root.display()
+        ));
+    }
+    let ssh = root.join("etc/ssh");
+    let mut removed = 0;
+    if let Ok(rd) = fs::read_dir(&ssh) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                fs::remove_file(e.path())
+                    .map_err(|er| format!("remove {}: {er}", e.path().display()))?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        progress.line(&format!(
+            "removed {removed} ssh host key files (make new ones inside: ssh-keygen -A)"
+        ));
+    }
+    for f in ["var/lib/dbus/machine-id", "var/lib/systemd/random-seed"] {
+        if !leaves_root(root, f) {
+            let _ = fs::remove_file(root.join(f));
+        }
+    }
+    make_dirs(root)
+}
+
+fn build_template_guest(
+    root: &Path,
+    base: &str,
+    base_cfg: &GuestConfig,
+    cfg: &mut GuestConfig,
+    o: &BuildOptions,
+    progress: &mut dyn Progress,
+) -> Result<(), String> {
+    let ovl = super::overlay::overlay_dir(root);
+    for d in [ovl.clone(), ovl.join("upper"), ovl.join("work")] {
+        fs::create_dir(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod {}: {e}", d.display()))?;
+    }
+    // The upper layer's top directory is the guest's "/": world-readable like any root.
+    let _ = fs::set_permissions(ovl.join("upper"), fs::Permissions::from_mode(0o755));
+    cfg.disk.template = Some(base.to_string());
+    cfg.mount = base_cfg.mount.clone();
+    cfg.capabilities = base_cfg.capabilities.clone();
+    if o.init_style.is_none() {
+        cfg.init = base_cfg.init.clone();
+    }
+    progress.line(&format!(
+        "sharing the root of {base} read-only; this guest's changes go to {}",
+        ovl.join("upper").display()
+    ));
+    Ok(())
 }
 
 const SKELETON_DIRS: &[(&str, u32)] = &[
@@ -582,9 +1004,9 @@ pub fn strip_password_hashes(text: &str) -> String {
 fn build_host(
     root: &Path,
     cfg: &mut GuestConfig,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<(), String> {
-    progress("making the directory tree");
+    progress.line("making the directory tree");
     make_dirs(root)?;
     fs::create_dir(root.join("usr")).map_err(|e| format!("create {}/usr: {e}", root.display()))?;
     cfg.mount.push(MountConfig {
@@ -612,7 +1034,7 @@ fn build_host(
             _ => {}
         }
     }
-    progress("copying /etc without the host's secrets");
+    progress.line("copying /etc without the host's secrets");
     fs::remove_dir(root.join("etc")).map_err(|e| format!("prepare etc: {e}"))?;
     copy_tree(Path::new("/etc"), &root.join("etc"), &excluded)?;
     for f in ["shadow", "gshadow"] {
@@ -630,7 +1052,7 @@ fn build_host(
     let _ = fs::remove_file(root.join("etc/mtab"));
     std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab"))
         .map_err(|e| format!("symlink etc/mtab: {e}"))?;
-    progress("copying the package database");
+    progress.line("copying the package database");
     for d in ["var/lib/dpkg", "var/lib/apt", "var/lib/ucf"] {
         let src = Path::new("/").join(d);
         if src.is_dir() {
@@ -647,11 +1069,11 @@ fn build_skeleton(
     root: &Path,
     name: &str,
     command: &[String],
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<(), String> {
     make_dirs(root)?;
     if let Some((prog, args)) = command.split_first() {
-        progress(&format!("running {prog}"));
+        progress.line(&format!("running {prog}"));
         let st = Command::new(prog)
             .args(args)
             .env("VSERVER_ROOT", root)
@@ -666,10 +1088,10 @@ fn build_skeleton(
     Ok(())
 }
 
-fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn Progress) -> Result<(), String> {
     let md = fs::metadata(source).map_err(|e| format!("source {}: {e}", source.display()))?;
     if md.is_dir() {
-        progress(&format!("copying {}", source.display()));
+        progress.line(&format!("copying {}", source.display()));
         // Into the existing root: it may be the mount point of the guest's disk image.
         let mut n = 0;
         let entries =
@@ -682,9 +1104,9 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> R
         }
         fs::set_permissions(root, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| format!("chmod {}: {e}", root.display()))?;
-        progress(&format!("copied {n} entries"));
+        progress.line(&format!("copied {n} entries"));
     } else {
-        progress(&format!("unpacking {}", source.display()));
+        progress.line(&format!("unpacking {}", source.display()));
         let st = Command::new("tar")
             .arg("-xpf")
             .arg(source)
@@ -698,7 +1120,7 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn FnMut(&str)) -> R
         }
         let n = remove_device_nodes(root)?;
         if n > 0 {
-            progress(&format!(
+            progress.line(&format!(
                 "removed {n} device nodes from the unpacked tree (a guest gets its own /dev)"
             ));
         }

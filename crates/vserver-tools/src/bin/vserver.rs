@@ -5,7 +5,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use libvserver::config::InitStyle;
 use libvserver::guest::{self, exec::ExecRequest, Guest, GuestError};
-use libvserver::storage::build::{build, BuildMethod, BuildOptions};
+use libvserver::storage::{
+    self,
+    build::{build, BuildMethod, BuildOptions},
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vserver_tools::{human_secs, PathArgs};
@@ -38,6 +41,11 @@ enum Method {
     Host,
     Skeleton,
     Rootfs,
+    Template,
+    Debootstrap,
+    Clone,
+    Rsync,
+    TemplateGuest,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,11 +55,15 @@ enum Style {
     Sysv,
 }
 
+// Parsed once per run: the size of the build variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Build the guest: root directory and NAME.toml.
     Build {
-        /// host (from this host's distribution), skeleton, rootfs (--source DIR|TARBALL).
+        /// host (from this host's distribution), skeleton, rootfs (--source DIR|TARBALL),
+        /// template (--tarball FILE), debootstrap (--dist DIST [--mirror URL]), clone (--source
+        /// GUEST|DIR), rsync (--source DIR), template-guest (--template BASE).
         #[arg(short = 'm', long = "method", value_enum, default_value = "host")]
         method: Method,
         /// Context id (2-49151); default: the lowest free from 40000.
@@ -80,16 +92,29 @@ enum Cmd {
         /// Guest root directory; default ROOTBASE/NAME.
         #[arg(long)]
         rootdir: Option<PathBuf>,
-        /// Source tree or tarball (method rootfs).
+        /// Source: tree or tarball (rootfs), guest name or directory (clone), directory (rsync).
         #[arg(long)]
         source: Option<PathBuf>,
+        /// Tarball (method template): tar, tar.gz, tar.xz or tar.zst.
+        #[arg(short = 't', long)]
+        tarball: Option<PathBuf>,
+        /// Distribution (method debootstrap): bookworm, trixie, jammy...
+        #[arg(short = 'd', long)]
+        dist: Option<String>,
+        /// Mirror URL (method debootstrap); default: the host's first apt source.
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Base guest (method template-guest).
+        #[arg(long)]
+        template: Option<String>,
         /// Move an existing root and config aside.
         #[arg(long)]
         force: bool,
         /// Disk quota: put the guest on its own ext4 image of SIZE (e.g. 2G), mounted while it runs.
         #[arg(long, value_name = "SIZE")]
         disk_size: Option<String>,
-        /// Method arguments (skeleton: a command to run with VSERVER_ROOT set).
+        /// Method arguments (skeleton: a command to run with VSERVER_ROOT set; debootstrap:
+        /// util-vserver's -d DIST [-m MIRROR]).
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -141,6 +166,53 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Share the blocks of files identical to other guests' (reflink dedupe on btrfs or xfs);
+    /// /etc and the config's disk.unify_exclude are left alone.
+    Unify {
+        /// Report what would be shared; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// A path inside the guest to leave alone (repeatable).
+        #[arg(long = "exclude", value_name = "PATH")]
+        exclude: Vec<String>,
+        /// Skip files smaller than BYTES (default 4096).
+        #[arg(long, value_name = "BYTES")]
+        min_size: Option<u64>,
+    },
+    /// Snapshots of the guest's files: create [LABEL], list, restore LABEL, delete LABEL.
+    Snapshot {
+        #[command(subcommand)]
+        op: SnapOp,
+    },
+    /// Write the guest (config and files) as a zstd-compressed tar stream to FILE or - (stdout).
+    Export { file: String },
+    /// Make this guest from an export stream in FILE or - (stdin).
+    Import {
+        file: String,
+        /// Take the lowest free context id if the stream's is in use here.
+        #[arg(long)]
+        renumber: bool,
+        /// Use this context id.
+        #[arg(long = "context")]
+        context: Option<u32>,
+        /// Guest root directory; default ROOTBASE/NAME.
+        #[arg(long)]
+        rootdir: Option<PathBuf>,
+    },
+    /// Move the stopped guest's root (with image, overlay and snapshots) to NEWROOT.
+    Move {
+        #[arg(value_name = "NEWROOT")]
+        new_root: PathBuf,
+    },
+    /// Stop the guest and remove its root, snapshots, configuration and state.
+    Delete {
+        /// Do not ask.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a command inside as root; exits with its status.
     Exec {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -152,6 +224,36 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SnapOp {
+    /// Make a snapshot (default label: the UTC time, YYYYmmdd-HHMMSS); prints its label.
+    Create { label: Option<String> },
+    /// List the snapshots, oldest first.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring the stopped guest's files back to snapshot LABEL (the replaced state is kept as
+    /// the snapshot pre-restore-EPOCH).
+    Restore { label: String },
+    /// Delete snapshot LABEL.
+    Delete { label: String },
+}
+
+/// Ask on the terminal; false when stdin is not one.
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
 fn load(paths: &libvserver::paths::Paths, name: &str) -> std::result::Result<Guest, ExitCode> {
@@ -212,6 +314,28 @@ fn load_running(
     }
 }
 
+fn print_unify(name: &str, r: &storage::unify::UnifyReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+        return;
+    }
+    let (verb, saved) = if r.dry_run {
+        ("would share", "would save")
+    } else {
+        ("shared", "saved")
+    };
+    println!(
+        "{name}: {verb} the blocks of {} files, {saved} {}; {} files already shared, {} stored \
+         as new contents, {} files ({}) examined",
+        r.files,
+        libvserver::stats::format::format_size(r.bytes),
+        r.already_shared_files,
+        r.stored_files,
+        r.scanned_files,
+        libvserver::stats::format::format_size(r.scanned_bytes)
+    );
+}
+
 fn do_start(g: &Guest) -> Result<()> {
     let s = guest::start::start(g)?;
     for w in s.warnings {
@@ -250,20 +374,61 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             initstyle,
             rootdir,
             source,
+            tarball,
+            dist,
+            mirror,
+            template,
             force,
             disk_size,
             args,
         } => {
+            fn need<T>(v: Option<T>, method: &str, what: &str) -> Result<T, ExitCode> {
+                v.ok_or_else(|| {
+                    eprintln!("vserver: build -m {method} needs {what}");
+                    ExitCode::from(2)
+                })
+            }
             let method = match method {
                 Method::Host => BuildMethod::Host,
                 Method::Skeleton => BuildMethod::Skeleton { command: args },
-                Method::Rootfs => match source {
-                    Some(source) => BuildMethod::Rootfs { source },
-                    None => {
-                        eprintln!("vserver: build -m rootfs needs --source DIR|TARBALL");
-                        return Err(ExitCode::from(2));
-                    }
+                Method::Rootfs => BuildMethod::Rootfs {
+                    source: need(source, "rootfs", "--source DIR|TARBALL")?,
                 },
+                Method::Template => BuildMethod::Template {
+                    tarball: need(tarball.or(source), "template", "--tarball FILE")?,
+                },
+                Method::Clone => BuildMethod::Clone {
+                    source: need(source, "clone", "--source GUEST|DIR")?
+                        .to_string_lossy()
+                        .into_owned(),
+                },
+                Method::Rsync => BuildMethod::Rsync {
+                    source: need(source, "rsync", "--source DIR")?
+                        .to_string_lossy()
+                        .into_owned(),
+                },
+                Method::TemplateGuest => BuildMethod::TemplateGuest {
+                    base: need(template, "template-guest", "--template BASE")?,
+                },
+                Method::Debootstrap => {
+                    // util-vserver's spelling: -m debootstrap -- -d DIST [-m MIRROR]
+                    let (mut dist, mut mirror) = (dist, mirror);
+                    let mut it = args.iter();
+                    while let Some(a) = it.next() {
+                        match a.as_str() {
+                            "-d" => dist = it.next().cloned(),
+                            "-m" => mirror = it.next().cloned(),
+                            other => {
+                                eprintln!("vserver: build -m debootstrap: unknown argument '{other}' (give -d DIST [-m MIRROR])");
+                                return Err(ExitCode::from(2));
+                            }
+                        }
+                    }
+                    BuildMethod::Debootstrap {
+                        dist: need(dist, "debootstrap", "--dist DIST")?,
+                        mirror,
+                    }
+                }
             };
             let init_style = initstyle.map(|s| match s {
                 Style::Builtin => InitStyle::Builtin,
@@ -284,7 +449,8 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 force,
                 disk_size,
             };
-            build(&paths, &o, &mut |m| eprintln!("vserver: {m}")).map_err(|e| fail(e.into()))?;
+            let mut rep = vserver_tools::Reporter::new("vserver");
+            build(&paths, &o, &mut rep).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Start => {
@@ -395,6 +561,119 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             let g = load(&paths, &cli.name)?;
             guest::limits::freeze(&g, matches!(cli.cmd, Cmd::Suspend))
                 .map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Unify {
+            dry_run,
+            json,
+            exclude,
+            min_size,
+        } => {
+            let g = load(&paths, &cli.name)?;
+            let mut rep = vserver_tools::Reporter::new("vserver");
+            let r = storage::unify::unify_guest(&g, dry_run, &exclude, min_size, &mut rep)
+                .map_err(|m| fail(anyhow::anyhow!("{}: unify: {m}", g.name)))?;
+            print_unify(&g.name, &r, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Snapshot { op } => {
+            let g = load(&paths, &cli.name)?;
+            let f = |m: String| fail(anyhow::anyhow!("{}: snapshot: {m}", g.name));
+            match op {
+                SnapOp::Create { label } => {
+                    let s = storage::snapshot::create(&g, label.as_deref(), &mut |w| {
+                        eprintln!("vserver: warning: {w}")
+                    })
+                    .map_err(f)?;
+                    println!("{}", s.label);
+                }
+                SnapOp::List { json } => {
+                    let v = storage::snapshot::list(&g).map_err(f)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    } else {
+                        println!("{:<24} {:<20} {:<15} PATH", "LABEL", "CREATED", "KIND");
+                        for s in v {
+                            println!(
+                                "{:<24} {:<20} {:<15} {}",
+                                s.label,
+                                storage::snapshot::utc_label(s.created),
+                                s.kind,
+                                s.path.display()
+                            );
+                        }
+                    }
+                }
+                SnapOp::Restore { label } => {
+                    let aside = storage::snapshot::restore(&g, &label).map_err(f)?;
+                    eprintln!(
+                        "vserver: {}: restored {label}; the state before is kept as snapshot {aside}",
+                        g.name
+                    );
+                }
+                SnapOp::Delete { label } => storage::snapshot::delete(&g, &label).map_err(f)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export { file } => {
+            let g = load(&paths, &cli.name)?;
+            let out = (file != "-").then(|| PathBuf::from(&file));
+            let mut rep = vserver_tools::Reporter::new("vserver");
+            storage::archive::export(&g, out.as_deref(), &mut rep)
+                .map_err(|m| fail(anyhow::anyhow!("{}: export: {m}", g.name)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import {
+            file,
+            renumber,
+            context,
+            rootdir,
+        } => {
+            let o = storage::archive::ImportOptions {
+                name: cli.name.clone(),
+                input: (file != "-").then(|| PathBuf::from(&file)),
+                renumber,
+                context,
+                root: rootdir,
+            };
+            let mut rep = vserver_tools::Reporter::new("vserver");
+            let cfg = storage::archive::import(&paths, &o, &mut rep)
+                .map_err(|m| fail(anyhow::anyhow!("{}: import: {m}", cli.name)))?;
+            eprintln!(
+                "vserver: imported {} with context {}; config {}",
+                cli.name,
+                cfg.context,
+                paths.config_file(&cli.name).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Move { new_root } => {
+            let g = load(&paths, &cli.name)?;
+            storage::manage::move_root(&g, &new_root)
+                .map_err(|m| fail(anyhow::anyhow!("{}: move: {m}", g.name)))?;
+            eprintln!("vserver: {} now lives at {}", g.name, new_root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Delete { force } => {
+            let g = load(&paths, &cli.name)?;
+            if !force
+                && !confirm(&format!(
+                    "Delete guest {} with its root {}, snapshots and configuration?",
+                    g.name,
+                    g.root().display()
+                ))
+            {
+                eprintln!(
+                    "vserver: {}: not deleted (confirm on a terminal, or give --force)",
+                    g.name
+                );
+                return Err(ExitCode::from(1));
+            }
+            let removed = storage::manage::delete(&g)
+                .map_err(|m| fail(anyhow::anyhow!("{}: delete: {m}", g.name)))?;
+            for p in removed {
+                eprintln!("vserver: removed {}", p.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Running => {

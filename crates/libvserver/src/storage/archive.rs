@@ -1,0 +1,408 @@
+//! `vserver NAME export FILE|-` and `vserver NAME import FILE|-`: a guest as one stream, to
+//! back it up or move it between hosts (`vserver web1 export - | ssh other vserver web1 import -`).
+//!
+//! The stream is a POSIX (pax) tar compressed with zstd, made and read by GNU tar(1) and
+//! zstd(1): first the member `vserver-export.toml` (the guest's NAME.toml without its host
+//! path), then the guest's files under `root/`, with owners as numbers, modes, hardlinks,
+//! sparse files, device nodes, xattrs, POSIX ACLs and file capabilities (`security.capability`).
+//! A template guest or disk-image guest is exported with its files as the guest sees them,
+//! and imported as a guest with a plain root.
+//!
+//! Import extracts into a staging directory beside the new root (only the two expected
+//! members; GNU tar refuses names with `..` and absolute names, and defers symlinks that could
+//! lead out), reads the config, then renames the tree into place: a failed import leaves
+//! nothing behind.
+
+use super::fs as sfs;
+use super::progress::Progress;
+use crate::config::{self, GuestConfig};
+use crate::guest::state::GuestLock;
+use crate::guest::Guest;
+use crate::paths::{validate_guest_name, Paths};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The name of the config member of an export stream.
+pub const CONFIG_MEMBER: &str = "vserver-export.toml";
+
+const TAR_COMMON: &[&str] = &[
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+    "--numeric-owner",
+];
+
+/// Copy everything from `from` to `to`, reporting bytes to `progress`.
+fn pump(
+    from: &mut dyn Read,
+    to: &mut dyn Write,
+    progress: &mut dyn Progress,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..k])?;
+        n += k as u64;
+        progress.update(n, "");
+    }
+    to.flush()?;
+    Ok(n)
+}
+
+fn stderr_of(c: &mut std::process::Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = c.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s.lines()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Write guest `g` as an export stream to `out` (a file path, or None for standard output).
+/// A running guest is copied live (with a warning line); a stopped one is locked against
+/// starts while it is read.
+///
+/// Errors: tar or zstd failed (their messages are included), the output cannot be written.
+/// A failed export to a file removes the partial file.
+pub fn export(g: &Guest, out: Option<&Path>, progress: &mut dyn Progress) -> Result<u64, String> {
+    let rd = g.run_dir();
+    let lock = GuestLock::acquire(&rd).map_err(|e| format!("lock: {e}"))?;
+    let _lock = if g.running().is_some() {
+        progress.line(&format!(
+            "warning: {} is running; files written during the export may be caught half-way",
+            g.name
+        ));
+        drop(lock);
+        None
+    } else {
+        Some(lock)
+    };
+    let root = g.root();
+    let _mount = super::overlay::MountGuard::mount(&g.config, &g.paths, &root)?;
+    let mut cfg = g.config.clone();
+    cfg.root = None;
+    cfg.disk.template = None;
+    // A scratch directory only root can reach (not the shared /tmp).
+    let meta = rd.file(&format!("export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&meta);
+    std::fs::create_dir(&meta).map_err(|e| format!("create {}: {e}", meta.display()))?;
+    let cleanup_meta = scopeguard(meta.clone());
+    std::fs::write(meta.join(CONFIG_MEMBER), cfg.to_toml(&g.name))
+        .map_err(|e| format!("write {}: {e}", meta.join(CONFIG_MEMBER).display()))?;
+    let partial = out.map(|p| PathBuf::from(format!("{}.partial", p.display())));
+    let sink: Stdio = match &partial {
+        Some(p) => std::fs::File::create(p)
+            .map_err(|e| format!("create {}: {e}", p.display()))?
+            .into(),
+        None => Stdio::inherit(),
+    };
+    let result = (|| -> Result<u64, String> {
+        let mut tar = Command::new("tar")
+            .args([
+                "--create",
+                "--file=-",
+                "--format=posix",
+                "--sparse",
+                "--one-file-system",
+            ])
+            .args(TAR_COMMON)
+            .arg("-C")
+            .arg(&meta)
+            .arg(CONFIG_MEMBER)
+            .arg("-C")
+            .arg(&root)
+            .args([
+                "--transform=s,^\\./,root/,S",
+                "--transform=s,^\\.$,root,S",
+                ".",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("run tar: {e}"))?;
+        let mut zstd = Command::new("zstd")
+            .args(["-q", "-T0", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(sink)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("run zstd: {e}"))?;
+        progress.begin("export", Some(sfs::tree_size(&root).0), "bytes");
+        let mut from = tar.stdout.take().expect("piped");
+        let mut to = zstd.stdin.take().expect("piped");
+        let pumped = pump(&mut from, &mut to, progress);
+        drop(to);
+        progress.end();
+        let tar_err = stderr_of(&mut tar);
+        let tst = tar.wait().map_err(|e| format!("wait tar: {e}"))?;
+        let zerr = stderr_of(&mut zstd);
+        let zst = zstd.wait().map_err(|e| format!("wait zstd: {e}"))?;
+        let n = pumped.map_err(|e| format!("write the stream: {e}"))?;
+        if !tst.success() {
+            return Err(format!(
+                "tar of {} failed ({tst}): {tar_err}",
+                root.display()
+            ));
+        }
+        if !zst.success() {
+            return Err(format!("zstd failed ({zst}): {zerr}"));
+        }
+        Ok(n)
+    })();
+    drop(cleanup_meta);
+    match (&result, &partial, out) {
+        (Ok(_), Some(p), Some(o)) => std::fs::rename(p, o)
+            .map_err(|e| format!("rename {} to {}: {e}", p.display(), o.display()))?,
+        (Err(_), Some(p), _) => {
+            let _ = std::fs::remove_file(p);
+        }
+        _ => {}
+    }
+    result
+}
+
+/// Removes a scratch directory on drop.
+struct ScopeGuard(PathBuf);
+
+fn scopeguard(p: PathBuf) -> ScopeGuard {
+    ScopeGuard(p)
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Options of an import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The new guest's name.
+    pub name: String,
+    /// The stream: a file, or None for standard input.
+    pub input: Option<PathBuf>,
+    /// Take the lowest free context id when the stream's is used here.
+    pub renumber: bool,
+    /// Use this context id.
+    pub context: Option<u32>,
+    /// Guest root; default ROOTBASE/NAME.
+    pub root: Option<PathBuf>,
+}
+
+/// Make guest `o.name` from an export stream. Returns its config (as written to NAME.toml).
+///
+/// Errors: the name or root exists, the stream's context id is in use (without `renumber`
+/// or `context`), the stream is not an export (names the missing member), tar or zstd failed,
+/// the config in the stream is invalid (names the key). Nothing is left behind on error.
+pub fn import(
+    paths: &Paths,
+    o: &ImportOptions,
+    progress: &mut dyn Progress,
+) -> Result<GuestConfig, String> {
+    validate_guest_name(&o.name)?;
+    for p in [
+        paths.config_file(&o.name),
+        paths.config_dir.join(format!("{}.conf", o.name)),
+        paths.config_dir.join(&o.name),
+    ] {
+        if std::fs::symlink_metadata(&p).is_ok() {
+            return Err(format!(
+                "guest {} exists already ({}); import under another name",
+                o.name,
+                p.display()
+            ));
+        }
+    }
+    let root = o
+        .root
+        .clone()
+        .unwrap_or_else(|| paths.default_root(&o.name));
+    if !root.is_absolute() {
+        return Err(format!("root {} must be an absolute path", root.display()));
+    }
+    if std::fs::symlink_metadata(&root).is_ok() {
+        return Err(format!("{} exists already", root.display()));
+    }
+    if let Some(x) = o.context {
+        check_context_free(paths, &o.name, x)?;
+    }
+    let parent = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    if parent == paths.root_base {
+        let _ = std::fs::set_permissions(
+            &parent,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        );
+    }
+    std::fs::create_dir_all(&paths.config_dir)
+        .map_err(|e| format!("create {}: {e}", paths.config_dir.display()))?;
+    let stage = parent.join(format!(".{}.import-{}", o.name, std::process::id()));
+    std::fs::create_dir(&stage).map_err(|e| format!("create {}: {e}", stage.display()))?;
+    let _ = std::fs::set_permissions(
+        &stage,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    );
+    let r = import_staged(paths, o, &root, &stage, progress);
+    let _ = sfs::remove_tree(&stage.join("root"));
+    let _ = std::fs::remove_dir_all(&stage);
+    r
+}
+
+fn check_context_free(paths: &Paths, name: &str, x: u32) -> Result<(), String> {
+    if !(config::XID_MIN..=config::XID_MAX_STATIC).contains(&x) {
+        return Err(format!(
+            "context {x} is out of range {}-{}",
+            config::XID_MIN,
+            config::XID_MAX_STATIC
+        ));
+    }
+    for (other, p) in crate::guest::configured_guests(paths) {
+        if other != name
+            && config::load_guest_config(&p)
+                .map(|c| c.context == x)
+                .unwrap_or(false)
+        {
+            return Err(format!(
+                "context {x} is used by guest {other} ({})",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn import_staged(
+    paths: &Paths,
+    o: &ImportOptions,
+    root: &Path,
+    stage: &Path,
+    progress: &mut dyn Progress,
+) -> Result<GuestConfig, String> {
+    let sroot = stage.join("root");
+    if sfs::fs_kind(stage) == Ok(sfs::FsKind::Btrfs) {
+        sfs::create_subvolume(&sroot)?;
+    } else {
+        std::fs::create_dir(&sroot).map_err(|e| format!("create {}: {e}", sroot.display()))?;
+    }
+    let mut zstd = Command::new("zstd");
+    zstd.args(["-q", "-d", "-c"]);
+    match &o.input {
+        Some(f) => {
+            if !f.is_file() {
+                return Err(format!("{} is not a file", f.display()));
+            }
+            zstd.arg("--").arg(f);
+        }
+        None => {
+            zstd.stdin(Stdio::inherit());
+        }
+    }
+    let mut zstd = zstd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run zstd: {e}"))?;
+    let mut tar = Command::new("tar")
+        .args([
+            "--extract",
+            "--file=-",
+            "--same-owner",
+            "--same-permissions",
+            "--delay-directory-restore",
+        ])
+        .args(TAR_COMMON)
+        .arg("-C")
+        .arg(stage)
+        .args([CONFIG_MEMBER, "root"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run tar: {e}"))?;
+    progress.begin("import", None, "bytes");
+    let mut from = zstd.stdout.take().expect("piped");
+    let mut to = tar.stdin.take().expect("piped");
+    let pumped = pump(&mut from, &mut to, progress);
+    drop(to);
+    drop(from);
+    progress.end();
+    let zerr = stderr_of(&mut zstd);
+    let zst = zstd.wait().map_err(|e| format!("wait zstd: {e}"))?;
+    let terr = stderr_of(&mut tar);
+    let tst = tar.wait().map_err(|e| format!("wait tar: {e}"))?;
+    if !zst.success() {
+        return Err(format!("the stream is not zstd data ({zst}): {zerr}"));
+    }
+    if !tst.success() {
+        return Err(format!(
+            "tar could not unpack the stream ({tst}): {terr} (an export of vserver holds \
+             {CONFIG_MEMBER} and root/)"
+        ));
+    }
+    pumped.map_err(|e| format!("read the stream: {e}"))?;
+    let cfg_file = stage.join(CONFIG_MEMBER);
+    if !std::fs::symlink_metadata(&cfg_file)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
+        return Err(format!(
+            "the stream's {CONFIG_MEMBER} is not a regular file; not an export of vserver"
+        ));
+    }
+    let mut cfg = config::load_guest_config(&cfg_file).map_err(|e| e.to_string())?;
+    let xid = match o.context {
+        Some(x) => x,
+        None => match check_context_free(paths, &o.name, cfg.context) {
+            Ok(()) => cfg.context,
+            Err(_) if o.renumber => super::build::next_free_xid(paths),
+            Err(m) => return Err(format!("{m}; give --renumber or --context N")),
+        },
+    };
+    if xid != cfg.context {
+        progress.line(&format!("context {} -> {xid}", cfg.context));
+    }
+    cfg.context = xid;
+    cfg.root = o.root.clone();
+    cfg.disk.template = None;
+    if let Some(sz) = cfg.disk.size.take() {
+        progress.line(&format!(
+            "warning: the guest had a disk image of {sz}; it is imported as a plain directory \
+             (its disk quota is gone)"
+        ));
+        cfg.disk.inodes = None;
+    }
+    cfg.validate().map_err(|fe| {
+        format!(
+            "{}: {}: {}",
+            CONFIG_MEMBER,
+            config::key_path_string(&fe.path),
+            fe.message
+        )
+    })?;
+    std::fs::rename(&sroot, root)
+        .map_err(|e| format!("move {} to {}: {e}", sroot.display(), root.display()))?;
+    let cfg_path = paths.config_file(&o.name);
+    let tmp = cfg_path.with_extension("toml.tmp");
+    let written =
+        std::fs::write(&tmp, cfg.to_toml(&o.name)).and_then(|()| std::fs::rename(&tmp, &cfg_path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::rename(root, &sroot);
+        return Err(format!("write {}: {e}", cfg_path.display()));
+    }
+    Ok(cfg)
+}

@@ -1,0 +1,398 @@
+//! What the file system under a guest can do, and the primitives the storage commands use:
+//! btrfs subvolumes (btrfs-subvolume(8)), reflink clones (`FICLONE`, ioctl_ficlone(2)), block
+//! sharing of identical files (`FIDEDUPERANGE`, ioctl_fideduperange(2)) and extent maps
+//! (`FS_IOC_FIEMAP`, Documentation/filesystems/fiemap.rst).
+
+use std::fs;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The file systems the storage commands tell apart (statfs(2) `f_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    /// btrfs: subvolumes, snapshots, reflinks.
+    Btrfs,
+    /// xfs: reflinks when made with `mkfs.xfs -m reflink=1` (the default since xfsprogs 5.1).
+    Xfs,
+    /// ext2/3/4: neither.
+    Ext4,
+    /// tmpfs: neither.
+    Tmpfs,
+    /// overlayfs.
+    Overlay,
+    /// Anything else, with its magic number.
+    Other(i64),
+}
+
+impl std::fmt::Display for FsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsKind::Btrfs => write!(f, "btrfs"),
+            FsKind::Xfs => write!(f, "xfs"),
+            FsKind::Ext4 => write!(f, "ext4"),
+            FsKind::Tmpfs => write!(f, "tmpfs"),
+            FsKind::Overlay => write!(f, "overlayfs"),
+            FsKind::Other(m) => write!(f, "a file system with magic {m:#x}"),
+        }
+    }
+}
+
+/// The file system holding `path` (statfs(2)).
+///
+/// Errors: statfs failed (the path does not exist, ...).
+pub fn fs_kind(path: &Path) -> Result<FsKind, String> {
+    let st =
+        nix::sys::statfs::statfs(path).map_err(|e| format!("statfs {}: {e}", path.display()))?;
+    use nix::sys::statfs as s;
+    let t = st.filesystem_type();
+    Ok(if t == s::BTRFS_SUPER_MAGIC {
+        FsKind::Btrfs
+    } else if t == s::XFS_SUPER_MAGIC {
+        FsKind::Xfs
+    } else if t == s::EXT4_SUPER_MAGIC {
+        FsKind::Ext4
+    } else if t == s::TMPFS_MAGIC {
+        FsKind::Tmpfs
+    } else if t == s::OVERLAYFS_SUPER_MAGIC {
+        FsKind::Overlay
+    } else {
+        FsKind::Other(t.0 as i64)
+    })
+}
+
+/// True if `path` is the top directory of a btrfs subvolume (inode 256 on btrfs).
+pub fn is_subvolume(path: &Path) -> bool {
+    fs::symlink_metadata(path)
+        .map(|m| m.is_dir() && m.ino() == 256)
+        .unwrap_or(false)
+        && fs_kind(path) == Ok(FsKind::Btrfs)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Create the directory `path` as a btrfs subvolume (`btrfs subvolume create`).
+///
+/// Errors: btrfs(8) failed or is missing (package btrfs-progs).
+pub fn create_subvolume(path: &Path) -> Result<(), String> {
+    run(
+        Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(path),
+        &format!("btrfs subvolume create {}", path.display()),
+    )
+}
+
+/// Snapshot the subvolume `src` as `dst` (`btrfs subvolume snapshot [-r]`).
+///
+/// Errors: btrfs(8) failed.
+pub fn snapshot_subvolume(src: &Path, dst: &Path, readonly: bool) -> Result<(), String> {
+    let mut c = Command::new("btrfs");
+    c.args(["-q", "subvolume", "snapshot"]);
+    if readonly {
+        c.arg("-r");
+    }
+    run(
+        c.arg(src).arg(dst),
+        &format!(
+            "btrfs subvolume snapshot {} {}",
+            src.display(),
+            dst.display()
+        ),
+    )
+}
+
+/// Remove the tree `path`: `btrfs subvolume delete` for a subvolume (after removing any
+/// subvolumes nested in it), otherwise a recursive removal that never follows symlinks
+/// (std's `remove_dir_all`). Refuses a mount point and anything with a mount below it.
+///
+/// Errors: the path is (or holds) a mount point, or the removal failed.
+pub fn remove_tree(path: &Path) -> Result<(), String> {
+    let md = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("stat {}: {e}", path.display())),
+    };
+    if !md.is_dir() {
+        return fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display()));
+    }
+    if let Some(m) = mounts_below(path).first() {
+        return Err(format!(
+            "{} is mounted (on {}); stop what uses it first",
+            m.display(),
+            path.display()
+        ));
+    }
+    if is_subvolume(path) {
+        let deleted = run(
+            Command::new("btrfs")
+                .args(["-q", "subvolume", "delete"])
+                .arg(path),
+            &format!("btrfs subvolume delete {}", path.display()),
+        );
+        if deleted.is_ok() {
+            return Ok(());
+        }
+        // A subvolume holding nested ones: empty it file by file (rmdir(2) deletes an empty
+        // subvolume), after making a read-only snapshot writable.
+        let _ = Command::new("btrfs")
+            .args(["property", "set", "-ts"])
+            .arg(path)
+            .args(["ro", "false"])
+            .output();
+    }
+    fs::remove_dir_all(path).map_err(|e| format!("remove {}: {e}", path.display()))
+}
+
+/// Mount points at or below `path` (from /proc/self/mountinfo).
+pub fn mounts_below(path: &Path) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount(m)))
+        .filter(|m| m.starts_with(path))
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+const FICLONE: libc::c_ulong = 0x4004_9409;
+const FIDEDUPERANGE: libc::c_ulong = 0xc018_9436;
+const FS_IOC_FIEMAP: libc::c_ulong = 0xc020_660b;
+
+/// Make `dst` share all blocks of `src` (FICLONE): a copy that costs no space until written.
+///
+/// Errors: the file system cannot (EOPNOTSUPP, EINVAL) or the files are on different mounts
+/// (EXDEV).
+pub fn clone_file(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> std::io::Result<()> {
+    // SAFETY: FICLONE takes the source fd as its integer argument; both fds are open.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[repr(C)]
+struct DedupeRange {
+    src_offset: u64,
+    src_length: u64,
+    dest_count: u16,
+    reserved1: u16,
+    reserved2: u32,
+    info: DedupeInfo,
+}
+
+#[repr(C)]
+struct DedupeInfo {
+    dest_fd: i64,
+    dest_offset: u64,
+    bytes_deduped: u64,
+    status: i32,
+    reserved: u32,
+}
+
+/// Outcome of [`dedupe_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    /// All `len` bytes now share the source's blocks.
+    Shared,
+    /// The contents differ (the kernel compared them); nothing changed.
+    Differs,
+}
+
+/// Make the first `len` bytes of `dst` share the blocks of `src` where both hold the same bytes
+/// (FIDEDUPERANGE, in steps of at most 16 MiB). The kernel compares the data under lock, so a
+/// hash collision or a concurrent write can never make `dst` change content. `dst` may be open
+/// read-only (the caller has CAP_SYS_ADMIN).
+///
+/// Errors: the ioctl failed (EOPNOTSUPP without reflinks, EXDEV across mounts, ...).
+pub fn dedupe_file(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> std::io::Result<Dedupe> {
+    const STEP: u64 = 16 << 20;
+    let mut off = 0;
+    while off < len {
+        let n = STEP.min(len - off);
+        let mut arg = DedupeRange {
+            src_offset: off,
+            src_length: n,
+            dest_count: 1,
+            reserved1: 0,
+            reserved2: 0,
+            info: DedupeInfo {
+                dest_fd: dst.as_raw_fd() as i64,
+                dest_offset: off,
+                bytes_deduped: 0,
+                status: 0,
+                reserved: 0,
+            },
+        };
+        // SAFETY: `arg` is a file_dedupe_range with room for its one info record, alive for
+        // the call; the kernel writes only into that record.
+        let r = unsafe { libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE as _, &mut arg) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match arg.info.status {
+            0 => {}
+            1 => return Ok(Dedupe::Differs),
+            e => return Err(std::io::Error::from_raw_os_error(-e)),
+        }
+        if arg.info.bytes_deduped == 0 {
+            return Err(std::io::Error::other("the kernel shared no bytes"));
+        }
+        off += arg.info.bytes_deduped;
+    }
+    Ok(Dedupe::Shared)
+}
+
+/// The physical extents of a file as (logical offset, physical offset, length) in bytes
+/// (FS_IOC_FIEMAP with FIEMAP_FLAG_SYNC), or None when the map is unusable for comparisons
+/// (more than 64 extents, or extents whose place is not known yet or is inline).
+pub fn extents(fd: BorrowedFd<'_>) -> Option<Vec<(u64, u64, u64)>> {
+    const N: usize = 64;
+    #[repr(C)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped: u32,
+        count: u32,
+        reserved: u32,
+        extents: [Extent; N],
+    }
+    // SAFETY: all-zero is a valid value of these plain integer structs.
+    let mut m: Box<Fiemap> = Box::new(unsafe { std::mem::zeroed() });
+    m.length = u64::MAX;
+    m.flags = 1; // FIEMAP_FLAG_SYNC
+    m.count = N as u32;
+    // SAFETY: `m` is a struct fiemap followed by room for `count` extents.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP as _, &mut *m) };
+    if r < 0 || m.mapped as usize > N {
+        return None;
+    }
+    let ext = &m.extents[..m.mapped as usize];
+    if ext.is_empty() || ext.last().map(|e| e.flags & 1 == 0).unwrap_or(true) {
+        return None; // FIEMAP_EXTENT_LAST missing: more than N extents
+    }
+    // UNKNOWN, DELALLOC, ENCODED, NOT_ALIGNED, DATA_INLINE, DATA_TAIL.
+    if ext
+        .iter()
+        .any(|e| e.flags & (0x2 | 0x4 | 0x8 | 0x100 | 0x200 | 0x400) != 0)
+    {
+        return None;
+    }
+    Some(
+        ext.iter()
+            .map(|e| (e.logical, e.physical, e.length))
+            .collect(),
+    )
+}
+
+/// True if files in the directory `dir` can share blocks: btrfs always, xfs when made with
+/// reflink=1 (tried with a clone of a scratch file), nothing else.
+///
+/// Errors: `dir` cannot be examined or written.
+pub fn supports_reflink(dir: &Path) -> Result<bool, String> {
+    match fs_kind(dir)? {
+        FsKind::Btrfs => Ok(true),
+        FsKind::Xfs => {
+            let a = dir.join(format!(".reflink-test-{}", std::process::id()));
+            let b = dir.join(format!(".reflink-test-{}.2", std::process::id()));
+            let r = (|| -> std::io::Result<bool> {
+                use std::os::fd::AsFd;
+                // The source of a clone must be open for reading.
+                let fa = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&a)?;
+                std::io::Write::write_all(&mut &fa, &[0u8; 4096])?;
+                let fb = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&b)?;
+                Ok(clone_file(fa.as_fd(), fb.as_fd()).is_ok())
+            })();
+            let _ = fs::remove_file(&a);
+            let _ = fs::remove_file(&b);
+            r.map_err(|e| format!("try a reflink in {}: {e}", dir.display()))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Copy the tree `src` to `dst` (which must not exist) with cp(1) `-a`: owners, modes,
+/// timestamps, hardlinks, symlinks, device nodes, xattrs, ACLs and file capabilities; sparse
+/// files stay sparse. `reflink`: Some(true) shares blocks or fails, Some(false) never, None
+/// shares them where the file system can.
+///
+/// Errors: cp failed; its message is included.
+pub fn copy_tree_cp(src: &Path, dst: &Path, reflink: Option<bool>) -> Result<(), String> {
+    let mut c = Command::new("cp");
+    c.arg("-a").arg("--no-target-directory");
+    c.arg(match reflink {
+        Some(true) => "--reflink=always",
+        Some(false) => "--reflink=never",
+        None => "--reflink=auto",
+    });
+    run(
+        c.arg("--").arg(src).arg(dst),
+        &format!("copy {} to {}", src.display(), dst.display()),
+    )
+}
+
+/// Bytes and files below `path` (apparent sizes of regular files; not following symlinks,
+/// not crossing mount points).
+pub fn tree_size(path: &Path) -> (u64, u64) {
+    fn walk(p: &Path, dev: u64, acc: &mut (u64, u64)) {
+        let Ok(rd) = fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                if md.dev() == dev {
+                    walk(&e.path(), dev, acc);
+                }
+            } else {
+                acc.1 += 1;
+                if md.is_file() {
+                    acc.0 += md.len();
+                }
+            }
+        }
+    }
+    let mut acc = (0, 0);
+    if let Ok(md) = fs::symlink_metadata(path) {
+        walk(path, md.dev(), &mut acc);
+    }
+    acc
+}
