@@ -394,9 +394,24 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 Method::Rootfs => BuildMethod::Rootfs {
                     source: need(source, "rootfs", "--source DIR|TARBALL")?,
                 },
-                Method::Template => BuildMethod::Template {
-                    tarball: need(tarball.or(source), "template", "--tarball FILE")?,
-                },
+                Method::Template => {
+                    // util-vserver's spelling: -m template -- -t TARBALL
+                    let from_args = match args.as_slice() {
+                        [] => None,
+                        [t, f] if t == "-t" => Some(PathBuf::from(f)),
+                        _ => {
+                            eprintln!("vserver: build -m template: unknown arguments {args:?} (give -t TARBALL)");
+                            return Err(ExitCode::from(2));
+                        }
+                    };
+                    BuildMethod::Template {
+                        tarball: need(
+                            tarball.or(from_args).or(source),
+                            "template",
+                            "--tarball FILE",
+                        )?,
+                    }
+                }
                 Method::Clone => BuildMethod::Clone {
                     source: need(source, "clone", "--source GUEST|DIR")?
                         .to_string_lossy()

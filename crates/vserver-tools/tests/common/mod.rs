@@ -15,6 +15,7 @@ pub fn bin(name: &str) -> PathBuf {
         "reducecap" => env!("CARGO_BIN_EXE_reducecap"),
         "vtop" => env!("CARGO_BIN_EXE_vtop"),
         "vservers" => env!("CARGO_BIN_EXE_vservers"),
+        "vhashify" => env!("CARGO_BIN_EXE_vhashify"),
         other => panic!("unknown tool {other}"),
     })
 }
@@ -280,4 +281,290 @@ pub fn is_mounted(path: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split_whitespace().nth(1) == path.to_str())
+}
+
+/// A scratch file system of its own: a sparse image under the test's directory, formatted
+/// (btrfs, xfs with reflinks, or ext4), attached to a loop device and mounted on a fresh
+/// directory (mode 0700, as a root base). Declare it after the [`Env`] so that it is dropped
+/// first: Drop lazily unmounts it, detaches the loop device and removes the image.
+pub struct LoopFs {
+    pub img: PathBuf,
+    pub dev: String,
+    pub mnt: PathBuf,
+    pub fstype: String,
+}
+
+impl LoopFs {
+    /// `fstype`: "btrfs", "xfs" (made with reflink=1) or "ext4"; `size` in bytes.
+    pub fn new(env: &Env, fstype: &str, size: u64) -> LoopFs {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let mut fs = LoopFs {
+            img: env.dir.join(format!("loopfs-{fstype}-{n}.img")),
+            dev: String::new(),
+            mnt: env.dir.join(format!("mnt-{fstype}-{n}")),
+            fstype: fstype.to_string(),
+        };
+        let f = std::fs::File::create(&fs.img).unwrap();
+        f.set_len(size).unwrap();
+        drop(f);
+        let mut mkfs = match fstype {
+            "btrfs" => {
+                let mut c = Command::new("mkfs.btrfs");
+                c.args(["-q", "-f"]);
+                c
+            }
+            "xfs" => {
+                let mut c = Command::new("mkfs.xfs");
+                c.args(["-q", "-f", "-m", "reflink=1"]);
+                c
+            }
+            "ext4" => {
+                let mut c = Command::new("mkfs.ext4");
+                c.args(["-q", "-F"]);
+                c
+            }
+            other => panic!("LoopFs: unknown file system type {other}"),
+        };
+        let o = mkfs.arg(&fs.img).output().unwrap();
+        assert_ok(&o, &format!("mkfs.{fstype}"));
+        let o = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&fs.img)
+            .output()
+            .unwrap();
+        assert_ok(&o, "losetup --find --show");
+        fs.dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(fs.dev.starts_with("/dev/"), "losetup printed {:?}", fs.dev);
+        std::fs::create_dir_all(&fs.mnt).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", fstype, &fs.dev])
+            .arg(&fs.mnt)
+            .output()
+            .unwrap();
+        assert_ok(&o, &format!("mount {fstype}"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fs.mnt, std::fs::Permissions::from_mode(0o700)).unwrap();
+        fs
+    }
+
+    /// Where a guest called `name` lives on this file system (for `--rootdir`).
+    pub fn root(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    /// Flush everything to the device (and commit the btrfs transaction), so that statvfs
+    /// counts what was written and what was freed.
+    pub fn sync(&self) {
+        let _ = Command::new("sync").arg("-f").arg(&self.mnt).status();
+        if self.fstype == "btrfs" {
+            let _ = Command::new("btrfs")
+                .args(["filesystem", "sync"])
+                .arg(&self.mnt)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Bytes in use (statvfs: blocks - free blocks), after a [`LoopFs::sync`].
+    pub fn used_bytes(&self) -> u64 {
+        self.sync();
+        let s = nix::sys::statvfs::statvfs(&self.mnt).unwrap();
+        (s.blocks() as u64 - s.blocks_free() as u64) * s.fragment_size() as u64
+    }
+
+    /// Bytes available to root (statvfs free blocks), after a [`LoopFs::sync`].
+    pub fn free_bytes(&self) -> u64 {
+        self.sync();
+        let s = nix::sys::statvfs::statvfs(&self.mnt).unwrap();
+        s.blocks_free() as u64 * s.fragment_size() as u64
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        if !self.dev.is_empty() {
+            let _ = Command::new("losetup")
+                .args(["-d", &self.dev])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_file(&self.img);
+        let _ = std::fs::remove_dir(&self.mnt);
+    }
+}
+
+/// Build a busybox guest (`-m rootfs`) with its root at `root` (`--rootdir`); context `xid`,
+/// or the lowest free one when None. Registers it for cleanup. Returns the root.
+pub fn build_busybox_at(env: &mut Env, name: &str, root: &Path, xid: Option<u32>) -> PathBuf {
+    env.guests.push(name.to_string());
+    let tree = env.dir.join(format!("bb-{name}"));
+    busybox_tree(&tree);
+    let r = root.to_str().unwrap().to_string();
+    let x = xid.map(|x| x.to_string());
+    let mut extra = vec!["--rootdir", r.as_str()];
+    if let Some(x) = &x {
+        extra.extend(["--context", x.as_str()]);
+    }
+    let o = env.build_rootfs(name, &tree, &extra);
+    assert_ok(
+        &o,
+        &format!("build busybox guest {name} at {}", root.display()),
+    );
+    root.to_path_buf()
+}
+
+/// A digest of a file's bytes (for comparisons within one test run).
+pub fn content_digest(path: &Path) -> String {
+    use std::hash::Hasher;
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        h.write(&buf[..n]);
+    }
+    format!("{len}:{:016x}", h.finish())
+}
+
+/// Everything about a tree that a copy must keep, one line per fact, sorted: for each entry
+/// (walked with lstat, never following symlinks) its path, type, mode, owner, group; for files
+/// size, mtime, content digest, link count and hardlink group, whether a large file is sparse;
+/// device numbers; symlink targets; then the extended attributes (`getfattr -d -m -`, so
+/// ACLs and capabilities too), `getcap -r` and `getfacl` output, with the root's path removed.
+pub fn tree_manifest(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(
+        root: &Path,
+        p: &Path,
+        out: &mut Vec<String>,
+        groups: &mut std::collections::HashMap<(u64, u64), usize>,
+    ) {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = if rel.is_empty() {
+            String::from(".")
+        } else {
+            rel
+        };
+        let ft = md.file_type();
+        let mut line = format!(
+            "{rel} mode={:o} uid={} gid={}",
+            md.mode(),
+            md.uid(),
+            md.gid()
+        );
+        if ft.is_symlink() {
+            line += &format!(" -> {}", std::fs::read_link(p).unwrap().display());
+        } else if ft.is_file() {
+            line += &format!(
+                " size={} mtime={} nlink={} data={}",
+                md.size(),
+                md.mtime(),
+                md.nlink(),
+                content_digest(p)
+            );
+            if md.nlink() > 1 {
+                let next = groups.len();
+                let g = *groups.entry((md.dev(), md.ino())).or_insert(next);
+                line += &format!(" linkgroup={g}");
+            }
+            if md.size() >= 65536 {
+                line += &format!(" sparse={}", md.blocks() * 512 < md.size());
+            }
+        } else if ft.is_char_device() || ft.is_block_device() {
+            line += &format!(
+                " rdev={}:{}",
+                nix::sys::stat::major(md.rdev()),
+                nix::sys::stat::minor(md.rdev())
+            );
+        }
+        out.push(line);
+        if ft.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for n in names {
+                walk(root, &p.join(n), out, groups);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out, &mut Default::default());
+    let prefix = root.to_string_lossy().into_owned();
+    let strip = |path: &str| -> String {
+        match path.strip_prefix(&prefix) {
+            Some("") => String::from("."),
+            Some(r) => r.trim_start_matches('/').to_string(),
+            None => path.to_string(),
+        }
+    };
+    // Blocks of "# file: PATH" followed by lines about it (getfattr and getfacl).
+    let blocks = |tool: &str, args: &[&str]| -> Vec<String> {
+        let o = Command::new(tool).args(args).arg(root).output().unwrap();
+        let mut v = Vec::new();
+        let mut cur = String::new();
+        for l in String::from_utf8_lossy(&o.stdout).lines() {
+            if let Some(f) = l.strip_prefix("# file: ") {
+                cur = strip(f);
+            } else if !l.is_empty() {
+                v.push(format!("{tool} {cur} {l}"));
+            }
+        }
+        v
+    };
+    out.extend(blocks(
+        "getfattr",
+        &["-R", "-P", "-d", "-m", "-", "--absolute-names"],
+    ));
+    out.extend(blocks(
+        "getfacl",
+        &["-R", "-P", "-s", "-n", "--absolute-names"],
+    ));
+    let o = Command::new("getcap").arg("-r").arg(root).output().unwrap();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        if let Some((path, caps)) = l.split_once(' ') {
+            out.push(format!("getcap {} {caps}", strip(path)));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Panic with the differing lines when the trees at `a` and `b` differ ([`tree_manifest`]).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (ma, mb) = (tree_manifest(a), tree_manifest(b));
+    if ma == mb {
+        return;
+    }
+    let only_a: Vec<&String> = ma.iter().filter(|l| !mb.contains(l)).take(30).collect();
+    let only_b: Vec<&String> = mb.iter().filter(|l| !ma.contains(l)).take(30).collect();
+    panic!(
+        "{} and {} differ\nonly in the first:\n  {}\nonly in the second:\n  {}",
+        a.display(),
+        b.display(),
+        only_a
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  "),
+        only_b
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
 }
