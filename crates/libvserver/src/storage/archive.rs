@@ -385,6 +385,25 @@ fn import_staged(
         ));
         cfg.disk.inodes = None;
     }
+    // What the stream's config grants on this host: said, so the administrator can check it.
+    for m in &cfg.mount {
+        progress.line(&format!(
+            "warning: the imported config bind-mounts the host's {} on {} in the guest{}",
+            m.source.display(),
+            m.target.display(),
+            if m.readonly {
+                " (read-only)"
+            } else {
+                " (writable)"
+            }
+        ));
+    }
+    if !cfg.capabilities.add.is_empty() {
+        progress.line(&format!(
+            "warning: the imported config adds capabilities: {}",
+            cfg.capabilities.add.join(", ")
+        ));
+    }
     cfg.validate().map_err(|fe| {
         format!(
             "{}: {}: {}",
