@@ -80,6 +80,9 @@ impl Paths {
     }
 }
 
+/// Name endings a guest name cannot have (they belong to the paths beside a guest root).
+pub const RESERVED_SUFFIXES: &[&str] = &[".img", ".overlay", ".snapshots", ".tmp", ".partial"];
+
 /// Check that `name` is usable as a guest name: 1-64 characters of `[A-Za-z0-9_.-]`, not starting
 /// with `.` or `-`. Guest names become file names, cgroup-free identifiers and log prefixes.
 ///
@@ -101,6 +104,15 @@ pub fn validate_guest_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "guest name '{name}' contains '{c}'; use letters, digits, '_', '.', '-'"
+        ));
+    }
+    // A guest's root ROOTBASE/NAME has companions ROOT.img, ROOT.overlay, ROOT.snapshots: a
+    // name ending like one would be another guest's.
+    if let Some(sfx) = RESERVED_SUFFIXES.iter().find(|s| name.ends_with(*s)) {
+        return Err(format!(
+            "guest name '{name}' must not end in '{sfx}' (the suffixes {} name a guest's disk \
+             image, overlay layers, snapshots and scratch files)",
+            RESERVED_SUFFIXES.join(" ")
         ));
     }
     Ok(())

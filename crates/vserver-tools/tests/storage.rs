@@ -1457,3 +1457,241 @@ fn delete_of_a_template_in_use_is_refused() {
     );
     assert!(!env.root(&base).exists() && !env.config_path(&base).exists());
 }
+
+/// `vserver NAME ARGS...` with a deadline: a hostile tree must not make a host tool hang.
+fn vserver_within(env: &Env, name: &str, args: &[&str], secs: u64, what: &str) -> Output {
+    let mut c = env
+        .cmd("vserver")
+        .arg(name)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_child(&mut c, secs, what);
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn hostile_streams_names_and_configs_are_refused_or_defanged() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hstream", 5);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+
+    // A stream whose root/ is a symlink to a host directory: no guest is made on it.
+    let victim = env.dir.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let cfg_text = std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .replace(
+            &format!("context = {xid}"),
+            &format!("context = {}", xid + 1),
+        );
+    let evil = env.dir.join("evil.tar.zst");
+    let py = format!(
+        "import io, tarfile\n\
+         t = tarfile.open('{0}.tar', 'w')\n\
+         d = {1:?}.encode()\n\
+         i = tarfile.TarInfo('vserver-export.toml'); i.size = len(d); t.addfile(i, io.BytesIO(d))\n\
+         i = tarfile.TarInfo('root'); i.type = tarfile.SYMTYPE; i.linkname = '{2}'; t.addfile(i)\n\
+         t.close()\n",
+        evil.display(),
+        cfg_text,
+        victim.display()
+    );
+    let st = std::process::Command::new("python3")
+        .args(["-c", &py])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = std::process::Command::new("zstd")
+        .args(["-q", "-f", "--rm"])
+        .arg(format!("{}.tar", evil.display()))
+        .arg("-o")
+        .arg(&evil)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let s = format!("{name}s");
+    env.guests.push(s.clone());
+    let o = env.vserver(&s, &["import", p(&evil)]);
+    assert_refused(
+        &o,
+        1,
+        "import of a stream whose root is a symlink",
+        &["root"],
+    );
+    assert!(!env.config_path(&s).exists(), "a config was written");
+    assert!(
+        std::fs::symlink_metadata(env.root(&s)).is_err(),
+        "a root was left"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+
+    // A name that is another guest's companion path.
+    let tree = env.dir.join("bb-tree");
+    busybox_tree(&tree);
+    for sfx in [".snapshots", ".img", ".overlay"] {
+        let o = env.build_rootfs(&format!("{name}{sfx}"), &tree, &[]);
+        assert_refused(&o, 1, "a guest named like a companion path", &[sfx]);
+    }
+
+    // A stream config granting host access is imported without it unless trusted.
+    let p_cfg = env.config_path(&name);
+    let c = std::fs::read_to_string(&p_cfg).unwrap();
+    assert!(c.contains("mount = []") && c.contains("add = []"), "{c}");
+    std::fs::write(
+        &p_cfg,
+        c.replace("mount = []\n", "")
+            .replace("add = []", "add = [\"SYS_ADMIN\"]")
+            + "\n[[mount]]\nsource = \"/etc\"\ntarget = \"/hostetc\"\nreadonly = false\n",
+    )
+    .unwrap();
+    let file = env.dir.join("granting.tar.zst");
+    assert_ok(&env.vserver(&name, &["export", p(&file)]), "export");
+    let m = format!("{name}m");
+    env.guests.push(m.clone());
+    let o = env.vserver(&m, &["import", p(&file), "--renumber"]);
+    assert_ok(&o, "import of a granting config");
+    assert!(text(&o).contains("--trust-config"), "{}", text(&o));
+    let mc = config(&env, &m);
+    assert!(mc.mount.is_empty(), "host mount kept: {:?}", mc.mount);
+    assert!(mc.capabilities.add.is_empty());
+    let t = format!("{name}t");
+    env.guests.push(t.clone());
+    // Into new parent directories: made mode 0700 (guest setuid files out of users' reach).
+    let deep = env.dir.join("new/parents/guest");
+    let o = env.vserver(
+        &t,
+        &[
+            "import",
+            p(&file),
+            "--renumber",
+            "--trust-config",
+            "--rootdir",
+            p(&deep),
+        ],
+    );
+    assert_ok(&o, "import --trust-config");
+    let tc = config(&env, &t);
+    assert_eq!(tc.mount.len(), 1);
+    assert_eq!(tc.capabilities.add, ["SYS_ADMIN"]);
+    use std::os::unix::fs::PermissionsExt;
+    for d in [env.dir.join("new"), env.dir.join("new/parents")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is mode {mode:o}", d.display());
+    }
+}
+
+#[test]
+fn running_guests_are_not_copied_live_and_hostile_files_do_not_stall_tools() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hlive", 20);
+    let lfs = LoopFs::new(&env, "xfs", 1 << 30);
+    let (name, xid) = (env.name.clone(), env.xid);
+    let root = build_busybox_at(&mut env, &name, &lfs.root(&name), Some(xid));
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    // A reflink copy of a running guest could be redirected by symlink swaps: refused.
+    let o = env.vserver(&name, &["snapshot", "create", "live"]);
+    assert_refused(&o, 1, "snapshot of a running guest on xfs", &["running"]);
+    let c = format!("{name}c");
+    env.guests.push(c.clone());
+    let o = env.vserver(&c, &["build", "-m", "clone", "--source", p(&root)]);
+    assert_refused(
+        &o,
+        1,
+        "clone of a running guest's root by path",
+        &["running"],
+    );
+    assert!(std::fs::symlink_metadata(env.root(&c)).is_err());
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+
+    // An 8 EiB sparse file is skipped by unify, not hashed for ever.
+    std::fs::File::create(root.join("huge"))
+        .unwrap()
+        .set_len(0x7fff_ffff_ffff_f000)
+        .unwrap();
+    let o = vserver_within(
+        &env,
+        &name,
+        &["unify", "--json"],
+        60,
+        "unify hangs on a huge file",
+    );
+    assert_ok(&o, "unify");
+    std::fs::remove_file(root.join("huge")).unwrap();
+
+    // A FIFO where the build writes the clone's identity does not block it.
+    let mid = root.join("etc/machine-id");
+    let _ = std::fs::remove_file(&mid);
+    let st = std::process::Command::new("mkfifo")
+        .arg(&mid)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = vserver_within(
+        &env,
+        &c,
+        &[
+            "build",
+            "-m",
+            "clone",
+            "--source",
+            &name,
+            "--rootdir",
+            p(&lfs.root(&c)),
+        ],
+        60,
+        "clone blocks on a FIFO",
+    );
+    assert_ok(&o, "clone of a tree with a FIFO machine-id");
+    assert!(
+        std::fs::symlink_metadata(lfs.root(&c).join("etc/machine-id"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[test]
+fn delete_removes_nested_read_only_subvolumes_a_guest_made() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hsubv", 21);
+    let lfs = LoopFs::new(&env, "btrfs", 1 << 30);
+    let (name, xid) = (env.name.clone(), env.xid);
+    let root = build_busybox_at(&mut env, &name, &lfs.root(&name), Some(xid));
+    for args in [
+        vec!["subvolume", "create", p(&root.join("sub"))],
+        vec![
+            "subvolume",
+            "snapshot",
+            "-r",
+            p(&root.join("sub")),
+            p(&root.join("sub/ro")),
+        ],
+        vec![
+            "subvolume",
+            "snapshot",
+            "-r",
+            p(&root),
+            p(&root.join("snapro")),
+        ],
+    ] {
+        let st = std::process::Command::new("btrfs")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "btrfs {args:?}");
+    }
+    let o = env.vserver(&name, &["delete", "--force"]);
+    assert_ok(&o, "delete with nested read-only subvolumes");
+    assert!(std::fs::symlink_metadata(&root).is_err(), "root left");
+    assert!(!env.config_path(&name).exists(), "config left");
+}

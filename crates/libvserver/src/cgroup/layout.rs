@@ -4,6 +4,34 @@ use super::{io, write_file, CgroupError, CGROUP_BASE};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The v2 controllers a guest's limits use.
+const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
+
+/// Make the v2 controllers a guest needs available to the children of `base` (our
+/// `vservers/` directory): enabled in `cgroup.subtree_control` of its parent (the hierarchy's
+/// root, where a host without systemd enables none) and of `base` itself, where available and
+/// not enabled yet. Best effort: a limit whose controller stays missing is refused later, by
+/// name, when a guest needs it (cgroup-v2.rst, "Enabling and Disabling").
+pub(super) fn enable_v2_controllers(xid: u32, base: &Path) {
+    let dirs = [base.parent().unwrap_or(base), base];
+    for d in dirs {
+        let avail = fs::read_to_string(d.join("cgroup.controllers")).unwrap_or_default();
+        let have = fs::read_to_string(d.join("cgroup.subtree_control")).unwrap_or_default();
+        let want: Vec<String> = avail
+            .split_whitespace()
+            .filter(|c| V2_CONTROLLERS.contains(c) && !have.split_whitespace().any(|h| h == *c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if !want.is_empty() {
+            // One at a time: a controller that cannot be enabled (busy in a threaded subtree,
+            // a delegated parent) does not keep the others off.
+            for w in want {
+                let _ = write_file(xid, &d.join("cgroup.subtree_control"), &w);
+            }
+        }
+    }
+}
+
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {
@@ -54,18 +82,7 @@ impl Hierarchy {
         match self {
             Hierarchy::V2 { .. } => {
                 if is_base {
-                    let avail =
-                        fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-                    let want: Vec<String> = avail
-                        .split_whitespace()
-                        .filter(|c| matches!(*c, "cpu" | "memory" | "pids" | "io"))
-                        .map(|c| format!("+{c}"))
-                        .collect();
-                    if !want.is_empty() {
-                        // Best effort: a controller busy in a threaded subtree is not fatal.
-                        let _ =
-                            write_file(xid, &dir.join("cgroup.subtree_control"), &want.join(" "));
-                    }
+                    enable_v2_controllers(xid, dir);
                 }
             }
             Hierarchy::V1 { controllers, .. } => {

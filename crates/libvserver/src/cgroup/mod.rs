@@ -166,6 +166,9 @@ impl GuestCgroup {
                 match fs::create_dir(d) {
                     Ok(()) => h.init_new_dir(self.xid, d, d == &base)?,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if d == &base && h.is_v2() {
+                            layout::enable_v2_controllers(self.xid, d);
+                        }
                         // A base made by an older version: let new cpusets inherit from it.
                         let cc = d.join("cgroup.clone_children");
                         if d == &base

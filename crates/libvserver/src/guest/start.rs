@@ -135,6 +135,7 @@ pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestE
     let root = g.root();
     // A template base and the guests on it never run together (the overlay's lower layer
     // must not change under it).
+    crate::storage::overlay::unmount_stale(&g.paths, &g.name);
     let on_me = crate::storage::overlay::running_guests_on(&g.paths, &g.name);
     if !on_me.is_empty() {
         return Err(failed(
@@ -178,10 +179,17 @@ fn check_root_and_launch(
     lock: GuestLock,
 ) -> Result<RunState, GuestError> {
     scripts::run(g, "prepre-start")?;
-    if !root.is_dir() {
+    // The root itself, not what a symlink there points at (a guest root is never a link).
+    if !std::fs::symlink_metadata(root)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
         return Err(failed(
             &g.name,
-            format!("guest root {} is not a directory", root.display()),
+            format!(
+                "guest root {} is not a directory (a symlink is refused)",
+                root.display()
+            ),
         ));
     }
     if std::fs::read_dir(root)

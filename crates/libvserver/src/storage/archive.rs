@@ -95,7 +95,21 @@ pub fn export(g: &Guest, out: Option<&Path>, progress: &mut dyn Progress) -> Res
     let mut cfg = g.config.clone();
     cfg.root = None;
     cfg.disk.template = None;
-    // A scratch directory only root can reach (not the shared /tmp).
+    // A scratch directory only root can reach (not the shared /tmp); those of exports that
+    // were killed go first.
+    if let Ok(entries) = std::fs::read_dir(rd.file("")) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = n
+                .strip_prefix("export-")
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
     let meta = rd.file(&format!("export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&meta);
     std::fs::create_dir(&meta).map_err(|e| format!("create {}: {e}", meta.display()))?;
@@ -201,6 +215,9 @@ pub struct ImportOptions {
     pub context: Option<u32>,
     /// Guest root; default ROOTBASE/NAME.
     pub root: Option<PathBuf>,
+    /// Keep what the stream's config grants on this host ([`untrusted_config`]): for streams
+    /// from one's own hosts.
+    pub trust_config: bool,
 }
 
 /// Make guest `o.name` from an export stream. Returns its config (as written to NAME.toml).
@@ -240,14 +257,14 @@ pub fn import(
     if let Some(x) = o.context {
         check_context_free(paths, &o.name, x)?;
     }
-    let parent = root.parent().unwrap_or(Path::new("/")).to_path_buf();
-    std::fs::create_dir_all(&parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    if parent == paths.root_base {
-        let _ = std::fs::set_permissions(
-            &parent,
-            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
-        );
+    if let Some(other) = super::manage::other_guest_at(paths, &o.name, &root) {
+        return Err(format!(
+            "{} is (or is in, or holds) the root of guest {other}",
+            root.display()
+        ));
     }
+    let parent = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+    super::build::make_root_parent(paths, &parent, progress)?;
     std::fs::create_dir_all(&paths.config_dir)
         .map_err(|e| format!("create {}: {e}", paths.config_dir.display()))?;
     let stage = parent.join(format!(".{}.import-{}", o.name, std::process::id()));
@@ -260,6 +277,68 @@ pub fn import(
     let _ = sfs::remove_tree(&stage.join("root"));
     let _ = std::fs::remove_dir_all(&stage);
     r
+}
+
+/// Remove from `cfg` what an untrusted stream must not decide on this host: host bind mounts,
+/// added capabilities, network interfaces and forwarded host ports, start-group marks and
+/// dependencies, rlimits (which can raise limits) and restarts on halt or reboot. Limits,
+/// dropped capabilities, host name and init stay. Returns one description per removed key.
+pub fn untrusted_config(cfg: &mut GuestConfig) -> Vec<String> {
+    let mut d = Vec::new();
+    if !cfg.mount.is_empty() {
+        let m: Vec<String> = cfg
+            .mount
+            .iter()
+            .map(|m| format!("{}:{}", m.source.display(), m.target.display()))
+            .collect();
+        d.push(format!("mount {}", m.join(", ")));
+        cfg.mount.clear();
+    }
+    if !cfg.capabilities.add.is_empty() {
+        d.push(format!(
+            "capabilities.add {}",
+            cfg.capabilities.add.join(", ")
+        ));
+        cfg.capabilities.add.clear();
+    }
+    if !cfg.interface.is_empty() {
+        let a: Vec<String> = cfg
+            .interface
+            .iter()
+            .flat_map(|i| i.address.0.iter().cloned())
+            .collect();
+        d.push(format!("interface ({})", a.join(", ")));
+        cfg.interface.clear();
+    }
+    if !cfg.forward.is_empty() {
+        let f: Vec<String> = cfg
+            .forward
+            .iter()
+            .map(|f| format!("{}:{}/{}", f.host_port, f.guest_port, f.protocol))
+            .collect();
+        d.push(format!("forward {}", f.join(", ")));
+        cfg.forward.clear();
+    }
+    if !cfg.mark.is_empty() {
+        d.push(format!("mark {}", cfg.mark.join(", ")));
+        cfg.mark.clear();
+    }
+    if !cfg.depends.is_empty() {
+        d.push(format!("depends {}", cfg.depends.join(", ")));
+        cfg.depends.clear();
+    }
+    if !cfg.rlimits.is_empty() {
+        let r: Vec<String> = cfg.rlimits.keys().cloned().collect();
+        d.push(format!("rlimits {}", r.join(", ")));
+        cfg.rlimits.clear();
+    }
+    let defaults = crate::config::StopConfig::default();
+    if cfg.stop.on_reboot != defaults.on_reboot || cfg.stop.on_halt != defaults.on_halt {
+        d.push(String::from("stop.on_reboot/on_halt"));
+        cfg.stop.on_reboot = defaults.on_reboot;
+        cfg.stop.on_halt = defaults.on_halt;
+    }
+    d
 }
 
 fn check_context_free(paths: &Paths, name: &str, x: u32) -> Result<(), String> {
@@ -354,6 +433,15 @@ fn import_staged(
         ));
     }
     pumped.map_err(|e| format!("read the stream: {e}"))?;
+    // The stream may have replaced the root directory by a symlink (to a host directory).
+    if !std::fs::symlink_metadata(&sroot)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        return Err(String::from(
+            "the stream's root/ is not a directory; not an export of vserver",
+        ));
+    }
     let cfg_file = stage.join(CONFIG_MEMBER);
     if !std::fs::symlink_metadata(&cfg_file)
         .map(|m| m.is_file())
@@ -385,24 +473,35 @@ fn import_staged(
         ));
         cfg.disk.inodes = None;
     }
-    // What the stream's config grants on this host: said, so the administrator can check it.
-    for m in &cfg.mount {
-        progress.line(&format!(
-            "warning: the imported config bind-mounts the host's {} on {} in the guest{}",
-            m.source.display(),
-            m.target.display(),
-            if m.readonly {
-                " (read-only)"
-            } else {
-                " (writable)"
-            }
-        ));
-    }
-    if !cfg.capabilities.add.is_empty() {
-        progress.line(&format!(
-            "warning: the imported config adds capabilities: {}",
-            cfg.capabilities.add.join(", ")
-        ));
+    if o.trust_config {
+        // What the stream's config grants on this host: said, so the administrator can check it.
+        for m in &cfg.mount {
+            progress.line(&format!(
+                "warning: the imported config bind-mounts the host's {} on {} in the guest{}",
+                m.source.display(),
+                m.target.display(),
+                if m.readonly {
+                    " (read-only)"
+                } else {
+                    " (writable)"
+                }
+            ));
+        }
+        if !cfg.capabilities.add.is_empty() {
+            progress.line(&format!(
+                "warning: the imported config adds capabilities: {}",
+                cfg.capabilities.add.join(", ")
+            ));
+        }
+    } else {
+        let dropped = untrusted_config(&mut cfg);
+        if !dropped.is_empty() {
+            progress.line(&format!(
+                "left out of the stream's config (what it would grant on this host; check it and \
+                 import with --trust-config to keep it, or set it in NAME.toml): {}",
+                dropped.join("; ")
+            ));
+        }
     }
     cfg.validate().map_err(|fe| {
         format!(

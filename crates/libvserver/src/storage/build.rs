@@ -296,6 +296,13 @@ pub fn build(
         }
         None => next_free_xid(paths),
     };
+    let plan = plan_method(paths, o, &root).map_err(err)?;
+    if let Some(other) = super::manage::other_guest_at(paths, &o.name, &root) {
+        return Err(err(format!(
+            "{} is (or is in, or holds) the root of guest {other}",
+            root.display()
+        )));
+    }
     let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
     let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
     if exists(&cfg_path) || exists(&root) {
@@ -348,23 +355,8 @@ pub fn build(
     fs::create_dir_all(&paths.config_dir)
         .map_err(|e| err(format!("create {}: {e}", paths.config_dir.display())))?;
     if let Some(parent) = root.parent() {
-        fs::create_dir_all(parent).map_err(|e| err(format!("create {}: {e}", parent.display())))?;
-        // The barrier: host users must not reach into guest roots, where guest root can plant
-        // setuid binaries (util-vserver made /vservers mode 000 for the same reason).
-        if parent == paths.root_base {
-            fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
-                .map_err(|e| err(format!("chmod 0700 {}: {e}", parent.display())))?;
-        } else if fs::metadata(parent)
-            .map(|m| m.mode() & 0o007 != 0)
-            .unwrap_or(false)
-        {
-            progress.line(&format!(
-                "warning: {} is open to other users; make it mode 0700 so they cannot run the guest's setuid files",
-                parent.display()
-            ));
-        }
+        make_root_parent(paths, parent, progress).map_err(err)?;
     }
-    let plan = plan_method(paths, o, &root).map_err(err)?;
     let parent_fs = root
         .parent()
         .and_then(|p| sfs::fs_kind(p).ok())
@@ -501,6 +493,51 @@ pub fn build(
     Ok(cfg)
 }
 
+/// Make the directory `parent` that will hold a guest root: missing directories are created
+/// mode 0700, the root base is made 0700 (the barrier: host users must not reach into guest
+/// roots, where guest root can plant setuid binaries; util-vserver made /vservers mode 000 for
+/// the same reason), and an existing directory open to other users gets a warning line.
+///
+/// Errors: a directory cannot be created or the root base cannot be chmod'ed.
+pub fn make_root_parent(
+    paths: &Paths,
+    parent: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(), String> {
+    let mut missing = Vec::new();
+    let mut p = parent;
+    while fs::symlink_metadata(p).is_err() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(q) => p = q,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("chmod 0700 {}: {e}", d.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("create {}: {e}", d.display())),
+        }
+    }
+    if parent == paths.root_base {
+        fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("chmod 0700 {}: {e}", parent.display()))?;
+    } else if !missing.iter().any(|m| m == parent)
+        && fs::metadata(parent)
+            .map(|m| m.mode() & 0o007 != 0)
+            .unwrap_or(false)
+    {
+        progress.line(&format!(
+            "warning: {} is open to other users; make it mode 0700 so they cannot run the \
+             guest's setuid files",
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
 /// What a method needs resolved before anything is created.
 enum Plan {
     /// Nothing beyond the method's own arguments.
@@ -545,6 +582,18 @@ fn plan_method(paths: &Paths, o: &BuildOptions, root: &Path) -> Result<Plan, Str
                 }
                 if src == root || root.starts_with(&src) {
                     return Err(format!("--source {source} holds the new root itself"));
+                }
+                // A running guest could swap directories for symlinks under the copy.
+                for (n, _) in crate::guest::configured_guests(paths) {
+                    if let Ok(g) = crate::guest::Guest::load(paths, &n) {
+                        let r = g.root();
+                        if (r.starts_with(&src) || src.starts_with(&r)) && g.running().is_some() {
+                            return Err(format!(
+                                "--source {source} is (or holds, or is in) the root of running \
+                                 guest {n}; stop it first"
+                            ));
+                        }
+                    }
                 }
                 Ok(Plan::Clone {
                     root: src,
@@ -1161,14 +1210,17 @@ fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), 
     {
         return Err(format!("{} is not a directory", etc.display()));
     }
-    // Never write through a symlink the source tree planted.
+    // Never write through a symlink, FIFO or device the source tree planted.
     for f in ["hostname", "hosts", "machine-id"] {
         let p = etc.join(f);
-        if fs::symlink_metadata(&p)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false)
-        {
-            fs::remove_file(&p).map_err(|e| format!("replace {}: {e}", p.display()))?;
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                return Err(format!("{} is a directory", p.display()));
+            }
+            Ok(m) if !m.is_file() => {
+                fs::remove_file(&p).map_err(|e| format!("replace {}: {e}", p.display()))?;
+            }
+            _ => {}
         }
     }
     fs::write(etc.join("hostname"), format!("{hostname}\n"))

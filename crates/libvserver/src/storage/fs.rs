@@ -146,15 +146,53 @@ pub fn remove_tree(path: &Path) -> Result<(), String> {
         if deleted.is_ok() {
             return Ok(());
         }
-        // A subvolume holding nested ones: empty it file by file (rmdir(2) deletes an empty
-        // subvolume), after making a read-only snapshot writable.
-        let _ = Command::new("btrfs")
-            .args(["property", "set", "-ts"])
-            .arg(path)
-            .args(["ro", "false"])
-            .output();
+        // Subvolumes nested in it (guest root can make them, read-only ones too, with
+        // unprivileged ioctls): made writable and removed first, then the subvolume itself.
+        set_writable(path);
+        for n in nested_subvolumes(path) {
+            set_writable(&n);
+            remove_tree(&n)?;
+        }
+        return run(
+            Command::new("btrfs")
+                .args(["-q", "subvolume", "delete"])
+                .arg(path),
+            &format!("btrfs subvolume delete {}", path.display()),
+        );
     }
     fs::remove_dir_all(path).map_err(|e| format!("remove {}: {e}", path.display()))
+}
+
+/// Clear the read-only property of a btrfs subvolume (`btrfs property set -ts PATH ro false`).
+fn set_writable(path: &Path) {
+    let _ = Command::new("btrfs")
+        .args(["property", "set", "-ts"])
+        .arg(path)
+        .args(["ro", "false"])
+        .output();
+}
+
+/// The subvolumes below the subvolume `top` that are not inside another one below it (a walk
+/// that never follows symlinks).
+fn nested_subvolumes(top: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            let p = e.path();
+            if is_subvolume(&p) {
+                found.push(p);
+            } else {
+                stack.push(p);
+            }
+        }
+    }
+    found
 }
 
 /// Mount points at or below `path` (from /proc/self/mountinfo).

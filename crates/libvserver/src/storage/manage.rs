@@ -5,17 +5,65 @@ use crate::guest::state::GuestLock;
 use crate::guest::Guest;
 use std::path::{Path, PathBuf};
 
-/// The paths that belong to the guest rooted at `root`, besides the root: its disk image,
-/// overlay layers and snapshots (those that exist).
-fn companions(root: &Path) -> Vec<PathBuf> {
-    [
-        super::disk::image_path(root),
-        super::overlay::overlay_dir(root),
-        super::snapshot::snapshot_dir(root),
+/// The paths that belong to guest `g` besides its root: its disk image (when it has one),
+/// overlay layers (a template guest) and snapshots, those that exist.
+///
+/// Errors: one of them is (or holds, or lies in) another guest's root, named.
+fn companions(g: &Guest) -> Result<Vec<PathBuf>, String> {
+    let root = g.root();
+    let mut v = Vec::new();
+    if g.config.disk.size.is_some() {
+        v.push(super::disk::image_path(&root));
+    }
+    if g.config.disk.template.is_some() {
+        v.push(super::overlay::overlay_dir(&root));
+    }
+    v.push(super::snapshot::snapshot_dir(&root));
+    v.retain(|p| std::fs::symlink_metadata(p).is_ok());
+    for p in &v {
+        if let Some(other) = other_guest_at(&g.paths, &g.name, p) {
+            return Err(format!(
+                "{} belongs to guest {other}'s root; fix the roots in the configs first",
+                p.display()
+            ));
+        }
+    }
+    Ok(v)
+}
+
+/// The configured guest other than `name` whose root is `p`, lies below it or holds it.
+pub fn other_guest_at(paths: &crate::paths::Paths, name: &str, p: &Path) -> Option<String> {
+    crate::guest::configured_guests(paths)
+        .into_iter()
+        .filter(|(n, _)| n != name)
+        .find_map(|(n, _)| {
+            let r = Guest::load(paths, &n).ok()?.root();
+            (r.starts_with(p) || p.starts_with(&r)).then_some(n)
+        })
+}
+
+/// Refuse a guest root that is a host system directory or holds vserver's own directories
+/// (a hand-edited `root`), so that delete and move never take those.
+fn check_guest_root(g: &Guest, root: &Path) -> Result<(), String> {
+    let canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let under_base = canon.starts_with(&g.paths.root_base) && canon != g.paths.root_base;
+    let system = [
+        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+        "/sbin", "/sys", "/usr",
     ]
-    .into_iter()
-    .filter(|p| std::fs::symlink_metadata(p).is_ok())
-    .collect()
+    .iter()
+    .any(|s| canon.starts_with(s));
+    let holds_ours = [&g.paths.root_base, &g.paths.config_dir, &g.paths.run_dir]
+        .iter()
+        .any(|p| p.starts_with(&canon));
+    if !under_base && (system || holds_ours || canon.components().count() < 3) {
+        return Err(format!(
+            "{} ({}) does not look like a guest root; handle it by hand",
+            root.display(),
+            canon.display()
+        ));
+    }
+    Ok(())
 }
 
 fn with_suffix(root: &Path, new_root: &Path, p: &Path) -> PathBuf {
@@ -87,8 +135,15 @@ pub fn move_root(g: &Guest, new_root: &Path) -> Result<(), String> {
     if !sfs::mounts_below(&root).is_empty() {
         return Err(format!("{} is mounted; stop what uses it", root.display()));
     }
+    check_guest_root(g, &root)?;
+    if let Some(other) = other_guest_at(&g.paths, &g.name, new_root) {
+        return Err(format!(
+            "{} is (or is in, or holds) guest {other}'s root",
+            new_root.display()
+        ));
+    }
     let mut items = vec![(root.clone(), new_root.to_path_buf())];
-    for c in companions(&root) {
+    for c in companions(g)? {
         items.push((c.clone(), with_suffix(&root, new_root, &c)));
     }
     for (_, to) in &items {
@@ -97,7 +152,7 @@ pub fn move_root(g: &Guest, new_root: &Path) -> Result<(), String> {
         }
     }
     if let Some(p) = new_root.parent() {
-        std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        super::build::make_root_parent(&g.paths, p, &mut |m: &str| eprintln!("vserver: {m}"))?;
     }
     let mut done: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (from, to) in &items {
@@ -156,12 +211,8 @@ pub fn delete(g: &Guest) -> Result<Vec<PathBuf>, String> {
         ));
     }
     let root = g.root();
-    if root.parent().is_none() || root == g.paths.root_base || root.components().count() < 3 {
-        return Err(format!(
-            "{} does not look like a guest root; remove it by hand",
-            root.display()
-        ));
-    }
+    check_guest_root(g, &root)?;
+    let parts = companions(g)?;
     if g.running().is_some() {
         crate::guest::stop::stop(g).map_err(|e| e.to_string())?;
     }
@@ -172,17 +223,14 @@ pub fn delete(g: &Guest) -> Result<Vec<PathBuf>, String> {
     }
     let mut removed = Vec::new();
     let snaps = super::snapshot::snapshot_dir(&root);
-    if let Ok(rd) = std::fs::read_dir(&snaps) {
-        for e in rd.flatten() {
-            sfs::remove_tree(&e.path())?;
+    if parts.contains(&snaps) {
+        if let Ok(rd) = std::fs::read_dir(&snaps) {
+            for e in rd.flatten() {
+                sfs::remove_tree(&e.path())?;
+            }
         }
     }
-    for p in [
-        snaps,
-        super::overlay::overlay_dir(&root),
-        super::disk::image_path(&root),
-        root,
-    ] {
+    for p in parts.into_iter().chain([root]) {
         if std::fs::symlink_metadata(&p).is_ok() {
             sfs::remove_tree(&p)?;
             removed.push(p);

@@ -47,6 +47,19 @@ pub fn running_guests_on(paths: &Paths, base: &str) -> Vec<String> {
         .collect()
 }
 
+/// Unmount the overlays of the stopped guests built on `base` that are still mounted (left by
+/// an interrupted build or export), so the base never changes under a mounted overlay.
+pub fn unmount_stale(paths: &Paths, base: &str) {
+    for n in guests_on(paths, base) {
+        let Ok(g) = crate::guest::Guest::load(paths, &n) else {
+            continue;
+        };
+        if g.running().is_none() && super::disk::is_mounted(&g.root()) {
+            let _ = super::disk::unmount(&g.root());
+        }
+    }
+}
+
 fn option_path(p: &Path) -> Result<String, String> {
     let s = p
         .to_str()

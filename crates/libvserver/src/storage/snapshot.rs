@@ -72,15 +72,11 @@ fn lock(g: &Guest) -> Result<GuestLock, String> {
 }
 
 /// Make a snapshot of guest `g` labelled `label` (default: the UTC time, `YYYYmmdd-HHMMSS`).
-/// `warn` gets a line when the copy is not atomic (reflink copy of a running guest).
 ///
-/// Errors: bad or existing label, a file system with neither subvolumes nor reflinks, or the
-/// copy failed (what it made is removed).
-pub fn create(
-    g: &Guest,
-    label: Option<&str>,
-    warn: &mut dyn FnMut(&str),
-) -> Result<SnapshotInfo, String> {
+/// Errors: bad or existing label, a file system with neither subvolumes nor reflinks, a
+/// running guest whose files are not a subvolume, or the copy failed (what it made is
+/// removed).
+pub fn create(g: &Guest, label: Option<&str>) -> Result<SnapshotInfo, String> {
     let label = match label {
         Some(l) => l.to_string(),
         None => utc_label(now_unix()),
@@ -109,6 +105,17 @@ pub fn create(
             sfs::fs_kind(parent)?
         ));
     }
+    if !subvol && g.running().is_some() {
+        // cp(1) opens paths by name: a running guest could swap a directory for a symlink
+        // under it and have host files copied into the snapshot. A subvolume snapshot is one
+        // kernel operation.
+        return Err(format!(
+            "{} is running and its files are not a btrfs subvolume: a copy of a running guest \
+             is neither atomic nor safe from it; stop it first (on btrfs, where build makes \
+             the root a subvolume, snapshots of running guests are atomic)",
+            g.name
+        ));
+    }
     let made_dir = !dir.exists();
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let _ = std::fs::set_permissions(
@@ -118,13 +125,6 @@ pub fn create(
     let r = if subvol {
         sfs::snapshot_subvolume(&data, &dst, true)
     } else {
-        if g.running().is_some() {
-            warn(&format!(
-                "{} is running: a reflink copy is not atomic, files written during it may be \
-                 caught half-way",
-                g.name
-            ));
-        }
         sfs::copy_tree_cp(&data, &dst, Some(true))
     };
     if let Err(e) = r {

@@ -33,6 +33,9 @@ pub struct UnifyOptions {
     /// Files smaller than this many bytes are skipped (small files live inline in the
     /// metadata on btrfs and cannot share blocks).
     pub min_size: u64,
+    /// Files larger than this many bytes are skipped (a guest's 8 EiB sparse file must not
+    /// keep the host hashing zeros).
+    pub max_size: u64,
 }
 
 /// Paths excluded by default: configuration is each guest's own.
@@ -44,6 +47,7 @@ impl Default for UnifyOptions {
             dry_run: false,
             exclude: DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
             min_size: 4096,
+            max_size: 8 << 30,
         }
     }
 }
@@ -112,12 +116,14 @@ fn excluded(rel: &str, exclude: &[String]) -> bool {
     })
 }
 
-/// A streaming BLAKE3 hash of the open file (from its start), and its length in bytes.
-fn hash_fd(fd: &OwnedFd) -> std::io::Result<(String, u64)> {
+/// A streaming BLAKE3 hash of the first `len` bytes of the open file, and how many bytes it
+/// read (less than `len` when the file shrank meanwhile; a file that grows is read only up
+/// to `len`).
+fn hash_fd(fd: &OwnedFd, len: u64) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::from(fd.try_clone()?);
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
     let mut h = blake3::Hasher::new();
-    let n = std::io::copy(&mut f, &mut h)?;
+    let n = std::io::copy(&mut std::io::Read::take(f, len), &mut h)?;
     Ok((h.finalize().to_hex().to_string(), n))
 }
 
@@ -200,7 +206,10 @@ pub fn unify(
                 }
                 continue;
             }
-            if fmt != SFlag::S_IFREG || (st.st_size as u64) < o.min_size {
+            if fmt != SFlag::S_IFREG
+                || (st.st_size as u64) < o.min_size
+                || (st.st_size as u64) > o.max_size
+            {
                 continue;
             }
             // Open only what is still the regular file we looked at.
@@ -218,9 +227,16 @@ pub fn unify(
             {
                 continue;
             }
+            let size = st2.st_size as u64;
+            if size < o.min_size || size > o.max_size {
+                continue;
+            }
             rep.scanned_files += 1;
-            rep.scanned_bytes += st2.st_size as u64;
-            let (hash, len) = hash_fd(&fd).map_err(|e| format!("read {child_rel}: {e}"))?;
+            rep.scanned_bytes += size;
+            let (hash, len) = hash_fd(&fd, size).map_err(|e| format!("read {child_rel}: {e}"))?;
+            if len != size {
+                continue; // shrank while read: changing, not worth sharing now
+            }
             unify_one(&fd, &hash, len, store, o.dry_run, &mut seen, &mut rep)
                 .map_err(|e| format!("{}{child_rel}: {e}", root.display()))?;
             progress.update(rep.scanned_files, &child_rel);
@@ -271,6 +287,7 @@ pub fn unify_guest(
         dry_run,
         exclude,
         min_size: min_size.unwrap_or(UnifyOptions::default().min_size),
+        ..UnifyOptions::default()
     };
     let root = g.root();
     unify(&root, &store_for(&root), &o, progress)

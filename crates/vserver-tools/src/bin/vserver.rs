@@ -201,6 +201,11 @@ enum Cmd {
         /// Guest root directory; default ROOTBASE/NAME.
         #[arg(long)]
         rootdir: Option<PathBuf>,
+        /// Keep what the stream's config grants on this host (host bind mounts, added
+        /// capabilities, interfaces, forwards, marks, depends, rlimits, restart on halt or
+        /// reboot); without it they are left out and listed. For streams of your own hosts.
+        #[arg(long)]
+        trust_config: bool,
     },
     /// Move the stopped guest's root (with image, overlay and snapshots) to NEWROOT.
     Move {
@@ -596,10 +601,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             let f = |m: String| fail(anyhow::anyhow!("{}: snapshot: {m}", g.name));
             match op {
                 SnapOp::Create { label } => {
-                    let s = storage::snapshot::create(&g, label.as_deref(), &mut |w| {
-                        eprintln!("vserver: warning: {w}")
-                    })
-                    .map_err(f)?;
+                    let s = storage::snapshot::create(&g, label.as_deref()).map_err(f)?;
                     println!("{}", s.label);
                 }
                 SnapOp::List { json } => {
@@ -643,6 +645,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             renumber,
             context,
             rootdir,
+            trust_config,
         } => {
             let o = storage::archive::ImportOptions {
                 name: cli.name.clone(),
@@ -650,6 +653,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 renumber,
                 context,
                 root: rootdir,
+                trust_config,
             };
             let mut rep = vserver_tools::Reporter::new("vserver");
             let cfg = storage::archive::import(&paths, &o, &mut rep)
