@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# The cgroup v2 test lane: boot a small KVM virtual machine on Debian's own kernel (package
+# linux-image-amd64, unpacked, never installed on the host) with a v2-only cgroup hierarchy
+# (cgroup_no_v1=all), whose root file system is this host's, read-only over virtio 9p with a
+# tmpfs overlay on top, and run test binaries of this checkout there as root. The Debian kernel
+# also has what this host's lacks: ext4 and xfs project quotas.
+#
+# Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota; names of tests/*.rs)
+# Exit status: that of the tests in the VM; 0 with a "skipped" line when /dev/kvm is missing.
+# Prints the VM's console (the test output) and ends with the tests' "N passed, N failed" line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -gt 0 ] || set -- limits quota
+if [ ! -c /dev/kvm ]; then
+  echo "vm-lane: skipped: /dev/kvm is missing (the cgroup v2 lane needs KVM)"
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+export PATH="$HOME/.cargo/bin:$PATH"
+CACHE=/var/cache/vserver-vm
+mkdir -p "$CACHE"
+
+# qemu-system-x86 must match qemu-utils, which some hosts take from bookworm-backports.
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  if [[ "$utils" == *bpo* ]]; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" \
+      >/etc/apt/sources.list.d/vserver-vm-lane-backports.list
+    apt-get update -qq || true
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+  else
+    apt-get update -qq || true
+    apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+  fi
+fi
+command -v depmod >/dev/null 2>&1 || apt-get install -y -qq kmod >/dev/null
+dpkg -s quota >/dev/null 2>&1 || apt-get install -y -qq quota >/dev/null
+
+# Debian's kernel, unpacked into the cache (the package linux-image-amd64 depends on).
+pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$pkg" ] || { echo "vm-lane: cannot find Debian's kernel package"; exit 1; }
+KVER=${pkg#linux-image-}
+KDIR=$CACHE/kernel-$KVER
+if [ ! -e "$KDIR/boot/vmlinuz-$KVER" ]; then
+  rm -rf "$KDIR" "$CACHE"/linux-image-*.deb
+  (cd "$CACHE" && apt-get download -qq "$pkg" 2>/dev/null)
+  dpkg-deb -x "$CACHE"/"$pkg"_*.deb "$KDIR"
+  depmod -b "$KDIR" "$KVER"
+  rm -f "$CACHE"/"$pkg"_*.deb
+fi
+MODS=$KDIR/lib/modules/$KVER
+
+# The test binaries, built here, run there from the shared host root.
+cargo build --workspace --all-targets -q
+bins=()
+for t in "$@"; do
+  b=$(cargo test -q -p vserver-tools --test "$t" --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["executable"])' | tail -1)
+  [ -n "$b" ] || { echo "vm-lane: no test binary for $t"; exit 1; }
+  bins+=("$b")
+done
+
+# The initramfs: static busybox, the modules for virtio 9p and overlayfs, and /init.
+WORK=$(mktemp -d /tmp/vserver-vm-lane.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK"/initrd/{bin,mods,proc,sys,dev,host,rw,newroot} "$WORK/out"
+cp /bin/busybox "$WORK/initrd/bin/busybox"
+order=()
+add_mod() { # modules.dep order: dependencies first
+  local m=$1 line dep
+  line=$(grep -E "(^|/)$m\.ko(\.xz|\.zst)?:" "$MODS/modules.dep" | head -1)
+  [ -n "$line" ] || return 0
+  for dep in $(echo "${line#*:}" | tr ' ' '\n' | tac); do
+    dep=$(basename "$dep"); dep=${dep%%.ko*}
+    add_mod "$dep"
+  done
+  local path=${line%%:*}
+  for o in "${order[@]:-}"; do [ "$o" = "$path" ] && return 0; done
+  order+=("$path")
+}
+for m in virtio_pci 9pnet_virtio 9p overlay; do add_mod "$m"; done
+: >"$WORK/initrd/mods/order"
+for p in "${order[@]}"; do
+  cp "$MODS/$p" "$WORK/initrd/mods/"
+  basename "$p" >>"$WORK/initrd/mods/order"
+done
+cat >"$WORK/initrd/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+while read -r m; do insmod /mods/$m || echo "vm-lane: insmod $m failed"; done </mods/order
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host
+mount -t tmpfs -o mode=0755,size=80% rw /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot
+mkdir -p /newroot/vmlane-out
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /newroot/vmlane-out
+exec switch_root /newroot /bin/sh /vmlane-out/run.sh
+EOF
+chmod +x "$WORK/initrd/init"
+(cd "$WORK/initrd" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$WORK/initrd.gz"
+
+# What runs inside, as PID 1 of the VM's root: the file systems a host has, v2 cgroups only,
+# the kernel's modules, then the tests; their status goes back through the shared directory.
+{
+  echo '#!/bin/sh'
+  echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CI=true VSERVER_IN_VM_LANE=1'
+  echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev'
+  echo 'mkdir -p /dev/pts /dev/shm /run /tmp; mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts'
+  echo 'ln -sf pts/ptmx /dev/ptmx 2>/dev/null; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /run'
+  echo 'mount -t cgroup2 cgroup2 /sys/fs/cgroup; mount -t bpf bpf /sys/fs/bpf 2>/dev/null'
+  echo "mount --bind $MODS /lib/modules/$KVER 2>/dev/null || { mkdir -p /lib/modules/$KVER && mount --bind $MODS /lib/modules/$KVER; }"
+  echo 'echo /sbin/modprobe > /proc/sys/kernel/modprobe'
+  echo 'for m in loop veth bridge br_netfilter nf_tables ext4 xfs btrfs quota_v2 overlay; do modprobe $m 2>/dev/null; done'
+  echo 'hostname vm-lane; ip link set lo up'
+  # LXCFS gives guests their own /proc/meminfo, as on the host lane.
+  echo 'modprobe fuse 2>/dev/null; mkdir -p /var/lib/lxcfs; (lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)'
+  echo 'for i in $(seq 100); do grep -q " fuse.lxcfs " /proc/self/mounts && break; sleep 0.1; done'
+  echo 'echo "vm-lane: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"'
+  echo 'rc=0'
+  for b in "${bins[@]}"; do
+    echo "echo \"vm-lane: running $b\""
+    echo "cd $PWD && $b --test-threads=2 2>&1 | tee -a /vmlane-out/log; r=\$?"
+    # tee hides the status: take it from the log's last result line.
+    echo 'tail -n 5 /vmlane-out/log | grep -q "test result: ok" || rc=1'
+  done
+  echo 'echo $rc > /vmlane-out/rc; sync'
+  echo 'echo o > /proc/sysrq-trigger; sleep 5'
+} >"$WORK/out/run.sh"
+
+# KVM where the host has hardware virtualisation; a PVM host (module kvm_pvm: KVM without it,
+# for guests built as PVM guests) cannot run Debian's kernel, so software emulation (TCG) it is.
+if [ -d /sys/module/kvm_pvm ] || ! grep -qE '\b(vmx|svm)\b' /proc/cpuinfo; then
+  accel=(-accel tcg,thread=multi -cpu max)
+  how="software emulation (this host's /dev/kvm is $( [ -d /sys/module/kvm_pvm ] && echo PVM || echo without vmx/svm), which cannot run Debian's kernel)"
+else
+  accel=(-enable-kvm -cpu host)
+  how=KVM
+fi
+echo "vm-lane: booting Debian kernel $KVER (cgroup v2 only) under $how for: $*"
+timeout 3000 qemu-system-x86_64 "${accel[@]}" -smp 2 -m 6G -nographic -no-reboot \
+  -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$WORK/initrd.gz" \
+  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all rdinit=/init" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on \
+  -virtfs local,path="$WORK/out",mount_tag=out,security_model=passthrough \
+  -nic none </dev/null | tr -d '\r' | grep -v '^\[ *[0-9.]*\]' || true
+rc=$(cat "$WORK/out/rc" 2>/dev/null || echo 1)
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "vm-lane: %d passed, %d failed\n", p, f }' "$WORK/out/log" 2>/dev/null || echo "vm-lane: no test ran"
+exit "$rc"
