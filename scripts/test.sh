@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run every test as root on the real kernel (namespaces, cgroups, veths). Each test cleans up.
-# Ends with one summary line over all test binaries: "N passed, N failed".
+# Then the cgroup v2 lane: the limit and quota tests again in a VM on Debian's kernel with
+# v2-only cgroups and project quotas (scripts/vm-lane.sh; VSERVER_SKIP_VM_LANE=1 skips it).
+# Ends with one summary line over all test binaries and the lane: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -9,6 +11,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+if [ "${VSERVER_SKIP_VM_LANE:-}" != 1 ]; then
+  bash scripts/vm-lane.sh limits quota 2>&1 | tee -a "$log"
+  vrc=${PIPESTATUS[0]}
+  [ "$vrc" -eq 0 ] || rc=$vrc
+else
+  echo "vm-lane: skipped (VSERVER_SKIP_VM_LANE=1)"
+fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit "$rc"

@@ -72,8 +72,35 @@ pub struct GuestConfig {
     pub rlimits: std::collections::BTreeMap<String, RlimitValue>,
 }
 
-/// Disk quota: the guest lives on a fixed-size ext4 image (`ROOT.img`) of `size`, loop-mounted
-/// on its root while it runs. Set at build time (`--disk-size`).
+/// How a guest's disk quota (`[disk] size`, `inodes`) is enforced.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBackend {
+    /// The guest lives on its own fixed-size ext4 image `ROOT.img`, loop-mounted on its root
+    /// while it runs (any host file system).
+    #[default]
+    Image,
+    /// A project quota with project id = the context id on the root's ext4 or xfs file
+    /// system (mounted with `prjquota`); `df` inside shows the limit.
+    Project,
+    /// A btrfs quota group limit on the root's subvolume (space only; `df` inside shows the
+    /// whole file system).
+    Btrfs,
+}
+
+impl std::fmt::Display for DiskBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiskBackend::Image => "image",
+            DiskBackend::Project => "project",
+            DiskBackend::Btrfs => "btrfs",
+        })
+    }
+}
+
+/// Disk quota of a guest: `size` (and `inodes`) enforced by `backend` (default `image`: a
+/// fixed-size ext4 image `ROOT.img`, loop-mounted on its root while it runs). Set at build
+/// time (`--disk-size`, `--disk-backend`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
@@ -83,6 +110,9 @@ pub struct DiskConfig {
     /// Inode limit (number of files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inodes: Option<u64>,
+    /// How `size` and `inodes` are enforced; default `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<DiskBackend>,
     /// Template guest: the name of the base guest whose root this guest shares read-only
     /// through overlayfs (its own changes live in `ROOT.overlay/upper`). Set by
     /// `build -m template-guest`.
@@ -737,6 +767,18 @@ impl GuestConfig {
                 ));
             }
         }
+        if self.disk.backend.is_some() && self.disk.size.is_none() {
+            return Err(FieldError::new(
+                vec![Key("disk"), Key("backend")],
+                "needs disk.size (the limit it enforces)",
+            ));
+        }
+        if self.disk.backend == Some(DiskBackend::Btrfs) && self.disk.inodes.is_some() {
+            return Err(FieldError::new(
+                vec![Key("disk"), Key("inodes")],
+                "btrfs quota groups limit space only; remove inodes or use backend image or project",
+            ));
+        }
         if let Some(t) = &self.disk.template {
             crate::paths::validate_guest_name(t)
                 .map_err(|m| FieldError::new(vec![Key("disk"), Key("template")], m))?;
@@ -833,6 +875,18 @@ impl GuestConfig {
             "# vserver guest '{name}'; see the README for every key.\n\
              # Edit, then 'vserver {name} restart' to apply.\n{body}"
         )
+    }
+}
+
+impl DiskConfig {
+    /// The quota backend in force: None without `size`.
+    pub fn quota_backend(&self) -> Option<DiskBackend> {
+        self.size.as_ref().map(|_| self.backend.unwrap_or_default())
+    }
+
+    /// True if the guest lives on its own disk image (`ROOT.img`).
+    pub fn uses_image(&self) -> bool {
+        self.quota_backend() == Some(DiskBackend::Image)
     }
 }
 

@@ -291,10 +291,12 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             .collect(),
         suspended,
         limits: g.config.limits.clone(),
-        disk: match (&st, &g.config.disk.size) {
-            (Some(_), Some(_)) => crate::storage::disk::usage(&g.root()),
-            _ => None,
-        },
+        disk: crate::storage::quota::usage(
+            &g.config.disk,
+            &g.root(),
+            g.config.context,
+            st.is_some(),
+        ),
     })
 }
 
@@ -371,7 +373,7 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
         name: g.name.clone(),
         source,
     })?;
-    if g.config.disk.size.is_some() || g.config.disk.template.is_some() {
+    if g.config.disk.uses_image() || g.config.disk.template.is_some() {
         crate::storage::disk::unmount(&g.root())
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
     }

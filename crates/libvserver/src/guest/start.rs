@@ -146,12 +146,16 @@ pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestE
             ),
         ));
     }
-    if g.config.disk.size.is_some() {
+    if g.config.disk.uses_image() {
         crate::storage::disk::mount_image(&crate::storage::disk::image_path(&root), &root)
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
     } else if g.config.disk.template.is_some() {
         crate::storage::overlay::mount(&g.config, &g.paths, &root)
             .map_err(|m| failed(&g.name, format!("template: {m}")))?;
+    } else {
+        // Project and btrfs quotas: the limits as NAME.toml says now.
+        crate::storage::quota::apply(&g.config.disk, &root, g.config.context, false)
+            .map_err(|m| failed(&g.name, format!("disk quota: {m}")))?;
     }
     // From here on every failure removes what was made: the disk mount, cgroup, veths, state.
     match check_root_and_launch(g, &root, lock) {

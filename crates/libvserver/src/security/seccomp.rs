@@ -113,9 +113,27 @@ const CLONE_NS_FLAGS: u64 = 0x7E02_0000 | 0x80;
 /// Execution domains `personality(2)` may select: PER_LINUX, PER_LINUX_32BIT,
 /// UNAME26, PER_LINUX32 | UNAME26 (0x20008) and the 0xffffffff query.
 const PERSONALITIES: [u64; 5] = [0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
-/// `ioctl` requests refused to every guest: TIOCSTI (fake terminal input) and
-/// TIOCLINUX (console selection/paste), compared on the low 32 bits like the kernel.
-const IOCTL_DENIED: [u64; 2] = [0x5412, 0x541C];
+/// `ioctl` requests refused to every guest, compared on the low 32 bits like the kernel:
+/// TIOCSTI (fake terminal input), TIOCLINUX (console selection/paste); FS_IOC_FSSETXATTR and
+/// FS_IOC_SETFLAGS (64- and 32-bit), with which a file's owner could move its files out of the
+/// guest's project quota (project id, inherit flag; ioctl_iflags(2)); and the btrfs ioctls
+/// that make subvolumes and snapshots (a new subvolume is outside the guest's quota group and
+/// its snapshots, and a read-only one blocks `delete`): BTRFS_IOC_SNAP_CREATE,
+/// BTRFS_IOC_SUBVOL_CREATE, BTRFS_IOC_SNAP_CREATE_V2, BTRFS_IOC_SUBVOL_CREATE_V2.
+const IOCTL_DENIED: [u64; 9] = [
+    0x5412,
+    0x541C,
+    0x401c_5820,
+    0x4008_6602,
+    0x4004_6602,
+    0x5000_9401,
+    0x5000_940e,
+    0x5000_9417,
+    0x5000_9418,
+];
+/// This file's text: part of the cache key of compiled programs, so that a changed profile
+/// never loads a program compiled by an older build.
+const PROFILE_SOURCE: &str = include_str!("seccomp.rs");
 const AF_VSOCK: u64 = 40;
 const LOW_32_BITS: u64 = 0xffff_ffff;
 /// Classic BPF opcodes (linux/filter.h) used to chain the ioctl guard into the main program.
@@ -258,7 +276,7 @@ impl SeccompProgram {
             ptrace_needs_no_cap()
         );
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.bytes() {
+        for b in key.bytes().chain(PROFILE_SOURCE.bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
         let path = cache_dir.join(format!("{h:016x}.bpf"));

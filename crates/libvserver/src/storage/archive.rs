@@ -468,10 +468,12 @@ fn import_staged(
     cfg.disk.template = None;
     if let Some(sz) = cfg.disk.size.take() {
         progress.line(&format!(
-            "warning: the guest had a disk image of {sz}; it is imported as a plain directory \
-             (its disk quota is gone)"
+            "warning: the guest had a disk quota of {sz} ({}); it is imported as a plain \
+             directory without one",
+            cfg.disk.backend.unwrap_or_default()
         ));
         cfg.disk.inodes = None;
+        cfg.disk.backend = None;
     }
     if o.trust_config {
         // What the stream's config grants on this host: said, so the administrator can check it.

@@ -107,8 +107,10 @@ pub struct BuildOptions {
     pub root: Option<PathBuf>,
     /// Move an existing root and config aside instead of refusing.
     pub force: bool,
-    /// Disk quota: the guest lives on an ext4 image of this size (`"2G"`).
+    /// Disk quota (`"2G"`).
     pub disk_size: Option<String>,
+    /// How the quota is enforced; None picks one ([`super::quota::auto_backend`]).
+    pub disk_backend: Option<config::DiskBackend>,
 }
 
 /// Parse `--interface [MODE:][DEV:]IP/PREFIX[,IP/PREFIX...]`: MODE is `veth` (default),
@@ -303,6 +305,30 @@ pub fn build(
             root.display()
         )));
     }
+    // The disk quota's backend, checked before anything is made.
+    let backend = match (&o.disk_size, o.disk_backend) {
+        (None, Some(b)) => {
+            return Err(err(format!("--disk-backend {b} needs --disk-size")));
+        }
+        (None, None) => None,
+        (Some(_), Some(b)) => Some(b),
+        (Some(_), None) => Some(super::quota::auto_backend(nearest_existing(&root))),
+    };
+    let image = backend == Some(config::DiskBackend::Image);
+    match backend {
+        Some(config::DiskBackend::Project) => {
+            super::quota::check_project(nearest_existing(&root)).map_err(err)?
+        }
+        Some(config::DiskBackend::Btrfs)
+            if sfs::fs_kind(nearest_existing(&root)).ok() != Some(FsKind::Btrfs) =>
+        {
+            return Err(err(format!(
+                "--disk-backend btrfs: {} is not on btrfs",
+                root.display()
+            )));
+        }
+        _ => {}
+    }
     let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
     let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
     if exists(&cfg_path) || exists(&root) {
@@ -364,10 +390,7 @@ pub fn build(
     // On btrfs a guest root is a subvolume of its own (snapshots, quota groups); a clone of a
     // subvolume is a snapshot of it.
     let made = match &plan {
-        _ if o.disk_size.is_some()
-            || parent_fs != FsKind::Btrfs
-            || matches!(plan, Plan::Base { .. }) =>
-        {
+        _ if image || parent_fs != FsKind::Btrfs || matches!(plan, Plan::Base { .. }) => {
             fs::create_dir(&root).map_err(|e| format!("create {}: {e}", root.display()))
         }
         Plan::Clone { root: src, .. } if sfs::is_subvolume(src) => {
@@ -379,7 +402,7 @@ pub fn build(
     made.map_err(err)?;
     let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
     let img = super::disk::image_path(&root);
-    if let Some(sz) = &o.disk_size {
+    if let (Some(sz), true) = (&o.disk_size, image) {
         let made = config::parse_size(sz)
             .and_then(|b| {
                 if b < (16 << 20) {
@@ -421,6 +444,7 @@ pub fn build(
         rlimits: Default::default(),
         disk: crate::config::DiskConfig {
             size: o.disk_size.clone(),
+            backend: backend.filter(|b| *b != config::DiskBackend::Image),
             ..Default::default()
         },
     };
@@ -452,6 +476,19 @@ pub fn build(
         write_identity(&root, &hostname, &cfg)
     })
     .and_then(|()| {
+        if matches!(
+            backend,
+            Some(config::DiskBackend::Project | config::DiskBackend::Btrfs)
+        ) {
+            progress.line(&format!(
+                "disk quota {} by {} quota",
+                o.disk_size.as_deref().unwrap_or(""),
+                backend.unwrap_or_default()
+            ));
+        }
+        super::quota::apply(&cfg.disk, &root, xid, true)
+    })
+    .and_then(|()| {
         cfg.validate()
             .map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
         let tmp = cfg_path.with_extension("toml.tmp");
@@ -459,7 +496,7 @@ pub fn build(
             .map_err(|e| format!("write {}: {e}", tmp.display()))?;
         fs::rename(&tmp, &cfg_path).map_err(|e| format!("write {}: {e}", cfg_path.display()))
     });
-    if o.disk_size.is_some() {
+    if image {
         // The image is mounted only while the guest runs.
         if let Err(m) = super::disk::unmount(&root) {
             progress.line(&format!("warning: {m}"));
@@ -468,7 +505,7 @@ pub fn build(
     if let Err(m) = filled {
         // Only what this build made: the root directory it created, its disk image and the
         // config it wrote.
-        if o.disk_size.is_some() {
+        if image {
             let _ = fs::remove_file(&img);
         }
         if let Err(e) = sfs::remove_tree(&root) {
@@ -491,6 +528,18 @@ pub fn build(
         cfg_path.display()
     ));
     Ok(cfg)
+}
+
+/// The nearest existing directory at or above `p` (for checks on a path not made yet).
+fn nearest_existing(p: &Path) -> &Path {
+    let mut q = p;
+    while fs::symlink_metadata(q).is_err() {
+        match q.parent() {
+            Some(r) => q = r,
+            None => break,
+        }
+    }
+    q
 }
 
 /// Make the directory `parent` that will hold a guest root: missing directories are created
@@ -557,7 +606,7 @@ fn plan_method(paths: &Paths, o: &BuildOptions, root: &Path) -> Result<Plan, Str
         BuildMethod::Clone { source } => {
             if validate_guest_name(source).is_ok() && paths.config_file(source).exists() {
                 let g = crate::guest::Guest::load(paths, source).map_err(|e| e.to_string())?;
-                if g.config.disk.template.is_some() || g.config.disk.size.is_some() {
+                if g.config.disk.template.is_some() || g.config.disk.uses_image() {
                     return Err(format!(
                         "guest {source} keeps its files in an overlay or a disk image; clone a \
                          guest with a plain root (or build another template guest on its base)"
@@ -619,7 +668,7 @@ fn plan_method(paths: &Paths, o: &BuildOptions, root: &Path) -> Result<Plan, Str
                     g.config.disk.template.as_deref().unwrap_or("?")
                 ));
             }
-            if g.config.disk.size.is_some() {
+            if g.config.disk.uses_image() {
                 return Err(format!(
                     "guest {base} lives on a disk image; a base must be a plain directory"
                 ));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 fn companions(g: &Guest) -> Result<Vec<PathBuf>, String> {
     let root = g.root();
     let mut v = Vec::new();
-    if g.config.disk.size.is_some() {
+    if g.config.disk.uses_image() {
         v.push(super::disk::image_path(&root));
     }
     if g.config.disk.template.is_some() {

@@ -7,5 +7,6 @@ pub mod fs;
 pub mod manage;
 pub mod overlay;
 pub mod progress;
+pub mod quota;
 pub mod snapshot;
 pub mod unify;

@@ -145,7 +145,7 @@ impl MountGuard {
     pub fn mount(cfg: &GuestConfig, paths: &Paths, root: &Path) -> Result<MountGuard, String> {
         let mounted = if cfg.disk.template.is_some() {
             mount(cfg, paths, root)?
-        } else if cfg.disk.size.is_some() && !super::disk::is_mounted(root) {
+        } else if cfg.disk.uses_image() && !super::disk::is_mounted(root) {
             super::disk::mount_image(&super::disk::image_path(root), root)?;
             true
         } else {

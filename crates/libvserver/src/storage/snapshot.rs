@@ -38,7 +38,7 @@ pub struct SnapshotInfo {
 /// What holds the files of guest `g`: its root, its disk image, or its upper layer.
 pub fn data_path(g: &Guest) -> PathBuf {
     let root = g.root();
-    if g.config.disk.size.is_some() {
+    if g.config.disk.uses_image() {
         super::disk::image_path(&root)
     } else if g.config.disk.template.is_some() {
         super::overlay::overlay_dir(&root).join("upper")

@@ -264,7 +264,7 @@ pub fn unify_guest(
             g.name
         ));
     }
-    if g.config.disk.size.is_some() {
+    if g.config.disk.uses_image() {
         return Err(format!(
             "{} lives on its own disk image (an ext4 file system of its own), which cannot \
              share blocks with other guests",

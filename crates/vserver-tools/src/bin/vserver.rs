@@ -49,6 +49,14 @@ enum Method {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Auto,
+    Image,
+    Project,
+    Btrfs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Style {
     Builtin,
     Plain,
@@ -110,9 +118,14 @@ enum Cmd {
         /// Move an existing root and config aside.
         #[arg(long)]
         force: bool,
-        /// Disk quota: put the guest on its own ext4 image of SIZE (e.g. 2G), mounted while it runs.
+        /// Disk quota of SIZE (e.g. 2G), enforced by --disk-backend.
         #[arg(long, value_name = "SIZE")]
         disk_size: Option<String>,
+        /// auto (default: btrfs quota groups on btrfs, project quotas on ext4/xfs that have them
+        /// on, else image), image (an ext4 image of SIZE mounted while the guest runs),
+        /// project (ext4/xfs project quota, id = context id) or btrfs (quota group).
+        #[arg(long, value_enum, value_name = "BACKEND")]
+        disk_backend: Option<Backend>,
         /// Method arguments (skeleton: a command to run with VSERVER_ROOT set; debootstrap:
         /// util-vserver's -d DIST [-m MIRROR]).
         #[arg(last = true)]
@@ -341,6 +354,34 @@ fn print_unify(name: &str, r: &storage::unify::UnifyReport, json: bool) {
     );
 }
 
+/// The disk line of `vserver NAME status`: use and limit of the guest's quota.
+fn print_disk(s: &guest::Status) {
+    let Some(d) = &s.disk else { return };
+    let size = libvserver::stats::format::format_size;
+    let limit = if d.total_bytes == 0 {
+        String::from("no limit")
+    } else {
+        size(d.total_bytes)
+    };
+    if d.total_inodes == 0 && d.used_inodes == 0 {
+        println!(
+            "Disk:                {} of {limit} used",
+            size(d.used_bytes)
+        );
+    } else {
+        let ilimit = if d.total_inodes == 0 {
+            String::from("no limit")
+        } else {
+            d.total_inodes.to_string()
+        };
+        println!(
+            "Disk:                {} of {limit} used, {} of {ilimit} inodes",
+            size(d.used_bytes),
+            d.used_inodes
+        );
+    }
+}
+
 fn do_start(g: &Guest) -> Result<()> {
     let s = guest::start::start(g)?;
     for w in s.warnings {
@@ -385,6 +426,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             template,
             force,
             disk_size,
+            disk_backend,
             args,
         } => {
             fn need<T>(v: Option<T>, method: &str, what: &str) -> Result<T, ExitCode> {
@@ -468,6 +510,12 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 root: rootdir,
                 force,
                 disk_size,
+                disk_backend: disk_backend.and_then(|b| match b {
+                    Backend::Auto => None,
+                    Backend::Image => Some(libvserver::config::DiskBackend::Image),
+                    Backend::Project => Some(libvserver::config::DiskBackend::Project),
+                    Backend::Btrfs => Some(libvserver::config::DiskBackend::Btrfs),
+                }),
             };
             let mut rep = vserver_tools::Reporter::new("vserver");
             build(&paths, &o, &mut rep).map_err(|e| fail(e.into()))?;
@@ -545,15 +593,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 println!("Number of processes: {}", s.processes);
                 println!("Uptime:              {}", human_secs(s.uptime_secs));
                 print_network(&s);
-                if let Some(d) = &s.disk {
-                    println!(
-                        "Disk:                {} of {} used, {} of {} inodes",
-                        libvserver::stats::format::format_size(d.used_bytes),
-                        libvserver::stats::format::format_size(d.total_bytes),
-                        d.used_inodes,
-                        d.total_inodes
-                    );
-                }
+                print_disk(&s);
                 if s.suspended {
                     println!(
                         "State:               suspended ('vserver {} resume' thaws it)",
@@ -569,6 +609,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             } else {
                 println!("Vserver '{}' is stopped", s.name);
                 print_network(&s);
+                print_disk(&s);
             }
             Ok(ExitCode::from(if s.running { 0 } else { 3 }))
         }

@@ -297,6 +297,19 @@ pub struct LoopFs {
 impl LoopFs {
     /// `fstype`: "btrfs", "xfs" (made with reflink=1) or "ext4"; `size` in bytes.
     pub fn new(env: &Env, fstype: &str, size: u64) -> LoopFs {
+        LoopFs::with_options(env, fstype, size, &[], "").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`LoopFs::new`] with extra mkfs arguments and mount options (e.g. project quotas:
+    /// `-O project,quota` and `prjquota` for ext4). Errors: what failed, with its output;
+    /// what was made is removed again.
+    pub fn with_options(
+        env: &Env,
+        fstype: &str,
+        size: u64,
+        mkfs_extra: &[&str],
+        mount_opts: &str,
+    ) -> Result<LoopFs, String> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
@@ -327,26 +340,33 @@ impl LoopFs {
             }
             other => panic!("LoopFs: unknown file system type {other}"),
         };
-        let o = mkfs.arg(&fs.img).output().unwrap();
-        assert_ok(&o, &format!("mkfs.{fstype}"));
+        let o = mkfs.args(mkfs_extra).arg(&fs.img).output().unwrap();
+        if !o.status.success() {
+            return Err(format!("mkfs.{fstype}: {}", text(&o)));
+        }
         let o = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&fs.img)
             .output()
             .unwrap();
-        assert_ok(&o, "losetup --find --show");
+        if !o.status.success() {
+            return Err(format!("losetup: {}", text(&o)));
+        }
         fs.dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
         assert!(fs.dev.starts_with("/dev/"), "losetup printed {:?}", fs.dev);
         std::fs::create_dir_all(&fs.mnt).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", fstype, &fs.dev])
-            .arg(&fs.mnt)
-            .output()
-            .unwrap();
-        assert_ok(&o, &format!("mount {fstype}"));
+        let mut mount = Command::new("mount");
+        mount.args(["-t", fstype]);
+        if !mount_opts.is_empty() {
+            mount.args(["-o", mount_opts]);
+        }
+        let o = mount.arg(&fs.dev).arg(&fs.mnt).output().unwrap();
+        if !o.status.success() {
+            return Err(format!("mount -t {fstype} -o {mount_opts}: {}", text(&o)));
+        }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fs.mnt, std::fs::Permissions::from_mode(0o700)).unwrap();
-        fs
+        Ok(fs)
     }
 
     /// Where a guest called `name` lives on this file system (for `--rootdir`).
