@@ -387,3 +387,113 @@ fn a_failed_start_unmounts_the_disk_image() {
     );
     assert!(cgroup_left(xid).is_empty());
 }
+
+#[test]
+fn vserver_stat_rows_match_known_loads() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("statload", 48);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let row = |env: &Env| -> serde_json::Value {
+        let o = env.cmd("vserver-stat").arg("--json").output().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["xid"] == xid)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {xid}: {rows}"))
+    };
+    let base = row(&env);
+    assert_eq!(base["procs"], 1, "a fresh guest is its init alone: {base}");
+    // Known load: three sleepers, and a shell holding 64 MiB in a variable while it sleeps.
+    for _ in 0..3 {
+        let _ = env.exec(&name, "sleep 600 >/dev/null 2>&1 &");
+    }
+    let _ = env.exec(
+        &name,
+        "(x=$(busybox head -c 67108864 /dev/zero | busybox tr '\\0' a); sleep 600; :) >/dev/null 2>&1 &",
+    );
+    wait_until(20, "the loads did not all start", || {
+        row(&env)["procs"] == 6 && row(&env)["rss_bytes"].as_u64().unwrap_or(0) >= 64 << 20
+    });
+    let r = row(&env);
+    let rss = r["rss_bytes"].as_u64().unwrap();
+    assert!(
+        rss < (64 << 20) + (64 << 20),
+        "RSS {rss} is far above the 64 MiB held: {r}"
+    );
+    // Two seconds of a busy loop add about two seconds of CPU time (user plus system).
+    let cpu =
+        |r: &serde_json::Value| r["user_usec"].as_u64().unwrap() + r["sys_usec"].as_u64().unwrap();
+    let before = cpu(&r);
+    let _ = env.exec(&name, "busybox timeout 2 sh -c 'while :; do :; done'");
+    let spent = cpu(&row(&env)) - before;
+    assert!(
+        (1_200_000..=3_500_000).contains(&spent),
+        "a 2 s busy loop shows as {spent} us of CPU"
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}
+
+#[test]
+fn io_bandwidth_cap_throttles_direct_writes_and_lifts() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("iocap", 49);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.guests.push(name.clone());
+    let x = xid.to_string();
+    // On its own disk image: the guest's writes go to a loop device of its own.
+    let o = env.vserver(
+        &name,
+        &[
+            "build",
+            "-m",
+            "host",
+            "--context",
+            &x,
+            "--disk-size",
+            "300M",
+            "--disk-backend",
+            "image",
+        ],
+    );
+    assert_ok(&o, "build");
+    set_limits(&env, &name, "io_write_bps = \"2M\"");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let t = Instant::now();
+    let o = env.exec(
+        &name,
+        "dd if=/dev/zero of=/root/f bs=1M count=8 oflag=direct 2>&1",
+    );
+    assert!(o.status.success(), "dd: {}", text(&o));
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        secs >= 2.0,
+        "8 MiB of direct writes took {secs:.1} s under a 2M/s cap"
+    );
+    // Lifted live: no throttle rule is left for the guest.
+    assert_ok(
+        &env.vserver(&name, &["limit", "io_write_bps", "none"]),
+        "limit none",
+    );
+    let rules: String = [
+        format!("/sys/fs/cgroup/blkio/vservers/{xid}/blkio.throttle.write_bps_device"),
+        format!("/sys/fs/cgroup/vservers/{xid}/io.max"),
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .collect();
+    assert!(
+        !rules
+            .lines()
+            .any(|l| l.contains("wbps=2097152") || l.ends_with(" 2097152")),
+        "the cap is still there: {rules}"
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}

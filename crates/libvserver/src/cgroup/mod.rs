@@ -472,6 +472,95 @@ impl GuestCgroup {
         Ok(())
     }
 
+    /// Write the bandwidth and IOPS caps of `l` (`io_read_bps`, `io_write_bps`, `io_read_iops`,
+    /// `io_write_iops`) for the block device `dev` (major, minor): v2 `io.max`, v1
+    /// `blkio.throttle.{read,write}_{bps,iops}_device` (Documentation/admin-guide/cgroup-v2.rst
+    /// "IO Interface Files", cgroup-v1/blkio-controller.rst). Unset caps are written as no
+    /// limit, so removed ones are lifted.
+    ///
+    /// Errors: [`CgroupError::Unsupported`] when a cap is set but `dev` is None or no hierarchy
+    /// has the files; [`CgroupError::Io`] when the kernel refuses a value.
+    pub fn apply_io_limits(
+        &self,
+        l: &crate::config::LimitsConfig,
+        dev: Option<(u32, u32)>,
+    ) -> Result<()> {
+        use crate::config::parse_size;
+        let bps = |v: &Option<String>| v.as_deref().and_then(|s| parse_size(s).ok());
+        let (rb, wb) = (bps(&l.io_read_bps), bps(&l.io_write_bps));
+        let (ri, wi) = (l.io_read_iops, l.io_write_iops);
+        let any = rb.is_some() || wb.is_some() || ri.is_some() || wi.is_some();
+        let Some((major, minor)) = dev else {
+            if any {
+                return Err(CgroupError::Unsupported {
+                    xid: self.xid,
+                    key: "io_read_bps/io_write_bps/io_read_iops/io_write_iops",
+                    needs: "a block device under the guest's root (none was found)",
+                });
+            }
+            return Ok(());
+        };
+        let mut done = false;
+        for (h, d) in &self.dirs {
+            if h.is_v2() {
+                let p = d.join("io.max");
+                let Ok(now) = fs::read_to_string(&p) else {
+                    continue;
+                };
+                done = true;
+                let had = now
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{major}:{minor} ")));
+                if any || had {
+                    let v = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or("max".into());
+                    write_file(
+                        self.xid,
+                        &p,
+                        &format!(
+                            "{major}:{minor} rbps={} wbps={} riops={} wiops={}",
+                            v(rb),
+                            v(wb),
+                            v(ri),
+                            v(wi)
+                        ),
+                    )?;
+                }
+            } else {
+                for (file, val) in [
+                    ("blkio.throttle.read_bps_device", rb),
+                    ("blkio.throttle.write_bps_device", wb),
+                    ("blkio.throttle.read_iops_device", ri),
+                    ("blkio.throttle.write_iops_device", wi),
+                ] {
+                    let p = d.join(file);
+                    let Ok(now) = fs::read_to_string(&p) else {
+                        continue;
+                    };
+                    done = true;
+                    let had = now
+                        .lines()
+                        .any(|line| line.starts_with(&format!("{major}:{minor} ")));
+                    // 0 removes a v1 throttle rule.
+                    if val.is_some() || had {
+                        write_file(
+                            self.xid,
+                            &p,
+                            &format!("{major}:{minor} {}", val.unwrap_or(0)),
+                        )?;
+                    }
+                }
+            }
+        }
+        if any && !done {
+            return Err(CgroupError::Unsupported {
+                xid: self.xid,
+                key: "io_read_bps/io_write_bps/io_read_iops/io_write_iops",
+                needs: "io.max or blkio.throttle.*_device",
+            });
+        }
+        Ok(())
+    }
+
     /// Freeze or thaw every process: v2 `cgroup.freeze` (any v2 cgroup has it), else the v1
     /// freezer's `freezer.state`; waits (at most 5 s) until the kernel reports the new state.
     ///

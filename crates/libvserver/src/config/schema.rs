@@ -248,6 +248,18 @@ pub struct LimitsConfig {
     /// Relative block I/O weight, 1-10000 (100 is the default share; needs BFQ on v1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_weight: Option<u32>,
+    /// Read bandwidth cap on the disk holding the guest's root: bytes per second with K, M, G.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_read_bps: Option<String>,
+    /// Write bandwidth cap on that disk: bytes per second with K, M, G.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_write_bps: Option<String>,
+    /// Read operations per second on that disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_read_iops: Option<u64>,
+    /// Write operations per second on that disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_write_iops: Option<u64>,
     /// Nice level of every process of the guest, -20..19; root inside cannot lower it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nice: Option<i32>,
@@ -827,6 +839,28 @@ impl GuestConfig {
                     at("cpuset"),
                     format!("'{c}' is not a CPU list like 0-1 or 0,2"),
                 ));
+            }
+        }
+        for (k, v) in [
+            ("io_read_bps", &l.io_read_bps),
+            ("io_write_bps", &l.io_write_bps),
+        ] {
+            if let Some(v) = v {
+                let b = parse_size(v).map_err(|m| FieldError::new(at(k), m))?;
+                if b == 0 || b == u64::MAX {
+                    return Err(FieldError::new(
+                        at(k),
+                        "must be a positive rate such as \"10M\"",
+                    ));
+                }
+            }
+        }
+        for (k, v) in [
+            ("io_read_iops", l.io_read_iops),
+            ("io_write_iops", l.io_write_iops),
+        ] {
+            if v == Some(0) {
+                return Err(FieldError::new(at(k), "must be at least 1"));
             }
         }
         if let Some(w) = l.io_weight {

@@ -5,7 +5,14 @@ use super::{failed, Guest, GuestError};
 use crate::config::{parse_guest_config, LimitsConfig};
 
 /// Keys of `[limits]` that take a number; the others take a string with units.
-const NUMERIC: &[&str] = &["nproc", "cpu_weight", "io_weight", "nice"];
+const NUMERIC: &[&str] = &[
+    "nproc",
+    "cpu_weight",
+    "io_weight",
+    "io_read_iops",
+    "io_write_iops",
+    "nice",
+];
 /// Every key of `[limits]`.
 pub const KEYS: &[&str] = &[
     "nproc",
@@ -16,6 +23,10 @@ pub const KEYS: &[&str] = &[
     "cpu_weight",
     "cpuset",
     "io_weight",
+    "io_read_bps",
+    "io_write_bps",
+    "io_read_iops",
+    "io_write_iops",
     "nice",
 ];
 
@@ -64,6 +75,9 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
     if let Some(st) = g.running() {
         let cg = g.cgroup_of(st.xid)?;
         cg.apply_limits(&cfg.limits)
+            .and_then(|()| {
+                cg.apply_io_limits(&cfg.limits, crate::storage::fs::block_device_of(&g.root()))
+            })
             .map_err(|source| GuestError::Cgroup {
                 name: g.name.clone(),
                 source,

@@ -215,6 +215,12 @@ fn check_root_and_launch(
         source,
     })?;
     cg.apply_limits(&g.config.limits)
+        .and_then(|()| {
+            cg.apply_io_limits(
+                &g.config.limits,
+                crate::storage::fs::block_device_of(&g.root()),
+            )
+        })
         .map_err(|source| GuestError::Cgroup {
             name: g.name.clone(),
             source,

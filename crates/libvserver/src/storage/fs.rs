@@ -195,6 +195,47 @@ fn nested_subvolumes(top: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The whole disk (major, minor) holding `path`: the device of the mount it is on (for file
+/// systems with anonymous device numbers, such as btrfs, the mount's source device), and for a
+/// partition its disk (block throttling works on disks). None when there is no block device
+/// (tmpfs, overlayfs, network file systems).
+pub fn block_device_of(path: &Path) -> Option<(u32, u32)> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // mountinfo: id parent MAJ:MIN root mountpoint opts... - fstype source superopts
+    let (mm, source) = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mp = PathBuf::from(unescape_mount(f.get(4)?));
+            let dash = f.iter().position(|x| *x == "-")?;
+            path.starts_with(&mp)
+                .then(|| (mp, f[2].to_string(), f.get(dash + 2).map(|s| s.to_string())))
+        })
+        .max_by_key(|(mp, _, _)| mp.components().count())
+        .map(|(_, mm, src)| (mm, src))?;
+    let (mut major, mut minor) = mm
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))?;
+    if major == 0 {
+        let src = source?;
+        if !src.starts_with("/dev/") {
+            return None;
+        }
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&fs::metadata(&src).ok()?);
+        (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        if major == 0 {
+            return None;
+        }
+    }
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    if sys.join("partition").exists() {
+        let parent = fs::read_to_string(sys.join("../dev")).ok()?;
+        let (a, b) = parent.trim().split_once(':')?;
+        return Some((a.parse().ok()?, b.parse().ok()?));
+    }
+    Some((major, minor))
+}
+
 /// Mount points at or below `path` (from /proc/self/mountinfo).
 pub fn mounts_below(path: &Path) -> Vec<PathBuf> {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
