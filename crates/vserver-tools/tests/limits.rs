@@ -497,3 +497,44 @@ fn io_bandwidth_cap_throttles_direct_writes_and_lifts() {
     );
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
 }
+
+#[test]
+fn ionice_applies_to_init_and_exec_and_root_inside_cannot_raise_it() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("ionice", 50);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    set_limits(&env, &name, "ionice = \"be:6\"");
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let o = env.exec(&name, "busybox ionice -p 1; busybox ionice -p $$");
+    let t = text(&o);
+    assert_eq!(
+        t.matches("best-effort: prio 6").count(),
+        2,
+        "init and exec'd shell should be best-effort 6: {t}"
+    );
+    let o = env.exec(&name, "busybox ionice -c 2 -n 0 -p $$");
+    assert!(
+        !o.status.success(),
+        "root raised its I/O priority: {}",
+        text(&o)
+    );
+    let o = env.exec(&name, "busybox ionice -c 1 -n 0 -p $$");
+    assert!(
+        !o.status.success(),
+        "root took the realtime class: {}",
+        text(&o)
+    );
+    let o = env.exec(
+        &name,
+        "busybox ionice -c 2 -n 7 -p $$ && busybox ionice -c 3 -p $$ && busybox ionice -p $$",
+    );
+    assert!(
+        o.status.success() && text(&o).contains("idle"),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}

@@ -263,6 +263,41 @@ pub struct LimitsConfig {
     /// Nice level of every process of the guest, -20..19; root inside cannot lower it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nice: Option<i32>,
+    /// I/O priority of every process of the guest (ioprio_set(2)): `"be:N"` (best effort,
+    /// level 0-7, 7 the lowest) or `"idle"`; root inside cannot raise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ionice: Option<String>,
+}
+
+/// The ioprio(2) value of an `ionice` setting: `"be:N"` (class 2, level N in 0-7) or `"idle"`
+/// (class 3).
+///
+/// Errors: a one-line reason naming the text.
+pub fn parse_ionice(text: &str) -> Result<u32, String> {
+    const CLASS_SHIFT: u32 = 13;
+    match text.trim() {
+        "idle" => Ok(3 << CLASS_SHIFT),
+        t => match t.strip_prefix("be:").map(str::parse::<u32>) {
+            Some(Ok(n)) if n <= 7 => Ok((2 << CLASS_SHIFT) | n),
+            _ => Err(format!(
+                "'{text}' is not an I/O priority; give \"be:N\" (N 0-7, 7 the lowest) or \"idle\""
+            )),
+        },
+    }
+}
+
+/// The ioprio values a guest whose `ionice` is `value` (from [`parse_ionice`]) may still set:
+/// the same or lower best-effort levels, and idle.
+pub fn ioprio_allowed(value: u32) -> Vec<u64> {
+    let idle = (0u32..8).map(|l| u64::from((3 << 13) | l));
+    if value >> 13 == 3 {
+        return idle.collect();
+    }
+    let level = value & 7;
+    (level..8)
+        .map(|l| u64::from((2 << 13) | l))
+        .chain(idle)
+        .collect()
 }
 
 /// Parse a size: bytes with an optional K, M, G or T suffix (powers of 1024), `"max"` for none.
@@ -867,6 +902,9 @@ impl GuestConfig {
             if !(1..=10000).contains(&w) {
                 return Err(FieldError::new(at("io_weight"), "must be 1-10000"));
             }
+        }
+        if let Some(v) = &l.ionice {
+            parse_ionice(v).map_err(|m| FieldError::new(at("ionice"), m))?;
         }
         if let Some(n) = l.nice {
             if !(-20..=19).contains(&n) {

@@ -52,6 +52,11 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
             fail(&err, &e);
         }
     }
+    if let Some(v) = spec.ioprio {
+        if let Err(e) = set_ioprio(v) {
+            fail(&err, &e);
+        }
+    }
     if let Err(e) = set_rlimits(&spec.rlimits) {
         fail(&err, &e);
     }
@@ -180,6 +185,19 @@ pub fn set_nice(n: i32) -> Result<(), String> {
     // SAFETY: plain syscall with integer arguments on this process.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
         return Err(format!("set nice level {n}: {}", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// Set the I/O priority of the calling process (ioprio_set(2), IOPRIO_WHO_PROCESS, itself);
+/// children inherit it. The guest's seccomp filter lets it set only this or lower ones.
+pub fn set_ioprio(v: u32) -> Result<(), String> {
+    // SAFETY: plain syscall with integer arguments on this process.
+    if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, v) } != 0 {
+        return Err(format!(
+            "set I/O priority {v:#x}: {}",
+            nix::errno::Errno::last()
+        ));
     }
     Ok(())
 }

@@ -61,6 +61,8 @@ pub struct ContextSpec {
     pub proc_views: Vec<crate::rootfs::BindMount>,
     /// Nice level for the first process (inherited by everything it starts).
     pub nice: Option<i32>,
+    /// I/O priority (ioprio_set(2) value) for the first process, inherited likewise.
+    pub ioprio: Option<u32>,
     /// rlimits (resource, soft, hard) for the first process (inherited likewise).
     pub rlimits: Vec<child::Rlimit>,
     /// Host name (UTS namespace).

@@ -80,7 +80,10 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
         let cache = crate::paths::Paths::resolve(None, None, None)
             .run_dir
             .join(".seccomp");
-        Some(SeccompProgram::guest_profile_cached(&keep, &[], &cache).map_err(|e| e.to_string())?)
+        Some(
+            SeccompProgram::guest_profile_cached(&keep, &[], &[], &cache)
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -98,6 +101,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
         binds: Vec::new(),
         proc_views: Vec::new(),
         nice: None,
+        ioprio: None,
         rlimits: Vec::new(),
         hostname: o.hostname.clone(),
         domainname: o.domainname.clone(),

@@ -349,6 +349,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             &home,
             area,
             g.config.limits.nice,
+            super::start::ioprio_of(g),
             &super::start::rlimits_of(g),
             &payload,
             &set,
@@ -438,6 +439,7 @@ fn intermediate(
     home: &str,
     area: Option<[usize; 4]>,
     nice: Option<i32>,
+    ioprio: Option<u32>,
     rlimits: &[child::Rlimit],
     payload: &Payload,
     set: &SigSet,
@@ -479,6 +481,11 @@ fn intermediate(
     }
     if let Some(n) = nice {
         if let Err(e) = child::set_nice(n) {
+            child::fail(err, &e);
+        }
+    }
+    if let Some(v) = ioprio {
+        if let Err(e) = child::set_ioprio(v) {
             child::fail(err, &e);
         }
     }

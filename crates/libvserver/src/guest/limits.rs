@@ -12,6 +12,7 @@ const NUMERIC: &[&str] = &[
     "io_read_iops",
     "io_write_iops",
     "nice",
+    "ionice",
 ];
 /// Every key of `[limits]`.
 pub const KEYS: &[&str] = &[
@@ -82,6 +83,21 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
                 name: g.name.clone(),
                 source,
             })?;
+        if key == "ionice" {
+            // Now for every process; the floor the guest's filter enforces is the one of its
+            // start until the next start.
+            if let Some(v) = cfg
+                .limits
+                .ionice
+                .as_deref()
+                .and_then(|v| crate::config::parse_ionice(v).ok())
+            {
+                for pid in cg.pids() {
+                    // SAFETY: plain syscall with integer arguments on a process of the guest.
+                    unsafe { libc::syscall(libc::SYS_ioprio_set, 1, pid, v) };
+                }
+            }
+        }
         if key == "nice" {
             let n = cfg.limits.nice.unwrap_or(0);
             for pid in cg.pids() {

@@ -54,10 +54,26 @@ pub(crate) fn security_of(
     if g.config.stop.on_halt == crate::config::GuestAction::Ignore {
         refused.extend([0xCDEF_0123, 0x4321_FEDC]); // HALT, POWER_OFF
     }
-    let prog =
-        SeccompProgram::guest_profile_cached(&keep, &refused, &g.paths.run_dir.join(".seccomp"))
-            .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
+    let ioprio = ioprio_of(g)
+        .map(crate::config::ioprio_allowed)
+        .unwrap_or_default();
+    let prog = SeccompProgram::guest_profile_cached(
+        &keep,
+        &refused,
+        &ioprio,
+        &g.paths.run_dir.join(".seccomp"),
+    )
+    .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;
     Ok((caps::to_drop(&keep), prog))
+}
+
+/// The ioprio(2) value of the guest's `limits.ionice` (validated with the config).
+pub(crate) fn ioprio_of(g: &Guest) -> Option<u32> {
+    g.config
+        .limits
+        .ionice
+        .as_deref()
+        .and_then(|v| crate::config::parse_ionice(v).ok())
 }
 
 /// LXCFS's /proc files for the guest, when LXCFS runs on the host (else the host-wide ones stay).
@@ -299,6 +315,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
         binds,
         proc_views: proc_views(),
         nice: g.config.limits.nice,
+        ioprio: ioprio_of(g),
         rlimits: rlimits_of(g),
         hostname: Some(g.config.hostname_or(&g.name).to_string()),
         domainname: g.config.domainname.clone(),

@@ -223,15 +223,18 @@ impl SeccompProgram {
     /// [`SeccompError`] if libseccomp fails to build or export the filter
     /// (seccomp_export_bpf(3)) or the result is not a valid program.
     pub fn default_profile(bounding: &CapsHashSet) -> Result<SeccompProgram, SeccompError> {
-        SeccompProgram::guest_profile(bounding, &[])
+        SeccompProgram::guest_profile(bounding, &[], &[])
     }
 
     /// [`SeccompProgram::default_profile`], with the reboot(2) commands `refused_reboot` (e.g.
     /// `LINUX_REBOOT_CMD_RESTART`, see reboot(2)) refused with EPERM even when the bounding set
-    /// keeps CAP_SYS_BOOT: a guest whose reboot or halt is to be ignored.
+    /// keeps CAP_SYS_BOOT: a guest whose reboot or halt is to be ignored. A non-empty
+    /// `ioprio_allowed` lets ioprio_set(2) set only those values (the guest's `ionice` and
+    /// lower priorities; see [`crate::config::ioprio_allowed`]).
     pub fn guest_profile(
         bounding: &CapsHashSet,
         refused_reboot: &[u64],
+        ioprio_allowed: &[u64],
     ) -> Result<SeccompProgram, SeccompError> {
         // libseccomp refuses a rule whose action equals the default action, and an
         // unconditional allow absorbs conditional rules of the same syscall, so
@@ -246,7 +249,12 @@ impl SeccompProgram {
         let main = compile(
             deny,
             ScmpAction::KillProcess,
-            &rules(bounding, ptrace_needs_no_cap(), refused_reboot),
+            &rules(
+                bounding,
+                ptrace_needs_no_cap(),
+                refused_reboot,
+                ioprio_allowed,
+            ),
         )?;
         let filter = chain(guard, main)?;
         if filter.len() > libc::BPF_MAXINSNS as usize {
@@ -265,12 +273,13 @@ impl SeccompProgram {
     pub fn guest_profile_cached(
         bounding: &CapsHashSet,
         refused_reboot: &[u64],
+        ioprio_allowed: &[u64],
         cache_dir: &std::path::Path,
     ) -> Result<SeccompProgram, SeccompError> {
         let mut caps: Vec<u8> = bounding.iter().map(|c| c.index()).collect();
         caps.sort_unstable();
         let key = format!(
-            "{}-{}-{}-{caps:?}-{refused_reboot:?}",
+            "{}-{}-{}-{caps:?}-{refused_reboot:?}-{ioprio_allowed:?}",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::ARCH,
             ptrace_needs_no_cap()
@@ -296,7 +305,7 @@ impl SeccompProgram {
                 return Ok(SeccompProgram { filter });
             }
         }
-        let prog = SeccompProgram::guest_profile(bounding, refused_reboot)?;
+        let prog = SeccompProgram::guest_profile(bounding, refused_reboot, ioprio_allowed)?;
         let mut bytes = Vec::with_capacity(prog.filter.len() * size);
         for f in &prog.filter {
             bytes.extend_from_slice(&f.code.to_ne_bytes());
@@ -378,9 +387,24 @@ pub const REBOOT_CMDS: [u64; 8] = [
 ];
 
 /// All rules of the main program for `bounding`.
-fn rules(bounding: &CapsHashSet, ptrace_without_cap: bool, refused_reboot: &[u64]) -> Vec<Rule> {
+fn rules(
+    bounding: &CapsHashSet,
+    ptrace_without_cap: bool,
+    refused_reboot: &[u64],
+    ioprio_allowed: &[u64],
+) -> Vec<Rule> {
     let allow = ScmpAction::Allow;
-    let mut rules: Vec<Rule> = ALLOWED.iter().map(|&n| rule(n, allow, vec![])).collect();
+    let mut rules: Vec<Rule> = ALLOWED
+        .iter()
+        .filter(|&&n| n != "ioprio_set" || ioprio_allowed.is_empty())
+        .map(|&n| rule(n, allow, vec![]))
+        .collect();
+    // ioprio_set(which, who, ioprio): only the allowed priorities (low 32 bits, an int).
+    rules.extend(
+        ioprio_allowed
+            .iter()
+            .map(|&v| rule("ioprio_set", allow, vec![masked_eq(2, LOW_32_BITS, v)])),
+    );
     rules.push(rule(
         "socket",
         allow,
@@ -696,9 +720,10 @@ mod tests {
                 .map(|f| (f.code, f.jt, f.jf, f.k))
                 .collect::<Vec<_>>()
         };
-        let fresh = words(&SeccompProgram::guest_profile(&caps, &[]).expect("profile"));
-        let cached =
-            |c: &CapsHashSet| words(&SeccompProgram::guest_profile_cached(c, &[], &dir).unwrap());
+        let fresh = words(&SeccompProgram::guest_profile(&caps, &[], &[]).expect("profile"));
+        let cached = |c: &CapsHashSet| {
+            words(&SeccompProgram::guest_profile_cached(c, &[], &[], &dir).unwrap())
+        };
         assert!(cached(&caps) == fresh, "the first, compiled and stored");
         assert!(cached(&caps) == fresh, "the second, loaded");
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
