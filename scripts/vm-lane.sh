@@ -129,7 +129,7 @@ chmod +x "$WORK/initrd/init"
     echo 'tail -n 5 /vmlane-out/log | grep -q "test result: ok" || rc=1'
   done
   echo 'echo $rc > /vmlane-out/rc; sync'
-  echo 'echo o > /proc/sysrq-trigger; sleep 5'
+  echo 'echo o > /proc/sysrq-trigger; sleep 5 2>/dev/null'
 } >"$WORK/out/run.sh"
 
 # KVM where the host has hardware virtualisation; a PVM host (module kvm_pvm: KVM without it,

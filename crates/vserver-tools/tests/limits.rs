@@ -118,16 +118,28 @@ fn cpu_hog_is_capped() {
         })
         .expect("no CPU accounting for the guest")
     };
-    let (u0, t0) = (used(), Instant::now());
-    std::thread::sleep(Duration::from_secs(3));
-    let share = (used() - u0) as f64 / t0.elapsed().as_micros() as f64;
-    // The cap is the point: never above 50% + 10%; the floor is loose on a loaded 2-core CI host.
+    // 50% +- 10% of one CPU over 5 s. Above is never allowed; a share below can be the load
+    // of other tests on a 2-core host, so a low window is measured once more.
+    let window = || {
+        let (u0, t0) = (used(), Instant::now());
+        std::thread::sleep(Duration::from_secs(5));
+        (used() - u0) as f64 / t0.elapsed().as_micros() as f64
+    };
+    let mut share = window();
     assert!(
         share <= 0.6,
         "hog got {:.0}% of a CPU with cpu = 50%",
         share * 100.0
     );
-    assert!(share >= 0.25, "hog got only {:.0}% of a CPU", share * 100.0);
+    if share < 0.4 {
+        share = window();
+        assert!(
+            share <= 0.6,
+            "hog got {:.0}% of a CPU with cpu = 50%",
+            share * 100.0
+        );
+    }
+    assert!(share >= 0.4, "hog got only {:.0}% of a CPU", share * 100.0);
     // vtop shows the guest with a CPU figure near its cap; vserver-stat exports it.
     let top = text(
         &env.cmd("vtop")
