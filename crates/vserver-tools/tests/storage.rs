@@ -1695,3 +1695,69 @@ fn delete_removes_nested_read_only_subvolumes_a_guest_made() {
     assert!(std::fs::symlink_metadata(&root).is_err(), "root left");
     assert!(!env.config_path(&name).exists(), "config left");
 }
+
+#[test]
+fn rootfs_copies_and_tarballs_keep_setuid_hardlinks_xattrs_and_capabilities() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("fidelity", 22);
+    let src = env.dir.join("src");
+    busybox_tree(&src);
+    let f = src.join("bin/suid");
+    std::fs::write(&f, b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::chown(&f, Some(0), Some(0)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::hard_link(&f, src.join("bin/suid-link")).unwrap();
+    let ok = |c: &mut std::process::Command| assert!(c.status().unwrap().success(), "{c:?}");
+    ok(std::process::Command::new("setfattr")
+        .args(["-n", "user.x", "-v", "1"])
+        .arg(&f));
+    ok(std::process::Command::new("setcap")
+        .arg("cap_net_bind_service+ep")
+        .arg(src.join("bin/busybox")));
+    let tar = env.dir.join("src.tar.gz");
+    ok(std::process::Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-czf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
+    for (name, source) in [("fdir", &src), ("ftar", &tar)] {
+        let g = format!("{}{name}", env.name);
+        let o = env.build_rootfs(&g, source, &[]);
+        assert_ok(&o, &format!("build {name}"));
+        let r = env.root(&g);
+        let m = std::fs::metadata(r.join("bin/suid")).unwrap();
+        assert_eq!(
+            m.permissions().mode() & 0o7777,
+            0o4755,
+            "{name}: setuid bit lost"
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            m.ino(),
+            std::fs::metadata(r.join("bin/suid-link")).unwrap().ino(),
+            "{name}: hardlink split"
+        );
+        let x = std::process::Command::new("getfattr")
+            .args(["-n", "user.x", "--only-values"])
+            .arg(r.join("bin/suid"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&x.stdout),
+            "1",
+            "{name}: xattr lost"
+        );
+        let c = std::process::Command::new("getcap")
+            .arg(r.join("bin/busybox"))
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&c.stdout).contains("cap_net_bind_service"),
+            "{name}: file capability lost"
+        );
+    }
+}

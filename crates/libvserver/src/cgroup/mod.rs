@@ -386,14 +386,26 @@ impl GuestCgroup {
                 // v1 wants -1 for "no limit"; memsw must stay >= the memory limit, so it is
                 // lifted first and set last.
                 let v1 = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-1".into());
-                set("memory.memsw.limit_in_bytes", "-1".into(), "swap_reset")?;
-                set("memory.limit_in_bytes", v1(mem), "memory")?;
-                set("memory.soft_limit_in_bytes", v1(soft), "memory_soft")?;
+                let memsw_file = d.join("memory.memsw.limit_in_bytes");
+                let old_memsw = fs::read_to_string(&memsw_file).ok();
                 let memsw = match (mem, swap) {
                     (Some(m), Some(s)) => Some(m.saturating_add(s)),
                     _ => None,
                 };
-                set("memory.memsw.limit_in_bytes", v1(memsw), "swap")?;
+                let seq = (|| -> Result<()> {
+                    set("memory.memsw.limit_in_bytes", "-1".into(), "swap_reset")?;
+                    set("memory.limit_in_bytes", v1(mem), "memory")?;
+                    set("memory.soft_limit_in_bytes", v1(soft), "memory_soft")?;
+                    set("memory.memsw.limit_in_bytes", v1(memsw), "swap")
+                })();
+                if let Err(e) = seq {
+                    // The swap cap lifted for the change comes back: a refused memory limit
+                    // must not leave the guest without one.
+                    if let Some(old) = &old_memsw {
+                        let _ = fs::write(&memsw_file, old.trim());
+                    }
+                    return Err(e);
+                }
                 set(
                     "cpu.cfs_period_us",
                     cpu.map(|c| c.1).unwrap_or(100_000).to_string(),

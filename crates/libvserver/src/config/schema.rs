@@ -852,7 +852,14 @@ impl GuestConfig {
             ("swap", &l.swap),
         ] {
             if let Some(v) = v {
-                parse_size(v).map_err(|m| FieldError::new(at(k), m))?;
+                let b = parse_size(v).map_err(|m| FieldError::new(at(k), m))?;
+                // Below a few MiB the guest's init is killed at once: refused, not started.
+                if k == "memory" && b < (8 << 20) {
+                    return Err(FieldError::new(
+                        at(k),
+                        format!("'{v}' is too small to run a guest; at least 8M"),
+                    ));
+                }
             }
         }
         if let Some(c) = &l.cpu {
@@ -864,15 +871,34 @@ impl GuestConfig {
             }
         }
         if let Some(c) = &l.cpuset {
+            let ncpu = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let online = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+                .ok()
+                .and_then(|t| t.trim().rsplit(['-', ',']).next()?.parse::<usize>().ok())
+                .map(|last| last + 1)
+                .unwrap_or(ncpu);
             let ok = !c.is_empty()
                 && c.split(',').all(|r| {
-                    let mut it = r.splitn(2, '-');
-                    it.all(|n| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_digit()))
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    match (a.parse::<usize>(), b.parse::<usize>()) {
+                        (Ok(a), Ok(b)) => {
+                            a <= b
+                                && b < online
+                                && !r.contains('+')
+                                && r.chars().all(|ch| ch.is_ascii_digit() || ch == '-')
+                        }
+                        _ => false,
+                    }
                 });
             if !ok {
                 return Err(FieldError::new(
                     at("cpuset"),
-                    format!("'{c}' is not a CPU list like 0-1 or 0,2"),
+                    format!(
+                        "'{c}' is not a CPU list like 0-1 or 0,2 of this host's CPUs (0-{})",
+                        online.saturating_sub(1)
+                    ),
                 ));
             }
         }

@@ -12,7 +12,6 @@ const NUMERIC: &[&str] = &[
     "io_read_iops",
     "io_write_iops",
     "nice",
-    "ionice",
 ];
 /// Every key of `[limits]`.
 pub const KEYS: &[&str] = &[
@@ -29,7 +28,23 @@ pub const KEYS: &[&str] = &[
     "io_read_iops",
     "io_write_iops",
     "nice",
+    "ionice",
 ];
+
+/// Every thread of the processes `pids` (from /proc/PID/task): nice and I/O priority are per
+/// thread.
+fn threads_of(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .flat_map(|p| {
+            std::fs::read_dir(format!("/proc/{p}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
 
 /// Set `limits.KEY = VALUE` in NAME.toml (keeping the file's comments and layout), or remove it
 /// when VALUE is `none`, then apply the new limits to the running guest, if any.
@@ -92,17 +107,17 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
                 .as_deref()
                 .and_then(|v| crate::config::parse_ionice(v).ok())
             {
-                for pid in cg.pids() {
-                    // SAFETY: plain syscall with integer arguments on a process of the guest.
-                    unsafe { libc::syscall(libc::SYS_ioprio_set, 1, pid, v) };
+                for tid in threads_of(&cg.pids()) {
+                    // SAFETY: plain syscall with integer arguments on a thread of the guest.
+                    unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, v) };
                 }
             }
         }
         if key == "nice" {
             let n = cfg.limits.nice.unwrap_or(0);
-            for pid in cg.pids() {
-                // SAFETY: plain syscall with integer arguments on a process of the guest.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, n) };
+            for tid in threads_of(&cg.pids()) {
+                // SAFETY: plain syscall with integer arguments on a thread of the guest.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, n) };
             }
         }
     }

@@ -95,11 +95,21 @@ fn proc_views() -> Vec<crate::rootfs::BindMount> {
 
 /// The guest's `[rlimits]`, resolved (the config was validated when loaded).
 pub(crate) fn rlimits_of(g: &Guest) -> Vec<crate::context::child::Rlimit> {
-    g.config
+    let mut v: Vec<crate::context::child::Rlimit> = g
+        .config
         .rlimits
         .iter()
         .filter_map(|(n, v)| crate::config::parse_rlimit(n, v).ok())
-        .collect()
+        .collect();
+    // RLIMIT_NICE and RLIMIT_RTPRIO are 0 unless the config says otherwise: inherited from a
+    // vserver started with raised ones (systemd LimitNICE=, pam_limits), they would let guest
+    // root go below its nice level or take a realtime priority.
+    for res in [libc::RLIMIT_NICE, libc::RLIMIT_RTPRIO] {
+        if !v.iter().any(|r| r.0 == res) {
+            v.push((res, 0, 0));
+        }
+    }
+    v
 }
 
 /// Refuse a context id that a running context uses (its cgroup has processes outside this

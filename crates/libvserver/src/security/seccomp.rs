@@ -396,9 +396,14 @@ fn rules(
     let allow = ScmpAction::Allow;
     let mut rules: Vec<Rule> = ALLOWED
         .iter()
-        .filter(|&&n| n != "ioprio_set" || ioprio_allowed.is_empty())
+        .filter(|&&n| !matches!(n, "ioprio_set" | "io_setup") || ioprio_allowed.is_empty())
         .map(|&n| rule(n, allow, vec![]))
         .collect();
+    if !ioprio_allowed.is_empty() {
+        // Linux AIO carries a priority per request (IOCB_FLAG_IOPRIO) that no filter can see:
+        // with an I/O priority set, io_setup says ENOSYS and programs use their fallback.
+        rules.push(rule("io_setup", ScmpAction::Errno(libc::ENOSYS), vec![]));
+    }
     // ioprio_set(which, who, ioprio): only the allowed priorities (low 32 bits, an int).
     rules.extend(
         ioprio_allowed

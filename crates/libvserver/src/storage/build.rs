@@ -632,18 +632,7 @@ fn plan_method(paths: &Paths, o: &BuildOptions, root: &Path) -> Result<Plan, Str
                 if src == root || root.starts_with(&src) {
                     return Err(format!("--source {source} holds the new root itself"));
                 }
-                // A running guest could swap directories for symlinks under the copy.
-                for (n, _) in crate::guest::configured_guests(paths) {
-                    if let Ok(g) = crate::guest::Guest::load(paths, &n) {
-                        let r = g.root();
-                        if (r.starts_with(&src) || src.starts_with(&r)) && g.running().is_some() {
-                            return Err(format!(
-                                "--source {source} is (or holds, or is in) the root of running \
-                                 guest {n}; stop it first"
-                            ));
-                        }
-                    }
-                }
+                refuse_running_tree(paths, &src)?;
                 Ok(Plan::Clone {
                     root: src,
                     config: None,
@@ -693,8 +682,34 @@ fn plan_method(paths: &Paths, o: &BuildOptions, root: &Path) -> Result<Plan, Str
             }
             Ok(Plan::Plain)
         }
+        BuildMethod::Rootfs { source } if source.is_dir() => {
+            refuse_running_tree(paths, source)?;
+            Ok(Plan::Plain)
+        }
+        BuildMethod::Rsync { source } if Path::new(source).is_absolute() => {
+            refuse_running_tree(paths, Path::new(source))?;
+            Ok(Plan::Plain)
+        }
         _ => Ok(Plan::Plain),
     }
+}
+
+/// Refuse to copy `src` when it is, holds or lies in the root of a running guest: the guest
+/// could swap directories for symlinks under a copy made by path.
+fn refuse_running_tree(paths: &Paths, src: &Path) -> Result<(), String> {
+    for (n, _) in crate::guest::configured_guests(paths) {
+        if let Ok(g) = crate::guest::Guest::load(paths, &n) {
+            let r = g.root();
+            if (r.starts_with(src) || src.starts_with(&r)) && g.running().is_some() {
+                return Err(format!(
+                    "--source {} is (or holds, or is in) the root of running guest {n}; stop \
+                     it first",
+                    src.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The mirror of the host's first apt source, else deb.debian.org.
@@ -1065,17 +1080,22 @@ pub fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&str) -> bool) -> Result<
                 }
                 walk(&src.join(&name), &dst.join(&name), &r, skip, n)?;
             }
+            lchown(dst, Some(md.uid()), Some(md.gid()))
+                .map_err(|e| format!("chown {}: {e}", dst.display()))?;
             fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
                 .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
         } else if ft.is_file() {
             fs::copy(src, dst).map_err(|e| format!("copy {}: {e}", src.display()))?;
-            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
-                .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
         } else {
             return Ok(());
         }
+        // Owner first: chown(2) clears the setuid and setgid bits the mode then sets.
         lchown(dst, Some(md.uid()), Some(md.gid()))
             .map_err(|e| format!("chown {}: {e}", dst.display()))?;
+        if ft.is_file() {
+            fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+                .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+        }
         *n += 1;
         Ok(())
     }
@@ -1189,20 +1209,23 @@ fn build_skeleton(
 fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn Progress) -> Result<(), String> {
     let md = fs::metadata(source).map_err(|e| format!("source {}: {e}", source.display()))?;
     if md.is_dir() {
-        progress.line(&format!("copying {}", source.display()));
-        // Into the existing root: it may be the mount point of the guest's disk image.
-        let mut n = 0;
-        let entries =
-            fs::read_dir(source).map_err(|e| format!("read {}: {e}", source.display()))?;
-        for e in entries.flatten() {
-            if e.file_name() == "lost+found" {
-                continue;
-            }
-            n += copy_tree(&e.path(), &root.join(e.file_name()), &|_| false)?;
-        }
+        let (bytes, files) = sfs::tree_size(source);
+        progress.line(&format!(
+            "copying {} ({files} files, {}; shared blocks where the file system can)",
+            source.display(),
+            crate::stats::format::format_size(bytes)
+        ));
+        // Into the existing root (it may be the mount point of the guest's disk image), with
+        // cp -a: owners, modes with setuid bits, hardlinks, xattrs, ACLs, file capabilities.
+        sfs::copy_tree_cp(source, root, None)?;
         fs::set_permissions(root, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| format!("chmod {}: {e}", root.display()))?;
-        progress.line(&format!("copied {n} entries"));
+        let n = remove_device_nodes(root)?;
+        if n > 0 {
+            progress.line(&format!(
+                "removed {n} device nodes from the copy (a guest gets its own /dev)"
+            ));
+        }
     } else {
         progress.line(&format!("unpacking {}", source.display()));
         let st = Command::new("tar")
@@ -1210,7 +1233,14 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn Progress) -> Resu
             .arg(source)
             .arg("-C")
             .arg(root)
-            .args(["--numeric-owner", "--exclude=./dev/*", "--exclude=dev/*"])
+            .args([
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "--exclude=./dev/*",
+                "--exclude=dev/*",
+            ])
             .status()
             .map_err(|e| format!("run tar: {e}"))?;
         if !st.success() {

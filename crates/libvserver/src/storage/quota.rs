@@ -292,12 +292,29 @@ pub fn set_btrfs_limit(root: &Path, bytes: u64) -> Result<(), String> {
     {
         btrfs(&["quota", "enable"], root, "btrfs quota enable")?;
     }
-    btrfs(
-        &["qgroup", "limit", &bytes.to_string()],
+    // By the group's id, through a path outside the subvolume: the ioctl on a path inside it
+    // is charged to the group and fails with EDQUOT once the guest is over its limit, which
+    // is exactly when an administrator raises it.
+    let id = btrfs(
+        &["inspect-internal", "rootid"],
         root,
-        &format!("btrfs qgroup limit {bytes}"),
-    )
-    .map(|_| ())
+        "btrfs inspect-internal rootid",
+    )?;
+    let id = id.trim();
+    let parent = root.parent().unwrap_or(Path::new("/"));
+    let out = Command::new("btrfs")
+        .args(["qgroup", "limit", &bytes.to_string(), &format!("0/{id}")])
+        .arg(parent)
+        .output()
+        .map_err(|e| format!("cannot run btrfs: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "btrfs qgroup limit {bytes} 0/{id} {}: {}",
+            parent.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Referenced bytes and limit of the quota group of the subvolume `root`.
@@ -337,6 +354,21 @@ pub fn apply(disk: &DiskConfig, root: &Path, xid: u32, tree: bool) -> Result<(),
         return Ok(());
     };
     let bytes = parse_size(size)?;
+    if tree
+        && matches!(
+            disk.quota_backend(),
+            Some(DiskBackend::Project | DiskBackend::Btrfs)
+        )
+    {
+        let (used, _) = sfs::tree_size(root);
+        if used >= bytes {
+            return Err(format!(
+                "the guest's files take {} already, more than the disk quota of {size}; give \
+                 a larger --disk-size",
+                crate::stats::format::format_size(used)
+            ));
+        }
+    }
     match disk.quota_backend() {
         Some(DiskBackend::Project) => {
             check_project(root)?;

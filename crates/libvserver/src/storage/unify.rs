@@ -36,6 +36,10 @@ pub struct UnifyOptions {
     /// Files larger than this many bytes are skipped (a guest's 8 EiB sparse file must not
     /// keep the host hashing zeros).
     pub max_size: u64,
+    /// Add contents seen for the first time to the store. Off for a guest with a disk quota:
+    /// the store's copy would keep the guest's data alive outside its quota after it deletes
+    /// it; such a guest only shares what the store holds already.
+    pub store_new: bool,
 }
 
 /// Paths excluded by default: configuration is each guest's own.
@@ -48,6 +52,7 @@ impl Default for UnifyOptions {
             exclude: DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
             min_size: 4096,
             max_size: 8 << 30,
+            store_new: true,
         }
     }
 }
@@ -237,7 +242,7 @@ pub fn unify(
             if len != size {
                 continue; // shrank while read: changing, not worth sharing now
             }
-            unify_one(&fd, &hash, len, store, o.dry_run, &mut seen, &mut rep)
+            unify_one(&fd, &hash, len, store, o, &mut seen, &mut rep)
                 .map_err(|e| format!("{}{child_rel}: {e}", root.display()))?;
             progress.update(rep.scanned_files, &child_rel);
         }
@@ -287,6 +292,7 @@ pub fn unify_guest(
         dry_run,
         exclude,
         min_size: min_size.unwrap_or(UnifyOptions::default().min_size),
+        store_new: g.config.disk.quota_backend().is_none(),
         ..UnifyOptions::default()
     };
     let root = g.root();
@@ -298,10 +304,11 @@ fn unify_one(
     hash: &str,
     len: u64,
     store: &Path,
-    dry_run: bool,
+    o: &UnifyOptions,
     seen: &mut HashSet<String>,
     rep: &mut UnifyReport,
 ) -> Result<(), String> {
+    let dry_run = o.dry_run;
     let entry = store.join(&hash[..2]).join(&hash[2..]);
     let stored = std::fs::File::open(&entry).ok();
     match stored {
@@ -326,6 +333,7 @@ fn unify_one(
                 Err(e) => return Err(format!("dedupe against {}: {e}", entry.display())),
             }
         }
+        _ if !o.store_new => {}
         _ if dry_run => {
             if !seen.insert(hash.to_string()) {
                 rep.files += 1;

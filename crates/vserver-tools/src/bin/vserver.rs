@@ -148,8 +148,8 @@ enum Cmd {
     /// Exit 0 if running, 1 if not.
     Running,
     /// Change a limit (nproc, memory, memory_soft, swap, cpu, cpu_weight, cpuset, io_weight,
-    /// io_read_bps, io_write_bps, io_read_iops, io_write_iops,
-    /// nice) now and in NAME.toml; VALUE "none" removes it. Negative values work as is.
+    /// io_read_bps, io_write_bps, io_read_iops, io_write_iops, nice,
+    /// ionice) now and in NAME.toml; VALUE "none" removes it. Negative values work as is.
     #[command(allow_negative_numbers = true)]
     Limit { key: String, value: String },
     /// Set the guest's network traffic totals (status, vserver-stat --net) back to zero.
