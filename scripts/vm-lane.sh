@@ -6,15 +6,18 @@
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
 # Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota; names of tests/*.rs)
-# Exit status: that of the tests in the VM; 0 with a "skipped" line when /dev/kvm is missing.
+#        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
+#        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
+# Exit status: that of the tests (or command) in the VM.
 # Prints the VM's console (the test output) and ends with the tests' "N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -gt 0 ] || set -- limits quota
-if [ ! -c /dev/kvm ]; then
-  echo "vm-lane: skipped: /dev/kvm is missing (the cgroup v2 lane needs KVM)"
-  exit 0
+RUN_CMD=
+if [ "${1:-}" = "--run" ]; then
+  RUN_CMD=${2:?--run needs a command}
+  set --
 fi
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
 CACHE=/var/cache/vserver-vm
@@ -53,7 +56,7 @@ MODS=$KDIR/lib/modules/$KVER
 # The test binaries, built here, run there from the shared host root.
 cargo build --workspace --all-targets -q
 bins=()
-for t in "$@"; do
+for t in "${@}"; do
   b=$(cargo test -q -p vserver-tools --test "$t" --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -122,7 +125,14 @@ chmod +x "$WORK/initrd/init"
   echo 'for i in $(seq 100); do grep -q " fuse.lxcfs " /proc/self/mounts && break; sleep 0.1; done'
   echo 'echo "vm-lane: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"'
   echo 'rc=0'
-  for b in "${bins[@]}"; do
+  if [ -n "$RUN_CMD" ]; then
+    printf '{ (cd %q && %s); echo $? >/vmlane-out/cmdrc; } 2>&1 | tee -a /vmlane-out/log\n' \
+      "$PWD" "$RUN_CMD"
+    echo 'rc=$(cat /vmlane-out/cmdrc 2>/dev/null || echo 1)'
+    echo "mkdir -p /vmlane-out/results; cp -a $PWD/bench/results/. /vmlane-out/results/ 2>/dev/null"
+  fi
+  for b in "${bins[@]:-}"; do
+    [ -n "$b" ] || continue
     echo "echo \"vm-lane: running $b\""
     echo "cd $PWD && $b --test-threads=2 2>&1 | tee -a /vmlane-out/log; r=\$?"
     # tee hides the status: take it from the log's last result line.
@@ -149,6 +159,10 @@ timeout 3000 qemu-system-x86_64 "${accel[@]}" -smp 2 -m 6G -nographic -no-reboot
   -virtfs local,path="$WORK/out",mount_tag=out,security_model=passthrough \
   -nic none </dev/null | tr -d '\r' | grep -v '^\[ *[0-9.]*\]' || true
 rc=$(cat "$WORK/out/rc" 2>/dev/null || echo 1)
+if [ -n "$RUN_CMD" ] && [ -d "$WORK/out/results" ]; then
+  # Only what the command wrote in the VM: files newer than the lane's start.
+  find "$WORK/out/results" -type f -newer "$WORK/initrd.gz" -exec cp -a {} bench/results/ \;
+fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "vm-lane: %d passed, %d failed\n", p, f }' "$WORK/out/log" 2>/dev/null || echo "vm-lane: no test ran"
 exit "$rc"
