@@ -5,7 +5,7 @@
 # tmpfs overlay on top, and run test binaries of this checkout there as root. The Debian kernel
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
-# Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota; names of tests/*.rs)
+# Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota network; tests/*.rs names)
 #        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
 #        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
 # Exit status: that of the tests (or command) in the VM.
@@ -17,7 +17,7 @@ if [ "${1:-}" = "--run" ]; then
   RUN_CMD=${2:?--run needs a command}
   set --
 fi
-[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
 CACHE=/var/cache/vserver-vm
@@ -115,6 +115,7 @@ chmod +x "$WORK/initrd/init"
   echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev'
   echo 'mkdir -p /dev/pts /dev/shm /run /tmp; mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts'
   echo 'ln -sf pts/ptmx /dev/ptmx 2>/dev/null; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /run'
+  echo 'ln -sf /proc/self/fd /dev/fd; for i in 0 1 2; do ln -sf /proc/self/fd/$i /dev/$(echo stdin stdout stderr | cut -d" " -f$((i+1))); done'
   echo 'mount -t cgroup2 cgroup2 /sys/fs/cgroup; mount -t bpf bpf /sys/fs/bpf 2>/dev/null'
   echo "mount --bind $MODS /lib/modules/$KVER 2>/dev/null || { mkdir -p /lib/modules/$KVER && mount --bind $MODS /lib/modules/$KVER; }"
   echo 'echo /sbin/modprobe > /proc/sys/kernel/modprobe'

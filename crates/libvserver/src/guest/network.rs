@@ -459,20 +459,46 @@ fn counter_table(table: &str) -> Vec<Value> {
     ]
 }
 
-/// MAC of interface `name` in the network namespace of `pid`, read from a thread that joins it.
+/// MAC of interface `name` in the network namespace of `pid`, read by a forked child that
+/// joins it. A process, not a thread: the monitor calling this has unshared its time namespace
+/// for its children, and kernels before 6.3 refuse to create threads then (EINVAL).
 fn peer_mac(pid: i32, name: &str) -> Result<[u8; 6], String> {
     let ns = open_netns(pid)?;
-    let name = name.to_string();
-    std::thread::spawn(move || -> Result<[u8; 6], String> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("join the guest's network namespace: {e}"))?;
-        let mut nl = Netlink::open().map_err(|e| e.to_string())?;
-        nl.link_mac(&name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("interface {name} has no MAC address"))
-    })
-    .join()
-    .map_err(|_| String::from("the namespace thread panicked"))?
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the monitor is single-threaded; the child only joins the namespace, asks netlink
+    // and writes its answer before _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let mut out = [0u8; 7];
+            if nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).is_ok() {
+                if let Ok(Some(m)) = Netlink::open().and_then(|mut nl| nl.link_mac(name)) {
+                    out[0] = 1;
+                    out[1..].copy_from_slice(&m);
+                }
+            }
+            let _ = nix::unistd::write(&wr, &out);
+            // SAFETY: leave the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            let mut out = [0u8; 7];
+            let mut f = std::fs::File::from(rd);
+            let got = std::io::Read::read_exact(&mut f, &mut out);
+            let _ = nix::sys::wait::waitpid(child, None);
+            match (got, out[0]) {
+                (Ok(()), 1) => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(&out[1..]);
+                    Ok(m)
+                }
+                _ => Err(format!(
+                    "interface {name} in the guest's network namespace has no MAC address"
+                )),
+            }
+        }
+    }
 }
 
 fn mac_text(m: [u8; 6]) -> String {

@@ -428,18 +428,22 @@ fn monitor_main(
         Err(e) => fail(format!("{}: {e}", g.name)),
     };
     let veths: Vec<String> = (0..spec.interfaces.len()).map(|i| g.veth_name(i)).collect();
-    let mut prepare = |pid: i32| -> Result<(), String> {
-        let in_v2 =
-            crate::cgroup::xid_of_pid(std::path::Path::new("/proc"), pid) == Some(g.config.context);
-        cg.add_pid(pid, cg_fd.is_some() && in_v2)
-            .map_err(|e| e.to_string())?;
-        super::network::attach(g, &net, pid, cg_fd.as_ref())
-    };
     // The guest's clocks: a time namespace whose boot time starts now, so uptime inside counts
     // from the guest's start (util-vserver's virt_uptime). Only the init is born into it.
     let host_time = match crate::context::timens::enter_fresh_boottime_for_children() {
         Ok(t) => t,
         Err(e) => fail(format!("{}: {e}", g.name)),
+    };
+    let mut prepare = |pid: i32| -> Result<(), String> {
+        // The init is born: everything else the monitor starts (nft, threads, helpers) stays
+        // in the host's time namespace. Kernels before 6.3 refuse threads and CLONE_VM
+        // children (posix_spawn) while the two differ.
+        crate::context::timens::restore_for_children(&host_time)?;
+        let in_v2 =
+            crate::cgroup::xid_of_pid(std::path::Path::new("/proc"), pid) == Some(g.config.context);
+        cg.add_pid(pid, cg_fd.is_some() && in_v2)
+            .map_err(|e| e.to_string())?;
+        super::network::attach(g, &net, pid, cg_fd.as_ref())
     };
     let spawned = context::spawn(&spec, cg_fd.as_ref(), &mut prepare);
     if let Err(e) = crate::context::timens::restore_for_children(&host_time) {

@@ -69,7 +69,8 @@ pub fn apply(commands: Vec<Value>, netns: Option<BorrowedFd<'_>>) -> Result<(), 
         return Ok(());
     }
     let doc = json!({ "nftables": commands }).to_string();
-    nft(&["-j", "-f", "-"], Some(&doc), netns).map(drop)
+    // Not "-": nft opens /dev/stdin for it, which a host without udev's links lacks.
+    nft(&["-j", "-f", "/proc/self/fd/0"], Some(&doc), netns).map(drop)
 }
 
 /// Delete the tables `name` of each of `families` that exist, in one atomic batch: each is
