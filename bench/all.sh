@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Every benchmark, then the plots: sudo bash bench/all.sh (about 25 minutes on 2 cores).
+# Every benchmark, then the plots: sudo bash bench/all.sh (about 40 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/start.sh
+bash bench/vm-start.sh 50
 bash bench/density.sh
 bash bench/overhead.sh
 bash bench/net.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plots of the benchmark results (Debian's python3-matplotlib):
-bench/results/start.png from start.json (median start-to-exit per tool, p95 as a whisker) and
+bench/results/start.png from start.json and start-vm.png from start-vm.json (median
+start-to-exit per tool, p95 as a whisker), and
 bench/results/density.png from the largest density-N.json (start time of the k-th guest)."""
 import glob, json, os
 import matplotlib
@@ -8,8 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-if os.path.exists("start.json"):
-    r = json.load(open("start.json"))["results"]
+for base, title in (("start", "Start latency (this host)"),
+                    ("start-vm", "Start latency (cgroup v2 VM, software emulation: ratios only)")):
+    if not os.path.exists(base + ".json"):
+        continue
+    r = json.load(open(base + ".json"))["results"]
     names = list(r)
     med = [r[n]["median_ms"] for n in names]
     err = [r[n]["p95_ms"] - r[n]["median_ms"] for n in names]
@@ -17,9 +21,9 @@ if os.path.exists("start.json"):
     ax.barh(names, med, xerr=[[0] * len(err), err], color="#4878a8")
     ax.invert_yaxis()
     ax.set_xlabel("start-to-exit of /bin/true, ms (bar: median, whisker: p95)")
-    ax.set_title("Start latency")
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig("start.png", dpi=100)
+    fig.savefig(base + ".png", dpi=100)
 files = sorted(glob.glob("density-*.json"), key=lambda f: int(f.split("-")[1].split(".")[0]))
 if files:
     d = json.load(open(files[-1]))
