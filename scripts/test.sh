@@ -12,7 +12,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 if [ "${VSERVER_SKIP_VM_LANE:-}" != 1 ]; then
-  bash scripts/vm-lane.sh limits quota network 2>&1 | tee -a "$log"
+  bash scripts/vm-lane.sh 2>&1 | tee -a "$log"
   vrc=${PIPESTATUS[0]}
   [ "$vrc" -eq 0 ] || rc=$vrc
 else
