@@ -207,7 +207,15 @@ fn check_conflicts(g: &Guest, nl: &mut Netlink) -> Result<(), GuestError> {
         }
     }
     for f in &g.config.forward {
-        if let Some(e) = host_port_taken(f.host_port, &f.protocol) {
+        // A relay of this guest whose monitor was just killed may still be exiting (it dies
+        // with its monitor, but not in the same instant): give a busy port two seconds.
+        let mut taken = host_port_taken(f.host_port, &f.protocol);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while taken.is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            taken = host_port_taken(f.host_port, &f.protocol);
+        }
+        if let Some(e) = taken {
             return Err(failed(
                 &g.name,
                 format!(
