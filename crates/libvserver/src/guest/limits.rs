@@ -101,16 +101,16 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
         if key == "ionice" {
             // Now for every process; the floor the guest's filter enforces is the one of its
             // start until the next start.
-            if let Some(v) = cfg
+            // `none`: back to the default class (0: derived from the nice level).
+            let v = cfg
                 .limits
                 .ionice
                 .as_deref()
                 .and_then(|v| crate::config::parse_ionice(v).ok())
-            {
-                for tid in threads_of(&cg.pids()) {
-                    // SAFETY: plain syscall with integer arguments on a thread of the guest.
-                    unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, v) };
-                }
+                .unwrap_or(0);
+            for tid in threads_of(&cg.pids()) {
+                // SAFETY: plain syscall with integer arguments on a thread of the guest.
+                unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, v) };
             }
         }
         if key == "nice" {

@@ -305,7 +305,14 @@ pub fn build(
             root.display()
         )));
     }
-    // The disk quota's backend, checked before anything is made.
+    // The disk quota's size and backend, checked before anything is made.
+    if let Some(sz) = &o.disk_size {
+        match config::parse_size(sz) {
+            Ok(b) if b >= (16 << 20) && b != u64::MAX => {}
+            Ok(_) => return Err(err(format!("--disk-size {sz}: at least 16M"))),
+            Err(m) => return Err(err(format!("--disk-size {sz}: {m}"))),
+        }
+    }
     let backend = match (&o.disk_size, o.disk_backend) {
         (None, Some(b)) => {
             return Err(err(format!("--disk-backend {b} needs --disk-size")));
@@ -444,7 +451,7 @@ pub fn build(
         rlimits: Default::default(),
         disk: crate::config::DiskConfig {
             size: o.disk_size.clone(),
-            backend: backend.filter(|b| *b != config::DiskBackend::Image),
+            backend,
             ..Default::default()
         },
     };

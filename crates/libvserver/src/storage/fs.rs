@@ -137,6 +137,23 @@ pub fn remove_tree(path: &Path) -> Result<(), String> {
         ));
     }
     if is_subvolume(path) {
+        // Its quota group goes with it (a deleted subvolume leaves a stale one behind).
+        let qgroup = Command::new("btrfs")
+            .args(["inspect-internal", "rootid"])
+            .arg(path)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let destroy = || {
+            if let Some(id) = &qgroup {
+                let _ = Command::new("btrfs")
+                    .args(["qgroup", "destroy", &format!("0/{id}")])
+                    .arg(&parent)
+                    .output();
+            }
+        };
         let deleted = run(
             Command::new("btrfs")
                 .args(["-q", "subvolume", "delete"])
@@ -144,6 +161,7 @@ pub fn remove_tree(path: &Path) -> Result<(), String> {
             &format!("btrfs subvolume delete {}", path.display()),
         );
         if deleted.is_ok() {
+            destroy();
             return Ok(());
         }
         // Subvolumes nested in it (guest root can make them, read-only ones too, with
@@ -153,12 +171,16 @@ pub fn remove_tree(path: &Path) -> Result<(), String> {
             set_writable(&n);
             remove_tree(&n)?;
         }
-        return run(
+        let r = run(
             Command::new("btrfs")
                 .args(["-q", "subvolume", "delete"])
                 .arg(path),
             &format!("btrfs subvolume delete {}", path.display()),
         );
+        if r.is_ok() {
+            destroy();
+        }
+        return r;
     }
     fs::remove_dir_all(path).map_err(|e| format!("remove {}: {e}", path.display()))
 }

@@ -105,6 +105,13 @@ pub fn create(g: &Guest, label: Option<&str>) -> Result<SnapshotInfo, String> {
             sfs::fs_kind(parent)?
         ));
     }
+    if !subvol && g.running().is_some() && g.config.disk.template.is_some() {
+        return Err(format!(
+            "{} is a running template guest: its upper layer is a plain directory, which is \
+             copied only while the guest is stopped; stop it first",
+            g.name
+        ));
+    }
     if !subvol && g.running().is_some() {
         // cp(1) opens paths by name: a running guest could swap a directory for a symlink
         // under it and have host files copied into the snapshot. A subvolume snapshot is one

@@ -72,6 +72,9 @@ pub struct UnifyReport {
     pub already_shared_files: u64,
     /// Files seen for the first time: stored as the reference copy of their content.
     pub stored_files: u64,
+    /// Files left unshared because the guest is at its disk quota (the kernel charges the
+    /// dedupe's metadata to it).
+    pub quota_full_files: u64,
     /// True for a dry run.
     pub dry_run: bool,
     /// The content store used.
@@ -87,6 +90,7 @@ impl UnifyReport {
         self.bytes += o.bytes;
         self.already_shared_files += o.already_shared_files;
         self.stored_files += o.stored_files;
+        self.quota_full_files += o.quota_full_files;
     }
 }
 
@@ -330,6 +334,7 @@ fn unify_one(
                 }
                 // Changed since hashed, or a collision: the kernel compared and left it.
                 Ok(sfs::Dedupe::Differs) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EDQUOT) => rep.quota_full_files += 1,
                 Err(e) => return Err(format!("dedupe against {}: {e}", entry.display())),
             }
         }

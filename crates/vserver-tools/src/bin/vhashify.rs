@@ -37,7 +37,8 @@ struct Cli {
     /// Skip files smaller than BYTES (default 4096).
     #[arg(long, value_name = "BYTES")]
     min_size: Option<u64>,
-    /// Empty the content store(s) of the given guests afterwards (their savings stay).
+    /// Empty the content store(s) of the given guests afterwards (their savings stay); alone,
+    /// empty the store of the root base.
     #[arg(long)]
     prune: bool,
     /// Guest names.
@@ -57,8 +58,18 @@ fn main() -> ExitCode {
     } else {
         cli.names.clone()
     };
+    if names.is_empty() && cli.prune && !cli.dry_run {
+        // --prune alone: empty the store beside the guest roots of the root base.
+        return match unify::prune(&paths.root_base.join(".hash")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(m) => {
+                eprintln!("vhashify: {m}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if names.is_empty() {
-        eprintln!("vhashify: give guest names or --all");
+        eprintln!("vhashify: give guest names or --all (or --prune alone)");
         return ExitCode::from(2);
     }
     let mut total = UnifyReport {

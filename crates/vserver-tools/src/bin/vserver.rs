@@ -338,13 +338,13 @@ fn print_unify(name: &str, r: &storage::unify::UnifyReport, json: bool) {
         println!("{}", serde_json::to_string(r).unwrap_or_default());
         return;
     }
-    let (verb, saved) = if r.dry_run {
-        ("would share", "would save")
+    let (verb, saved, stored) = if r.dry_run {
+        ("would share", "would save", "would be stored")
     } else {
-        ("shared", "saved")
+        ("shared", "saved", "stored")
     };
     println!(
-        "{name}: {verb} the blocks of {} files, {saved} {}; {} files already shared, {} stored \
+        "{name}: {verb} the blocks of {} files, {saved} {}; {} files already shared, {} {stored} \
          as new contents, {} files ({}) examined",
         r.files,
         libvserver::stats::format::format_size(r.bytes),
@@ -353,6 +353,12 @@ fn print_unify(name: &str, r: &storage::unify::UnifyReport, json: bool) {
         r.scanned_files,
         libvserver::stats::format::format_size(r.scanned_bytes)
     );
+    if r.quota_full_files > 0 {
+        println!(
+            "{name}: {} files left unshared: the guest is at its disk quota",
+            r.quota_full_files
+        );
+    }
 }
 
 /// The disk line of `vserver NAME status`: use and limit of the guest's quota.
