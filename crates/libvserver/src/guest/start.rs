@@ -161,8 +161,12 @@ pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestE
     let root = g.root();
     // A template base and the guests on it never run together (the overlay's lower layer
     // must not change under it).
-    crate::storage::overlay::unmount_stale(&g.paths, &g.name);
-    let on_me = crate::storage::overlay::running_guests_on(&g.paths, &g.name);
+    let on_me = if crate::storage::overlay::mounted_on(&root).is_empty() {
+        Vec::new()
+    } else {
+        crate::storage::overlay::unmount_stale(&g.paths, &g.name);
+        crate::storage::overlay::running_guests_on(&g.paths, &g.name)
+    };
     if !on_me.is_empty() {
         return Err(failed(
             &g.name,
@@ -242,10 +246,16 @@ fn check_root_and_launch(
     })?;
     cg.apply_limits(&g.config.limits)
         .and_then(|()| {
-            cg.apply_io_limits(
-                &g.config.limits,
-                crate::storage::fs::block_device_of(&g.root()),
-            )
+            // A fresh cgroup has no I/O rules to lift: the disk is looked up only for caps.
+            let l = &g.config.limits;
+            let caps = l.io_read_bps.is_some()
+                || l.io_write_bps.is_some()
+                || l.io_read_iops.is_some()
+                || l.io_write_iops.is_some();
+            let dev = caps
+                .then(|| crate::storage::fs::block_device_of(&g.root()))
+                .flatten();
+            cg.apply_io_limits(l, dev)
         })
         .map_err(|source| GuestError::Cgroup {
             name: g.name.clone(),

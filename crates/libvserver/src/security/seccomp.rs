@@ -131,9 +131,19 @@ const IOCTL_DENIED: [u64; 9] = [
     0x5000_9417,
     0x5000_9418,
 ];
-/// This file's text: part of the cache key of compiled programs, so that a changed profile
-/// never loads a program compiled by an older build.
-const PROFILE_SOURCE: &str = include_str!("seccomp.rs");
+/// FNV-1a of this file's text, computed at build time: part of the cache key of compiled
+/// programs, so that a changed profile never loads a program compiled by an older build.
+const PROFILE_HASH: u64 = fnv1a(0xcbf2_9ce4_8422_2325, include_str!("seccomp.rs").as_bytes());
+
+/// FNV-1a over `bytes`, continuing from `h`.
+const fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
 const AF_VSOCK: u64 = 40;
 const LOW_32_BITS: u64 = 0xffff_ffff;
 /// Classic BPF opcodes (linux/filter.h) used to chain the ioctl guard into the main program.
@@ -284,10 +294,7 @@ impl SeccompProgram {
             std::env::consts::ARCH,
             ptrace_needs_no_cap()
         );
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.bytes().chain(PROFILE_SOURCE.bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let h = fnv1a(PROFILE_HASH, key.as_bytes());
         let path = cache_dir.join(format!("{h:016x}.bpf"));
         let size = std::mem::size_of::<libc::sock_filter>();
         if let Ok(bytes) = std::fs::read(&path) {

@@ -47,6 +47,28 @@ pub fn running_guests_on(paths: &Paths, base: &str) -> Vec<String> {
         .collect()
 }
 
+/// Mount points of the overlays whose lower layer is `base_root` (from /proc/self/mountinfo):
+/// one read of the mount table, so a start need not read every guest's NAME.toml to learn
+/// that no template guest of it is mounted.
+pub fn mounted_on(base_root: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let want = format!("lowerdir={}", base_root.display());
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut r = right.split(' ');
+            let ours = r.next()? == "overlay"
+                && r.nth(1)?
+                    .split(',')
+                    .any(|o| o.replace("\\040", " ") == want);
+            let mount_point = left.split(' ').nth(4)?.replace("\\040", " ");
+            ours.then(|| PathBuf::from(mount_point))
+        })
+        .collect()
+}
+
 /// Unmount the overlays of the stopped guests built on `base` that are still mounted (left by
 /// an interrupted build or export), so the base never changes under a mounted overlay.
 pub fn unmount_stale(paths: &Paths, base: &str) {
