@@ -119,6 +119,24 @@ pub fn die_on_closed_pipe() {
     }
 }
 
+/// Options shared by `vserver NAME unify` and `vhashify`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UnifyArgs {
+    /// Report what would be shared; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON (vhashify: one object per guest and one for the total,
+    /// "guest": null, a line each).
+    #[arg(long)]
+    pub json: bool,
+    /// A path inside the guest(s) to leave alone (repeatable).
+    #[arg(long = "exclude", value_name = "PATH")]
+    pub exclude: Vec<String>,
+    /// Skip files smaller than BYTES (default 4096).
+    #[arg(long, value_name = "BYTES")]
+    pub min_size: Option<u64>,
+}
+
 /// Progress of long storage work on standard error: a bar (or a spinner when the total is
 /// unknown) on a terminal, plain lines otherwise (one every 5 seconds at most, and a last
 /// one with the count). Every line is prefixed with the tool's name.

@@ -512,6 +512,11 @@ impl GuestCgroup {
             }
             return Ok(());
         };
+        // Whether a rules file (io.max, blkio.throttle.*) has a line for this disk.
+        let has_rule = |text: &str| {
+            text.lines()
+                .any(|line| line.starts_with(&format!("{major}:{minor} ")))
+        };
         let mut done = false;
         for (h, d) in &self.dirs {
             if h.is_v2() {
@@ -520,9 +525,7 @@ impl GuestCgroup {
                     continue;
                 };
                 done = true;
-                let had = now
-                    .lines()
-                    .any(|line| line.starts_with(&format!("{major}:{minor} ")));
+                let had = has_rule(&now);
                 if any || had {
                     let v = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or("max".into());
                     write_file(
@@ -549,9 +552,7 @@ impl GuestCgroup {
                         continue;
                     };
                     done = true;
-                    let had = now
-                        .lines()
-                        .any(|line| line.starts_with(&format!("{major}:{minor} ")));
+                    let had = has_rule(&now);
                     // 0 removes a v1 throttle rule.
                     if val.is_some() || had {
                         write_file(

@@ -70,18 +70,24 @@ pub fn is_subvolume(path: &Path) -> bool {
         && fs_kind(path) == Ok(FsKind::Btrfs)
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+/// Run `cmd` and return its standard output; `what` names the step in errors, which carry
+/// the command's standard error.
+pub(super) fn run_output(cmd: &mut Command, what: &str) -> Result<String, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
             "{what}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    run_output(cmd, what).map(drop)
 }
 
 /// Create the directory `path` as a btrfs subvolume (`btrfs subvolume create`).
@@ -154,12 +160,15 @@ pub fn remove_tree(path: &Path) -> Result<(), String> {
                     .output();
             }
         };
-        let deleted = run(
-            Command::new("btrfs")
-                .args(["-q", "subvolume", "delete"])
-                .arg(path),
-            &format!("btrfs subvolume delete {}", path.display()),
-        );
+        let delete = || {
+            run(
+                Command::new("btrfs")
+                    .args(["-q", "subvolume", "delete"])
+                    .arg(path),
+                &format!("btrfs subvolume delete {}", path.display()),
+            )
+        };
+        let deleted = delete();
         if deleted.is_ok() {
             destroy();
             return Ok(());
@@ -171,12 +180,7 @@ pub fn remove_tree(path: &Path) -> Result<(), String> {
             set_writable(&n);
             remove_tree(&n)?;
         }
-        let r = run(
-            Command::new("btrfs")
-                .args(["-q", "subvolume", "delete"])
-                .arg(path),
-            &format!("btrfs subvolume delete {}", path.display()),
-        );
+        let r = delete();
         if r.is_ok() {
             destroy();
         }

@@ -257,19 +257,9 @@ pub fn project_usage(root: &Path, id: u32) -> Option<super::disk::DiskUsage> {
     })
 }
 
+/// `btrfs ARGS... PATH` (btrfs-progs), its standard output.
 fn btrfs(args: &[&str], path: &Path, what: &str) -> Result<String, String> {
-    let out = Command::new("btrfs")
-        .args(args)
-        .arg(path)
-        .output()
-        .map_err(|e| format!("{what}: cannot run btrfs (package btrfs-progs): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    sfs::run_output(Command::new("btrfs").args(args).arg(path), what)
 }
 
 /// Turn quotas on for the btrfs holding `root` (if off) and limit the referenced space of the
@@ -302,19 +292,13 @@ pub fn set_btrfs_limit(root: &Path, bytes: u64) -> Result<(), String> {
     )?;
     let id = id.trim();
     let parent = root.parent().unwrap_or(Path::new("/"));
-    let out = Command::new("btrfs")
-        .args(["qgroup", "limit", &bytes.to_string(), &format!("0/{id}")])
-        .arg(parent)
-        .output()
-        .map_err(|e| format!("cannot run btrfs: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "btrfs qgroup limit {bytes} 0/{id} {}: {}",
-            parent.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    let group = format!("0/{id}");
+    btrfs(
+        &["qgroup", "limit", &bytes.to_string(), &group],
+        parent,
+        &format!("btrfs qgroup limit {bytes} {group} {}", parent.display()),
+    )
+    .map(drop)
 }
 
 /// Referenced bytes and limit of the quota group of the subvolume `root`.

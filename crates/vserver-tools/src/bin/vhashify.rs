@@ -7,7 +7,7 @@ use clap::Parser;
 use libvserver::guest::Guest;
 use libvserver::storage::unify::{self, UnifyReport};
 use std::process::ExitCode;
-use vserver_tools::PathArgs;
+use vserver_tools::{PathArgs, UnifyArgs};
 
 #[derive(Parser)]
 #[command(
@@ -25,18 +25,8 @@ struct Cli {
     /// Every configured guest.
     #[arg(long, conflicts_with = "names")]
     all: bool,
-    /// Report what would be shared; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// One JSON object per guest and one for the total ("guest": null), a line each.
-    #[arg(long)]
-    json: bool,
-    /// A path inside the guests to leave alone (repeatable).
-    #[arg(long = "exclude", value_name = "PATH")]
-    exclude: Vec<String>,
-    /// Skip files smaller than BYTES (default 4096).
-    #[arg(long, value_name = "BYTES")]
-    min_size: Option<u64>,
+    #[command(flatten)]
+    unify: UnifyArgs,
     /// Empty the content store(s) of the given guests afterwards (their savings stay); alone,
     /// empty the store of the root base.
     #[arg(long)]
@@ -58,7 +48,7 @@ fn main() -> ExitCode {
     } else {
         cli.names.clone()
     };
-    if names.is_empty() && cli.prune && !cli.dry_run {
+    if names.is_empty() && cli.prune && !cli.unify.dry_run {
         // --prune alone: empty the store beside the guest roots of the root base.
         return match unify::prune(&paths.root_base.join(".hash")) {
             Ok(()) => ExitCode::SUCCESS,
@@ -73,7 +63,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mut total = UnifyReport {
-        dry_run: cli.dry_run,
+        dry_run: cli.unify.dry_run,
         ..Default::default()
     };
     let mut failed = false;
@@ -92,9 +82,15 @@ fn main() -> ExitCode {
             continue;
         }
         let mut rep = vserver_tools::Reporter::new(&format!("vhashify: {name}"));
-        match unify::unify_guest(&g, cli.dry_run, &cli.exclude, cli.min_size, &mut rep) {
+        match unify::unify_guest(
+            &g,
+            cli.unify.dry_run,
+            &cli.unify.exclude,
+            cli.unify.min_size,
+            &mut rep,
+        ) {
             Ok(r) => {
-                if cli.json {
+                if cli.unify.json {
                     let mut v = serde_json::to_value(&r).unwrap_or_default();
                     v["guest"] = serde_json::Value::from(name.as_str());
                     println!("{v}");
@@ -121,7 +117,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if cli.json {
+    if cli.unify.json {
         let mut v = serde_json::to_value(&total).unwrap_or_default();
         v["guest"] = serde_json::Value::Null;
         println!("{v}");
@@ -137,7 +133,7 @@ fn main() -> ExitCode {
             }
         );
     }
-    if cli.prune && !cli.dry_run {
+    if cli.prune && !cli.unify.dry_run {
         for s in stores {
             if let Err(m) = unify::prune(&s) {
                 eprintln!("vhashify: {m}");

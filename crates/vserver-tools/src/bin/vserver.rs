@@ -183,18 +183,8 @@ enum Cmd {
     /// Share the blocks of files identical to other guests' (reflink dedupe on btrfs or xfs);
     /// /etc and the config's disk.unify_exclude are left alone.
     Unify {
-        /// Report what would be shared; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// A path inside the guest to leave alone (repeatable).
-        #[arg(long = "exclude", value_name = "PATH")]
-        exclude: Vec<String>,
-        /// Skip files smaller than BYTES (default 4096).
-        #[arg(long, value_name = "BYTES")]
-        min_size: Option<u64>,
+        #[command(flatten)]
+        args: vserver_tools::UnifyArgs,
     },
     /// Snapshots of the guest's files: create [LABEL], list, restore LABEL, delete LABEL.
     Snapshot {
@@ -631,17 +621,18 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 .map_err(|e| fail(e.into()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Unify {
-            dry_run,
-            json,
-            exclude,
-            min_size,
-        } => {
+        Cmd::Unify { args } => {
             let g = load(&paths, &cli.name)?;
             let mut rep = vserver_tools::Reporter::new("vserver");
-            let r = storage::unify::unify_guest(&g, dry_run, &exclude, min_size, &mut rep)
-                .map_err(|m| fail(anyhow::anyhow!("{}: unify: {m}", g.name)))?;
-            print_unify(&g.name, &r, json);
+            let r = storage::unify::unify_guest(
+                &g,
+                args.dry_run,
+                &args.exclude,
+                args.min_size,
+                &mut rep,
+            )
+            .map_err(|m| fail(anyhow::anyhow!("{}: unify: {m}", g.name)))?;
+            print_unify(&g.name, &r, args.json);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Snapshot { op } => {
