@@ -4,7 +4,7 @@
 //! (`FS_IOC_FIEMAP`, Documentation/filesystems/fiemap.rst).
 
 use std::fs;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -260,6 +260,85 @@ pub fn block_device_of(path: &Path) -> Option<(u32, u32)> {
         return Some((a.parse().ok()?, b.parse().ok()?));
     }
     Some((major, minor))
+}
+
+/// Walk a tree a guest controls without ever leaving it: every directory and regular file
+/// under `root` is opened relative to its parent's descriptor with `O_NOFOLLOW` (files also
+/// `O_NONBLOCK`), only after `want(rel, stat)` agrees (`rel` is the path inside the tree,
+/// `/a/b`; `stat` from fstatat without following), and handed to `visit(rel, fd, stat)` with
+/// the stat of the open descriptor, which must still be the same inode of the same type.
+/// Directories on another device (mount points, nested btrfs subvolumes) are not entered;
+/// symlinks, devices, FIFOs and sockets are never opened. `root` itself is visited first,
+/// with `rel` empty. A directory `want` refuses is not entered.
+///
+/// Errors: `root` cannot be opened, or `visit` failed (its error is returned).
+pub fn walk_in_root(
+    root: &Path,
+    want: &mut dyn FnMut(&str, &nix::sys::stat::FileStat) -> bool,
+    visit: &mut dyn FnMut(&str, &OwnedFd, &nix::sys::stat::FileStat) -> Result<(), String>,
+) -> Result<(), String> {
+    use nix::fcntl::{openat, AtFlags, OFlag};
+    use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+    let kind =
+        |st: &nix::sys::stat::FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let rootfd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", root.display()))?;
+    let rst = fstat(&rootfd).map_err(|e| format!("stat {}: {e}", root.display()))?;
+    visit("", &rootfd, &rst)?;
+    let mut stack: Vec<(OwnedFd, String)> = vec![(rootfd, String::new())];
+    while let Some((dfd, rel)) = stack.pop() {
+        let Ok(mut dir) = dfd
+            .try_clone()
+            .map_err(drop)
+            .and_then(|d| nix::dir::Dir::from_fd(d).map_err(drop))
+        else {
+            continue;
+        };
+        let names: Vec<_> = dir
+            .iter()
+            .flatten()
+            .filter(|e| !matches!(e.file_name().to_bytes(), b"." | b".."))
+            .map(|e| e.file_name().to_owned())
+            .collect();
+        for name in names {
+            let child = format!("{rel}/{}", name.to_string_lossy());
+            let Ok(st) = fstatat(&dfd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let is_dir = kind(&st) == SFlag::S_IFDIR;
+            if !(is_dir || kind(&st) == SFlag::S_IFREG)
+                || (is_dir && st.st_dev != rst.st_dev)
+                || !want(&child, &st)
+            {
+                continue;
+            }
+            let flags = OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | if is_dir {
+                    OFlag::O_DIRECTORY
+                } else {
+                    OFlag::O_NONBLOCK
+                };
+            let Ok(fd) = openat(&dfd, name.as_c_str(), flags, Mode::empty()) else {
+                continue;
+            };
+            // Still the entry looked at: not swapped between the stat and the open.
+            let Ok(st2) = fstat(&fd) else { continue };
+            if st2.st_ino != st.st_ino || kind(&st2) != kind(&st) {
+                continue;
+            }
+            visit(&child, &fd, &st2)?;
+            if is_dir {
+                stack.push((fd, child));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Mount points at or below `path` (from /proc/self/mountinfo).

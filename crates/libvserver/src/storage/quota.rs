@@ -16,8 +16,8 @@
 
 use super::fs::{self as sfs, FsKind};
 use crate::config::{parse_size, DiskBackend, DiskConfig};
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
@@ -158,64 +158,14 @@ fn set_projid(fd: &OwnedFd, id: u32, inherit: bool) -> std::io::Result<()> {
 ///
 /// Errors: the root cannot be opened, or the kernel refused the project id.
 pub fn set_project_tree(root: &Path, id: u32) -> Result<u64, String> {
-    let rootfd = open_dir(root)?;
-    let dev = fstat(&rootfd)
-        .map_err(|e| format!("stat {}: {e}", root.display()))?
-        .st_dev;
-    set_projid(&rootfd, id, true)
-        .map_err(|e| format!("set project id {id} on {}: {e}", root.display()))?;
-    let mut n = 1;
-    let mut stack = vec![rootfd];
-    while let Some(dfd) = stack.pop() {
-        let dup = dfd.try_clone().map_err(|e| format!("dup: {e}"))?;
-        let Ok(mut dir) = nix::dir::Dir::from_fd(dup) else {
-            continue;
-        };
-        let names: Vec<_> = dir
-            .iter()
-            .flatten()
-            .filter(|e| !matches!(e.file_name().to_bytes(), b"." | b".."))
-            .map(|e| e.file_name().to_owned())
-            .collect();
-        for name in names {
-            let Ok(st) = fstatat(
-                &dfd,
-                name.as_c_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) else {
-                continue;
-            };
-            let fmt = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-            let is_dir = fmt == SFlag::S_IFDIR;
-            if !(is_dir || fmt == SFlag::S_IFREG) || st.st_dev != dev {
-                continue;
-            }
-            let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            flags |= if is_dir {
-                OFlag::O_DIRECTORY
-            } else {
-                OFlag::O_NONBLOCK
-            };
-            let Ok(fd) = openat(&dfd, name.as_c_str(), flags, Mode::empty()) else {
-                continue;
-            };
-            match fstat(&fd) {
-                Ok(s2) if s2.st_ino == st.st_ino => {}
-                _ => continue,
-            }
-            set_projid(&fd, id, is_dir).map_err(|e| {
-                format!(
-                    "set project id {id} on {}/…/{}: {e}",
-                    root.display(),
-                    name.to_string_lossy()
-                )
-            })?;
-            n += 1;
-            if is_dir {
-                stack.push(fd);
-            }
-        }
-    }
+    let mut n = 0;
+    sfs::walk_in_root(root, &mut |_, _| true, &mut |rel, fd, st| {
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        set_projid(fd, id, is_dir)
+            .map_err(|e| format!("set project id {id} on {}{rel}: {e}", root.display()))?;
+        n += 1;
+        Ok(())
+    })?;
     Ok(n)
 }
 

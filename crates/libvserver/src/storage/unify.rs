@@ -17,8 +17,7 @@
 
 use super::fs as sfs;
 use super::progress::Progress;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+use nix::sys::stat::SFlag;
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -157,15 +156,6 @@ pub fn unify(
         )
         .map_err(|e| format!("chmod {}: {e}", store.display()))?;
     }
-    let rootfd = nix::fcntl::open(
-        root,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("open {}: {e}", root.display()))?;
-    let dev = fstat(&rootfd)
-        .map_err(|e| format!("stat {}: {e}", root.display()))?
-        .st_dev;
     let mut rep = UnifyReport {
         dry_run: o.dry_run,
         store: store.to_path_buf(),
@@ -174,83 +164,33 @@ pub fn unify(
     // Contents seen in this run without a store entry (dry runs make none).
     let mut seen: HashSet<String> = HashSet::new();
     progress.begin("unify", None, "files");
-    let mut stack: Vec<(OwnedFd, String)> = vec![(rootfd, String::new())];
-    while let Some((dfd, rel)) = stack.pop() {
-        let dup = dfd.try_clone().map_err(|e| format!("dup: {e}"))?;
-        let mut dir = match nix::dir::Dir::from_fd(dup) {
-            Ok(d) => d,
-            Err(_) => continue,
-        };
-        let mut names = Vec::new();
-        for e in dir.iter().flatten() {
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(e.file_name().to_owned());
-            }
-        }
-        for name in names {
-            let child_rel = format!("{rel}/{}", name.to_string_lossy());
-            if excluded(&child_rel, &o.exclude) {
-                continue;
-            }
-            let Ok(st) = fstatat(
-                &dfd,
-                name.as_c_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) else {
-                continue;
-            };
-            let fmt = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-            if fmt == SFlag::S_IFDIR {
-                if st.st_dev != dev {
-                    continue; // a mount point (or a nested subvolume): not this tree
-                }
-                if let Ok(sub) = openat(
-                    &dfd,
-                    name.as_c_str(),
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    stack.push((sub, child_rel));
-                }
-                continue;
-            }
-            if fmt != SFlag::S_IFREG
-                || (st.st_size as u64) < o.min_size
-                || (st.st_size as u64) > o.max_size
+    let in_range = |size: u64| (o.min_size..=o.max_size).contains(&size);
+    sfs::walk_in_root(
+        root,
+        &mut |rel, st| {
+            !excluded(rel, &o.exclude)
+                && (SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+                    || in_range(st.st_size as u64))
+        },
+        &mut |rel, fd, st| {
+            let size = st.st_size as u64;
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
+                || !in_range(size)
             {
-                continue;
-            }
-            // Open only what is still the regular file we looked at.
-            let Ok(fd) = openat(
-                &dfd,
-                name.as_c_str(),
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) else {
-                continue;
-            };
-            let Ok(st2) = fstat(&fd) else { continue };
-            if st2.st_ino != st.st_ino
-                || SFlag::from_bits_truncate(st2.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
-            {
-                continue;
-            }
-            let size = st2.st_size as u64;
-            if size < o.min_size || size > o.max_size {
-                continue;
+                return Ok(());
             }
             rep.scanned_files += 1;
             rep.scanned_bytes += size;
-            let (hash, len) = hash_fd(&fd, size).map_err(|e| format!("read {child_rel}: {e}"))?;
+            let (hash, len) = hash_fd(fd, size).map_err(|e| format!("read {rel}: {e}"))?;
             if len != size {
-                continue; // shrank while read: changing, not worth sharing now
+                return Ok(()); // shrank while read: changing, not worth sharing now
             }
-            unify_one(&fd, &hash, len, store, o, &mut seen, &mut rep)
-                .map_err(|e| format!("{}{child_rel}: {e}", root.display()))?;
-            progress.update(rep.scanned_files, &child_rel);
-        }
-    }
+            unify_one(fd, &hash, len, store, o, &mut seen, &mut rep)
+                .map_err(|e| format!("{}{rel}: {e}", root.display()))?;
+            progress.update(rep.scanned_files, rel);
+            Ok(())
+        },
+    )?;
     progress.end();
     Ok(rep)
 }
