@@ -438,14 +438,15 @@ fn vserver_stat_rows_match_known_loads() {
         rss < (64 << 20) + (64 << 20),
         "RSS {rss} is far above the 64 MiB held: {r}"
     );
-    // Two seconds of a busy loop add about two seconds of CPU time (user plus system).
+    // Two seconds of a busy loop add up to two seconds of CPU time (user plus system); on a
+    // loaded 2-core CI host the loop may get well under one CPU, so the floor is one second.
     let cpu =
         |r: &serde_json::Value| r["user_usec"].as_u64().unwrap() + r["sys_usec"].as_u64().unwrap();
     let before = cpu(&r);
     let _ = env.exec(&name, "busybox timeout 2 sh -c 'while :; do :; done'");
     let spent = cpu(&row(&env)) - before;
     assert!(
-        (1_200_000..=3_500_000).contains(&spent),
+        (1_000_000..=3_500_000).contains(&spent),
         "a 2 s busy loop shows as {spent} us of CPU"
     );
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
