@@ -14,3 +14,4 @@ pub mod rootfs;
 pub mod security;
 pub mod stats;
 pub mod storage;
+pub mod testhook;

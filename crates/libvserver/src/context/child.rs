@@ -36,6 +36,7 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
         unsafe { libc::_exit(1) }
     }
     drop(go);
+    crate::testhook::pause("child-go");
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
         fail(&err, &format!("unshare the cgroup namespace: {e}"));
     }
@@ -382,6 +383,7 @@ pub fn finish(
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o022) };
+    crate::testhook::pause("child-pre-exec");
     // Seccomp last: after it, mount/unshare and friends are refused.
     if let Some(s) = seccomp {
         if let Err(e) = s.load() {

@@ -260,6 +260,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             source,
         })?;
     let (cap_drop, seccomp) = super::start::security_of(g)?;
+    crate::testhook::init();
     // Read while /proc/self is still ours: the intermediate scrubs its copy of our argv and
     // environment, so the command never shows the host's command line inside the guest.
     let area = child::arg_env_area().ok();
@@ -274,6 +275,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             format!("join the namespaces of pid {}: {e}", st.init_pid),
         )
     })?;
+    crate::testhook::pause("exec-joined");
     // From here on "/" is the guest's root: every path below resolves inside the guest.
     let (user, home, shell) = match &req.user {
         None => (None, "/root".to_string(), String::new()),

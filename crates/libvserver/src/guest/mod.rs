@@ -369,6 +369,7 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
     }
     // Before the cgroup goes: a classic guest's traffic counters live on it.
     network::teardown(g, xid, st.as_ref());
+    crate::testhook::pause("repair-links-gone");
     cg.remove().map_err(|source| GuestError::Cgroup {
         name: g.name.clone(),
         source,

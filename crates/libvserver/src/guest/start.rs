@@ -139,6 +139,8 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
     let rd = g.run_dir();
     let lock = GuestLock::acquire(&rd)
         .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+    crate::testhook::init();
+    crate::testhook::pause("start-locked");
     // An administrator's start begins a new count of restarts from inside.
     let _ = std::fs::remove_file(rd.file("restarts"));
     start_locked(g, lock)
@@ -261,6 +263,7 @@ fn check_root_and_launch(
             name: g.name.clone(),
             source,
         })?;
+    crate::testhook::pause("start-cgroup");
     start_created(g, lock)
 }
 
@@ -424,6 +427,7 @@ fn monitor_main(
         }
     }
     let _ = nix::sys::prctl::set_name(c"vs-monitor");
+    crate::testhook::pause("start-monitor");
     let fail = |msg: String| -> ! {
         let _ = crate::guest::repair(g);
         let _ = nix::unistd::write(&report, msg.as_bytes());
@@ -499,6 +503,7 @@ fn monitor_main(
             None
         }
     };
+    crate::testhook::pause("start-running");
     if nix::unistd::write(&report, b"OK").is_err() {
         // The starting command died: do not leave a guest nobody asked for. Clean up while
         // still holding the lock.

@@ -66,6 +66,8 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
     let rd = g.run_dir();
     let _lock = GuestLock::acquire(&rd)
         .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
+    crate::testhook::init();
+    crate::testhook::pause("stop-locked");
     let mut out = Stopped::default();
     let Some(st) = g.running() else {
         // A context id used by someone else is not ours to clean: leave it alone.
@@ -113,6 +115,7 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
             .and_then(|s| crate::config::parse_signal_name(s).ok())
             .unwrap_or(libc::SIGTERM);
         let _ = pidfd_kill(init.as_fd(), sig);
+        crate::testhook::pause("stop-signalled");
         if g.config.init.style == crate::config::InitStyle::Plain {
             cg.signal_all(nix::sys::signal::Signal::SIGTERM);
         }

@@ -149,6 +149,7 @@ pub fn enter_guest_root(
         None,
     )?;
     nix::unistd::chdir(root).map_err(|e| format!("chdir {root_s}: {e}"))?;
+    crate::testhook::pause("child-pre-pivot");
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root into {root_s}: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the host root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -160,6 +161,7 @@ pub fn enter_guest_root(
         }
     }
     drop(bind_fds);
+    crate::testhook::pause("child-mounts");
 
     ensure_dir("/proc")?;
     m(
@@ -175,6 +177,7 @@ pub fn enter_guest_root(
         move_mount(fd, &b.target)?;
     }
     drop(view_fds);
+    crate::testhook::pause("child-proc");
     ensure_dir("/sys")?;
     m(
         Some("sysfs"),
@@ -184,6 +187,7 @@ pub fn enter_guest_root(
         None,
     )?;
     build_dev(console_tree.as_ref())?;
+    crate::testhook::pause("child-dev");
     apply_masks()?;
     verify_masks()
 }
