@@ -21,7 +21,8 @@
 //! written, start about to return), `stop-locked` (stop holds the lock), `stop-signalled` (the
 //! guest has its stop signal), `repair-links-gone` (cleanup after the guest ended, by the
 //! monitor, stop or the next start: links and nft rules gone, cgroup and state not yet),
-//! `exec-joined` (exec client joined the guest's namespaces).
+//! `exec-joined` (exec client joined the guest's namespaces), `exec-pre-exec` (the exec'd
+//! command, in the guest's pid namespace and reduced, before its execve).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::OnceLock;
@@ -52,6 +53,12 @@ pub fn init() {
             .ok()?;
         Some(Hook { step, file })
     });
+}
+
+/// The pause file's descriptor, for code that closes every other fd (it is close-on-exec).
+pub fn fd() -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    HOOK.get()?.as_ref().map(|h| h.file.as_raw_fd())
 }
 
 /// The pid of this process in the namespace of the mounted /proc (the host's until the guest's

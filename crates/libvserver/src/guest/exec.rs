@@ -478,7 +478,9 @@ fn intermediate(
             );
         }
     }
-    if let Err(e) = clone::close_all_but(&[err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()]) {
+    let mut keep = vec![err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()];
+    keep.extend(crate::testhook::fd());
+    if let Err(e) = clone::close_all_but(&keep) {
         child::fail(err, &format!("close inherited fds: {e}"));
     }
     if let Some(n) = nice {
@@ -526,6 +528,7 @@ fn intermediate(
             let _ = nix::unistd::chdir(home).or_else(|_| nix::unistd::chdir("/"));
             // SAFETY: umask only changes this process's file creation mask.
             unsafe { libc::umask(0o022) };
+            crate::testhook::pause("exec-pre-exec");
             child::exec_as(user, payload, err)
         }
         Ok(nix::unistd::ForkResult::Parent { child: cmd }) => {

@@ -1296,21 +1296,12 @@ fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), 
     {
         return Err(format!("{} is not a directory", etc.display()));
     }
-    // Never write through a symlink, FIFO or device the source tree planted.
-    for f in ["hostname", "hosts", "machine-id"] {
-        let p = etc.join(f);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {
-                return Err(format!("{} is a directory", p.display()));
-            }
-            Ok(m) if !m.is_file() => {
-                fs::remove_file(&p).map_err(|e| format!("replace {}: {e}", p.display()))?;
-            }
-            _ => {}
-        }
-    }
-    fs::write(etc.join("hostname"), format!("{hostname}\n"))
-        .map_err(|e| format!("write etc/hostname: {e}"))?;
+    // Never write through a symlink, FIFO or device the source tree planted: every component
+    // is resolved inside the guest root.
+    let w = |f: &str, data: String| {
+        super::fs::write_in_root(root, &format!("etc/{f}"), data.as_bytes())
+    };
+    w("hostname", format!("{hostname}\n"))?;
     let mut hosts =
         String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for i in &cfg.interface {
@@ -1323,14 +1314,13 @@ fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), 
     if cfg.interface.is_empty() {
         hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }
-    fs::write(etc.join("hosts"), hosts).map_err(|e| format!("write etc/hosts: {e}"))?;
+    w("hosts", hosts)?;
     let mut id = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id))
         .map_err(|e| format!("read /dev/urandom: {e}"))?;
     let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    fs::write(etc.join("machine-id"), format!("{hex}\n"))
-        .map_err(|e| format!("write etc/machine-id: {e}"))
+    w("machine-id", format!("{hex}\n"))
 }
 
 #[cfg(test)]

@@ -580,3 +580,117 @@ pub fn tree_size(path: &Path) -> (u64, u64) {
     }
     acc
 }
+
+/// Open `rel` (a path inside a guest tree, relative or absolute: both are taken from the guest
+/// root) with openat2(2) `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`, so no
+/// symlink, `..` or mount point leads out of `root`; the last component is never followed
+/// (O_NOFOLLOW). `flags` are open(2) flags (O_CLOEXEC is added), `mode` the creation mode.
+///
+/// Errors: openat2's (ELOOP for a final symlink, EXDEV for a mount crossing, ENOSYS before
+/// Linux 5.6) with the path in the message.
+pub fn open_in_root(
+    root: &Path,
+    rel: &str,
+    flags: i32,
+    mode: u32,
+) -> Result<std::fs::File, String> {
+    use std::os::fd::FromRawFd;
+    let dir = std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_XDEV: u64 = 0x01;
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let how = OpenHow {
+        flags: (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        mode: if flags & libc::O_CREAT != 0 {
+            u64::from(mode)
+        } else {
+            0
+        },
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    let c = std::ffi::CString::new(rel)
+        .map_err(|_| format!("{rel} in {} contains NUL", root.display()))?;
+    // SAFETY: valid dirfd, NUL-terminated path and a properly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "open {rel} inside {}: {}",
+            root.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
+}
+
+/// Replace the regular file `rel` inside the guest tree `root` with `data`, resolving every
+/// component in-root ([`open_in_root`]); a symlink, FIFO, device or socket there is removed
+/// first (never written through), a directory is an error.
+///
+/// Errors: as [`open_in_root`], or the write's.
+pub fn write_in_root(root: &Path, rel: &str, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    match open_in_root(root, rel, libc::O_PATH, 0) {
+        Ok(f) => {
+            let md = f
+                .metadata()
+                .map_err(|e| format!("stat {rel} in {}: {e}", root.display()))?;
+            if md.is_dir() {
+                return Err(format!("{rel} in {} is a directory", root.display()));
+            }
+        }
+        Err(e) if e.contains("(os error 2)") => {}
+        Err(e) => return Err(e),
+    }
+    // Whatever is not a regular file goes: unlink relative to its parent, resolved in-root.
+    let (parent, base) = match rel.trim_end_matches('/').rsplit_once('/') {
+        Some((p, b)) => (if p.is_empty() { "/" } else { p }, b),
+        None => (".", rel),
+    };
+    let pdir = open_in_root(root, parent, libc::O_DIRECTORY | libc::O_RDONLY, 0)?;
+    let cbase = std::ffi::CString::new(base).map_err(|_| format!("{rel} contains NUL"))?;
+    // SAFETY: stat is plain data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid dirfd, C string and stat buffer.
+    let r = unsafe {
+        libc::fstatat(
+            std::os::fd::AsRawFd::as_raw_fd(&pdir),
+            cbase.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 && st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        // SAFETY: as above.
+        if unsafe { libc::unlinkat(std::os::fd::AsRawFd::as_raw_fd(&pdir), cbase.as_ptr(), 0) } != 0
+        {
+            return Err(format!(
+                "replace {rel} in {}: {}",
+                root.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let mut f = open_in_root(
+        root,
+        rel,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        0o644,
+    )?;
+    f.write_all(data)
+        .map_err(|e| format!("write {rel} in {}: {e}", root.display()))
+}

@@ -62,6 +62,11 @@ fn join_guest(xid: u32, cmd: &[String]) -> Option<ExitCode> {
 fn main() -> ExitCode {
     vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
+    // The command runs in a new context: our binary must not be writable through it.
+    if let Err(e) = libvserver::security::exe::reexec_readonly() {
+        eprintln!("chcontext: {e}");
+        return ExitCode::from(255);
+    }
     if let Some(x) = cli.xid {
         if let Some(code) = join_guest(x, &cli.cmd) {
             return code;

@@ -405,6 +405,21 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         eprintln!("vserver: {e}");
         ExitCode::from(1)
     };
+    if matches!(
+        cli.cmd,
+        Cmd::Start
+            | Cmd::Restart
+            | Cmd::Condrestart
+            | Cmd::Run { .. }
+            | Cmd::Enter
+            | Cmd::Exec { .. }
+            | Cmd::Suexec { .. }
+    ) {
+        // Guest code will run: our binary must not be writable through any process of ours
+        // a guest can see (CVE-2019-5736).
+        libvserver::security::exe::reexec_readonly()
+            .map_err(|e| fail(anyhow::anyhow!("{}: {e}", cli.name)))?;
+    }
     match cli.cmd {
         Cmd::Build {
             method,
