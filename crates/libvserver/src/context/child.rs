@@ -31,6 +31,11 @@ pub fn fail(err: &OwnedFd, msg: &str) -> ! {
 
 /// Run the setup sequence of a new context and exec its payload. Never returns.
 pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
+    // A monitor killed during the setup takes the half-made guest with it (set before waiting
+    // for "go": a monitor already dead closed the pipe, so wait_go fails). Cleared just before
+    // the guest's program runs, whose life no longer depends on the monitor's.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if !super::sync::wait_go(&go) {
         // SAFETY: see fail().
         unsafe { libc::_exit(1) }
@@ -384,6 +389,9 @@ pub fn finish(
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o022) };
     crate::testhook::pause("child-pre-exec");
+    // Setup is done: the guest lives on if its monitor dies (see setup_and_run).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
     // Seccomp last: after it, mount/unshare and friends are refused.
     if let Some(s) = seccomp {
         if let Err(e) = s.load() {
