@@ -376,6 +376,20 @@ fn proc_sys_and_dev_planted_as_symlinks_refuse_the_start() {
         .exec(&name, "echo 1 > /proc/sys/kernel/ns_last_pid")
         .status
         .success());
+    // FS-04: the console is a pty the runtime allocated, not a file the tree chose.
+    let con = text(&env.exec(&name, "ls -l /dev/console"));
+    assert!(con.starts_with('c') && con.contains(" 136,"), "{con}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    // FS-05 (a): there is no way to ask for a host-global sysctl: the key is refused.
+    let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    env.append_config(&name, "\n[sysctl]\n\"kernel.core_pattern\" = \"|/tmp/x\"\n");
+    let out = env.vserver(&name, &["start"]);
+    assert!(
+        !out.status.success() && text(&out).contains("sysctl"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(env.config_path(&name), cfg).unwrap();
 }
 
 /// FS-08: build writes /etc/hostname, /etc/hosts and /etc/machine-id inside the new root only,
@@ -747,4 +761,55 @@ fn a_recorded_init_pid_that_is_now_someone_else_is_never_joined() {
     );
     let _ = other.kill();
     let _ = other.wait();
+}
+
+/// FS-09 (a): exporting a running guest whose root swaps a directory with a symlink to a host
+/// directory (RENAME_EXCHANGE in a loop) never puts host files into the stream: the archiver
+/// opens every entry relative to its parent directory without following symlinks.
+#[test]
+fn export_of_a_racing_guest_never_carries_host_files() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("hexport", 32);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, false);
+    let hostdir = env.dir.join("hostdir");
+    std::fs::create_dir_all(&hostdir).unwrap();
+    let sentinel = format!("sentinel-{}", std::process::id());
+    std::fs::write(hostdir.join(&sentinel), "host secret").unwrap();
+    let root = env.root(&name);
+    std::fs::create_dir_all(root.join("data/x")).unwrap();
+    std::fs::write(root.join("data/x/file"), "guest data").unwrap();
+    std::os::unix::fs::symlink(&hostdir, root.join("data/y")).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let racer = "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+                 end = time.time() + 60\nwhile time.time() < end:\n    \
+                 libc.renameat2(-100, b'/data/x', -100, b'/data/y', 2)\n";
+    std::fs::write(root.join("tmp/race.py"), racer).unwrap();
+    assert_ok(
+        &env.exec(&name, "(python3 /tmp/race.py >/dev/null 2>&1 &)"),
+        "racer",
+    );
+    for i in 0..10 {
+        let out = env.dir.join(format!("export-{i}.tar.zst"));
+        let o = env.vserver(&name, &["export", out.to_str().unwrap()]);
+        if !o.status.success() {
+            // tar gives up on files changing under it: then no stream is left at all.
+            assert!(!out.exists(), "a failed export left {}", out.display());
+            let partial = format!("{}.partial", out.display());
+            assert!(!std::path::Path::new(&partial).exists(), "{partial} left");
+            continue;
+        }
+        let list = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc {} | tar -t", out.display()))
+            .output()
+            .unwrap();
+        assert_ok(&list, "list the stream");
+        let names = String::from_utf8_lossy(&list.stdout);
+        assert!(!names.contains(&sentinel), "export {i} carried a host file");
+        let _ = std::fs::remove_file(&out);
+    }
+    let _ = env.exec(&name, "pkill -f race.py");
 }
