@@ -9,6 +9,7 @@ pub mod context;
 pub mod guest;
 pub mod monitor;
 pub mod net;
+pub mod oci;
 pub mod paths;
 pub mod rootfs;
 pub mod security;

@@ -1,0 +1,452 @@
+//! What vserver refuses in a `config.json`: fields of the spec it cannot honour, and values that
+//! would be unsafe or meaningless (non-namespaced sysctls, relative mount destinations). Every
+//! refusal names the field by its dotted path, so `ctr` and `podman` show a useful line.
+
+use super::spec::{Linux, Mount, Process, Spec, SpecError};
+
+/// Namespace types of `linux.namespaces[].type` and their clone(2) flags.
+pub const NAMESPACE_TYPES: &[(&str, i32)] = &[
+    ("pid", libc::CLONE_NEWPID),
+    ("network", libc::CLONE_NEWNET),
+    ("mount", libc::CLONE_NEWNS),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("user", libc::CLONE_NEWUSER),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("time", libc::CLONE_NEWTIME),
+];
+
+/// Mount types a `config.json` may ask for (others need a trusted file system driver).
+pub const MOUNT_TYPES: &[&str] = &[
+    "bind", "none", "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "overlay",
+];
+
+/// IPC sysctls a container with its own IPC namespace may set (runc's list).
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+struct Ctx<'a> {
+    path: &'a str,
+}
+
+impl Ctx<'_> {
+    fn refuse(&self, field: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError::Unsupported {
+            path: self.path.to_string(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn set<T>(v: &Option<T>) -> bool {
+    v.is_some()
+}
+
+fn nonempty(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+/// Has the spec a new (not joined) namespace of type `kind`?
+pub fn creates(linux: Option<&Linux>, kind: &str) -> bool {
+    linux.is_some_and(|l| {
+        l.namespaces
+            .iter()
+            .any(|n| n.kind == kind && n.path.is_none())
+    })
+}
+
+/// Has the spec a namespace of type `kind` (created or joined)?
+pub fn has_ns(linux: Option<&Linux>, kind: &str) -> bool {
+    linux.is_some_and(|l| l.namespaces.iter().any(|n| n.kind == kind))
+}
+
+impl Spec {
+    /// Refuse what vserver cannot do as asked (see the module doc). `path` names config.json
+    /// in messages.
+    ///
+    /// Errors: [`SpecError::Unsupported`] naming the first offending field.
+    pub fn check_supported(&self, path: &str) -> Result<(), SpecError> {
+        let c = Ctx { path };
+        if !self.oci_version.starts_with("1.") {
+            return Err(c.refuse(
+                "ociVersion",
+                format!("version '{}' is not 1.x", self.oci_version),
+            ));
+        }
+        for (name, v) in [
+            ("solaris", &self.solaris),
+            ("windows", &self.windows),
+            ("vm", &self.vm),
+            ("zos", &self.zos),
+            ("freebsd", &self.freebsd),
+        ] {
+            if v.is_some() {
+                return Err(c.refuse(name, "not a Linux configuration"));
+            }
+        }
+        let root = self
+            .root
+            .as_ref()
+            .ok_or_else(|| c.refuse("root", "missing: a container needs a root file system"))?;
+        if root.path.is_empty() {
+            return Err(c.refuse("root.path", "empty"));
+        }
+        let process = self
+            .process
+            .as_ref()
+            .ok_or_else(|| c.refuse("process", "missing: nothing to run"))?;
+        check_process(&c, process, "process")?;
+        if let Some(h) = &self.hooks {
+            for (list, hooks) in [
+                ("prestart", &h.prestart),
+                ("createRuntime", &h.create_runtime),
+                ("createContainer", &h.create_container),
+                ("startContainer", &h.start_container),
+                ("poststart", &h.poststart),
+                ("poststop", &h.poststop),
+            ] {
+                for (i, hook) in hooks.iter().enumerate() {
+                    if !hook.path.starts_with('/') {
+                        return Err(c.refuse(
+                            format!("hooks.{list}[{i}].path"),
+                            format!("'{}' is not an absolute path", hook.path),
+                        ));
+                    }
+                }
+            }
+        }
+        let linux = self.linux.as_ref();
+        for (i, m) in self.mounts.iter().enumerate() {
+            check_mount(&c, m, i)?;
+        }
+        if let Some(l) = linux {
+            check_linux(&c, l)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks of a `process` object (also the one of `exec --process`), `field` its path.
+///
+/// Errors: [`SpecError::Unsupported`].
+pub fn check_process_at(path: &str, p: &Process, field: &str) -> Result<(), SpecError> {
+    check_process(&Ctx { path }, p, field)
+}
+
+fn check_process(c: &Ctx<'_>, p: &Process, field: &str) -> Result<(), SpecError> {
+    if p.args.is_empty() {
+        return Err(c.refuse(format!("{field}.args"), "empty: nothing to run"));
+    }
+    if p.command_line.is_some() {
+        return Err(c.refuse(format!("{field}.commandLine"), "Windows only"));
+    }
+    if p.user.username.is_some() {
+        return Err(c.refuse(format!("{field}.user.username"), "Windows only"));
+    }
+    if nonempty(&p.apparmor_profile) {
+        return Err(c.refuse(
+            format!("{field}.apparmorProfile"),
+            "AppArmor profiles are not supported by vserver",
+        ));
+    }
+    if nonempty(&p.selinux_label) {
+        return Err(c.refuse(
+            format!("{field}.selinuxLabel"),
+            "SELinux labels are not supported by vserver",
+        ));
+    }
+    if set(&p.scheduler) {
+        return Err(c.refuse(format!("{field}.scheduler"), "not supported by vserver"));
+    }
+    if set(&p.exec_cpu_affinity) {
+        return Err(c.refuse(
+            format!("{field}.execCPUAffinity"),
+            "not supported by vserver",
+        ));
+    }
+    if !p.cwd.starts_with('/') {
+        return Err(c.refuse(
+            format!("{field}.cwd"),
+            format!("'{}' is not an absolute path", p.cwd),
+        ));
+    }
+    for (i, e) in p.env.iter().enumerate() {
+        if !e.contains('=') {
+            return Err(c.refuse(
+                format!("{field}.env[{i}]"),
+                format!("'{e}' is not KEY=value"),
+            ));
+        }
+    }
+    if let Some(caps) = &p.capabilities {
+        for (set, names) in [
+            ("bounding", &caps.bounding),
+            ("effective", &caps.effective),
+            ("inheritable", &caps.inheritable),
+            ("permitted", &caps.permitted),
+            ("ambient", &caps.ambient),
+        ] {
+            for (i, n) in names.iter().enumerate() {
+                crate::security::caps::parse_cap(n)
+                    .map_err(|e| c.refuse(format!("{field}.capabilities.{set}[{i}]"), e))?;
+            }
+        }
+    }
+    for (i, r) in p.rlimits.iter().enumerate() {
+        rlimit_resource(&r.kind).ok_or_else(|| {
+            c.refuse(
+                format!("{field}.rlimits[{i}].type"),
+                format!("unknown rlimit '{}'", r.kind),
+            )
+        })?;
+        if r.soft > r.hard {
+            return Err(c.refuse(
+                format!("{field}.rlimits[{i}]"),
+                "soft limit above the hard limit",
+            ));
+        }
+    }
+    if let Some(io) = &p.io_priority {
+        if !matches!(
+            io.class.as_str(),
+            "IOPRIO_CLASS_RT" | "IOPRIO_CLASS_BE" | "IOPRIO_CLASS_IDLE"
+        ) || io.priority > 7
+        {
+            return Err(c.refuse(
+                format!("{field}.ioPriority"),
+                format!(
+                    "class '{}' priority {} (IOPRIO_CLASS_RT/BE/IDLE, 0-7)",
+                    io.class, io.priority
+                ),
+            ));
+        }
+    }
+    if let Some(a) = p.oom_score_adj {
+        if !(-1000..=1000).contains(&a) {
+            return Err(c.refuse(
+                format!("{field}.oomScoreAdj"),
+                format!("{a} is not in -1000..1000"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `RLIMIT_NOFILE` -> the resource number.
+pub fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
+    let name = kind.strip_prefix("RLIMIT_")?.to_ascii_lowercase();
+    crate::config::parse_rlimit(&name, &crate::config::RlimitValue::Number(0))
+        .ok()
+        .map(|(r, _, _)| r)
+}
+
+fn check_mount(c: &Ctx<'_>, m: &Mount, i: usize) -> Result<(), SpecError> {
+    let f = |k: &str| format!("mounts[{i}].{k}");
+    if !m.destination.starts_with('/') {
+        return Err(c.refuse(
+            f("destination"),
+            format!("'{}' is not an absolute path", m.destination),
+        ));
+    }
+    let bind = m.options.iter().any(|o| o == "bind" || o == "rbind");
+    let kind = m.kind.as_deref().unwrap_or(if bind { "bind" } else { "" });
+    if !MOUNT_TYPES.contains(&kind) {
+        return Err(c.refuse(
+            f("type"),
+            format!("'{kind}' is not one of {}", MOUNT_TYPES.join(", ")),
+        ));
+    }
+    if (kind == "bind" || bind) && m.source.as_deref().unwrap_or("").is_empty() {
+        return Err(c.refuse(f("source"), "a bind mount needs a source"));
+    }
+    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        return Err(c.refuse(f("uidMappings"), "idmapped mounts are not supported yet"));
+    }
+    Ok(())
+}
+
+fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
+    let mut seen = Vec::new();
+    for (i, n) in l.namespaces.iter().enumerate() {
+        if !NAMESPACE_TYPES.iter().any(|(t, _)| *t == n.kind) {
+            return Err(c.refuse(
+                format!("linux.namespaces[{i}].type"),
+                format!("unknown namespace type '{}'", n.kind),
+            ));
+        }
+        if seen.contains(&n.kind.as_str()) {
+            return Err(c.refuse(
+                format!("linux.namespaces[{i}].type"),
+                format!("namespace '{}' given twice", n.kind),
+            ));
+        }
+        seen.push(n.kind.as_str());
+        if n.kind == "user" && n.path.is_some() {
+            return Err(c.refuse(
+                format!("linux.namespaces[{i}].path"),
+                "joining an existing user namespace is not supported",
+            ));
+        }
+        if n.kind == "time" {
+            return Err(c.refuse(
+                format!("linux.namespaces[{i}].type"),
+                "time namespaces are not supported for OCI containers yet",
+            ));
+        }
+        if n.kind == "mount" && n.path.is_some() {
+            return Err(c.refuse(
+                format!("linux.namespaces[{i}].path"),
+                "joining an existing mount namespace is not supported",
+            ));
+        }
+    }
+    if !creates(Some(l), "mount") {
+        return Err(c.refuse(
+            "linux.namespaces",
+            "a new mount namespace is required (pivot_root into the root file system)",
+        ));
+    }
+    if (!l.uid_mappings.is_empty() || !l.gid_mappings.is_empty()) && !creates(Some(l), "user") {
+        return Err(c.refuse(
+            "linux.uidMappings",
+            "id mappings without a new user namespace",
+        ));
+    }
+    if creates(Some(l), "user") {
+        return Err(c.refuse(
+            "linux.namespaces",
+            "user namespaces are not supported for OCI containers yet",
+        ));
+    }
+    for (name, v) in [
+        ("linux.timeOffsets", set(&l.time_offsets)),
+        ("linux.netDevices", set(&l.net_devices)),
+        ("linux.intelRdt", set(&l.intel_rdt)),
+        ("linux.memoryPolicy", set(&l.memory_policy)),
+        ("linux.mountLabel", nonempty(&l.mount_label)),
+    ] {
+        if v {
+            return Err(c.refuse(name, "not supported by vserver"));
+        }
+    }
+    if let Some(p) = &l.personality {
+        if !matches!(p.domain.as_str(), "LINUX" | "LINUX32") {
+            return Err(c.refuse(
+                "linux.personality.domain",
+                format!("'{}' (LINUX or LINUX32)", p.domain),
+            ));
+        }
+        if !p.flags.is_empty() {
+            return Err(c.refuse("linux.personality.flags", "not supported by vserver"));
+        }
+    }
+    if let Some(p) = &l.rootfs_propagation {
+        if !matches!(p.as_str(), "private" | "rprivate" | "slave" | "rslave") {
+            return Err(c.refuse(
+                "linux.rootfsPropagation",
+                format!("'{p}': only private and slave propagation are supported"),
+            ));
+        }
+    }
+    for k in l.sysctl.keys() {
+        let ok = if IPC_SYSCTLS.contains(&k.as_str()) || k.starts_with("fs.mqueue.") {
+            creates(Some(l), "ipc")
+        } else if k.starts_with("net.") {
+            has_ns(Some(l), "network")
+        } else {
+            false
+        };
+        if !ok {
+            return Err(c.refuse(
+                format!("linux.sysctl.{k}"),
+                "not a sysctl of the container's own namespaces (kernel IPC ones need an ipc \
+                 namespace, net.* a network namespace; others are host-wide)",
+            ));
+        }
+    }
+    for (i, d) in l.devices.iter().enumerate() {
+        if !matches!(d.kind.as_str(), "c" | "u" | "b" | "p") {
+            return Err(c.refuse(
+                format!("linux.devices[{i}].type"),
+                format!("'{}' (c, u, b or p)", d.kind),
+            ));
+        }
+        if !d.path.starts_with("/dev/") || d.path.split('/').any(|s| s == "..") {
+            return Err(c.refuse(
+                format!("linux.devices[{i}].path"),
+                format!("'{}' is not a path under /dev", d.path),
+            ));
+        }
+    }
+    if let Some(s) = &l.seccomp {
+        if s.listener_path.is_some() || s.listener_metadata.is_some() {
+            return Err(c.refuse(
+                "linux.seccomp.listenerPath",
+                "seccomp notify is not supported",
+            ));
+        }
+    }
+    if let Some(r) = &l.resources {
+        let refuse = |field: &str| {
+            Err(c.refuse(
+                format!("linux.resources.{field}"),
+                "not supported by vserver",
+            ))
+        };
+        if r.hugepage_limits
+            .as_ref()
+            .is_some_and(|v| v.as_array().map(|a| !a.is_empty()).unwrap_or(true))
+        {
+            return refuse("hugepageLimits");
+        }
+        if r.network.is_some() {
+            return refuse("network");
+        }
+        if r.rdma.is_some() {
+            return refuse("rdma");
+        }
+        if let Some(m) = &r.memory {
+            if m.kernel.is_some() {
+                return refuse("memory.kernel");
+            }
+            if m.kernel_tcp.is_some() {
+                return refuse("memory.kernelTCP");
+            }
+            if m.swappiness.is_some() {
+                return refuse("memory.swappiness");
+            }
+            if m.disable_oom_killer == Some(true) {
+                return refuse("memory.disableOOMKiller");
+            }
+        }
+        if let Some(cpu) = &r.cpu {
+            if cpu.burst.is_some() {
+                return refuse("cpu.burst");
+            }
+            if cpu.realtime_runtime.is_some() || cpu.realtime_period.is_some() {
+                return refuse("cpu.realtimeRuntime");
+            }
+            if cpu.idle.is_some() {
+                return refuse("cpu.idle");
+            }
+        }
+        if let Some(b) = &r.block_io {
+            if b.leaf_weight.is_some() {
+                return refuse("blockIO.leafWeight");
+            }
+            if !b.weight_device.is_empty() {
+                return refuse("blockIO.weightDevice");
+            }
+        }
+    }
+    Ok(())
+}
