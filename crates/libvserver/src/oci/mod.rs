@@ -4,5 +4,6 @@
 //! see the runtime-spec's runtime.md and config.md).
 
 pub mod check;
+pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -334,6 +334,16 @@ impl SeccompProgram {
         Ok(prog)
     }
 
+    /// Export a filter built elsewhere (the OCI front end builds one from `config.json`).
+    ///
+    /// # Errors
+    /// [`SeccompError`] if libseccomp cannot export it or the result is not a valid program.
+    pub fn from_context(ctx: &ScmpFilterContext) -> Result<SeccompProgram, SeccompError> {
+        Ok(SeccompProgram {
+            filter: export(ctx)?,
+        })
+    }
+
     /// Number of BPF instructions.
     pub fn len(&self) -> usize {
         self.filter.len()
