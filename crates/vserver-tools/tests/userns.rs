@@ -576,3 +576,51 @@ fn failed_userns_start_leaves_nothing_and_classic_networking_is_refused() {
         "{t}"
     );
 }
+
+#[test]
+fn host_method_userns_guest_with_a_veth_sees_host_binds_with_their_owners() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("ushost", 4);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_host(&name, xid, true);
+    let p = env.config_path(&name);
+    let cfg = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        cfg.replacen("\nhostname = ", "\nuserns = true\nhostname = ", 1),
+    )
+    .unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_eq!(text(&env.exec(&name, "id -u")).trim(), "0");
+    // The host's /usr, bound read-only, is idmapped: root's files are root's inside.
+    let ls = text(&env.exec(&name, "ls -ln /usr/bin/env"));
+    assert_eq!(ls.split_whitespace().nth(2), Some("0"), "{ls}");
+    let o = env.exec(&name, "echo x > /usr/bin/vserver-test-write");
+    assert!(!o.status.success(), "wrote into the host's /usr");
+    // Its own network namespace, owned by its user namespace: addresses and sysctls.
+    let ip = env.ip(2 + (xid % 100) as u8);
+    let addrs = text(&env.exec(&name, "ip -br addr"));
+    assert!(addrs.contains(&ip), "{addrs}");
+    let range = text(&env.exec(&name, "cat /proc/sys/net/ipv4/ping_group_range"));
+    assert_eq!(
+        range.split_whitespace().collect::<Vec<_>>(),
+        ["0", "65535"],
+        "{range}"
+    );
+    // A service inside answers the host on the guest's address.
+    let o = env.exec(
+        &name,
+        &format!("cd /tmp && (python3 -m http.server 8080 --bind {ip} >/dev/null 2>&1 &)"),
+    );
+    assert_ok(&o, "start a service");
+    let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+    wait_until(10, "the service in the guest never answered", || {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
+    });
+    assert_eq!(host_uids(init_pid(&env, &name)), vec![base(xid); 4]);
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(!link_exists(&format!("vs{xid}-0")), "veth left behind");
+    assert!(cgroup_left(xid).is_empty(), "{:?}", cgroup_left(xid));
+}

@@ -320,7 +320,9 @@ fn prepare_userns(
         )
     })?;
     if marker.is_none() {
-        match crate::security::userns::probe_idmap(root, base) {
+        let probe = crate::security::userns::probe_idmap(root, base)
+            .map_err(|m| failed(&g.name, format!("user namespace: {m}")))?;
+        match probe {
             Ok(()) => {
                 return Ok(Some(context::UsernsSpec {
                     base,

@@ -106,12 +106,15 @@ pub fn idmap_disabled() -> bool {
 /// Whether the file system of `root` accepts an idmapped mount for a user namespace mapping
 /// guest ids to `base`: a throwaway child unshares a user namespace, gets the guest's maps,
 /// and an idmapped copy of `root` is made and dropped. Needs CAP_SYS_ADMIN on the host.
+/// Ok(Err(why)) when the mount is refused (the kernel's errno: EINVAL for a file system
+/// without idmap support) or [`NO_IDMAP_ENV`] is set: the caller may shift the tree instead.
 ///
-/// Errors: why not (the kernel's errno: EINVAL for a file system without idmap support, EPERM
-/// without privilege), or [`NO_IDMAP_ENV`] set.
-pub fn probe_idmap(root: &Path, base: u32) -> Result<(), String> {
+/// Errors: no user namespace can be made here at all (user_namespaces(7):
+/// `user.max_user_namespaces`), or its maps cannot be written; a guest with `userns` cannot
+/// start then, and shifting its tree would not help.
+pub fn probe_idmap(root: &Path, base: u32) -> Result<Result<(), String>, String> {
     if idmap_disabled() {
-        return Err(format!("{NO_IDMAP_ENV}=1 is set"));
+        return Ok(Err(format!("{NO_IDMAP_ENV}=1 is set")));
     }
     let (ready_r, ready_w) =
         crate::context::sync::pipe().map_err(|e| format!("probe idmapped mounts: pipe: {e}"))?;
@@ -138,12 +141,13 @@ pub fn probe_idmap(root: &Path, base: u32) -> Result<(), String> {
             let result = match got {
                 Ok(1) if b[0] == b'Y' => write_maps(child.as_raw(), base)
                     .and_then(|()| open_userns(child.as_raw()))
-                    .and_then(|ns| {
-                        crate::rootfs::detached_tree(root, Some(ns.as_fd()), true, false)
-                            .map(drop)
-                            .map_err(|e| e.to_string())
+                    .map(|ns| {
+                        crate::rootfs::detached_tree(root, Some(ns.as_fd()), true, false).map(drop)
                     }),
-                _ => Err(String::from("cannot create a user namespace")),
+                _ => Err(String::from(
+                    "cannot create a user namespace on this host (see sysctl \
+                     user.max_user_namespaces)",
+                )),
             };
             drop(done_w);
             let _ = nix::sys::wait::waitpid(child, None);
