@@ -780,6 +780,21 @@ impl GuestConfig {
         if self.userns {
             crate::security::userns::host_base(self.context)
                 .map_err(|m| FieldError::new(vec![Key("context")], m))?;
+            // The mounts a userns guest gets (its root, binds, device nodes) are moved into its
+            // mount namespace, not inherited, so the kernel does not lock their attributes:
+            // with SYS_ADMIN its root could remount them (read-only host binds writable,
+            // device nodes of the tree usable).
+            if let Some(i) =
+                self.capabilities.add.iter().position(|c| {
+                    caps::parse_cap(c).ok() == Some(::caps::Capability::CAP_SYS_ADMIN)
+                })
+            {
+                return Err(FieldError::new(
+                    vec![Key("capabilities"), Key("add"), Index(i)],
+                    "a user-namespace guest cannot keep SYS_ADMIN: it could remount the \
+                     read-only and nodev mounts vserver gives it; remove it or userns",
+                ));
+            }
             if let Some(i) = self
                 .interface
                 .iter()
