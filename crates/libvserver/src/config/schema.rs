@@ -42,6 +42,12 @@ pub struct GuestConfig {
     /// Left out of group starts (`vservers --mark M start`); `vserver NAME start` still works.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// Run the guest in its own user namespace: its uids and gids 0-65535 are host ids
+    /// `context * 65536 + id`, so its root is nobody on the host. Files keep their ordinary
+    /// owners through an idmapped mount of the root, or a one-time shift of the tree's owners
+    /// where the file system cannot idmap (`vserver NAME userns-unshift` undoes it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub userns: bool,
     /// Network interfaces; none means loopback only.
     #[serde(default)]
     pub interface: Vec<InterfaceConfig>,
@@ -771,6 +777,39 @@ impl GuestConfig {
                 .map_err(|m| FieldError::new(vec![Key("depends"), Index(i)], m))?;
         }
         self.validate_network()?;
+        if self.userns {
+            crate::security::userns::host_base(self.context)
+                .map_err(|m| FieldError::new(vec![Key("context")], m))?;
+            // The mounts a userns guest gets (its root, binds, device nodes) are moved into its
+            // mount namespace, not inherited, so the kernel does not lock their attributes:
+            // with SYS_ADMIN its root could remount them (read-only host binds writable,
+            // device nodes of the tree usable).
+            if let Some(i) =
+                self.capabilities.add.iter().position(|c| {
+                    caps::parse_cap(c).ok() == Some(::caps::Capability::CAP_SYS_ADMIN)
+                })
+            {
+                return Err(FieldError::new(
+                    vec![Key("capabilities"), Key("add"), Index(i)],
+                    "a user-namespace guest cannot keep SYS_ADMIN: it could remount the \
+                     read-only and nodev mounts vserver gives it; remove it or userns",
+                ));
+            }
+            if let Some(i) = self
+                .interface
+                .iter()
+                .position(|i| i.mode == NetMode::Classic)
+            {
+                return Err(FieldError::new(
+                    vec![Key("userns")],
+                    format!(
+                        "a user-namespace guest needs its own network namespace (sysfs and \
+                         the guest's sysctls belong to it), but interface[{i}] is classic; \
+                         use veth or macvlan, or remove userns"
+                    ),
+                ));
+            }
+        }
         for (list, key) in [
             (&self.capabilities.add, "add"),
             (&self.capabilities.drop, "drop"),

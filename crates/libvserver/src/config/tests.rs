@@ -166,3 +166,27 @@ fn interface_messages() {
     let e = err("context = 42\n[[interface]]\nmode = \"classic\"\naddress = \"10.1.0.2/0\"\n");
     assert!(e.contains("/0 prefix"), "{e}");
 }
+
+#[test]
+fn userns_round_trips_and_refuses_classic_networking_at_its_line() {
+    let c = parse_guest_config(p(), "context = 40001\nuserns = true\n").unwrap();
+    assert!(c.userns);
+    assert!(c.to_toml("t").contains("userns = true"));
+    assert!(!parse_guest_config(p(), "context = 40001\n")
+        .unwrap()
+        .to_toml("t")
+        .contains("userns"));
+    let e = err(
+        "context = 40001\nuserns = true\n[[interface]]\nmode = \"classic\"\naddress = \"10.0.0.2/24\"\n",
+    );
+    assert!(
+        e.starts_with("/etc/vservers/t.toml:2: key 'userns':") && e.contains("classic"),
+        "{e}"
+    );
+    assert!(err("context = 40001\nuserns = 1\n").contains("key 'userns'"));
+    let e = err("context = 40001\nuserns = true\n[capabilities]\nadd = [\"sys_admin\"]\n");
+    assert!(
+        e.contains(":4: key 'capabilities.add[0]'") && e.contains("SYS_ADMIN"),
+        "{e}"
+    );
+}

@@ -1,6 +1,9 @@
 //! The first process of a new context sets itself up, in this order (one call per step):
 //!
-//! 1. wait for the parent's "go" (it has put us in every cgroup and created our veths);
+//! 1. wait for the parent's "go" (it has put us in every cgroup and created our veths; with a
+//!    user namespace it has also written our id maps, set our nice level, I/O priority and
+//!    rlimits, and sent the detached mounts of our root and binds): then, in a user namespace,
+//!    become uid/gid 0 inside and receive those mounts;
 //! 2. unshare the cgroup namespace, so /proc/self/cgroup shows `/` inside;
 //! 3. network: loopback up, then each interface's address, link and default route;
 //! 4. host name and domain name (UTS namespace);
@@ -30,7 +33,9 @@ pub fn fail(err: &OwnedFd, msg: &str) -> ! {
 }
 
 /// Run the setup sequence of a new context and exec its payload. Never returns.
-pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
+///
+/// `mounts` is the channel of [`super::userns_prepare`] (a user namespace only).
+pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Option<OwnedFd>) -> ! {
     // A monitor killed during the setup takes the half-made guest with it (set before waiting
     // for "go": a monitor already dead closed the pipe, so wait_go fails). Cleared just before
     // the guest's program runs, whose life no longer depends on the monitor's.
@@ -41,6 +46,39 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
         unsafe { libc::_exit(1) }
     }
     drop(go);
+    let trees = match &mounts {
+        Some(chan) => {
+            let mut t = match super::receive_trees(chan, spec.binds.len()) {
+                Ok(t) => t,
+                Err(e) => fail(&err, &e),
+            };
+            // Still the host's uid (no capability over host files is left, but the owner's
+            // permissions are): the guest root's path may lead through directories that only
+            // host root may search (the root base is mode 0700).
+            if let Some(root) = &spec.root {
+                match nix::fcntl::open(
+                    root,
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_NOFOLLOW
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                ) {
+                    Ok(fd) => t.root_dir = Some(fd),
+                    Err(e) => fail(&err, &format!("open {}: {e}", root.display())),
+                }
+            }
+            if let Err(e) = crate::security::userns::become_root_inside() {
+                fail(&err, &e);
+            }
+            // The change of credentials cleared the parent-death signal: set it again.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            Some(t)
+        }
+        None => None,
+    };
+    drop(mounts);
     crate::testhook::pause("child-go");
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
         fail(&err, &format!("unshare the cgroup namespace: {e}"));
@@ -49,22 +87,25 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
         .namespaces
         .contains(nix::sched::CloneFlags::CLONE_NEWNET)
     {
-        if let Err(e) = setup_network(&spec.interfaces) {
+        if let Err(e) = setup_network(&spec.interfaces, spec.userns.is_some()) {
             fail(&err, &e);
         }
     }
-    if let Some(n) = spec.nice {
-        if let Err(e) = set_nice(n) {
+    // In a user namespace the parent has set these (they need the host's capabilities).
+    if spec.userns.is_none() {
+        if let Some(n) = spec.nice {
+            if let Err(e) = set_nice(n) {
+                fail(&err, &e);
+            }
+        }
+        if let Some(v) = spec.ioprio {
+            if let Err(e) = set_ioprio(v) {
+                fail(&err, &e);
+            }
+        }
+        if let Err(e) = set_rlimits(&spec.rlimits) {
             fail(&err, &e);
         }
-    }
-    if let Some(v) = spec.ioprio {
-        if let Err(e) = set_ioprio(v) {
-            fail(&err, &e);
-        }
-    }
-    if let Err(e) = set_rlimits(&spec.rlimits) {
-        fail(&err, &e);
     }
     if let Some(h) = &spec.hostname {
         if let Err(e) = nix::unistd::sethostname(h) {
@@ -86,6 +127,7 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd) -> ! {
             &spec.binds,
             &spec.proc_views,
             spec.console.as_ref(),
+            trees,
         ),
         None => crate::rootfs::fresh_proc_only(),
     };
@@ -118,7 +160,7 @@ pub struct UserSpec {
 }
 
 /// Configure loopback and the guest's interfaces inside its new network namespace.
-fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
+fn setup_network(ifaces: &[GuestIface], userns: bool) -> Result<(), String> {
     use crate::net::netlink::Netlink;
     let mut nl = Netlink::open().map_err(|e| format!("open netlink in the guest: {e}"))?;
     let lo = nl
@@ -142,8 +184,10 @@ fn setup_network(ifaces: &[GuestIface]) -> Result<(), String> {
         }
     }
     // ping(8) without CAP_NET_RAW: ICMP echo sockets for every group, in this namespace only
-    // (icmp(7), net.ipv4.ping_group_range).
-    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+    // (icmp(7), net.ipv4.ping_group_range). In a user namespace the range must be of mapped
+    // gids.
+    let range = if userns { "0 65535" } else { "0 2147483647" };
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", range)
         .map_err(|e| format!("set net.ipv4.ping_group_range in the guest: {e}"))?;
     Ok(())
 }

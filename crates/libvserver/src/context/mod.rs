@@ -79,6 +79,19 @@ pub struct ContextSpec {
     pub console: Option<OwnedFd>,
     /// What runs.
     pub payload: Payload,
+    /// The guest's own user namespace (`userns = true`); `namespaces` then holds
+    /// CLONE_NEWUSER. None keeps the host's ids.
+    pub userns: Option<UsernsSpec>,
+}
+
+/// How a guest runs in its own user namespace (see [`crate::security::userns`]).
+#[derive(Debug, Clone, Copy)]
+pub struct UsernsSpec {
+    /// Host uid and gid of the guest's id 0 (`xid * 65536`); 65536 ids are mapped.
+    pub base: u32,
+    /// Idmap the mount of the guest root, so files keep their owners on disk; false when the
+    /// tree was shifted on disk by `base` ([`crate::storage::shift`]).
+    pub idmap_root: bool,
 }
 
 /// A spawned context: the first process's pid (host view) and pidfd.
@@ -135,7 +148,10 @@ pub enum SpawnError {
 /// Spawn the first process of a new context.
 ///
 /// Order: clone3 with `spec.namespaces` (into the v2 cgroup `cgroup_fd` when given) → parent runs
-/// `prepare(pid)` (v1 cgroups, veths) → "go" → child runs [`child::setup_and_run`] → parent waits
+/// `prepare(pid)` (v1 cgroups, veths) → with a user namespace, the parent writes the child's id
+/// maps, sets its nice level, I/O priority and rlimits (which need the host's capabilities)
+/// and sends it the detached mounts of its root and binds ([`userns_prepare`]) → "go" → child
+/// runs [`child::setup_and_run`] → parent waits
 /// until the child has exec'd (or its built-in init is running) or reports an error. On any
 /// error the child is killed and reaped before returning, so nothing of it remains.
 ///
@@ -155,6 +171,24 @@ pub fn spawn(
         label: label.clone(),
         source,
     })?;
+    // The channel for the detached mounts a user-namespace child gets from us.
+    let (mounts_parent, mounts_child) = match spec.userns {
+        Some(_) => {
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let (a, b) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|source| SpawnError::Pipe {
+                label: label.clone(),
+                source,
+            })?;
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
     let flags = spec.namespaces.bits() as u64;
     let forked = match clone::clone3_fork(flags, cgroup_fd.map(|f| f.as_fd())) {
         Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL)
@@ -173,11 +207,13 @@ pub fn spawn(
         clone::Forked::Child => {
             drop(go_w);
             drop(err_r);
-            child::setup_and_run(spec, go_r, err_w)
+            drop(mounts_parent);
+            child::setup_and_run(spec, go_r, err_w, mounts_child)
         }
         clone::Forked::Parent { pid, pidfd } => {
             drop(go_r);
             drop(err_w);
+            drop(mounts_child);
             let kill = |pidfd: &OwnedFd| {
                 let _ = clone::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                 let _ = clone::wait_pidfd(pidfd.as_fd());
@@ -190,6 +226,17 @@ pub fn spawn(
                     message,
                 });
             }
+            if let (Some(u), Some(chan)) = (&spec.userns, &mounts_parent) {
+                if let Err(message) = userns_prepare(spec, u, pid, chan) {
+                    kill(&pidfd);
+                    return Err(SpawnError::Prepare {
+                        label,
+                        xid,
+                        message,
+                    });
+                }
+            }
+            drop(mounts_parent);
             if let Err(e) = sync::send_go(&go_w) {
                 kill(&pidfd);
                 return Err(SpawnError::Prepare {
@@ -211,4 +258,124 @@ pub fn spawn(
             Ok(Spawned { pid, pidfd })
         }
     }
+}
+
+/// The parent's part of a user-namespace start, between clone and "go": the child's uid and
+/// gid maps; its nice level, I/O priority and rlimits (set from here, with the host's
+/// CAP_SYS_NICE and CAP_SYS_RESOURCE, which the child no longer has); then the detached mounts
+/// of its root (idmapped through its user namespace, or a plain copy of a shifted tree) and of
+/// each bind (read-only ones idmapped where their file system allows, so host files show their
+/// owners; writable ones never, so what the guest writes there lands as its host ids), sent
+/// over `chan` (SCM_RIGHTS, unix(7)).
+///
+/// Errors: the step, the path and the OS error.
+fn userns_prepare(
+    spec: &ContextSpec,
+    u: &UsernsSpec,
+    pid: i32,
+    chan: &OwnedFd,
+) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    crate::security::userns::write_maps(pid, u.base)?;
+    if let Some(n) = spec.nice {
+        // SAFETY: plain syscall with integer arguments on the child.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, n) } != 0 {
+            return Err(format!("set nice level {n}: {}", nix::errno::Errno::last()));
+        }
+    }
+    if let Some(v) = spec.ioprio {
+        // SAFETY: plain syscall with integer arguments on the child (IOPRIO_WHO_PROCESS = 1).
+        if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, pid, v) } != 0 {
+            return Err(format!(
+                "set I/O priority {v:#x}: {}",
+                nix::errno::Errno::last()
+            ));
+        }
+    }
+    for (res, soft, hard) in &spec.rlimits {
+        let r = libc::rlimit {
+            rlim_cur: *soft,
+            rlim_max: *hard,
+        };
+        // SAFETY: valid pointer to a plain struct; a null old-limit pointer is allowed.
+        if unsafe { libc::prlimit(pid, *res, &r, std::ptr::null_mut()) } != 0 {
+            return Err(format!(
+                "rlimits.{} = {soft}:{hard}: {}",
+                crate::config::rlimit_name(*res),
+                nix::errno::Errno::last()
+            ));
+        }
+    }
+    let Some(root) = &spec.root else {
+        return Err(String::from("a user namespace needs a guest root"));
+    };
+    let ns = crate::security::userns::open_userns(pid)?;
+    let root_tree =
+        crate::rootfs::detached_tree(root, u.idmap_root.then_some(ns.as_fd()), true, false)?;
+    let mut trees = vec![root_tree];
+    for b in &spec.binds {
+        let t = if b.readonly {
+            crate::rootfs::detached_tree(&b.source, Some(ns.as_fd()), true, true)
+                .or_else(|_| crate::rootfs::detached_tree(&b.source, None, true, true))?
+        } else {
+            crate::rootfs::detached_tree(&b.source, None, false, false)?
+        };
+        trees.push(t);
+    }
+    let raw: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
+    nix::sys::socket::sendmsg::<()>(
+        chan.as_raw_fd(),
+        &[std::io::IoSlice::new(b"T")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("pass the guest's mounts to it: {e}"))?;
+    Ok(())
+}
+
+/// The child's side of [`userns_prepare`]: receive the root and `nbinds` bind trees.
+///
+/// Errors: the receive failed or brought the wrong number of descriptors.
+pub(crate) fn receive_trees(
+    chan: &OwnedFd,
+    nbinds: usize,
+) -> Result<crate::rootfs::UsernsTrees, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(((nbinds + 1) * 4) as u32) } as usize;
+    let mut cmsg: Vec<u8> = vec![0u8; space];
+    let msg = recvmsg::<()>(
+        chan.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receive the guest's mounts: {e}"))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for c in msg
+        .cmsgs()
+        .map_err(|e| format!("receive the guest's mounts: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            // SAFETY: the kernel installed these descriptors for us; nobody else owns them.
+            fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if fds.len() != nbinds + 1 {
+        return Err(format!(
+            "received {} mounts, expected {} (root and binds)",
+            fds.len(),
+            nbinds + 1
+        ));
+    }
+    let root = fds.remove(0);
+    Ok(crate::rootfs::UsernsTrees {
+        root,
+        binds: fds,
+        root_dir: None,
+    })
 }

@@ -5,9 +5,11 @@
 //!    compiles its seccomp filter, joins the guest's mount, IPC, UTS, network and cgroup
 //!    namespaces, reads the user from the guest's passwd, and opens a pty from the guest's
 //!    devpts (`enter`) or pipes (`exec`): the command never gets a host fd;
-//! 2. an intermediate, still invisible, closes every other fd, drops the bounding set, loads the
-//!    seccomp filter, drops its effective capabilities to the guest's, becomes non-dumpable,
-//!    joins the guest's pid namespace and forks;
+//! 2. an intermediate, still invisible, joins the guest's pid namespace, sets the guest's nice
+//!    level, I/O priority and rlimits, joins the guest's user namespace when it has one (and
+//!    becomes uid/gid 0 there, the guest's root as the host sees it), closes every other fd,
+//!    drops the bounding set, loads the seccomp filter, drops its effective capabilities to the
+//!    guest's, becomes non-dumpable and forks;
 //! 3. the command, born in the guest's pid namespace already in its final state, waits until
 //!    the client has moved it into the guest's cgroups, then execs.
 //!
@@ -260,6 +262,13 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             source,
         })?;
     let (cap_drop, seccomp) = super::start::security_of(g)?;
+    // The guest's own user namespace, if it has one (from the running init, not NAME.toml,
+    // which may have changed since the start).
+    let userns_base = if in_own_userns(st.init_pid) {
+        Some(crate::security::userns::host_base(st.xid).map_err(|m| failed(name, m))?)
+    } else {
+        None
+    };
     crate::testhook::init();
     // Read while /proc/self is still ours: the intermediate scrubs its copy of our argv and
     // environment, so the command never shows the host's command line inside the guest.
@@ -315,6 +324,17 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
     };
     let stdio = if req.tty {
         let (master, slave) = open_guest_pty(name)?;
+        if let Some(base) = userns_base {
+            // The pty belongs to the user it runs for and the tty group (gid 5), as the guest
+            // sees them; made by host root, it would show as nobody's inside.
+            let uid = user.as_ref().map(|u| u.uid).unwrap_or(0);
+            nix::unistd::fchown(
+                &slave,
+                Some(nix::unistd::Uid::from_raw(base.saturating_add(uid))),
+                Some(nix::unistd::Gid::from_raw(base + 5)),
+            )
+            .map_err(|e| failed(name, format!("give the pty to the guest: {e}")))?;
+        }
         copy_winsize(0, master.as_raw_fd());
         Stdio::Pty { master, slave }
     } else {
@@ -353,6 +373,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             g.config.limits.nice,
             super::start::ioprio_of(g),
             &super::start::rlimits_of(g),
+            userns_base.is_some(),
             &payload,
             &set,
             &err_w,
@@ -443,6 +464,7 @@ fn intermediate(
     nice: Option<i32>,
     ioprio: Option<u32>,
     rlimits: &[child::Rlimit],
+    userns: bool,
     payload: &Payload,
     set: &SigSet,
     err: &OwnedFd,
@@ -478,11 +500,7 @@ fn intermediate(
             );
         }
     }
-    let mut keep = vec![err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()];
-    keep.extend(crate::testhook::fd());
-    if let Err(e) = clone::close_all_but(&keep) {
-        child::fail(err, &format!("close inherited fds: {e}"));
-    }
+    // With the host's CAP_SYS_NICE and CAP_SYS_RESOURCE, before a user namespace takes them.
     if let Some(n) = nice {
         if let Err(e) = child::set_nice(n) {
             child::fail(err, &e);
@@ -495,6 +513,19 @@ fn intermediate(
     }
     if let Err(e) = child::set_rlimits(rlimits) {
         child::fail(err, &e);
+    }
+    if userns {
+        if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER) {
+            child::fail(err, &format!("join the guest's user namespace: {e}"));
+        }
+        if let Err(e) = crate::security::userns::become_root_inside() {
+            child::fail(err, &e);
+        }
+    }
+    let mut keep = vec![err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()];
+    keep.extend(crate::testhook::fd());
+    if let Err(e) = clone::close_all_but(&keep) {
+        child::fail(err, &format!("close inherited fds: {e}"));
     }
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         child::fail(err, &e);
@@ -842,5 +873,17 @@ fn relay(mid: &OwnedFd, cmd: &OwnedFd, sfd: &SignalFd, mut streams: Streams<'_>)
         if done && (!any_out || !out_open.iter().any(|o| *o)) {
             break;
         }
+    }
+}
+
+/// True if process `pid` runs in a user namespace other than ours (a `userns` guest's init).
+fn in_own_userns(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(format!("/proc/{pid}/ns/user")),
+        std::fs::metadata("/proc/self/ns/user"),
+    ) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
     }
 }

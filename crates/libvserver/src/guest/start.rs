@@ -136,6 +136,18 @@ fn check_xid_free(g: &Guest) -> Result<(), GuestError> {
 
 /// Start guest `g`. Errors: [`GuestError`]; on error nothing of the start remains.
 pub fn start(g: &Guest) -> Result<Started, GuestError> {
+    start_with_progress(g, &mut |_: &str| {})
+}
+
+/// [`start`], reporting long work (the one-time shift of a user-namespace guest's owners where
+/// its file system cannot be idmapped) to `progress`.
+///
+/// Errors: [`GuestError`]; on error nothing of the start remains (a finished shift stays, as
+/// its marker records; an interrupted one is finished by the next start).
+pub fn start_with_progress(
+    g: &Guest,
+    progress: &mut dyn crate::storage::progress::Progress,
+) -> Result<Started, GuestError> {
     let rd = g.run_dir();
     let lock = GuestLock::acquire(&rd)
         .map_err(|e| failed(&g.name, format!("lock {}: {e}", rd.file("lock").display())))?;
@@ -143,12 +155,16 @@ pub fn start(g: &Guest) -> Result<Started, GuestError> {
     crate::testhook::pause("start-locked");
     // An administrator's start begins a new count of restarts from inside.
     let _ = std::fs::remove_file(rd.file("restarts"));
-    start_locked(g, lock)
+    start_locked(g, lock, progress)
 }
 
 /// [`start`] for a caller that already holds the guest's lock (the monitor restarting a guest
 /// after a reboot inside, which must not let a stop slip in between).
-pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestError> {
+pub(crate) fn start_locked(
+    g: &Guest,
+    lock: GuestLock,
+    progress: &mut dyn crate::storage::progress::Progress,
+) -> Result<Started, GuestError> {
     let rd = g.run_dir();
     if let Some(st) = g.running() {
         return Err(GuestError::AlreadyRunning {
@@ -190,7 +206,7 @@ pub(crate) fn start_locked(g: &Guest, lock: GuestLock) -> Result<Started, GuestE
             .map_err(|m| failed(&g.name, format!("disk quota: {m}")))?;
     }
     // From here on every failure removes what was made: the disk mount, cgroup, veths, state.
-    match check_root_and_launch(g, &root, lock) {
+    match check_root_and_launch(g, &root, lock, progress) {
         Ok(state) => {
             let mut warnings = Vec::new();
             if let Err(e) = scripts::run(g, "post-start") {
@@ -213,6 +229,7 @@ fn check_root_and_launch(
     g: &Guest,
     root: &std::path::Path,
     lock: GuestLock,
+    progress: &mut dyn crate::storage::progress::Progress,
 ) -> Result<RunState, GuestError> {
     scripts::run(g, "prepre-start")?;
     // The root itself, not what a symlink there points at (a guest root is never a link).
@@ -240,6 +257,7 @@ fn check_root_and_launch(
             ),
         ));
     }
+    let userns = prepare_userns(g, root, progress)?;
     scripts::run(g, "pre-start")?;
     let cg = g.cgroup()?;
     cg.create().map_err(|source| GuestError::Cgroup {
@@ -264,7 +282,83 @@ fn check_root_and_launch(
             source,
         })?;
     crate::testhook::pause("start-cgroup");
-    start_created(g, lock)
+    start_created(g, lock, userns)
+}
+
+/// How guest `g` (root `root`) gets its user namespace, if it has one: idmapped when its file
+/// system allows and its tree was never shifted; else its owners are shifted on disk once
+/// (reported to `progress`). A guest without `userns` whose tree is shifted is refused.
+///
+/// Errors: the context id's range does not fit, a template guest on a file system that cannot
+/// be idmapped, or the shift failed (the path and OS error).
+fn prepare_userns(
+    g: &Guest,
+    root: &std::path::Path,
+    progress: &mut dyn crate::storage::progress::Progress,
+) -> Result<Option<context::UsernsSpec>, GuestError> {
+    use crate::storage::shift;
+    let marker = shift::marker(root).map_err(|m| failed(&g.name, m))?;
+    if !g.config.userns {
+        return match marker {
+            None => Ok(None),
+            Some(m) => Err(failed(
+                &g.name,
+                format!(
+                    "its root {} has owners shifted for a user namespace ({m:?}); set \
+                     'userns = true' in {} or run 'vserver {} userns-unshift'",
+                    root.display(),
+                    g.paths.config_file(&g.name).display(),
+                    g.name
+                ),
+            )),
+        };
+    }
+    let base = crate::security::userns::host_base(g.config.context).map_err(|m| {
+        failed(
+            &g.name,
+            format!("{}: {m}", g.paths.config_file(&g.name).display()),
+        )
+    })?;
+    if marker.is_none() {
+        let probe = crate::security::userns::probe_idmap(root, base)
+            .map_err(|m| failed(&g.name, format!("user namespace: {m}")))?;
+        match probe {
+            Ok(()) => {
+                return Ok(Some(context::UsernsSpec {
+                    base,
+                    idmap_root: true,
+                }))
+            }
+            Err(why) if g.config.disk.template.is_some() => {
+                return Err(failed(
+                    &g.name,
+                    format!(
+                        "a template guest in a user namespace needs an idmapped mount of its \
+                         overlay (Linux 5.19 or later), which was refused: {why}"
+                    ),
+                ))
+            }
+            Err(why) => progress.line(&format!(
+                "{}: no idmapped mount of {} ({why}): shifting the owners of its files to host \
+                 ids {base}-{} once (undo with 'vserver {} userns-unshift')",
+                g.name,
+                root.display(),
+                u64::from(base) + u64::from(crate::security::userns::GUEST_IDS) - 1,
+                g.name
+            )),
+        }
+    }
+    let rep = shift::shift(root, base, progress).map_err(|m| failed(&g.name, m))?;
+    if rep.changed > 0 {
+        progress.line(&format!(
+            "{}: shifted the owners of {} of {} files",
+            g.name, rep.changed, rep.inodes
+        ));
+    }
+    Ok(Some(context::UsernsSpec {
+        base,
+        idmap_root: false,
+    }))
 }
 
 fn init_payload(g: &Guest) -> Payload {
@@ -295,7 +389,11 @@ fn init_payload(g: &Guest) -> Payload {
     }
 }
 
-fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
+fn start_created(
+    g: &Guest,
+    lock: GuestLock,
+    userns: Option<context::UsernsSpec>,
+) -> Result<RunState, GuestError> {
     let name = g.name.clone();
     // Address checks and claims are serialised host-wide until the monitor has reported: two
     // guests starting at once with one address cannot both pass the check.
@@ -316,10 +414,22 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
     if net.classic.is_none() {
         namespaces |= CloneFlags::CLONE_NEWNET;
     }
+    if userns.is_some() {
+        namespaces |= CloneFlags::CLONE_NEWUSER;
+    }
     let (cap_drop, seccomp) = security_of(g)?;
     let cg = g.cgroup()?;
     let pty = nix::pty::openpty(None, None)
         .map_err(|e| failed(&name, format!("open a console pty: {e}")))?;
+    if let Some(u) = &userns {
+        // The console belongs to the guest's root and tty group (gid 5), as ids it can see.
+        nix::unistd::fchown(
+            &pty.slave,
+            Some(nix::unistd::Uid::from_raw(u.base)),
+            Some(nix::unistd::Gid::from_raw(u.base + 5)),
+        )
+        .map_err(|e| failed(&name, format!("give the console pty to the guest: {e}")))?;
+    }
     let binds = g
         .config
         .mount
@@ -347,6 +457,7 @@ fn start_created(g: &Guest, lock: GuestLock) -> Result<RunState, GuestError> {
         interfaces: net.ifaces.clone(),
         console: Some(pty.slave),
         payload: init_payload(g),
+        userns,
     };
     let (rep_r, rep_w) = context::sync::pipe().map_err(|e| failed(&name, format!("pipe: {e}")))?;
     // SAFETY: the start path is single-threaded; the child only continues our own code.

@@ -230,9 +230,9 @@ pub fn run(
             if ok && !stopping && !restart_storm(g, &rd) =>
         {
             eprintln!("{}: {what} inside: starting it again", g.name);
-            match crate::guest::Guest::load(&g.paths, &g.name)
-                .and_then(|fresh| crate::guest::start::start_locked(&fresh, lock))
-            {
+            match crate::guest::Guest::load(&g.paths, &g.name).and_then(|fresh| {
+                crate::guest::start::start_locked(&fresh, lock, &mut |m: &str| eprintln!("{m}"))
+            }) {
                 Ok(_) => std::process::exit(0),
                 Err(e) => {
                     eprintln!("{e}");

@@ -8,7 +8,7 @@
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
@@ -109,8 +109,22 @@ pub fn enter_guest_root(
     binds: &[BindMount],
     proc_views: &[BindMount],
     console: Option<&OwnedFd>,
+    userns: Option<UsernsTrees>,
 ) -> Result<(), String> {
-    let bind_fds = binds.iter().map(open_bind).collect::<Result<Vec<_>, _>>()?;
+    let (root_tree, bind_fds) = match userns {
+        Some(t) => (Some((t.root, t.root_dir)), t.binds),
+        None => (
+            None,
+            binds.iter().map(open_bind).collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    if bind_fds.len() != binds.len() {
+        return Err(format!(
+            "{} bind mounts were prepared for {} configured",
+            bind_fds.len(),
+            binds.len()
+        ));
+    }
     let view_fds = proc_views
         .iter()
         .map(open_bind)
@@ -133,22 +147,48 @@ pub fn enter_guest_root(
     let root_s = root
         .to_str()
         .ok_or_else(|| format!("guest root {} is not UTF-8", root.display()))?;
+    // In a user namespace, proc and sysfs may only be mounted while instances of them that are
+    // fully visible are still in the mount namespace (the host's, until pivot_root; see
+    // mount_too_revealing in fs/namespace.c): they are made now and attached after
+    // pivot_root. Device nodes cannot be made there (mknod needs CAP_MKNOD on the host): the
+    // host's are bound instead.
+    let early = match root_tree {
+        Some(_) => Some(EarlyMounts::make()?),
+        None => None,
+    };
     m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
-    m(
-        Some(root_s),
-        root_s,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    m(
-        None,
-        root_s,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
-        None,
-    )?;
-    nix::unistd::chdir(root).map_err(|e| format!("chdir {root_s}: {e}"))?;
+    match &root_tree {
+        // Made by the parent (host root): idmapped, or a plain copy of a shifted tree; nodev.
+        // Attached on the root directory by descriptor (its path may not be searchable by
+        // the guest's root), and entered through the tree's own descriptor.
+        Some((tree, dir)) => {
+            let dir = dir
+                .as_ref()
+                .ok_or_else(|| format!("{root_s} was not opened"))?;
+            move_mount_fd(tree, dir).map_err(|e| format!("attach the guest root {root_s}: {e}"))?;
+            nix::unistd::fchdir(tree).map_err(|e| format!("enter the guest root {root_s}: {e}"))?;
+        }
+        None => {
+            m(
+                Some(root_s),
+                root_s,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            m(
+                None,
+                root_s,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV,
+                None,
+            )?;
+        }
+    }
+    if root_tree.is_none() {
+        nix::unistd::chdir(root).map_err(|e| format!("chdir {root_s}: {e}"))?;
+    }
+    drop(root_tree);
     crate::testhook::pause("child-pre-pivot");
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root into {root_s}: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the host root: {e}"))?;
@@ -164,13 +204,16 @@ pub fn enter_guest_root(
     crate::testhook::pause("child-mounts");
 
     ensure_dir("/proc")?;
-    m(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )?;
+    match &early {
+        Some(e) => move_mount(&e.proc, "/proc")?,
+        None => m(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        )?,
+    }
     // The guest's own view of memory, CPUs and load where LXCFS serves one: its files replace
     // the host-wide ones (each target is a file of the fresh procfs).
     for (b, fd) in proc_views.iter().zip(&view_fds) {
@@ -179,14 +222,20 @@ pub fn enter_guest_root(
     drop(view_fds);
     crate::testhook::pause("child-proc");
     ensure_dir("/sys")?;
-    m(
-        Some("sysfs"),
-        "/sys",
-        Some("sysfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-        None,
+    match &early {
+        Some(e) => move_mount(&e.sys, "/sys")?,
+        None => m(
+            Some("sysfs"),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            None,
+        )?,
+    }
+    build_dev(
+        console_tree.as_ref(),
+        early.as_ref().map(|e| e.devices.as_slice()),
     )?;
-    build_dev(console_tree.as_ref())?;
     crate::testhook::pause("child-dev");
     apply_masks()?;
     verify_masks()
@@ -205,8 +254,10 @@ pub fn fresh_proc_only() -> Result<(), String> {
 }
 
 /// A minimal /dev on tmpfs: null zero full random urandom tty, devpts (newinstance) with ptmx,
-/// shm, mqueue, the fd links and the console.
-fn build_dev(console: Option<&OwnedFd>) -> Result<(), String> {
+/// shm, mqueue, the fd links and the console. `host_devices`, when given (a user namespace,
+/// where mknod is refused), are detached copies of the host's nodes in [`DEVICES`] order,
+/// bound onto empty files instead of making nodes.
+fn build_dev(console: Option<&OwnedFd>, host_devices: Option<&[OwnedFd]>) -> Result<(), String> {
     ensure_dir("/dev")?;
     m(
         Some("tmpfs"),
@@ -217,8 +268,20 @@ fn build_dev(console: Option<&OwnedFd>) -> Result<(), String> {
     )?;
     // SAFETY: umask only changes this process's file creation mask.
     let old = unsafe { libc::umask(0) };
-    for (name, major, minor) in DEVICES {
+    for (i, (name, major, minor)) in DEVICES.iter().enumerate() {
         let p = format!("/dev/{name}");
+        if let Some(devs) = host_devices {
+            let tree = devs.get(i).ok_or_else(|| format!("no host node for {p}"))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&p)
+                .map_err(|e| format!("create {p}: {e}"))?;
+            move_mount(tree, &p)?;
+            continue;
+        }
         mknod(
             p.as_str(),
             SFlag::S_IFCHR,
@@ -374,6 +437,60 @@ fn open_tree_clone(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// mount_setattr(2) attribute: read-only.
+const MOUNT_ATTR_RDONLY: u64 = 1;
+/// mount_setattr(2) attribute: set-user-ID bits and file capabilities ignored.
+const MOUNT_ATTR_NOSUID: u64 = 2;
+/// mount_setattr(2) attribute: device nodes cannot be opened.
+const MOUNT_ATTR_NODEV: u64 = 4;
+/// mount_setattr(2) attribute: no program execution.
+const MOUNT_ATTR_NOEXEC: u64 = 8;
+/// mount_setattr(2) attribute: owners mapped through the user namespace `userns_fd`.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// mount_setattr(2) on every mount of the detached tree `fd`: set `attrs`, and idmap it through
+/// the user namespace `userns` when given (Documentation/filesystems/idmappings.rst).
+fn set_tree_attrs(
+    fd: &OwnedFd,
+    attrs: u64,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<(), nix::errno::Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: attrs
+            | if userns.is_some() {
+                MOUNT_ATTR_IDMAP
+            } else {
+                0
+            },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map(|u| u.as_raw_fd() as u64).unwrap_or(0),
+    };
+    // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr of the
+    // size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
 /// Detach a recursive copy of `b.source` as a mount fd with its attributes set.
 fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
     let src = std::ffi::CString::new(b.source.as_os_str().as_encoded_bytes())
@@ -381,42 +498,134 @@ fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
     let fd = open_tree_clone(libc::AT_FDCWD, &src, libc::AT_RECURSIVE as libc::c_uint)
         .map_err(|e| format!("open_tree {}: {e}", b.source.display()))?;
     if b.readonly {
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        const MOUNT_ATTR_RDONLY: u64 = 1;
-        const MOUNT_ATTR_NOSUID: u64 = 2;
-        const MOUNT_ATTR_NODEV: u64 = 4;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(format!(
-                "make {} read-only: {}",
-                b.source.display(),
-                nix::errno::Errno::last()
-            ));
-        }
+        set_tree_attrs(
+            &fd,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            None,
+        )
+        .map_err(|e| format!("make {} read-only: {e}", b.source.display()))?;
     }
     Ok(fd)
+}
+
+/// A detached recursive copy of the mount tree at `path` (open_tree(2) `OPEN_TREE_CLONE |
+/// AT_RECURSIVE`), made `nodev` and, when `readonly`, read-only and nosuid too; idmapped
+/// through the user namespace `userns` when given (mount_setattr(2) `MOUNT_ATTR_IDMAP`, which
+/// needs CAP_SYS_ADMIN on the host and a file system that supports it: ext4, xfs, btrfs,
+/// tmpfs since Linux 6.3, overlayfs since 5.19). The caller attaches it with move_mount(2),
+/// possibly in another mount namespace.
+///
+/// Errors: the path, the step and the OS error (EINVAL: the file system cannot be idmapped).
+pub fn detached_tree(
+    path: &Path,
+    userns: Option<BorrowedFd<'_>>,
+    nodev: bool,
+    readonly: bool,
+) -> Result<OwnedFd, String> {
+    let src = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("mount source {} contains NUL", path.display()))?;
+    let fd = open_tree_clone(libc::AT_FDCWD, &src, libc::AT_RECURSIVE as libc::c_uint)
+        .map_err(|e| format!("open_tree {}: {e}", path.display()))?;
+    let mut attrs = if nodev { MOUNT_ATTR_NODEV } else { 0 };
+    if readonly {
+        attrs |= MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    }
+    if attrs != 0 || userns.is_some() {
+        set_tree_attrs(&fd, attrs, userns).map_err(|e| {
+            if userns.is_some() {
+                format!("idmapped mount of {}: {e}", path.display())
+            } else {
+                format!("set mount attributes of {}: {e}", path.display())
+            }
+        })?;
+    }
+    Ok(fd)
+}
+
+/// The detached mounts a guest in its own user namespace gets from its parent (host root):
+/// its root (idmapped, or a plain copy of a tree shifted on disk) and one tree per
+/// [`BindMount`], in order.
+pub struct UsernsTrees {
+    /// The guest root, nodev.
+    pub root: OwnedFd,
+    /// The bind mounts' sources.
+    pub binds: Vec<OwnedFd>,
+    /// The guest root directory in the child's mount namespace (`O_PATH`), where the root
+    /// tree is attached; opened by the child while it still has the host's uid.
+    pub root_dir: Option<OwnedFd>,
+}
+
+/// Mounts a user-namespace guest makes before pivot_root (see [`enter_guest_root`]).
+struct EarlyMounts {
+    proc: OwnedFd,
+    sys: OwnedFd,
+    devices: Vec<OwnedFd>,
+}
+
+impl EarlyMounts {
+    fn make() -> Result<EarlyMounts, String> {
+        let proc = new_fs_mount(
+            "proc",
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )?;
+        let sys = new_fs_mount(
+            "sysfs",
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )?;
+        let devices = DEVICES
+            .iter()
+            .map(|(name, _, _)| {
+                let p = std::ffi::CString::new(format!("/dev/{name}"))
+                    .map_err(|_| String::from("device name contains NUL"))?;
+                open_tree_clone(libc::AT_FDCWD, &p, 0)
+                    .map_err(|e| format!("open_tree the host's /dev/{name}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EarlyMounts { proc, sys, devices })
+    }
+}
+
+/// A new, detached instance of file system `fstype` (fsopen(2), fsconfig(2)
+/// `FSCONFIG_CMD_CREATE`, fsmount(2)) with mount attributes `attrs` (`MOUNT_ATTR_*`).
+///
+/// Errors: the step and the OS error.
+fn new_fs_mount(fstype: &str, attrs: u64) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let name = std::ffi::CString::new(fstype).map_err(|_| String::from("fs type contains NUL"))?;
+    // SAFETY: valid C string; returns a new fd we own or -1.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(format!("fsopen {fstype}: {}", nix::errno::Errno::last()));
+    }
+    // SAFETY: fs is a fresh fd owned by nobody else.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "create a {fstype} instance: {}",
+            nix::errno::Errno::last()
+        ));
+    }
+    // SAFETY: plain syscall on our fs context fd; returns a new mount fd or -1.
+    let mnt = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    if mnt < 0 {
+        return Err(format!("fsmount {fstype}: {}", nix::errno::Errno::last()));
+    }
+    // SAFETY: a fresh mount fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }
 
 /// Attach a detached mount at `target` (resolved in the current root), creating it as a
@@ -424,6 +633,27 @@ fn open_bind(b: &BindMount) -> Result<OwnedFd, String> {
 fn attach_bind(fd: &OwnedFd, target: &str) -> Result<(), String> {
     ensure_dir(target)?;
     move_mount(fd, target)
+}
+
+/// move_mount(2) of the detached tree `fd` onto the directory `dir` (both by descriptor).
+fn move_mount_fd(fd: &OwnedFd, dir: &OwnedFd) -> Result<(), nix::errno::Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: both fds are valid; empty C strings with the EMPTY_PATH flags name the fds.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
 }
 
 fn move_mount(fd: &OwnedFd, target: &str) -> Result<(), String> {

@@ -111,6 +111,8 @@ pub struct BuildOptions {
     pub disk_size: Option<String>,
     /// How the quota is enforced; None picks one ([`super::quota::auto_backend`]).
     pub disk_backend: Option<config::DiskBackend>,
+    /// Write `userns = true`: the guest runs in its own user namespace.
+    pub userns: bool,
 }
 
 /// Parse `--interface [MODE:][DEV:]IP/PREFIX[,IP/PREFIX...]`: MODE is `veth` (default),
@@ -438,6 +440,7 @@ pub fn build(
         mark: Vec::new(),
         depends: Vec::new(),
         disabled: false,
+        userns: o.userns,
         interface: interfaces,
         forward: forwards,
         capabilities: Default::default(),

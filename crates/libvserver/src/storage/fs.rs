@@ -277,6 +277,26 @@ pub fn walk_in_root(
     want: &mut dyn FnMut(&str, &nix::sys::stat::FileStat) -> bool,
     visit: &mut dyn FnMut(&str, &OwnedFd, &nix::sys::stat::FileStat) -> Result<(), String>,
 ) -> Result<(), String> {
+    walk_in_root_all(root, want, visit, &mut |_, _, _, _| Ok(()))
+}
+
+/// An entry [`walk_in_root_all`] does not open: (path inside the tree, descriptor of its
+/// directory, its name there, its stat from fstatat without following).
+pub type OtherEntry<'a> = dyn FnMut(&str, &OwnedFd, &std::ffi::CStr, &nix::sys::stat::FileStat) -> Result<(), String>
+    + 'a;
+
+/// [`walk_in_root`], and every entry it does not open (symlinks, devices, FIFOs, sockets, and
+/// directories on another device) goes to `other` with its parent directory's descriptor and
+/// its name, for calls relative to that descriptor that do not follow it (fchownat(2) with
+/// `AT_SYMLINK_NOFOLLOW`). `want` is asked about those too.
+///
+/// Errors: as [`walk_in_root`], or `other` failed.
+pub fn walk_in_root_all(
+    root: &Path,
+    want: &mut dyn FnMut(&str, &nix::sys::stat::FileStat) -> bool,
+    visit: &mut dyn FnMut(&str, &OwnedFd, &nix::sys::stat::FileStat) -> Result<(), String>,
+    other: &mut OtherEntry<'_>,
+) -> Result<(), String> {
     use nix::fcntl::{openat, AtFlags, OFlag};
     use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
     let kind =
@@ -310,10 +330,11 @@ pub fn walk_in_root(
                 continue;
             };
             let is_dir = kind(&st) == SFlag::S_IFDIR;
-            if !(is_dir || kind(&st) == SFlag::S_IFREG)
-                || (is_dir && st.st_dev != rst.st_dev)
-                || !want(&child, &st)
-            {
+            if !want(&child, &st) {
+                continue;
+            }
+            if !(is_dir || kind(&st) == SFlag::S_IFREG) || (is_dir && st.st_dev != rst.st_dev) {
+                other(&child, &dfd, name.as_c_str(), &st)?;
                 continue;
             }
             let flags = OFlag::O_RDONLY

@@ -8,5 +8,6 @@ pub mod manage;
 pub mod overlay;
 pub mod progress;
 pub mod quota;
+pub mod shift;
 pub mod snapshot;
 pub mod unify;

@@ -126,6 +126,10 @@ enum Cmd {
         /// project (ext4/xfs project quota, id = context id) or btrfs (quota group).
         #[arg(long, value_enum, value_name = "BACKEND")]
         disk_backend: Option<Backend>,
+        /// Run the guest in its own user namespace (writes userns = true): its ids 0-65535 are
+        /// host ids context * 65536 + id, so its root is nobody on the host.
+        #[arg(long)]
+        userns: bool,
         /// Method arguments (skeleton: a command to run with VSERVER_ROOT set; debootstrap:
         /// util-vserver's -d DIST [-m MIRROR]).
         #[arg(last = true)]
@@ -147,6 +151,9 @@ enum Cmd {
     },
     /// Exit 0 if running, 1 if not.
     Running,
+    /// Give a stopped user-namespace guest's files their ordinary owners back, after the
+    /// one-time shift made where its file system cannot be idmapped.
+    UsernsUnshift,
     /// Change a limit (nproc, memory, memory_soft, swap, cpu, cpu_weight, cpuset, io_weight,
     /// io_read_bps, io_write_bps, io_read_iops, io_write_iops, nice,
     /// ionice) now and in NAME.toml; VALUE "none" removes it. Negative values work as is.
@@ -380,7 +387,8 @@ fn print_disk(s: &guest::Status) {
 }
 
 fn do_start(g: &Guest) -> Result<()> {
-    let s = guest::start::start(g)?;
+    let mut rep = vserver_tools::Reporter::new("vserver");
+    let s = guest::start::start_with_progress(g, &mut rep)?;
     for w in s.warnings {
         eprintln!("vserver: warning: {w}");
     }
@@ -439,6 +447,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             force,
             disk_size,
             disk_backend,
+            userns,
             args,
         } => {
             fn need<T>(v: Option<T>, method: &str, what: &str) -> Result<T, ExitCode> {
@@ -528,6 +537,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                     Backend::Project => Some(libvserver::config::DiskBackend::Project),
                     Backend::Btrfs => Some(libvserver::config::DiskBackend::Btrfs),
                 }),
+                userns,
             };
             let mut rep = vserver_tools::Reporter::new("vserver");
             build(&paths, &o, &mut rep).map_err(|e| fail(e.into()))?;
@@ -746,6 +756,27 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 .map_err(|m| fail(anyhow::anyhow!("{}: delete: {m}", g.name)))?;
             for p in removed {
                 eprintln!("vserver: removed {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::UsernsUnshift => {
+            let g = load(&paths, &cli.name)?;
+            let mut rep = vserver_tools::Reporter::new("vserver");
+            match storage::shift::unshift_guest(&g, &mut rep)
+                .map_err(|m| fail(anyhow::anyhow!("{}: userns-unshift: {m}", g.name)))?
+            {
+                None => eprintln!("vserver: {}: its files were not shifted", g.name),
+                Some(r) => eprintln!(
+                    "vserver: {}: gave {} of {} files their ordinary owners back",
+                    g.name, r.changed, r.inodes
+                ),
+            }
+            if g.config.userns {
+                eprintln!(
+                    "vserver: {}: userns = true: the next start shifts them again unless its \
+                     file system can be idmapped",
+                    g.name
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
