@@ -137,6 +137,18 @@ impl GuestCgroup {
         GuestCgroup { xid, dirs }
     }
 
+    /// The cgroup at `rel` (relative to each hierarchy's mount, e.g. an OCI `cgroupsPath`),
+    /// labelled `xid` in messages (nothing is created). `rel` must not climb with `..`.
+    pub fn at_path(layout: &CgroupLayout, xid: u32, rel: &str) -> GuestCgroup {
+        let rel = rel.trim_start_matches('/');
+        let dirs = layout
+            .hierarchies
+            .iter()
+            .map(|h| (h.clone(), h.mount().join(rel)))
+            .collect();
+        GuestCgroup { xid, dirs }
+    }
+
     /// Absolute directories of this cgroup, one per hierarchy.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(|(_, d)| d.as_path())
@@ -161,24 +173,31 @@ impl GuestCgroup {
     /// Errors: [`CgroupError::Io`] naming the directory or file.
     pub fn create(&self) -> Result<()> {
         for (h, dir) in &self.dirs {
-            let base = h.mount().join(CGROUP_BASE);
-            for d in [&base, dir] {
-                match fs::create_dir(d) {
-                    Ok(()) => h.init_new_dir(self.xid, d, d == &base)?,
+            let rel = dir.strip_prefix(h.mount()).unwrap_or(dir);
+            let comps: Vec<_> = rel.components().collect();
+            let mut d = h.mount().to_path_buf();
+            for (i, c) in comps.iter().enumerate() {
+                d.push(c);
+                // Every directory above the leaf is a parent that must pass controllers down.
+                let is_base = i + 1 < comps.len();
+                match fs::create_dir(&d) {
+                    Ok(()) => h.init_new_dir(self.xid, &d, is_base)?,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        if d == &base && h.is_v2() {
-                            layout::enable_v2_controllers(self.xid, d);
+                        if is_base && h.is_v2() {
+                            layout::enable_v2_controllers(self.xid, &d);
                         }
                         // A base made by an older version: let new cpusets inherit from it.
                         let cc = d.join("cgroup.clone_children");
-                        if d == &base
+                        if i == 0
+                            && is_base
+                            && c.as_os_str() == CGROUP_BASE
                             && h.has_controller("cpuset")
                             && fs::read_to_string(&cc).is_ok_and(|v| v.trim() == "0")
                         {
                             write_file(self.xid, &cc, "1")?;
                         }
                     }
-                    Err(e) => return Err(io(self.xid, "create", d)(e)),
+                    Err(e) => return Err(io(self.xid, "create", &d)(e)),
                 }
             }
         }

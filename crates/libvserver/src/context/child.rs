@@ -80,14 +80,25 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
     };
     drop(mounts);
     crate::testhook::pause("child-go");
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-        fail(&err, &format!("unshare the cgroup namespace: {e}"));
+    if let Some(x) = &spec.oci {
+        if let Err(e) = super::oci_child::join_namespaces(x) {
+            fail(&err, &e);
+        }
+    }
+    if spec.oci.as_ref().is_none_or(|x| x.cgroupns) {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+            fail(&err, &format!("unshare the cgroup namespace: {e}"));
+        }
     }
     if spec
         .namespaces
         .contains(nix::sched::CloneFlags::CLONE_NEWNET)
     {
-        if let Err(e) = setup_network(&spec.interfaces, spec.userns.is_some()) {
+        let r = match &spec.oci {
+            Some(_) => super::oci_child::loopback_up(),
+            None => setup_network(&spec.interfaces, spec.userns.is_some()),
+        };
+        if let Err(e) = r {
             fail(&err, &e);
         }
     }
@@ -121,6 +132,16 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
             );
         }
     }
+    if let Some(x) = &spec.oci {
+        if let Err(e) = super::oci_child::write_sysctls(x) {
+            fail(&err, &e);
+        }
+        for (i, h) in x.create_container.iter().enumerate() {
+            if let Err(e) = crate::oci::hooks::run(h, &x.hook_state) {
+                fail(&err, &format!("hooks.createContainer[{i}] {}: {e}", h.path));
+            }
+        }
+    }
     let r = match &spec.root {
         Some(root) => crate::rootfs::enter_guest_root(
             root,
@@ -128,6 +149,7 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
             &spec.proc_views,
             spec.console.as_ref(),
             trees,
+            spec.oci.as_deref(),
         ),
         None => crate::rootfs::fresh_proc_only(),
     };
@@ -138,6 +160,18 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
         if let Err(e) = make_stdio_console(con) {
             fail(&err, &e);
         }
+        if spec.oci.as_ref().is_some_and(|x| x.ctty) {
+            // SAFETY: TIOCSCTTY on our stdin, the console pty, in our new session.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                fail(
+                    &err,
+                    &format!("make the console the controlling terminal: {}", nix::errno::Errno::last()),
+                );
+            }
+        }
+    }
+    if let Some(x) = &spec.oci {
+        super::oci_child::finish(x, &spec.cap_drop, spec.seccomp.as_ref(), &spec.payload, err)
     }
     finish(
         &spec.cap_drop,
@@ -149,7 +183,7 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
 }
 
 /// A user a command runs as inside the guest (from the guest's /etc/passwd and /etc/group).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UserSpec {
     /// uid.
     pub uid: u32,

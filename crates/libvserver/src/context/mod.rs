@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod clone;
+mod oci_child;
 pub mod oneshot;
 pub mod sync;
 pub mod timens;
@@ -82,6 +83,59 @@ pub struct ContextSpec {
     /// The guest's own user namespace (`userns = true`); `namespaces` then holds
     /// CLONE_NEWUSER. None keeps the host's ids.
     pub userns: Option<UsernsSpec>,
+    /// What an OCI container asks for beyond a guest's description (None for guests).
+    pub oci: Option<Box<OciExtras>>,
+}
+
+/// The parts of an OCI container's process description that guests do not use: joined
+/// namespaces, sysctls, extra mounts and devices, its own masks, the user and capability sets,
+/// and the gate that holds the init between `create` and `start` (see [`crate::oci`]).
+#[derive(Default)]
+pub struct OciExtras {
+    /// Namespaces to join with setns(2) before the setup: (CLONE_NEW* flag, namespace fd).
+    pub join: Vec<(CloneFlags, OwnedFd)>,
+    /// Create a cgroup namespace (`cgroup` in linux.namespaces); guests always get one.
+    pub cgroupns: bool,
+    /// sysctls (`net.ipv4.ip_forward`, value) written in the new namespaces before pivot_root.
+    pub sysctl: Vec<(String, String)>,
+    /// File systems and binds of config.json beyond /proc, /sys and /dev, in order.
+    pub mounts: Vec<crate::rootfs::oci::SpecMount>,
+    /// Device nodes to create in /dev.
+    pub devices: Vec<crate::rootfs::oci::DeviceNode>,
+    /// Paths to hide (files: /dev/null; directories: an empty read-only tmpfs), beyond ours.
+    pub masked: Vec<String>,
+    /// Paths to make read-only, beyond ours.
+    pub readonly: Vec<String>,
+    /// Remount the root read-only once everything is mounted.
+    pub readonly_root: bool,
+    /// Mount a read-only cgroup file system on /sys/fs/cgroup.
+    pub cgroup_mount: bool,
+    /// Working directory inside (absolute, resolved after pivot_root).
+    pub cwd: String,
+    /// The user the program runs as.
+    pub user: child::UserSpec,
+    /// Capability sets beyond the bounding set: (effective, permitted, inheritable, ambient).
+    pub caps: [Vec<Capability>; 4],
+    /// prctl(PR_SET_NO_NEW_PRIVS) before the seccomp filter and the program.
+    pub no_new_privs: bool,
+    /// File creation mask of the program.
+    pub umask: u32,
+    /// Make the console the controlling terminal of the program (OCI `terminal`).
+    pub ctty: bool,
+    /// Read end of the container's exec FIFO: the init reports ready, then waits for one byte
+    /// (written by `start`) before it runs the program.
+    pub gate: Option<OwnedFd>,
+    /// Hooks run inside the container's namespaces before pivot_root (createContainer) and
+    /// after the gate opens (startContainer), with the state JSON on their stdin.
+    pub create_container: Vec<crate::oci::spec::Hook>,
+    /// See `create_container`.
+    pub start_container: Vec<crate::oci::spec::Hook>,
+    /// The state JSON for the hooks.
+    pub hook_state: String,
+    /// personality(2) domain for LINUX32.
+    pub personality: Option<libc::c_ulong>,
+    /// Extra fds passed to the program as 3, 4, ... (`--preserve-fds`).
+    pub preserve_fds: u32,
 }
 
 /// How a guest runs in its own user namespace (see [`crate::security::userns`]).

@@ -458,6 +458,7 @@ fn start_created(
         console: Some(pty.slave),
         payload: init_payload(g),
         userns,
+        oci: None,
     };
     let (rep_r, rep_w) = context::sync::pipe().map_err(|e| failed(&name, format!("pipe: {e}")))?;
     // SAFETY: the start path is single-threaded; the child only continues our own code.

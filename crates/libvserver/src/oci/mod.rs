@@ -4,6 +4,9 @@
 //! see the runtime-spec's runtime.md and config.md).
 
 pub mod check;
+pub mod container;
+pub mod devices;
+pub mod hooks;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

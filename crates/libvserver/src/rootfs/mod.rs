@@ -6,6 +6,9 @@
 //! can no longer resolve outside the guest root, whatever symlinks the guest planted.
 //! Man pages: pivot_root(2), mount(2), proc(5), devpts in Documentation/filesystems/devpts.rst.
 
+
+pub mod oci;
+
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -41,7 +44,7 @@ const DEVICES: &[(&str, u64, u64)] = &[
     ("tty", 5, 0),
 ];
 
-fn m(
+pub(crate) fn m(
     src: Option<&str>,
     target: &str,
     fstype: Option<&str>,
@@ -57,7 +60,7 @@ fn m(
 }
 
 /// Make sure `p` is a directory (create it if missing) and not a symlink.
-fn ensure_dir(p: &str) -> Result<(), String> {
+pub(crate) fn ensure_dir(p: &str) -> Result<(), String> {
     match std::fs::symlink_metadata(p) {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(_) => Err(format!(
@@ -68,7 +71,7 @@ fn ensure_dir(p: &str) -> Result<(), String> {
 }
 
 /// Bind-mount `path` onto itself read-only; skipped when `path` does not exist.
-fn bind_readonly(path: &str) -> Result<(), String> {
+pub(crate) fn bind_readonly(path: &str) -> Result<(), String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
@@ -94,7 +97,7 @@ fn bind_readonly(path: &str) -> Result<(), String> {
 }
 
 /// True if the file system holding `path` is mounted read-only.
-fn is_readonly(path: &str) -> bool {
+pub(crate) fn is_readonly(path: &str) -> bool {
     nix::sys::statvfs::statvfs(path)
         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
         .unwrap_or(false)
@@ -110,7 +113,13 @@ pub fn enter_guest_root(
     proc_views: &[BindMount],
     console: Option<&OwnedFd>,
     userns: Option<UsernsTrees>,
+    oci: Option<&crate::context::OciExtras>,
 ) -> Result<(), String> {
+    // An OCI container's binds come from host paths: detached while the host is visible.
+    let oci_binds = match oci {
+        Some(x) => oci::open_binds(&x.mounts)?,
+        None => Vec::new(),
+    };
     let (root_tree, bind_fds) = match userns {
         Some(t) => (Some((t.root, t.root_dir)), t.binds),
         None => (
@@ -237,8 +246,22 @@ pub fn enter_guest_root(
         early.as_ref().map(|e| e.devices.as_slice()),
     )?;
     crate::testhook::pause("child-dev");
+    if let Some(x) = oci {
+        oci::attach(&x.mounts, oci_binds)?;
+        oci::make_devices(&x.devices)?;
+        if x.cgroup_mount {
+            oci::cgroup_mount()?;
+        }
+    }
     apply_masks()?;
-    verify_masks()
+    verify_masks()?;
+    if let Some(x) = oci {
+        oci::mask_paths(&x.masked, &x.readonly)?;
+        if x.readonly_root {
+            oci::readonly_root()?;
+        }
+    }
+    Ok(())
 }
 
 /// chcontext: keep the host's tree, but give the new pid namespace its own /proc.
@@ -413,7 +436,7 @@ pub struct BindMount {
 
 /// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` (relative to
 /// `dirfd`; an empty path with AT_EMPTY_PATH means the file `dirfd` itself).
-fn open_tree_clone(
+pub(crate) fn open_tree_clone(
     dirfd: i32,
     path: &std::ffi::CStr,
     extra: libc::c_uint,
@@ -438,19 +461,19 @@ fn open_tree_clone(
 }
 
 /// mount_setattr(2) attribute: read-only.
-const MOUNT_ATTR_RDONLY: u64 = 1;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 1;
 /// mount_setattr(2) attribute: set-user-ID bits and file capabilities ignored.
-const MOUNT_ATTR_NOSUID: u64 = 2;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 2;
 /// mount_setattr(2) attribute: device nodes cannot be opened.
-const MOUNT_ATTR_NODEV: u64 = 4;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 4;
 /// mount_setattr(2) attribute: no program execution.
-const MOUNT_ATTR_NOEXEC: u64 = 8;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 8;
 /// mount_setattr(2) attribute: owners mapped through the user namespace `userns_fd`.
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// mount_setattr(2) on every mount of the detached tree `fd`: set `attrs`, and idmap it through
 /// the user namespace `userns` when given (Documentation/filesystems/idmappings.rst).
-fn set_tree_attrs(
+pub(crate) fn set_tree_attrs(
     fd: &OwnedFd,
     attrs: u64,
     userns: Option<BorrowedFd<'_>>,
@@ -656,7 +679,7 @@ fn move_mount_fd(fd: &OwnedFd, dir: &OwnedFd) -> Result<(), nix::errno::Errno> {
     Ok(())
 }
 
-fn move_mount(fd: &OwnedFd, target: &str) -> Result<(), String> {
+pub(crate) fn move_mount(fd: &OwnedFd, target: &str) -> Result<(), String> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
     let t = std::ffi::CString::new(target)
         .map_err(|_| format!("mount target {target} contains NUL"))?;

@@ -1,0 +1,196 @@
+//! The steps of an OCI container's init that guests do not have (see [`crate::oci`]), in the
+//! order the child runs them: join the given namespaces, write the sysctls, run the
+//! createContainer hooks (before pivot_root), and after the root is built: report ready, wait
+//! at the gate for `start`, run the startContainer hooks, then switch to the configured user
+//! and capability sets and exec the program with the container's environment.
+
+use super::child::{fail, reset_signals};
+use super::{OciExtras, Payload};
+use crate::security::seccomp::SeccompProgram;
+use caps::{CapSet, Capability, CapsHashSet};
+use std::os::fd::{AsFd, OwnedFd};
+
+/// setns(2) into every namespace of `x.join`, user namespace first.
+///
+/// Errors: the namespace type and the OS error.
+pub(super) fn join_namespaces(x: &OciExtras) -> Result<(), String> {
+    for (flag, fd) in &x.join {
+        nix::sched::setns(fd.as_fd(), *flag)
+            .map_err(|e| format!("join the namespace {flag:?} given in config.json: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Write each sysctl through /proc/sys (still the host's procfs, which shows the caller's
+/// network and IPC namespaces: the container's new ones).
+///
+/// Errors: the key and the OS error.
+pub(super) fn write_sysctls(x: &OciExtras) -> Result<(), String> {
+    for (k, v) in &x.sysctl {
+        let p = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&p, v).map_err(|e| format!("sysctl {k} = {v}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Bring the loopback interface of a new network namespace up (runc does too).
+pub(super) fn loopback_up() -> Result<(), String> {
+    use crate::net::netlink::Netlink;
+    let mut nl = Netlink::open().map_err(|e| format!("open netlink in the container: {e}"))?;
+    if let Some(lo) = nl.link_index("lo").map_err(|e| e.to_string())? {
+        nl.set_up(lo).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Wait until `start` writes its byte into the exec FIFO. A FIFO whose writer closed without a
+/// byte ends the container.
+fn wait_gate(gate: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // Blocking from here on: the FIFO was opened non-blocking so that create did not wait.
+    let _ = nix::fcntl::fcntl(gate, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+    loop {
+        let mut fds = [PollFd::new(gate.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+        let mut b = [0u8; 1];
+        return matches!(nix::unistd::read(gate, &mut b), Ok(1));
+    }
+}
+
+fn cap_set(v: &[Capability]) -> CapsHashSet {
+    v.iter().copied().collect()
+}
+
+/// Switch to the configured user keeping exactly the configured capability sets
+/// (capabilities(7): keep-caps across setuid, then capset(2) and PR_CAP_AMBIENT_RAISE).
+fn become_user(x: &OciExtras) -> Result<(), String> {
+    let u = &x.user;
+    let [eff, perm, inh, amb] = &x.caps;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", u.groups))?;
+    nix::unistd::setresgid(
+        nix::unistd::Gid::from_raw(u.gid),
+        nix::unistd::Gid::from_raw(u.gid),
+        nix::unistd::Gid::from_raw(u.gid),
+    )
+    .map_err(|e| format!("setgid {}: {e}", u.gid))?;
+    nix::unistd::setresuid(
+        nix::unistd::Uid::from_raw(u.uid),
+        nix::unistd::Uid::from_raw(u.uid),
+        nix::unistd::Uid::from_raw(u.uid),
+    )
+    .map_err(|e| format!("setuid {}: {e}", u.uid))?;
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    // Effective first (it must stay within permitted), then permitted, then inheritable.
+    caps::set(None, CapSet::Effective, &cap_set(eff)).map_err(|e| format!("set the effective capabilities: {e}"))?;
+    caps::set(None, CapSet::Permitted, &cap_set(perm)).map_err(|e| format!("set the permitted capabilities: {e}"))?;
+    caps::set(None, CapSet::Inheritable, &cap_set(inh)).map_err(|e| format!("set the inheritable capabilities: {e}"))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear the ambient capabilities: {e}"))?;
+    for c in amb {
+        caps::raise(None, CapSet::Ambient, *c)
+            .map_err(|e| format!("raise the ambient capability {c} (it must be permitted and inheritable): {e}"))?;
+    }
+    Ok(())
+}
+
+/// The container's PATH (from its environment), else the guests' default.
+fn path_of(env: &[std::ffi::CString]) -> String {
+    env.iter()
+        .filter_map(|e| e.to_str().ok())
+        .find_map(|e| e.strip_prefix("PATH=").map(String::from))
+        .unwrap_or_else(|| super::child::GUEST_PATH.to_string())
+}
+
+/// Last steps of an OCI container's init; never returns. `err` reports setup failures to
+/// `create`; it is closed (the "ready" signal) before the gate, and later failures go to the
+/// container's stderr.
+pub(super) fn finish(
+    x: &OciExtras,
+    cap_drop: &[Capability],
+    seccomp: Option<&SeccompProgram>,
+    payload: &Payload,
+    err: OwnedFd,
+) -> ! {
+    let Payload::Exec { argv, env } = payload else {
+        fail(&err, "an OCI container runs a program, not the built-in init")
+    };
+    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
+        fail(&err, &e);
+    }
+    if let Err(e) = nix::unistd::chdir(x.cwd.as_str()) {
+        fail(&err, &format!("process.cwd {}: {e}", x.cwd));
+    }
+    // Outside a pivot_root'ed tree a cwd could be anywhere: require it inside.
+    if nix::unistd::getcwd().is_err() {
+        fail(&err, &format!("process.cwd {} is outside the container", x.cwd));
+    }
+    if let Err(e) = super::clone::cloexec_from(3 + x.preserve_fds) {
+        fail(&err, &format!("mark inherited fds close-on-exec: {e}"));
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(x.umask as libc::mode_t) };
+    // `create` exits once we are ready: the container must outlive it.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    // From here on failures go to the container's stderr (create has returned).
+    let err = match nix::unistd::dup(std::io::stderr().as_fd()) {
+        Ok(fd) => {
+            drop(err);
+            fd
+        }
+        Err(_) => err,
+    };
+    if let Some(gate) = &x.gate {
+        if !wait_gate(gate) {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(1) }
+        }
+    }
+    for (i, h) in x.start_container.iter().enumerate() {
+        if let Err(e) = crate::oci::hooks::run(h, &x.hook_state) {
+            fail(&err, &format!("hooks.startContainer[{i}] {}: {e}", h.path));
+        }
+    }
+    if let Some(p) = x.personality {
+        // SAFETY: plain syscall with an integer argument.
+        if unsafe { libc::personality(p) } < 0 {
+            fail(&err, &format!("personality {p:#x}: {}", nix::errno::Errno::last()));
+        }
+    }
+    if x.no_new_privs {
+        if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+            fail(&err, &format!("no_new_privs: {e}"));
+        }
+    }
+    // Without no_new_privs only a privileged process may load a filter: before the user switch.
+    let load = |err: &OwnedFd| {
+        if let Some(s) = seccomp {
+            if let Err(e) = s.load() {
+                fail(err, &format!("load the seccomp filter: {e}"));
+            }
+        }
+    };
+    if !x.no_new_privs {
+        load(&err);
+    }
+    if let Err(e) = become_user(x) {
+        fail(&err, &e);
+    }
+    if x.no_new_privs {
+        load(&err);
+    }
+    reset_signals();
+    let Some(prog) = argv.first() else {
+        fail(&err, "process.args is empty")
+    };
+    std::env::set_var("PATH", path_of(env));
+    let e = nix::unistd::execvpe(prog, argv, env).unwrap_err();
+    fail(&err, &format!("exec {}: {e}", prog.to_string_lossy()))
+}

@@ -1,0 +1,751 @@
+//! The container lifecycle of the runtime-spec (runtime.md) over the engine: `create` builds the
+//! one process description ([`crate::context::ContextSpec`]) from `config.json`, clones the
+//! init into its namespaces and cgroup, waits until it is set up and held at its exec FIFO,
+//! writes the pid file and the state, and returns (the init is reparented to the caller's
+//! subreaper, containerd's shim); `start` opens the FIFO; `state`, `kill`, `delete`, `ps`,
+//! `pause`, `resume` and `update` act on the recorded init and cgroup.
+
+use super::check::{creates, NAMESPACE_TYPES};
+use super::spec::{Resources, Spec, SpecError};
+use super::state::{rfc3339_now, Container, PublicState, State, StateError, Status};
+use crate::cgroup::{CgroupLayout, GuestCgroup};
+use crate::context::{self, ContextSpec, OciExtras, Payload};
+use nix::sched::CloneFlags;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Errors of the lifecycle commands. Texts keep runc's words that containerd matches.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// config.json is wrong or asks for something unsupported.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The state store.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The container is not running (or created) where that is needed.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// `delete` of a running container without `--force`.
+    #[error("cannot delete container {0} that is not stopped: {1} (use --force)")]
+    StillRunning(String, &'static str),
+    /// `start` of a container that is not `created`.
+    #[error("cannot start container {0}: it is {1}, not created")]
+    NotCreated(String, &'static str),
+    /// Anything else, with what was attempted.
+    #[error("container {id}: {message}")]
+    Failed {
+        /// Container id.
+        id: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn failed(id: &str, message: impl Into<String>) -> OciError {
+    OciError::Failed {
+        id: id.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Options of `create` (and `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// State root (`--root`).
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// Bundle directory (holds config.json).
+    pub bundle: PathBuf,
+    /// Where to write the init's pid (`--pid-file`), before returning.
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to (`--console-socket`), for `process.terminal`.
+    pub console_socket: Option<PathBuf>,
+    /// Extra fds 3..3+N passed to the program (`--preserve-fds`).
+    pub preserve_fds: u32,
+}
+
+/// The cgroup of a container: `linux.cgroupsPath`, else `vserver-oci/ID`.
+fn cgroup_rel(spec: &Spec, id: &str) -> Result<String, OciError> {
+    let p = spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.cgroups_path.clone())
+        .unwrap_or_else(|| format!("vserver-oci/{id}"));
+    if p.contains(':') {
+        return Err(OciError::Spec(SpecError::Unsupported {
+            path: "config.json".into(),
+            field: "linux.cgroupsPath".into(),
+            message: format!("'{p}' is a systemd slice path; vserver-oci drives cgroupfs itself"),
+        }));
+    }
+    let rel = p.trim_matches('/').to_string();
+    if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+        return Err(OciError::Spec(SpecError::Unsupported {
+            path: "config.json".into(),
+            field: "linux.cgroupsPath".into(),
+            message: format!("'{p}' is not a cgroup path below the hierarchy roots"),
+        }));
+    }
+    Ok(rel)
+}
+
+fn layout(id: &str) -> Result<CgroupLayout, OciError> {
+    CgroupLayout::detect_cached().map_err(|e| failed(id, e.to_string()))
+}
+
+fn cgroup_of(id: &str, rel: &str) -> Result<GuestCgroup, OciError> {
+    Ok(GuestCgroup::at_path(&layout(id)?, 0, rel))
+}
+
+/// Convert `linux.resources` into the engine's limits and write them.
+///
+/// Errors: a value the kernel refuses, a controller the host lacks.
+pub fn apply_resources(id: &str, cg: &GuestCgroup, r: &Resources) -> Result<(), OciError> {
+    let mut l = crate::config::LimitsConfig::default();
+    if let Some(m) = &r.memory {
+        let pos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n.to_string());
+        l.memory = pos(m.limit);
+        l.memory_soft = pos(m.reservation);
+        // OCI's swap is memory + swap; the engine's is the swap alone.
+        if let (Some(total), Some(mem)) = (m.swap.filter(|n| *n > 0), m.limit.filter(|n| *n > 0)) {
+            l.swap = Some(total.saturating_sub(mem).max(0).to_string());
+        }
+    }
+    if let Some(c) = &r.cpu {
+        if let Some(q) = c.quota.filter(|q| *q > 0) {
+            let period = c.period.filter(|p| *p > 0).unwrap_or(100_000);
+            l.cpu = Some(format!("{}", q as f64 / period as f64));
+        }
+        if let Some(s) = c.shares.filter(|s| *s > 0) {
+            // cgroup v1 shares 2..262144 onto v2 weights 1..10000 (runc's formula).
+            let s = s.clamp(2, 262_144);
+            l.cpu_weight = Some((1 + ((s - 2) * 9999) / 262_142) as u32);
+        }
+        l.cpuset = c.cpus.clone().filter(|c| !c.is_empty());
+    }
+    if let Some(p) = &r.pids {
+        if p.limit > 0 {
+            l.nproc = Some(p.limit as u64);
+        }
+    }
+    if let Some(b) = &r.block_io {
+        l.io_weight = b.weight.map(u32::from);
+    }
+    cg.apply_limits(&l).map_err(|e| failed(id, e.to_string()))?;
+    if let Some(b) = &r.block_io {
+        for (list, which) in [
+            (&b.throttle_read_bps_device, 0),
+            (&b.throttle_write_bps_device, 1),
+            (&b.throttle_read_iops_device, 2),
+            (&b.throttle_write_iops_device, 3),
+        ] {
+            for t in list {
+                let mut one = crate::config::LimitsConfig::default();
+                match which {
+                    0 => one.io_read_bps = Some(t.rate.to_string()),
+                    1 => one.io_write_bps = Some(t.rate.to_string()),
+                    2 => one.io_read_iops = Some(t.rate),
+                    _ => one.io_write_iops = Some(t.rate),
+                }
+                cg.apply_io_limits(&one, Some((t.major as u32, t.minor as u32)))
+                    .map_err(|e| failed(id, e.to_string()))?;
+            }
+        }
+    }
+    for (k, v) in &r.unified {
+        if k.contains('/') || k.starts_with('.') || !k.contains('.') {
+            return Err(failed(id, format!("linux.resources.unified: '{k}' is not a cgroup file")));
+        }
+        let dir = cg
+            .unified_dir()
+            .ok_or_else(|| failed(id, "linux.resources.unified needs a cgroup v2 hierarchy"))?;
+        std::fs::write(dir.join(k), v)
+            .map_err(|e| failed(id, format!("linux.resources.unified.{k} = {v}: {e}")))?;
+    }
+    if !r.devices.is_empty() {
+        super::devices::apply(cg, &r.devices).map_err(|e| failed(id, e))?;
+    }
+    Ok(())
+}
+
+/// Send `master` (a pty) over the unix socket at `path`: one message, the pty name as payload
+/// and the fd as SCM_RIGHTS (what runc and containerd's console socket expect).
+fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
+    use nix::sys::socket::{connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr};
+    let s = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let addr = UnixAddr::new(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr)
+        .map_err(|e| format!("connect to the console socket {}: {e}", path.display()))?;
+    let name = b"/dev/ptmx";
+    let iov = [std::io::IoSlice::new(name)];
+    let fds = [std::os::fd::AsRawFd::as_raw_fd(master)];
+    sendmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&s),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send the console to {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn cstrings(v: &[String]) -> Vec<CString> {
+    v.iter().filter_map(|s| CString::new(s.as_str()).ok()).collect()
+}
+
+fn caps_of(names: &[String]) -> Vec<caps::Capability> {
+    names
+        .iter()
+        .filter_map(|n| crate::security::caps::parse_cap(n).ok())
+        .collect()
+}
+
+/// The state JSON hooks get on stdin.
+fn hook_state(st: &State, status: Status) -> String {
+    serde_json::to_string(&PublicState {
+        oci_version: &st.oci_version,
+        id: &st.id,
+        status: status.as_str(),
+        pid: st.pid,
+        bundle: &st.bundle,
+        rootfs: &st.rootfs,
+        created: &st.created,
+        annotations: &st.annotations,
+        owner: &st.owner,
+    })
+    .unwrap_or_default()
+}
+
+/// The mounts config.json asks for that the engine builds itself for every container.
+const ENGINE_MOUNTS: &[(&str, &str)] = &[
+    ("/proc", "proc"),
+    ("/sys", "sysfs"),
+    ("/dev", "tmpfs"),
+    ("/dev/pts", "devpts"),
+    ("/dev/shm", "tmpfs"),
+    ("/dev/mqueue", "mqueue"),
+];
+
+/// Build the engine's process description of `spec` (bundle `bundle`).
+#[allow(clippy::too_many_lines)]
+fn context_spec(
+    spec: &Spec,
+    cfg_path: &str,
+    id: &str,
+    bundle: &Path,
+    rootfs: &Path,
+    st: &State,
+    console: Option<OwnedFd>,
+    gate: OwnedFd,
+    preserve_fds: u32,
+) -> Result<ContextSpec, OciError> {
+    let refuse = |field: String, message: String| {
+        OciError::Spec(SpecError::Unsupported {
+            path: cfg_path.to_string(),
+            field,
+            message,
+        })
+    };
+    let linux = spec.linux.as_ref();
+    let process = spec.process.as_ref().ok_or_else(|| refuse("process".into(), "missing".into()))?;
+    let mut flags = CloneFlags::empty();
+    let mut join = Vec::new();
+    for (i, n) in linux.map(|l| l.namespaces.as_slice()).unwrap_or(&[]).iter().enumerate() {
+        let Some((_, f)) = NAMESPACE_TYPES.iter().find(|(t, _)| *t == n.kind) else {
+            continue;
+        };
+        let f = CloneFlags::from_bits_retain(*f);
+        match &n.path {
+            // cgroup namespaces are made by the child once it is in its cgroup.
+            None if f == CloneFlags::CLONE_NEWCGROUP => {}
+            None => flags |= f,
+            Some(p) => {
+                let fd = nix::fcntl::open(
+                    p.as_str(),
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| refuse(format!("linux.namespaces[{i}].path"), format!("open {p}: {e}")))?;
+                join.push((f, fd));
+            }
+        }
+    }
+    let mut mounts = Vec::new();
+    let mut cgroup_mount = false;
+    for (i, mnt) in spec.mounts.iter().enumerate() {
+        let kind = mnt.kind.clone().unwrap_or_default();
+        if ENGINE_MOUNTS.iter().any(|(d, _)| *d == mnt.destination.trim_end_matches('/')) {
+            continue;
+        }
+        if mnt.destination.trim_end_matches('/') == "/sys/fs/cgroup" && matches!(kind.as_str(), "cgroup" | "cgroup2") {
+            cgroup_mount = true;
+            continue;
+        }
+        let kind = if kind.is_empty() { "bind".to_string() } else { kind };
+        let mut source = mnt.source.clone().unwrap_or_default();
+        let bindish = kind == "bind" || mnt.options.iter().any(|o| o == "bind" || o == "rbind");
+        if bindish && !source.starts_with('/') {
+            source = bundle.join(&source).to_string_lossy().into_owned();
+        }
+        let m = crate::rootfs::oci::parse_mount(&kind, &source, &mnt.destination, &mnt.options)
+            .map_err(|e| refuse(format!("mounts[{i}].options"), e))?;
+        mounts.push(m);
+    }
+    let mut devices = Vec::new();
+    for d in linux.map(|l| l.devices.as_slice()).unwrap_or(&[]) {
+        devices.push(crate::rootfs::oci::DeviceNode {
+            path: d.path.clone(),
+            kind: match d.kind.as_str() {
+                "b" => libc::S_IFBLK,
+                "p" => libc::S_IFIFO,
+                _ => libc::S_IFCHR,
+            },
+            major: d.major.max(0) as u64,
+            minor: d.minor.max(0) as u64,
+            mode: d.file_mode.unwrap_or(0o666),
+            uid: d.uid.unwrap_or(0),
+            gid: d.gid.unwrap_or(0),
+        });
+    }
+    let caps = process.capabilities.clone().unwrap_or_default();
+    let bounding: caps::CapsHashSet = caps_of(&caps.bounding).into_iter().collect();
+    let cap_drop = crate::security::caps::to_drop(&bounding);
+    let seccomp = match linux.and_then(|l| l.seccomp.as_ref()) {
+        Some(s) => Some(super::seccomp::compile(cfg_path, s)?),
+        None => None,
+    };
+    let mut rlimits = Vec::new();
+    for r in &process.rlimits {
+        if let Some(res) = super::check::rlimit_resource(&r.kind) {
+            rlimits.push((res, r.soft, r.hard));
+        }
+    }
+    let hooks = spec.hooks.clone().unwrap_or_default();
+    let extras = OciExtras {
+        join,
+        cgroupns: creates(linux, "cgroup"),
+        sysctl: linux
+            .map(|l| l.sysctl.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        mounts,
+        devices,
+        masked: linux.map(|l| l.masked_paths.clone()).unwrap_or_default(),
+        readonly: linux.map(|l| l.readonly_paths.clone()).unwrap_or_default(),
+        readonly_root: spec.root.as_ref().is_some_and(|r| r.readonly),
+        cgroup_mount,
+        cwd: process.cwd.clone(),
+        user: context::child::UserSpec {
+            uid: process.user.uid,
+            gid: process.user.gid,
+            groups: process.user.additional_gids.clone(),
+        },
+        caps: [
+            caps_of(&caps.effective),
+            caps_of(&caps.permitted),
+            caps_of(&caps.inheritable),
+            caps_of(&caps.ambient),
+        ],
+        no_new_privs: process.no_new_privileges,
+        umask: process.user.umask.unwrap_or(0o022),
+        ctty: process.terminal,
+        gate: Some(gate),
+        create_container: hooks.create_container.clone(),
+        start_container: hooks.start_container.clone(),
+        hook_state: hook_state(st, Status::Created),
+        personality: linux
+            .and_then(|l| l.personality.as_ref())
+            .map(|p| if p.domain == "LINUX32" { 0x0008 } else { 0 }),
+        preserve_fds,
+    };
+    let ioprio = process.io_priority.as_ref().map(|p| {
+        let class = match p.class.as_str() {
+            "IOPRIO_CLASS_RT" => 1,
+            "IOPRIO_CLASS_IDLE" => 3,
+            _ => 2,
+        };
+        (class << 13) | p.priority
+    });
+    Ok(ContextSpec {
+        label: id.to_string(),
+        xid: 0,
+        namespaces: flags,
+        root: Some(rootfs.to_path_buf()),
+        binds: Vec::new(),
+        proc_views: Vec::new(),
+        nice: None,
+        ioprio,
+        rlimits,
+        hostname: spec.hostname.clone().filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
+        domainname: spec.domainname.clone().filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
+        cap_drop,
+        seccomp,
+        interfaces: Vec::new(),
+        console,
+        payload: Payload::Exec {
+            argv: cstrings(&process.args),
+            env: cstrings(&process.env),
+        },
+        userns: None,
+        oci: Some(Box::new(extras)),
+    })
+}
+
+/// What `create` made so far, undone when it fails half-way ("a failed create leaves no state
+/// behind").
+struct Undo {
+    dir: Option<Container>,
+    cgroup: Option<GuestCgroup>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.remove();
+        }
+        if let Some(c) = self.dir.take() {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// `create`: see the module doc.
+///
+/// Errors: [`OciError`]; nothing is left behind (state directory, cgroup, process).
+pub fn create(o: &CreateOptions) -> Result<(), OciError> {
+    let c = Container::at(&o.root, &o.id)?;
+    let bundle = std::fs::canonicalize(&o.bundle)
+        .map_err(|e| failed(&o.id, format!("bundle {}: {e}", o.bundle.display())))?;
+    let cfg = bundle.join("config.json");
+    let cfg_s = cfg.display().to_string();
+    let spec = Spec::load(&cfg)?;
+    spec.check_supported(&cfg_s)?;
+    let root = spec.root.as_ref().map(|r| r.path.clone()).unwrap_or_default();
+    let rootfs = if Path::new(&root).is_absolute() {
+        PathBuf::from(&root)
+    } else {
+        bundle.join(&root)
+    };
+    let rootfs = std::fs::canonicalize(&rootfs)
+        .map_err(|e| failed(&o.id, format!("root.path {}: {e}", rootfs.display())))?;
+    if !rootfs.is_dir() {
+        return Err(failed(&o.id, format!("root.path {} is not a directory", rootfs.display())));
+    }
+    let rel = cgroup_rel(&spec, &o.id)?;
+    c.create_dir()?;
+    let mut undo = Undo {
+        dir: Some(c.clone()),
+        cgroup: None,
+    };
+    std::fs::copy(&cfg, c.file("config.json"))
+        .map_err(|e| failed(&o.id, format!("keep a copy of {cfg_s}: {e}")))?;
+    let fifo = c.file("exec.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| failed(&o.id, format!("mkfifo {}: {e}", fifo.display())))?;
+    let gate = nix::fcntl::open(
+        &fifo,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| failed(&o.id, format!("open {}: {e}", fifo.display())))?;
+    let cg = cgroup_of(&o.id, &rel)?;
+    if cg.exists() && !cg.all_pids().is_empty() {
+        return Err(failed(&o.id, format!("cgroup {rel} already has processes")));
+    }
+    cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
+    undo.cgroup = Some(cg.clone());
+    if let Some(r) = spec.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        apply_resources(&o.id, &cg, r)?;
+    }
+    let process = spec.process.clone().unwrap_or_default();
+    let console = if process.terminal {
+        let sock = o
+            .console_socket
+            .as_ref()
+            .ok_or_else(|| failed(&o.id, "process.terminal is set but no --console-socket was given"))?;
+        let pty = nix::pty::openpty(None, None).map_err(|e| failed(&o.id, format!("openpty: {e}")))?;
+        if let Some(sz) = &process.console_size {
+            let ws = libc::winsize {
+                ws_row: sz.height,
+                ws_col: sz.width,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ with a valid winsize on our pty.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&pty.master), libc::TIOCSWINSZ, &ws) };
+        }
+        send_console(sock, &pty.master).map_err(|e| failed(&o.id, e))?;
+        Some(pty.slave)
+    } else {
+        None
+    };
+    let mut st = State {
+        oci_version: spec.oci_version.clone(),
+        id: o.id.clone(),
+        status: Status::Creating,
+        pid: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: rfc3339_now(),
+        annotations: spec.annotations.clone(),
+        owner: String::new(),
+        init_start: 0,
+        cgroup: rel.clone(),
+    };
+    let cspec = context_spec(&spec, &cfg_s, &o.id, &bundle, &rootfs, &st, console, gate, o.preserve_fds)?;
+    // Joining a pid namespace works only for children: join it here, before the clone.
+    if let Some(p) = spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.iter().find(|n| n.kind == "pid"))
+        .and_then(|n| n.path.clone())
+    {
+        let fd = nix::fcntl::open(p.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| failed(&o.id, format!("linux.namespaces pid {p}: {e}")))?;
+        nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID)
+            .map_err(|e| failed(&o.id, format!("join the pid namespace {p}: {e}")))?;
+    }
+    let hooks = spec.hooks.clone().unwrap_or_default();
+    let oom = process.oom_score_adj;
+    let cg_fd = cg.open_unified().map_err(|e| failed(&o.id, e.to_string()))?;
+    let st_for_hooks = st.clone();
+    let mut prepare = |pid: i32| -> Result<(), String> {
+        cg.add_pid(pid, cg_fd.is_some()).map_err(|e| e.to_string())?;
+        if let Some(a) = oom {
+            std::fs::write(format!("/proc/{pid}/oom_score_adj"), a.to_string())
+                .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
+        }
+        let mut s = st_for_hooks.clone();
+        s.pid = pid;
+        let state = hook_state(&s, Status::Creating);
+        for (list, hs) in [("prestart", &hooks.prestart), ("createRuntime", &hooks.create_runtime)] {
+            for (i, h) in hs.iter().enumerate() {
+                super::hooks::run(h, &state).map_err(|e| format!("hooks.{list}[{i}] {}: {e}", h.path))?;
+            }
+        }
+        Ok(())
+    };
+    let spawned = context::spawn(&cspec, cg_fd.as_ref(), &mut prepare).map_err(|e| failed(&o.id, e.to_string()))?;
+    drop(cspec);
+    st.pid = spawned.pid;
+    st.init_start = crate::context::clone::proc_start_time(spawned.pid).unwrap_or(0);
+    st.status = Status::Created;
+    let kill = || {
+        let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
+        let _ = crate::context::clone::wait_pidfd(spawned.pidfd.as_fd());
+    };
+    if let Some(pf) = &o.pid_file {
+        if let Err(e) = write_pid_file(pf, spawned.pid) {
+            kill();
+            return Err(failed(&o.id, e));
+        }
+    }
+    if let Err(e) = c.save(&st) {
+        kill();
+        return Err(e.into());
+    }
+    undo.dir = None;
+    undo.cgroup = None;
+    Ok(())
+}
+
+/// Write `pid` to `path` atomically (a temporary file renamed over it).
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), String> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+}
+
+/// The live status of a recorded container.
+pub fn live_status(st: &State) -> Status {
+    if st.pid <= 0 || !crate::context::clone::same_process(st.pid, st.init_start) {
+        return Status::Stopped;
+    }
+    if let Ok(l) = CgroupLayout::detect_cached() {
+        if GuestCgroup::at_path(&l, 0, &st.cgroup).is_frozen() {
+            return Status::Paused;
+        }
+    }
+    match st.status {
+        Status::Creating | Status::Created => Status::Created,
+        s => s,
+    }
+}
+
+/// `state`: the spec's state object with the live status (pid 0 once stopped).
+///
+/// Errors: [`StateError::NotFound`] and friends.
+pub fn state(root: &Path, id: &str) -> Result<serde_json::Value, OciError> {
+    let st = Container::at(root, id)?.load()?;
+    Ok(public(&st))
+}
+
+fn public(st: &State) -> serde_json::Value {
+    let status = live_status(st);
+    let pid = if status == Status::Stopped { 0 } else { st.pid };
+    serde_json::to_value(PublicState {
+        oci_version: &st.oci_version,
+        id: &st.id,
+        status: status.as_str(),
+        pid,
+        bundle: &st.bundle,
+        rootfs: &st.rootfs,
+        created: &st.created,
+        annotations: &st.annotations,
+        owner: &st.owner,
+    })
+    .unwrap_or_default()
+}
+
+/// `list`: the state of every container under `root`.
+pub fn list(root: &Path) -> Vec<serde_json::Value> {
+    super::state::list(root)
+        .iter()
+        .filter_map(|id| Container::at(root, id).ok()?.load().ok())
+        .map(|st| public(&st))
+        .collect()
+}
+
+fn spec_of(c: &Container) -> Option<Spec> {
+    Spec::load(&c.file("config.json")).ok()
+}
+
+/// `start`: let the init run the program.
+///
+/// Errors: not created, or the init is gone ("container not running").
+pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
+    let c = Container::at(root, id)?;
+    let mut st = c.load()?;
+    let status = live_status(&st);
+    if status != Status::Created {
+        return Err(OciError::NotCreated(id.to_string(), status.as_str()));
+    }
+    let fifo = c.file("exec.fifo");
+    let w = nix::fcntl::open(
+        &fifo,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|_| OciError::NotRunning(id.to_string()))?;
+    nix::unistd::write(&w, b"1").map_err(|e| failed(id, format!("write {}: {e}", fifo.display())))?;
+    drop(w);
+    let _ = std::fs::remove_file(&fifo);
+    st.status = Status::Running;
+    c.save(&st)?;
+    if let Some(spec) = spec_of(&c) {
+        let state = hook_state(&st, Status::Running);
+        for (i, h) in spec.hooks.unwrap_or_default().poststart.iter().enumerate() {
+            if let Err(e) = super::hooks::run(h, &state) {
+                return Err(failed(id, format!("hooks.poststart[{i}] {}: {e}", h.path)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kill`: send `sig` to the init, or with `all` to every process of the container.
+///
+/// Errors: the container is stopped ("container not running").
+pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> {
+    let c = Container::at(root, id)?;
+    let st = c.load()?;
+    if live_status(&st) == Status::Stopped {
+        return Err(OciError::NotRunning(id.to_string()));
+    }
+    if all {
+        let cg = cgroup_of(id, &st.cgroup)?;
+        for p in cg.all_pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::try_from(sig).ok());
+        }
+        return Ok(());
+    }
+    let fd = crate::context::clone::pidfd_open(st.pid).map_err(|_| OciError::NotRunning(id.to_string()))?;
+    if !crate::context::clone::same_process(st.pid, st.init_start) {
+        return Err(OciError::NotRunning(id.to_string()));
+    }
+    crate::context::clone::pidfd_kill(fd.as_fd(), sig).map_err(|e| failed(id, format!("signal {sig}: {e}")))
+}
+
+/// `delete`: remove a stopped (or created) container; with `force` kill a running one first.
+/// A missing container is an error unless `force`.
+///
+/// Errors: [`OciError::StillRunning`], state or cgroup errors.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+    let c = Container::at(root, id)?;
+    let st = match c.load() {
+        Ok(st) => st,
+        Err(StateError::NotFound(_)) if force => {
+            let _ = c.remove();
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = live_status(&st);
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        return Err(OciError::StillRunning(id.to_string(), status.as_str()));
+    }
+    let cg = cgroup_of(id, &st.cgroup)?;
+    if status == Status::Paused {
+        let _ = cg.freeze(false);
+    }
+    cg.remove().map_err(|e| failed(id, e.to_string()))?;
+    let spec = spec_of(&c);
+    c.remove()?;
+    if let Some(spec) = spec {
+        let state = hook_state(&st, Status::Stopped);
+        for (i, h) in spec.hooks.unwrap_or_default().poststop.iter().enumerate() {
+            if let Err(e) = super::hooks::run(h, &state) {
+                return Err(failed(id, format!("hooks.poststop[{i}] {}: {e}", h.path)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `ps`: host pids of the container's processes.
+///
+/// Errors: state errors.
+pub fn ps(root: &Path, id: &str) -> Result<Vec<i32>, OciError> {
+    let st = Container::at(root, id)?.load()?;
+    Ok(cgroup_of(id, &st.cgroup)?.all_pids())
+}
+
+/// `pause` (`true`) or `resume`: freeze or thaw the container's cgroup.
+///
+/// Errors: a stopped container, cgroup errors.
+pub fn freeze(root: &Path, id: &str, frozen: bool) -> Result<(), OciError> {
+    let st = Container::at(root, id)?.load()?;
+    if live_status(&st) == Status::Stopped {
+        return Err(OciError::NotRunning(id.to_string()));
+    }
+    cgroup_of(id, &st.cgroup)?
+        .freeze(frozen)
+        .map_err(|e| failed(id, e.to_string()))
+}
+
+/// `update --resources`: write new limits.
+///
+/// Errors: a stopped container, values the kernel refuses.
+pub fn update(root: &Path, id: &str, r: &Resources) -> Result<(), OciError> {
+    let st = Container::at(root, id)?.load()?;
+    if live_status(&st) == Status::Stopped {
+        return Err(OciError::NotRunning(id.to_string()));
+    }
+    apply_resources(id, &cgroup_of(id, &st.cgroup)?, r)
+}
+
+/// The init's pidfd (for `run`, which waits for it), checked against the recorded start time.
+///
+/// Errors: the container is gone.
+pub fn init_pidfd(root: &Path, id: &str) -> Result<OwnedFd, OciError> {
+    let st = Container::at(root, id)?.load()?;
+    let fd = crate::context::clone::pidfd_open(st.pid).map_err(|_| OciError::NotRunning(id.to_string()))?;
+    if !crate::context::clone::same_process(st.pid, st.init_start) {
+        return Err(OciError::NotRunning(id.to_string()));
+    }
+    Ok(fd)
+}

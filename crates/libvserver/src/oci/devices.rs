@@ -1,0 +1,40 @@
+//! `linux.resources.devices`: the device cgroup rules of a container, in order. On cgroup v1
+//! they are written to `devices.deny`/`devices.allow`; on cgroup v2, which has no devices
+//! controller, they become a BPF_PROG_TYPE_CGROUP_DEVICE program (see
+//! [`crate::cgroup::devices`]).
+
+use super::spec::DeviceRule;
+use crate::cgroup::GuestCgroup;
+
+/// One rule in the v1 file syntax: `c 1:3 rwm`, `a *:* rwm`.
+pub fn v1_rule(r: &DeviceRule) -> String {
+    let kind = r.kind.as_deref().unwrap_or("a");
+    let num = |n: Option<i64>| n.filter(|v| *v >= 0).map(|v| v.to_string()).unwrap_or_else(|| "*".into());
+    let access = r.access.as_deref().filter(|a| !a.is_empty()).unwrap_or("rwm");
+    if kind == "a" {
+        format!("a *:* {access}")
+    } else {
+        format!("{kind} {}:{} {access}", num(r.major), num(r.minor))
+    }
+}
+
+/// Apply `rules` to `cg` in every hierarchy that controls devices.
+///
+/// Errors: the file or program step that failed.
+pub fn apply(cg: &GuestCgroup, rules: &[DeviceRule]) -> Result<(), String> {
+    for dir in cg.dirs() {
+        let allow = dir.join("devices.allow");
+        if !allow.exists() {
+            continue;
+        }
+        for r in rules {
+            let f = if r.allow { "devices.allow" } else { "devices.deny" };
+            std::fs::write(dir.join(f), v1_rule(r))
+                .map_err(|e| format!("linux.resources.devices: {} {}: {e}", f, v1_rule(r)))?;
+        }
+    }
+    if let Some(d) = cg.unified_dir() {
+        crate::cgroup::devices::attach_rules(d, rules)?;
+    }
+    Ok(())
+}

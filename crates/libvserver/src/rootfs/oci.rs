@@ -1,0 +1,430 @@
+//! The mounts and device nodes of an OCI `config.json` beyond the /proc, /sys and /dev the
+//! engine builds for every container. Bind sources are host paths: they are detached with
+//! open_tree(2) before pivot_root; every target is resolved and created after pivot_root, where
+//! no path leads out of the root (as for guests' binds). Options follow mount(8)'s words.
+
+use super::{ensure_dir, is_readonly, m, move_mount, open_tree_clone, set_tree_attrs};
+use nix::mount::MsFlags;
+use std::os::fd::OwnedFd;
+
+/// One mount of config.json, already sorted into a bind or a new file system.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecMount {
+    /// A host file or directory bound in.
+    Bind {
+        /// Absolute host path.
+        source: String,
+        /// Absolute path inside.
+        target: String,
+        /// `rbind`: with the mounts below the source.
+        recursive: bool,
+        /// mount_setattr(2) MOUNT_ATTR_* bits (RDONLY, NOSUID, NODEV, NOEXEC).
+        attrs: u64,
+    },
+    /// A new file system (`tmpfs`, `mqueue`, ...).
+    Fs {
+        /// File system type.
+        fstype: String,
+        /// Source (device or name).
+        source: String,
+        /// Absolute path inside.
+        target: String,
+        /// mount(2) flags.
+        flags: u64,
+        /// Options that are not flags (`mode=755,size=65536k`).
+        data: String,
+    },
+}
+
+impl SpecMount {
+    /// The path inside the container.
+    pub fn target(&self) -> &str {
+        match self {
+            SpecMount::Bind { target, .. } | SpecMount::Fs { target, .. } => target,
+        }
+    }
+}
+
+/// A device node of `linux.devices`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceNode {
+    /// Absolute path under /dev.
+    pub path: String,
+    /// S_IFCHR, S_IFBLK or S_IFIFO.
+    pub kind: libc::mode_t,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// mount(8) option words that are flags: (word, flag, set (true) or clear).
+const FLAG_WORDS: &[(&str, MsFlags, bool)] = &[
+    ("ro", MsFlags::MS_RDONLY, true),
+    ("rw", MsFlags::MS_RDONLY, false),
+    ("nosuid", MsFlags::MS_NOSUID, true),
+    ("suid", MsFlags::MS_NOSUID, false),
+    ("nodev", MsFlags::MS_NODEV, true),
+    ("dev", MsFlags::MS_NODEV, false),
+    ("noexec", MsFlags::MS_NOEXEC, true),
+    ("exec", MsFlags::MS_NOEXEC, false),
+    ("sync", MsFlags::MS_SYNCHRONOUS, true),
+    ("async", MsFlags::MS_SYNCHRONOUS, false),
+    ("dirsync", MsFlags::MS_DIRSYNC, true),
+    ("noatime", MsFlags::MS_NOATIME, true),
+    ("atime", MsFlags::MS_NOATIME, false),
+    ("nodiratime", MsFlags::MS_NODIRATIME, true),
+    ("diratime", MsFlags::MS_NODIRATIME, false),
+    ("relatime", MsFlags::MS_RELATIME, true),
+    ("norelatime", MsFlags::MS_RELATIME, false),
+    ("strictatime", MsFlags::MS_STRICTATIME, true),
+    ("nostrictatime", MsFlags::MS_STRICTATIME, false),
+    ("mand", MsFlags::MS_MANDLOCK, true),
+    ("nomand", MsFlags::MS_MANDLOCK, false),
+];
+
+/// Propagation words: accepted and ignored (every container mount is private; the root's
+/// propagation is `linux.rootfsPropagation`).
+const PROPAGATION_WORDS: &[&str] = &[
+    "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable",
+];
+
+/// Sort one config.json mount (`kind` as given, `options` mount(8) words) into a
+/// [`SpecMount`].
+///
+/// Errors: a message naming the option vserver does not know for a bind mount.
+pub fn parse_mount(
+    kind: &str,
+    source: &str,
+    target: &str,
+    options: &[String],
+) -> Result<SpecMount, String> {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut bind = kind == "bind";
+    let mut recursive = false;
+    for o in options {
+        if let Some((_, f, on)) = FLAG_WORDS.iter().find(|(w, _, _)| w == o) {
+            if *on {
+                flags |= *f;
+            } else {
+                flags &= !*f;
+            }
+        } else if o == "bind" {
+            bind = true;
+        } else if o == "rbind" {
+            bind = true;
+            recursive = true;
+        } else if PROPAGATION_WORDS.contains(&o.as_str()) {
+        } else if bind {
+            return Err(format!("option '{o}' is not known for a bind mount"));
+        } else {
+            data.push(o.clone());
+        }
+    }
+    if bind {
+        let mut attrs = 0;
+        for (f, a) in [
+            (MsFlags::MS_RDONLY, super::MOUNT_ATTR_RDONLY),
+            (MsFlags::MS_NOSUID, super::MOUNT_ATTR_NOSUID),
+            (MsFlags::MS_NODEV, super::MOUNT_ATTR_NODEV),
+            (MsFlags::MS_NOEXEC, super::MOUNT_ATTR_NOEXEC),
+        ] {
+            if flags.contains(f) {
+                attrs |= a;
+            }
+        }
+        return Ok(SpecMount::Bind {
+            source: source.to_string(),
+            target: target.to_string(),
+            recursive,
+            attrs,
+        });
+    }
+    Ok(SpecMount::Fs {
+        fstype: kind.to_string(),
+        source: if source.is_empty() { kind } else { source }.to_string(),
+        target: target.to_string(),
+        flags: flags.bits(),
+        data: data.join(","),
+    })
+}
+
+/// Before pivot_root: detach the source of every bind (None for other mounts), with its
+/// attributes set.
+///
+/// Errors: the source path and the OS error.
+pub fn open_binds(mounts: &[SpecMount]) -> Result<Vec<Option<OwnedFd>>, String> {
+    mounts
+        .iter()
+        .map(|mnt| match mnt {
+            SpecMount::Bind {
+                source,
+                recursive,
+                attrs,
+                ..
+            } => {
+                let c = std::ffi::CString::new(source.as_str())
+                    .map_err(|_| format!("bind source {source} contains NUL"))?;
+                let extra = if *recursive {
+                    libc::AT_RECURSIVE as libc::c_uint
+                } else {
+                    0
+                };
+                let fd = open_tree_clone(libc::AT_FDCWD, &c, extra)
+                    .map_err(|e| format!("open_tree {source}: {e}"))?;
+                if *attrs != 0 {
+                    set_tree_attrs(&fd, *attrs, None)
+                        .map_err(|e| format!("set the attributes of the bind of {source}: {e}"))?;
+                }
+                Ok(Some(fd))
+            }
+            SpecMount::Fs { .. } => Ok(None),
+        })
+        .collect()
+}
+
+/// Make `target` exist as the kind of thing a mount of `is_dir` needs: a directory (created
+/// one component at a time, symlinks refused) or an empty file.
+fn ensure_target(target: &str, is_dir: bool) -> Result<(), String> {
+    let mut cur = String::new();
+    let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push('/');
+        cur.push_str(c);
+        let last = i + 1 == comps.len();
+        if last && !is_dir {
+            match std::fs::symlink_metadata(&cur) {
+                Ok(md) if md.file_type().is_symlink() || md.is_dir() => {
+                    return Err(format!(
+                        "{cur} in the container is a symlink or directory, not a file"
+                    ))
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .custom_flags_nofollow()
+                        .open(&cur)
+                        .map_err(|e| format!("create {cur} in the container: {e}"))?;
+                }
+            }
+        } else {
+            ensure_dir(&cur)?;
+        }
+    }
+    Ok(())
+}
+
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NOFOLLOW)
+    }
+}
+
+/// After pivot_root (and the engine's /proc, /sys, /dev): attach every mount in order, at
+/// targets resolved inside the root. `binds` is [`open_binds`]'s result.
+///
+/// Errors: the step, the path and the OS error.
+pub fn attach(mounts: &[SpecMount], binds: Vec<Option<OwnedFd>>) -> Result<(), String> {
+    for (mnt, fd) in mounts.iter().zip(binds) {
+        match (mnt, fd) {
+            (SpecMount::Bind { target, attrs, .. }, Some(fd)) => {
+                let is_dir = nix::sys::stat::fstat(&fd)
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(true);
+                ensure_target(target, is_dir)?;
+                move_mount(&fd, target)?;
+                if attrs & super::MOUNT_ATTR_RDONLY != 0 && !is_readonly(target) {
+                    return Err(format!("{target} is writable after its read-only bind"));
+                }
+            }
+            (
+                SpecMount::Fs {
+                    fstype,
+                    source,
+                    target,
+                    flags,
+                    data,
+                },
+                _,
+            ) => {
+                ensure_target(target, true)?;
+                m(
+                    Some(source),
+                    target,
+                    Some(fstype),
+                    MsFlags::from_bits_truncate(*flags),
+                    (!data.is_empty()).then_some(data.as_str()),
+                )?;
+            }
+            (SpecMount::Bind { target, .. }, None) => {
+                return Err(format!("no detached source for the bind on {target}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Create the device nodes of `linux.devices` (after /dev is built).
+///
+/// Errors: the path and the OS error.
+pub fn make_devices(devices: &[DeviceNode]) -> Result<(), String> {
+    for d in devices {
+        if let Some((parent, _)) = d.path.rsplit_once('/') {
+            if !parent.is_empty() {
+                ensure_target(parent, true)?;
+            }
+        }
+        let _ = std::fs::remove_file(&d.path);
+        let c = std::ffi::CString::new(d.path.as_str())
+            .map_err(|_| format!("device path {} contains NUL", d.path))?;
+        // SAFETY: valid C string; plain syscalls with integer arguments.
+        let r = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                d.kind | (d.mode & 0o7777),
+                libc::makedev(d.major as u32, d.minor as u32),
+            )
+        };
+        if r != 0 {
+            return Err(format!("mknod {}: {}", d.path, nix::errno::Errno::last()));
+        }
+        // SAFETY: as above; the node was just made by us (no symlink can be there).
+        if unsafe { libc::lchown(c.as_ptr(), d.uid, d.gid) } != 0 {
+            return Err(format!("chown {}: {}", d.path, nix::errno::Errno::last()));
+        }
+        // mknod honours the umask: set the mode exactly.
+        // SAFETY: as above.
+        if unsafe { libc::chmod(c.as_ptr(), d.mode & 0o7777) } != 0 {
+            return Err(format!("chmod {}: {}", d.path, nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
+}
+
+/// Remount the root read-only (bind remount keeps its other flags: nodev).
+///
+/// Errors: the OS error.
+pub fn readonly_root() -> Result<(), String> {
+    m(
+        None,
+        "/",
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+        None,
+    )?;
+    if !is_readonly("/") {
+        return Err(String::from("the root is still writable after the read-only remount"));
+    }
+    Ok(())
+}
+
+/// A read-only cgroup v2 file system on /sys/fs/cgroup (the container's own cgroup is its
+/// root when it has a cgroup namespace). Skipped on hosts without cgroup v2.
+///
+/// Errors: the OS error.
+pub fn cgroup_mount() -> Result<(), String> {
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.trim_end().ends_with("cgroup2")) {
+        return Ok(());
+    }
+    ensure_target("/sys/fs/cgroup", true)?;
+    m(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn options_become_flags_data_or_bind_attributes() {
+        let t = parse_mount("tmpfs", "tmpfs", "/run", &s(&["nosuid", "mode=755", "size=1m"])).unwrap();
+        assert_eq!(
+            t,
+            SpecMount::Fs {
+                fstype: "tmpfs".into(),
+                source: "tmpfs".into(),
+                target: "/run".into(),
+                flags: MsFlags::MS_NOSUID.bits(),
+                data: "mode=755,size=1m".into()
+            }
+        );
+        let b = parse_mount("none", "/src", "/dst", &s(&["rbind", "ro", "nosuid", "rprivate"])).unwrap();
+        assert_eq!(
+            b,
+            SpecMount::Bind {
+                source: "/src".into(),
+                target: "/dst".into(),
+                recursive: true,
+                attrs: crate::rootfs::MOUNT_ATTR_RDONLY | crate::rootfs::MOUNT_ATTR_NOSUID,
+            }
+        );
+        assert!(parse_mount("bind", "/a", "/b", &s(&["size=1"])).is_err());
+    }
+}
+
+/// config.json's `maskedPaths` (a file gets /dev/null bound on it, a directory an empty
+/// read-only tmpfs) and `readonlyPaths` (bound read-only onto themselves), beyond the
+/// engine's own lists; missing paths are skipped; every result is checked.
+///
+/// Errors: the path and the OS error, or a mask that did not take.
+pub fn mask_paths(masked: &[String], readonly: &[String]) -> Result<(), String> {
+    for p in masked {
+        let Ok(md) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        if md.is_dir() {
+            m(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,nr_inodes=1"),
+            )?;
+            if !is_readonly(p) {
+                return Err(format!("{p} is still writable after masking"));
+            }
+        } else {
+            m(Some("/dev/null"), p, None, MsFlags::MS_BIND, None)?;
+            let ok = std::fs::metadata(p)
+                .map(|md| {
+                    use std::os::unix::fs::FileTypeExt;
+                    md.file_type().is_char_device()
+                })
+                .unwrap_or(false);
+            if !ok {
+                return Err(format!("{p} is not masked"));
+            }
+        }
+    }
+    for p in readonly {
+        super::bind_readonly(p)?;
+        if std::fs::symlink_metadata(p).is_ok() && !is_readonly(p) {
+            return Err(format!("{p} is still writable after the read-only bind"));
+        }
+    }
+    Ok(())
+}
