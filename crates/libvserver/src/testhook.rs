@@ -77,10 +77,11 @@ pub fn pause(step: &str) {
     let mut text = String::new();
     while started.elapsed() < PAUSE_LIMIT {
         text.clear();
-        if f.seek(SeekFrom::Start(0)).is_ok() && f.read_to_string(&mut text).is_ok() {
-            if text.contains(&want) {
-                return;
-            }
+        if f.seek(SeekFrom::Start(0)).is_ok()
+            && f.read_to_string(&mut text).is_ok()
+            && text.contains(&want)
+        {
+            return;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
