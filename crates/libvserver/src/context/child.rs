@@ -383,6 +383,9 @@ pub fn finish(
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o022) };
+    if let Err(e) = crate::security::keyring::fresh_session_keyring() {
+        fail(&err, &format!("join a fresh session keyring: {e}"));
+    }
     crate::testhook::pause("child-pre-exec");
     // Seccomp last: after it, mount/unshare and friends are refused.
     if let Some(s) = seccomp {

@@ -1,3 +1,4 @@
-//! Security of guests: capability bounding sets and the seccomp filter.
+//! Security of guests: capability bounding sets, the seccomp filter, session keyrings.
 pub mod caps;
+pub mod keyring;
 pub mod seccomp;
