@@ -2,7 +2,7 @@
 # Install what vserver needs to build and test on Debian 12 (run as root).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=(libseccomp-dev pkg-config gcc busybox-static iproute2 procps util-linux python3 curl ca-certificates lxcfs nftables
+need=(libseccomp-dev pkg-config gcc libc6-dev busybox-static iproute2 procps util-linux python3 curl ca-certificates lxcfs nftables
       btrfs-progs xfsprogs debootstrap rsync zstd tar acl attr libcap2-bin e2fsprogs)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -72,7 +72,8 @@ impl Hierarchy {
 
     /// Initialise a directory just created: v2 enables the available controllers for the
     /// children of `vservers/`; v1 cpuset copies cpus/mems from the parent (a new cpuset is
-    /// empty and takes no process); v1 devices allows only the nodes a guest's /dev holds.
+    /// empty and takes no process); v1 devices allows only the nodes a guest's /dev holds, and so
+    /// does a device program on the v2 directory ([`super::devices`]).
     pub(super) fn init_new_dir(
         &self,
         xid: u32,
@@ -83,6 +84,12 @@ impl Hierarchy {
             Hierarchy::V2 { .. } => {
                 if is_base {
                     enable_v2_controllers(xid, dir);
+                } else {
+                    // v2 has no devices controller: the guest's device allowlist is a BPF
+                    // program on its directory (on hybrid hosts on top of the v1 rules).
+                    super::devices::attach_device_filter(dir).map_err(|e| {
+                        io(xid, "attach the device filter to", dir)(std::io::Error::other(e))
+                    })?;
                 }
             }
             Hierarchy::V1 { controllers, .. } => {

@@ -5,6 +5,7 @@
 //! one is mounted; it takes processes even without controllers) and in every v1 hierarchy.
 //! Kernel docs: Documentation/admin-guide/cgroup-v2.rst and cgroup-v1/.
 
+pub mod devices;
 mod layout;
 
 pub use layout::{parse_mountinfo, CgroupLayout, Hierarchy};

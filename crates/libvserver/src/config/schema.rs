@@ -76,6 +76,33 @@ pub struct GuestConfig {
     /// `nofile = 4096` (soft and hard), `"1024:4096"` (soft:hard), `"unlimited"`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub rlimits: std::collections::BTreeMap<String, RlimitValue>,
+    /// Changes to the default seccomp filter of the guest's processes.
+    #[serde(default, skip_serializing_if = "SeccompConfig::is_default")]
+    pub seccomp: SeccompConfig,
+}
+
+/// Per-guest changes to the default seccomp profile (`[seccomp]`): system calls by name as
+/// syscalls(2) spells them (any architecture the filter covers: x86_64, i386, x32 on amd64).
+/// `deny` wins over everything (the call fails with EPERM); `allow` lets the call through
+/// without the default profile's conditions (capability checks, argument filters such as
+/// socket families, clone flags, TIOCSTI): each entry widens what guest root can reach in the
+/// host kernel.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompConfig {
+    /// System calls allowed unconditionally on top of the default profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// System calls refused (EPERM), whatever the default profile or `allow` say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl SeccompConfig {
+    /// True when nothing is changed (the table is then left out of a written NAME.toml).
+    pub fn is_default(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
 }
 
 /// How a guest's disk quota (`[disk] size`, `inodes`) is enforced.
@@ -818,6 +845,23 @@ impl GuestConfig {
                 caps::parse_cap(c).map_err(|m| {
                     FieldError::new(vec![Key("capabilities"), Key(key), Index(i)], m)
                 })?;
+            }
+        }
+        for (list, key) in [(&self.seccomp.allow, "allow"), (&self.seccomp.deny, "deny")] {
+            for (i, n) in list.iter().enumerate() {
+                let at = || vec![Key("seccomp"), Key(key), Index(i)];
+                if !crate::security::seccomp::syscall_known(n) {
+                    return Err(FieldError::new(
+                        at(),
+                        format!("unknown system call '{n}' (names as in syscalls(2), e.g. keyctl)"),
+                    ));
+                }
+                if key == "deny" && self.seccomp.allow.contains(n) {
+                    return Err(FieldError::new(
+                        at(),
+                        format!("system call '{n}' is both in seccomp.allow and seccomp.deny"),
+                    ));
+                }
             }
         }
         for (i, mc) in self.mount.iter().enumerate() {

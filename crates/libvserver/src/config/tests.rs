@@ -190,3 +190,23 @@ fn userns_round_trips_and_refuses_classic_networking_at_its_line() {
         "{e}"
     );
 }
+
+#[test]
+fn seccomp_overrides_name_known_syscalls_only() {
+    let c = parse_guest_config(
+        p(),
+        "context = 42\n[seccomp]\nallow = [\"keyctl\", \"socketcall\"]\ndeny = [\"ptrace\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.seccomp.allow, ["keyctl", "socketcall"]);
+    assert_eq!(c.seccomp.deny, ["ptrace"]);
+    let e = err("context = 42\n[seccomp]\nallow = [\"keyctl\",\n  \"fly\"]\n");
+    assert!(
+        e.contains(":4: key 'seccomp.allow[1]'") && e.contains("unknown system call 'fly'"),
+        "{e}"
+    );
+    let e = err("context = 42\n[seccomp]\nallow = [\"bpf\"]\ndeny = [\"bpf\"]\n");
+    assert!(e.contains(":4: key 'seccomp.deny[0]'"), "{e}");
+    let e = err("context = 42\n[seccomp]\nprofile = \"unconfined\"\n");
+    assert!(e.contains(":3:") && e.contains("profile"), "{e}");
+}

@@ -165,7 +165,10 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
             if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
                 fail(
                     &err,
-                    &format!("make the console the controlling terminal: {}", nix::errno::Errno::last()),
+                    &format!(
+                        "make the console the controlling terminal: {}",
+                        nix::errno::Errno::last()
+                    ),
                 );
             }
         }
@@ -466,6 +469,9 @@ pub fn finish(
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o022) };
+    if let Err(e) = crate::security::keyring::fresh_session_keyring() {
+        fail(&err, &format!("join a fresh session keyring: {e}"));
+    }
     crate::testhook::pause("child-pre-exec");
     // Setup is done: the guest lives on if its monitor dies (see setup_and_run).
     // SAFETY: prctl with integer arguments.

@@ -48,7 +48,10 @@ pub(super) fn loopback_up() -> Result<(), String> {
 fn wait_gate(gate: &OwnedFd) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     // Blocking from here on: the FIFO was opened non-blocking so that create did not wait.
-    let _ = nix::fcntl::fcntl(gate, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+    let _ = nix::fcntl::fcntl(
+        gate,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    );
     loop {
         let mut fds = [PollFd::new(gate.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -72,7 +75,11 @@ fn become_user(x: &OciExtras) -> Result<(), String> {
     let [eff, perm, inh, amb] = &x.caps;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    let groups: Vec<nix::unistd::Gid> = u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    let groups: Vec<nix::unistd::Gid> = u
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", u.groups))?;
     nix::unistd::setresgid(
         nix::unistd::Gid::from_raw(u.gid),
@@ -89,13 +96,18 @@ fn become_user(x: &OciExtras) -> Result<(), String> {
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     // Effective first (it must stay within permitted), then permitted, then inheritable.
-    caps::set(None, CapSet::Effective, &cap_set(eff)).map_err(|e| format!("set the effective capabilities: {e}"))?;
-    caps::set(None, CapSet::Permitted, &cap_set(perm)).map_err(|e| format!("set the permitted capabilities: {e}"))?;
-    caps::set(None, CapSet::Inheritable, &cap_set(inh)).map_err(|e| format!("set the inheritable capabilities: {e}"))?;
-    caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear the ambient capabilities: {e}"))?;
+    caps::set(None, CapSet::Effective, &cap_set(eff))
+        .map_err(|e| format!("set the effective capabilities: {e}"))?;
+    caps::set(None, CapSet::Permitted, &cap_set(perm))
+        .map_err(|e| format!("set the permitted capabilities: {e}"))?;
+    caps::set(None, CapSet::Inheritable, &cap_set(inh))
+        .map_err(|e| format!("set the inheritable capabilities: {e}"))?;
+    caps::clear(None, CapSet::Ambient)
+        .map_err(|e| format!("clear the ambient capabilities: {e}"))?;
     for c in amb {
-        caps::raise(None, CapSet::Ambient, *c)
-            .map_err(|e| format!("raise the ambient capability {c} (it must be permitted and inheritable): {e}"))?;
+        caps::raise(None, CapSet::Ambient, *c).map_err(|e| {
+            format!("raise the ambient capability {c} (it must be permitted and inheritable): {e}")
+        })?;
     }
     Ok(())
 }
@@ -119,7 +131,10 @@ pub(super) fn finish(
     err: OwnedFd,
 ) -> ! {
     let Payload::Exec { argv, env } = payload else {
-        fail(&err, "an OCI container runs a program, not the built-in init")
+        fail(
+            &err,
+            "an OCI container runs a program, not the built-in init",
+        )
     };
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         fail(&err, &e);
@@ -129,7 +144,10 @@ pub(super) fn finish(
     }
     // Outside a pivot_root'ed tree a cwd could be anywhere: require it inside.
     if nix::unistd::getcwd().is_err() {
-        fail(&err, &format!("process.cwd {} is outside the container", x.cwd));
+        fail(
+            &err,
+            &format!("process.cwd {} is outside the container", x.cwd),
+        );
     }
     if let Err(e) = super::clone::cloexec_from(3 + x.preserve_fds) {
         fail(&err, &format!("mark inherited fds close-on-exec: {e}"));
@@ -161,7 +179,10 @@ pub(super) fn finish(
     if let Some(p) = x.personality {
         // SAFETY: plain syscall with an integer argument.
         if unsafe { libc::personality(p) } < 0 {
-            fail(&err, &format!("personality {p:#x}: {}", nix::errno::Errno::last()));
+            fail(
+                &err,
+                &format!("personality {p:#x}: {}", nix::errno::Errno::last()),
+            );
         }
     }
     if x.no_new_privs {

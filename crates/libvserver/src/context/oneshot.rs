@@ -81,7 +81,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
             .run_dir
             .join(".seccomp");
         Some(
-            SeccompProgram::guest_profile_cached(&keep, &[], &[], &cache)
+            SeccompProgram::guest_profile_cached(&keep, &[], &[], &Default::default(), &cache)
                 .map_err(|e| e.to_string())?,
         )
     } else {

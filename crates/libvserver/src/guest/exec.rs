@@ -530,6 +530,9 @@ fn intermediate(
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         child::fail(err, &e);
     }
+    if let Err(e) = crate::security::keyring::fresh_session_keyring() {
+        child::fail(err, &format!("join a fresh session keyring: {e}"));
+    }
     if let Err(e) = seccomp.load() {
         child::fail(err, &format!("load the seccomp filter: {e}"));
     }

@@ -61,6 +61,10 @@ pub(crate) fn security_of(
         &keep,
         &refused,
         &ioprio,
+        &crate::security::seccomp::Overrides {
+            allow: g.config.seccomp.allow.clone(),
+            deny: g.config.seccomp.deny.clone(),
+        },
         &g.paths.run_dir.join(".seccomp"),
     )
     .map_err(|e| failed(&g.name, format!("seccomp: {e}")))?;

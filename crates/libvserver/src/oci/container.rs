@@ -157,7 +157,10 @@ pub fn apply_resources(id: &str, cg: &GuestCgroup, r: &Resources) -> Result<(), 
     }
     for (k, v) in &r.unified {
         if k.contains('/') || k.starts_with('.') || !k.contains('.') {
-            return Err(failed(id, format!("linux.resources.unified: '{k}' is not a cgroup file")));
+            return Err(failed(
+                id,
+                format!("linux.resources.unified: '{k}' is not a cgroup file"),
+            ));
         }
         let dir = cg
             .unified_dir()
@@ -174,10 +177,19 @@ pub fn apply_resources(id: &str, cg: &GuestCgroup, r: &Resources) -> Result<(), 
 /// Send `master` (a pty) over the unix socket at `path`: one message, the pty name as payload
 /// and the fd as SCM_RIGHTS (what runc and containerd's console socket expect).
 fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
-    use nix::sys::socket::{connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr};
-    let s = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| format!("console socket: {e}"))?;
-    let addr = UnixAddr::new(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
+    use nix::sys::socket::{
+        connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+        UnixAddr,
+    };
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("console socket: {e}"))?;
+    let addr =
+        UnixAddr::new(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
     connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr)
         .map_err(|e| format!("connect to the console socket {}: {e}", path.display()))?;
     let name = b"/dev/ptmx";
@@ -195,7 +207,9 @@ fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
 }
 
 fn cstrings(v: &[String]) -> Vec<CString> {
-    v.iter().filter_map(|s| CString::new(s.as_str()).ok()).collect()
+    v.iter()
+        .filter_map(|s| CString::new(s.as_str()).ok())
+        .collect()
 }
 
 fn caps_of(names: &[String]) -> Vec<caps::Capability> {
@@ -232,7 +246,7 @@ const ENGINE_MOUNTS: &[(&str, &str)] = &[
 ];
 
 /// Build the engine's process description of `spec` (bundle `bundle`).
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_arguments)]
 fn context_spec(
     spec: &Spec,
     cfg_path: &str,
@@ -252,10 +266,18 @@ fn context_spec(
         })
     };
     let linux = spec.linux.as_ref();
-    let process = spec.process.as_ref().ok_or_else(|| refuse("process".into(), "missing".into()))?;
+    let process = spec
+        .process
+        .as_ref()
+        .ok_or_else(|| refuse("process".into(), "missing".into()))?;
     let mut flags = CloneFlags::empty();
     let mut join = Vec::new();
-    for (i, n) in linux.map(|l| l.namespaces.as_slice()).unwrap_or(&[]).iter().enumerate() {
+    for (i, n) in linux
+        .map(|l| l.namespaces.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
         let Some((_, f)) = NAMESPACE_TYPES.iter().find(|(t, _)| *t == n.kind) else {
             continue;
         };
@@ -270,7 +292,12 @@ fn context_spec(
                     nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
                     nix::sys::stat::Mode::empty(),
                 )
-                .map_err(|e| refuse(format!("linux.namespaces[{i}].path"), format!("open {p}: {e}")))?;
+                .map_err(|e| {
+                    refuse(
+                        format!("linux.namespaces[{i}].path"),
+                        format!("open {p}: {e}"),
+                    )
+                })?;
                 join.push((f, fd));
             }
         }
@@ -279,14 +306,23 @@ fn context_spec(
     let mut cgroup_mount = false;
     for (i, mnt) in spec.mounts.iter().enumerate() {
         let kind = mnt.kind.clone().unwrap_or_default();
-        if ENGINE_MOUNTS.iter().any(|(d, _)| *d == mnt.destination.trim_end_matches('/')) {
+        if ENGINE_MOUNTS
+            .iter()
+            .any(|(d, _)| *d == mnt.destination.trim_end_matches('/'))
+        {
             continue;
         }
-        if mnt.destination.trim_end_matches('/') == "/sys/fs/cgroup" && matches!(kind.as_str(), "cgroup" | "cgroup2") {
+        if mnt.destination.trim_end_matches('/') == "/sys/fs/cgroup"
+            && matches!(kind.as_str(), "cgroup" | "cgroup2")
+        {
             cgroup_mount = true;
             continue;
         }
-        let kind = if kind.is_empty() { "bind".to_string() } else { kind };
+        let kind = if kind.is_empty() {
+            "bind".to_string()
+        } else {
+            kind
+        };
         let mut source = mnt.source.clone().unwrap_or_default();
         let bindish = kind == "bind" || mnt.options.iter().any(|o| o == "bind" || o == "rbind");
         if bindish && !source.starts_with('/') {
@@ -330,7 +366,12 @@ fn context_spec(
         join,
         cgroupns: creates(linux, "cgroup"),
         sysctl: linux
-            .map(|l| l.sysctl.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|l| {
+                l.sysctl
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default(),
         mounts,
         devices,
@@ -357,9 +398,13 @@ fn context_spec(
         create_container: hooks.create_container.clone(),
         start_container: hooks.start_container.clone(),
         hook_state: hook_state(st, Status::Created),
-        personality: linux
-            .and_then(|l| l.personality.as_ref())
-            .map(|p| if p.domain == "LINUX32" { 0x0008 } else { 0 }),
+        personality: linux.and_then(|l| l.personality.as_ref()).map(|p| {
+            if p.domain == "LINUX32" {
+                0x0008
+            } else {
+                0
+            }
+        }),
         preserve_fds,
     };
     let ioprio = process.io_priority.as_ref().map(|p| {
@@ -380,8 +425,14 @@ fn context_spec(
         nice: None,
         ioprio,
         rlimits,
-        hostname: spec.hostname.clone().filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
-        domainname: spec.domainname.clone().filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
+        hostname: spec
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
+        domainname: spec
+            .domainname
+            .clone()
+            .filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
         cap_drop,
         seccomp,
         interfaces: Vec::new(),
@@ -424,7 +475,11 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
     let cfg_s = cfg.display().to_string();
     let spec = Spec::load(&cfg)?;
     spec.check_supported(&cfg_s)?;
-    let root = spec.root.as_ref().map(|r| r.path.clone()).unwrap_or_default();
+    let root = spec
+        .root
+        .as_ref()
+        .map(|r| r.path.clone())
+        .unwrap_or_default();
     let rootfs = if Path::new(&root).is_absolute() {
         PathBuf::from(&root)
     } else {
@@ -433,7 +488,10 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
     let rootfs = std::fs::canonicalize(&rootfs)
         .map_err(|e| failed(&o.id, format!("root.path {}: {e}", rootfs.display())))?;
     if !rootfs.is_dir() {
-        return Err(failed(&o.id, format!("root.path {} is not a directory", rootfs.display())));
+        return Err(failed(
+            &o.id,
+            format!("root.path {} is not a directory", rootfs.display()),
+        ));
     }
     let rel = cgroup_rel(&spec, &o.id)?;
     c.create_dir()?;
@@ -463,11 +521,14 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
     }
     let process = spec.process.clone().unwrap_or_default();
     let console = if process.terminal {
-        let sock = o
-            .console_socket
-            .as_ref()
-            .ok_or_else(|| failed(&o.id, "process.terminal is set but no --console-socket was given"))?;
-        let pty = nix::pty::openpty(None, None).map_err(|e| failed(&o.id, format!("openpty: {e}")))?;
+        let sock = o.console_socket.as_ref().ok_or_else(|| {
+            failed(
+                &o.id,
+                "process.terminal is set but no --console-socket was given",
+            )
+        })?;
+        let pty =
+            nix::pty::openpty(None, None).map_err(|e| failed(&o.id, format!("openpty: {e}")))?;
         if let Some(sz) = &process.console_size {
             let ws = libc::winsize {
                 ws_row: sz.height,
@@ -476,7 +537,13 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
                 ws_ypixel: 0,
             };
             // SAFETY: TIOCSWINSZ with a valid winsize on our pty.
-            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&pty.master), libc::TIOCSWINSZ, &ws) };
+            unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&pty.master),
+                    libc::TIOCSWINSZ,
+                    &ws,
+                )
+            };
         }
         send_console(sock, &pty.master).map_err(|e| failed(&o.id, e))?;
         Some(pty.slave)
@@ -496,7 +563,17 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
         init_start: 0,
         cgroup: rel.clone(),
     };
-    let cspec = context_spec(&spec, &cfg_s, &o.id, &bundle, &rootfs, &st, console, gate, o.preserve_fds)?;
+    let cspec = context_spec(
+        &spec,
+        &cfg_s,
+        &o.id,
+        &bundle,
+        &rootfs,
+        &st,
+        console,
+        gate,
+        o.preserve_fds,
+    )?;
     // Joining a pid namespace works only for children: join it here, before the clone.
     if let Some(p) = spec
         .linux
@@ -504,17 +581,24 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
         .and_then(|l| l.namespaces.iter().find(|n| n.kind == "pid"))
         .and_then(|n| n.path.clone())
     {
-        let fd = nix::fcntl::open(p.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| failed(&o.id, format!("linux.namespaces pid {p}: {e}")))?;
+        let fd = nix::fcntl::open(
+            p.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| failed(&o.id, format!("linux.namespaces pid {p}: {e}")))?;
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID)
             .map_err(|e| failed(&o.id, format!("join the pid namespace {p}: {e}")))?;
     }
     let hooks = spec.hooks.clone().unwrap_or_default();
     let oom = process.oom_score_adj;
-    let cg_fd = cg.open_unified().map_err(|e| failed(&o.id, e.to_string()))?;
+    let cg_fd = cg
+        .open_unified()
+        .map_err(|e| failed(&o.id, e.to_string()))?;
     let st_for_hooks = st.clone();
     let mut prepare = |pid: i32| -> Result<(), String> {
-        cg.add_pid(pid, cg_fd.is_some()).map_err(|e| e.to_string())?;
+        cg.add_pid(pid, cg_fd.is_some())
+            .map_err(|e| e.to_string())?;
         if let Some(a) = oom {
             std::fs::write(format!("/proc/{pid}/oom_score_adj"), a.to_string())
                 .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
@@ -522,14 +606,19 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
         let mut s = st_for_hooks.clone();
         s.pid = pid;
         let state = hook_state(&s, Status::Creating);
-        for (list, hs) in [("prestart", &hooks.prestart), ("createRuntime", &hooks.create_runtime)] {
+        for (list, hs) in [
+            ("prestart", &hooks.prestart),
+            ("createRuntime", &hooks.create_runtime),
+        ] {
             for (i, h) in hs.iter().enumerate() {
-                super::hooks::run(h, &state).map_err(|e| format!("hooks.{list}[{i}] {}: {e}", h.path))?;
+                super::hooks::run(h, &state)
+                    .map_err(|e| format!("hooks.{list}[{i}] {}: {e}", h.path))?;
             }
         }
         Ok(())
     };
-    let spawned = context::spawn(&cspec, cg_fd.as_ref(), &mut prepare).map_err(|e| failed(&o.id, e.to_string()))?;
+    let spawned = context::spawn(&cspec, cg_fd.as_ref(), &mut prepare)
+        .map_err(|e| failed(&o.id, e.to_string()))?;
     drop(cspec);
     st.pid = spawned.pid;
     st.init_start = crate::context::clone::proc_start_time(spawned.pid).unwrap_or(0);
@@ -631,7 +720,8 @@ pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|_| OciError::NotRunning(id.to_string()))?;
-    nix::unistd::write(&w, b"1").map_err(|e| failed(id, format!("write {}: {e}", fifo.display())))?;
+    nix::unistd::write(&w, b"1")
+        .map_err(|e| failed(id, format!("write {}: {e}", fifo.display())))?;
     drop(w);
     let _ = std::fs::remove_file(&fifo);
     st.status = Status::Running;
@@ -659,15 +749,20 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> 
     if all {
         let cg = cgroup_of(id, &st.cgroup)?;
         for p in cg.all_pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::try_from(sig).ok());
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::try_from(sig).ok(),
+            );
         }
         return Ok(());
     }
-    let fd = crate::context::clone::pidfd_open(st.pid).map_err(|_| OciError::NotRunning(id.to_string()))?;
+    let fd = crate::context::clone::pidfd_open(st.pid)
+        .map_err(|_| OciError::NotRunning(id.to_string()))?;
     if !crate::context::clone::same_process(st.pid, st.init_start) {
         return Err(OciError::NotRunning(id.to_string()));
     }
-    crate::context::clone::pidfd_kill(fd.as_fd(), sig).map_err(|e| failed(id, format!("signal {sig}: {e}")))
+    crate::context::clone::pidfd_kill(fd.as_fd(), sig)
+        .map_err(|e| failed(id, format!("signal {sig}: {e}")))
 }
 
 /// `delete`: remove a stopped (or created) container; with `force` kill a running one first.
@@ -743,7 +838,8 @@ pub fn update(root: &Path, id: &str, r: &Resources) -> Result<(), OciError> {
 /// Errors: the container is gone.
 pub fn init_pidfd(root: &Path, id: &str) -> Result<OwnedFd, OciError> {
     let st = Container::at(root, id)?.load()?;
-    let fd = crate::context::clone::pidfd_open(st.pid).map_err(|_| OciError::NotRunning(id.to_string()))?;
+    let fd = crate::context::clone::pidfd_open(st.pid)
+        .map_err(|_| OciError::NotRunning(id.to_string()))?;
     if !crate::context::clone::same_process(st.pid, st.init_start) {
         return Err(OciError::NotRunning(id.to_string()));
     }

@@ -9,8 +9,16 @@ use crate::cgroup::GuestCgroup;
 /// One rule in the v1 file syntax: `c 1:3 rwm`, `a *:* rwm`.
 pub fn v1_rule(r: &DeviceRule) -> String {
     let kind = r.kind.as_deref().unwrap_or("a");
-    let num = |n: Option<i64>| n.filter(|v| *v >= 0).map(|v| v.to_string()).unwrap_or_else(|| "*".into());
-    let access = r.access.as_deref().filter(|a| !a.is_empty()).unwrap_or("rwm");
+    let num = |n: Option<i64>| {
+        n.filter(|v| *v >= 0)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "*".into())
+    };
+    let access = r
+        .access
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .unwrap_or("rwm");
     if kind == "a" {
         format!("a *:* {access}")
     } else {
@@ -28,13 +36,46 @@ pub fn apply(cg: &GuestCgroup, rules: &[DeviceRule]) -> Result<(), String> {
             continue;
         }
         for r in rules {
-            let f = if r.allow { "devices.allow" } else { "devices.deny" };
+            let f = if r.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
             std::fs::write(dir.join(f), v1_rule(r))
                 .map_err(|e| format!("linux.resources.devices: {} {}: {e}", f, v1_rule(r)))?;
         }
     }
     if let Some(d) = cg.unified_dir() {
-        crate::cgroup::devices::attach_rules(d, rules)?;
+        let v2: Vec<crate::cgroup::devices::DeviceRule> = rules.iter().map(to_bpf).collect();
+        crate::cgroup::devices::attach_rules(d, &v2)
+            .map_err(|e| format!("linux.resources.devices: {e}"))?;
     }
     Ok(())
+}
+
+fn to_bpf(r: &DeviceRule) -> crate::cgroup::devices::DeviceRule {
+    let num = |n: Option<i64>| n.filter(|v| *v >= 0).map(|v| v as u32);
+    let access = r
+        .access
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .unwrap_or("rwm");
+    crate::cgroup::devices::DeviceRule {
+        allow: r.allow,
+        kind: match r.kind.as_deref() {
+            Some("c") => Some('c'),
+            Some("b") => Some('b'),
+            _ => None,
+        },
+        major: num(r.major),
+        minor: num(r.minor),
+        access: access.chars().fold(0, |a, c| {
+            a | match c {
+                'm' => 1,
+                'r' => 2,
+                'w' => 4,
+                _ => 0,
+            }
+        }),
+    }
 }

@@ -6,33 +6,25 @@
 //! can no longer resolve outside the guest root, whatever symlinks the guest planted.
 //! Man pages: pivot_root(2), mount(2), proc(5), devpts in Documentation/filesystems/devpts.rst.
 
-
 pub mod oci;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-/// Files of /proc hidden behind /dev/null (kernel memory, keys, timing side channels).
-pub const PROC_MASKED_FILES: &[&str] = &[
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/timer_list",
-    "/proc/sched_debug",
-    "/proc/latency_stats",
-];
-/// Directories hidden behind an empty read-only tmpfs.
-pub const MASKED_DIRS: &[&str] = &["/proc/acpi", "/proc/scsi", "/sys/firmware"];
-/// Paths made read-only (sysctls, sysrq, irq and bus settings of the host kernel).
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+mod masks;
+pub use masks::{
+    apply_masks, masked_dirs, parse_mountinfo, verify_masks, MountEntry, MASKED_DIRS,
+    PROC_MASKED_FILES, READONLY_PATHS,
+};
+
+/// Options of a guest's devpts: its own instance, and at most [`DEVPTS_MAX`] ptys, so that one
+/// guest cannot take every pty of `kernel.pty.max` from the others (the host keeps
+/// `kernel.pty.reserve` for its own instance).
+pub const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5,max=1024";
+/// Most ptys one guest may hold at once (devpts `max=`).
+pub const DEVPTS_MAX: u32 = 1024;
 
 /// Character devices of a guest's /dev: (name, major, minor).
 const DEVICES: &[(&str, u64, u64)] = &[
@@ -323,13 +315,13 @@ fn build_dev(console: Option<&OwnedFd>, host_devices: Option<&[OwnedFd]>) -> Res
         "/dev/pts",
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(DEVPTS_OPTIONS),
     )?;
     m(
         Some("shm"),
         "/dev/shm",
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
     )?;
     m(
@@ -351,52 +343,6 @@ fn build_dev(console: Option<&OwnedFd>, host_devices: Option<&[OwnedFd]>) -> Res
     if let Some(tree) = console {
         std::fs::File::create("/dev/console").map_err(|e| format!("create /dev/console: {e}"))?;
         move_mount(tree, "/dev/console")?;
-    }
-    Ok(())
-}
-
-fn apply_masks() -> Result<(), String> {
-    for f in PROC_MASKED_FILES {
-        if std::fs::symlink_metadata(f).is_ok() {
-            m(Some("/dev/null"), f, None, MsFlags::MS_BIND, None)?;
-        }
-    }
-    for d in MASKED_DIRS {
-        if std::fs::symlink_metadata(d)
-            .map(|md| md.is_dir())
-            .unwrap_or(false)
-        {
-            m(
-                Some("tmpfs"),
-                d,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("size=0"),
-            )?;
-        }
-    }
-    for p in READONLY_PATHS {
-        bind_readonly(p)?;
-    }
-    Ok(())
-}
-
-/// Fail closed: check that every mask really applied.
-fn verify_masks() -> Result<(), String> {
-    for p in READONLY_PATHS {
-        if std::fs::symlink_metadata(p).is_ok() && !is_readonly(p) {
-            return Err(format!("{p} is still writable after the read-only mount"));
-        }
-    }
-    for f in PROC_MASKED_FILES {
-        if let Ok(md) = std::fs::metadata(f) {
-            if !md.file_type().is_char_device() {
-                return Err(format!("{f} is not masked"));
-            }
-        }
-    }
-    if !is_readonly("/sys") {
-        return Err(String::from("/sys is writable after the read-only mount"));
     }
     Ok(())
 }
@@ -649,6 +595,37 @@ fn new_fs_mount(fstype: &str, attrs: u64) -> Result<OwnedFd, String> {
     }
     // SAFETY: a fresh mount fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+}
+
+/// mount_setattr(2): set the `MOUNT_ATTR_*` bits `attr_set` on the (detached) mount `fd`, on
+/// every mount below it too when `recursive`.
+fn set_mount_attr(fd: &OwnedFd, attr_set: u64, recursive: bool) -> Result<(), nix::errno::Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
 }
 
 /// Attach a detached mount at `target` (resolved in the current root), creating it as a

@@ -92,7 +92,14 @@ const FLAG_WORDS: &[(&str, MsFlags, bool)] = &[
 /// Propagation words: accepted and ignored (every container mount is private; the root's
 /// propagation is `linux.rootfsPropagation`).
 const PROPAGATION_WORDS: &[&str] = &[
-    "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable",
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "unbindable",
+    "runbindable",
 ];
 
 /// Sort one config.json mount (`kind` as given, `options` mount(8) words) into a
@@ -327,7 +334,9 @@ pub fn readonly_root() -> Result<(), String> {
         None,
     )?;
     if !is_readonly("/") {
-        return Err(String::from("the root is still writable after the read-only remount"));
+        return Err(String::from(
+            "the root is still writable after the read-only remount",
+        ));
     }
     Ok(())
 }
@@ -349,41 +358,6 @@ pub fn cgroup_mount() -> Result<(), String> {
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn options_become_flags_data_or_bind_attributes() {
-        let t = parse_mount("tmpfs", "tmpfs", "/run", &s(&["nosuid", "mode=755", "size=1m"])).unwrap();
-        assert_eq!(
-            t,
-            SpecMount::Fs {
-                fstype: "tmpfs".into(),
-                source: "tmpfs".into(),
-                target: "/run".into(),
-                flags: MsFlags::MS_NOSUID.bits(),
-                data: "mode=755,size=1m".into()
-            }
-        );
-        let b = parse_mount("none", "/src", "/dst", &s(&["rbind", "ro", "nosuid", "rprivate"])).unwrap();
-        assert_eq!(
-            b,
-            SpecMount::Bind {
-                source: "/src".into(),
-                target: "/dst".into(),
-                recursive: true,
-                attrs: crate::rootfs::MOUNT_ATTR_RDONLY | crate::rootfs::MOUNT_ATTR_NOSUID,
-            }
-        );
-        assert!(parse_mount("bind", "/a", "/b", &s(&["size=1"])).is_err());
-    }
 }
 
 /// config.json's `maskedPaths` (a file gets /dev/null bound on it, a directory an empty
@@ -427,4 +401,51 @@ pub fn mask_paths(masked: &[String], readonly: &[String]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn options_become_flags_data_or_bind_attributes() {
+        let t = parse_mount(
+            "tmpfs",
+            "tmpfs",
+            "/run",
+            &s(&["nosuid", "mode=755", "size=1m"]),
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            SpecMount::Fs {
+                fstype: "tmpfs".into(),
+                source: "tmpfs".into(),
+                target: "/run".into(),
+                flags: MsFlags::MS_NOSUID.bits(),
+                data: "mode=755,size=1m".into()
+            }
+        );
+        let b = parse_mount(
+            "none",
+            "/src",
+            "/dst",
+            &s(&["rbind", "ro", "nosuid", "rprivate"]),
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            SpecMount::Bind {
+                source: "/src".into(),
+                target: "/dst".into(),
+                recursive: true,
+                attrs: crate::rootfs::MOUNT_ATTR_RDONLY | crate::rootfs::MOUNT_ATTR_NOSUID,
+            }
+        );
+        assert!(parse_mount("bind", "/a", "/b", &s(&["size=1"])).is_err());
+    }
 }

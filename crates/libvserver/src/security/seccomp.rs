@@ -144,7 +144,17 @@ const fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     }
     h
 }
-const AF_VSOCK: u64 = 40;
+/// Socket families a guest may create (compared on the low 32 bits, as the kernel reads the
+/// int): AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET (which also needs CAP_NET_RAW).
+/// Every other family fails with EPERM: AF_ALG ("copy.fail") and AF_VSOCK as in Docker's
+/// profile, and the rarely used families whose code (often autoloaded as a module by a
+/// socket(2) call) has been a steady source of kernel exploits (TIPC, RDS, DCCP's, X.25...).
+pub const SOCKET_FAMILIES: [u64; 5] = [1, 2, 10, 16, 17];
+/// socketcall(2)'s SYS_SOCKET: the i386 multiplexer hides the family from the filter, so it
+/// is refused with ENOSYS (not the default EPERM), as libcs built for kernels with direct
+/// socket calls (i386 since Linux 4.3) use socket(2) instead; the other socketcall
+/// operations create no sockets and stay allowed.
+const SYS_SOCKET: u64 = 1;
 const LOW_32_BITS: u64 = 0xffff_ffff;
 /// Classic BPF opcodes (linux/filter.h) used to chain the ioctl guard into the main program.
 const BPF_RET_K: u16 = 0x06;
@@ -168,7 +178,7 @@ pub enum SeccompError {
     #[error("adding the seccomp rule for syscall {syscall} failed")]
     Rule {
         /// Name of the system call.
-        syscall: &'static str,
+        syscall: String,
         /// libseccomp's error.
         #[source]
         source: ScmpError,
@@ -206,13 +216,57 @@ impl std::fmt::Debug for SeccompProgram {
 
 /// One libseccomp rule: action for `name` when all comparisons hold.
 struct Rule {
-    name: &'static str,
+    name: String,
     action: ScmpAction,
     args: Vec<ScmpArgCompare>,
 }
 
-fn rule(name: &'static str, action: ScmpAction, args: Vec<ScmpArgCompare>) -> Rule {
-    Rule { name, action, args }
+fn rule(name: &str, action: ScmpAction, args: Vec<ScmpArgCompare>) -> Rule {
+    Rule {
+        name: name.to_string(),
+        action,
+        args,
+    }
+}
+
+/// Per-guest changes to the default profile (`[seccomp]` of NAME.toml, validated there with
+/// [`syscall_known`]). `deny` wins: every rule of those syscalls is removed, so they fail
+/// with the default EPERM. `allow` replaces every rule of those syscalls (conditions on
+/// capabilities or arguments, and the argument guard: ioctl requests, socketcall's
+/// SYS_SOCKET) with an unconditional allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// System calls allowed unconditionally.
+    pub allow: Vec<String>,
+    /// System calls refused with EPERM.
+    pub deny: Vec<String>,
+}
+
+impl Overrides {
+    /// Apply to the rules of the main program.
+    fn apply_main(&self, rules: &mut Vec<Rule>) {
+        rules.retain(|r| !self.deny.contains(&r.name) && !self.allow.contains(&r.name));
+        rules.extend(
+            self.allow
+                .iter()
+                .filter(|n| !self.deny.contains(n))
+                .map(|n| rule(n, ScmpAction::Allow, vec![])),
+        );
+    }
+
+    /// Apply to the rules of the guard program (argument denials before the main program).
+    fn apply_guard(&self, rules: &mut Vec<Rule>) {
+        rules.retain(|r| !self.allow.contains(&r.name) || self.deny.contains(&r.name));
+    }
+}
+
+/// Whether `name` is a system call of at least one architecture of the filter (libseccomp's
+/// table), e.g. for checking `[seccomp]` names in a config.
+pub fn syscall_known(name: &str) -> bool {
+    !name.is_empty()
+        && architectures().iter().any(|&arch| {
+            ScmpSyscall::from_name_by_arch(name, arch).is_ok_and(|nr| i32::from(nr) >= 0)
+        })
 }
 
 impl SeccompProgram {
@@ -246,26 +300,45 @@ impl SeccompProgram {
         refused_reboot: &[u64],
         ioprio_allowed: &[u64],
     ) -> Result<SeccompProgram, SeccompError> {
+        SeccompProgram::guest_profile_with(
+            bounding,
+            refused_reboot,
+            ioprio_allowed,
+            &Overrides::default(),
+        )
+    }
+
+    /// [`SeccompProgram::guest_profile`] with the guest's [`Overrides`] applied.
+    pub fn guest_profile_with(
+        bounding: &CapsHashSet,
+        refused_reboot: &[u64],
+        ioprio_allowed: &[u64],
+        overrides: &Overrides,
+    ) -> Result<SeccompProgram, SeccompError> {
         // libseccomp refuses a rule whose action equals the default action, and an
         // unconditional allow absorbs conditional rules of the same syscall, so
         // the ioctl denials live in a guard program (default allow) whose allow
         // returns are turned into jumps to the main program.
         let deny = ScmpAction::Errno(libc::EPERM);
-        let guard = IOCTL_DENIED
+        let mut guard = IOCTL_DENIED
             .iter()
             .map(|&req| rule("ioctl", deny, vec![masked_eq(1, LOW_32_BITS, req)]))
             .collect::<Vec<_>>();
+        guard.push(rule(
+            "socketcall",
+            ScmpAction::Errno(libc::ENOSYS),
+            vec![masked_eq(0, LOW_32_BITS, SYS_SOCKET)],
+        ));
+        overrides.apply_guard(&mut guard);
         let guard = compile(ScmpAction::Allow, ScmpAction::Allow, &guard)?;
-        let main = compile(
-            deny,
-            ScmpAction::KillProcess,
-            &rules(
-                bounding,
-                ptrace_needs_no_cap(),
-                refused_reboot,
-                ioprio_allowed,
-            ),
-        )?;
+        let mut main = rules(
+            bounding,
+            ptrace_needs_no_cap(),
+            refused_reboot,
+            ioprio_allowed,
+        );
+        overrides.apply_main(&mut main);
+        let main = compile(deny, ScmpAction::KillProcess, &main)?;
         let filter = chain(guard, main)?;
         if filter.len() > libc::BPF_MAXINSNS as usize {
             return Err(invalid(format!("{} instructions", filter.len())));
@@ -284,15 +357,18 @@ impl SeccompProgram {
         bounding: &CapsHashSet,
         refused_reboot: &[u64],
         ioprio_allowed: &[u64],
+        overrides: &Overrides,
         cache_dir: &std::path::Path,
     ) -> Result<SeccompProgram, SeccompError> {
         let mut caps: Vec<u8> = bounding.iter().map(|c| c.index()).collect();
         caps.sort_unstable();
         let key = format!(
-            "{}-{}-{}-{caps:?}-{refused_reboot:?}-{ioprio_allowed:?}",
+            "{}-{}-{}-{caps:?}-{refused_reboot:?}-{ioprio_allowed:?}-{:?}-{:?}",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::ARCH,
-            ptrace_needs_no_cap()
+            ptrace_needs_no_cap(),
+            overrides.allow,
+            overrides.deny,
         );
         let h = fnv1a(PROFILE_HASH, key.as_bytes());
         let path = cache_dir.join(format!("{h:016x}.bpf"));
@@ -312,7 +388,12 @@ impl SeccompProgram {
                 return Ok(SeccompProgram { filter });
             }
         }
-        let prog = SeccompProgram::guest_profile(bounding, refused_reboot, ioprio_allowed)?;
+        let prog = SeccompProgram::guest_profile_with(
+            bounding,
+            refused_reboot,
+            ioprio_allowed,
+            overrides,
+        )?;
         let mut bytes = Vec::with_capacity(prog.filter.len() * size);
         for f in &prog.filter {
             bytes.extend_from_slice(&f.code.to_ne_bytes());
@@ -427,11 +508,11 @@ fn rules(
             .iter()
             .map(|&v| rule("ioprio_set", allow, vec![masked_eq(2, LOW_32_BITS, v)])),
     );
-    rules.push(rule(
-        "socket",
-        allow,
-        vec![ScmpArgCompare::new(0, ScmpCompareOp::NotEqual, AF_VSOCK)],
-    ));
+    rules.extend(
+        SOCKET_FAMILIES
+            .iter()
+            .map(|&f| rule("socket", allow, vec![masked_eq(0, LOW_32_BITS, f)])),
+    );
     rules.extend(
         PERSONALITIES
             .iter()
@@ -527,14 +608,14 @@ fn compile(
         for r in rules {
             // Names unknown here (or only known as a pseudo-syscall of another
             // architecture, negative number) are skipped.
-            if !ScmpSyscall::from_name_by_arch(r.name, arch).is_ok_and(|nr| i32::from(nr) >= 0) {
+            if !ScmpSyscall::from_name_by_arch(&r.name, arch).is_ok_and(|nr| i32::from(nr) >= 0) {
                 continue;
             }
             let rule_err = |source| SeccompError::Rule {
-                syscall: r.name,
+                syscall: r.name.clone(),
                 source,
             };
-            let nr = ScmpSyscall::from_name(r.name).map_err(rule_err)?;
+            let nr = ScmpSyscall::from_name(&r.name).map_err(rule_err)?;
             ctx.add_rule_conditional(r.action, nr, &r.args)
                 .map_err(rule_err)?;
         }
@@ -630,6 +711,29 @@ mod tests {
         r == Err(Errno::EPERM)
     }
 
+    /// An i386 system call through `int 0x80` from this 64-bit process: the kernel's 32-bit
+    /// entry, seen by seccomp as AUDIT_ARCH_I386. Returns the raw eax (-errno on failure).
+    #[cfg(target_arch = "x86_64")]
+    fn int80(nr: u32, a: u32, b: u32, c: u32) -> i32 {
+        let ret: i32;
+        // SAFETY: a system call with integer arguments; rbx (reserved by LLVM) is swapped in
+        // and restored around it; int 0x80 clobbers nothing but eax (r8-r11 are zeroed on
+        // some kernels, hence the clobbers).
+        unsafe {
+            std::arch::asm!(
+                "xchg {b:r}, rbx",
+                "int 0x80",
+                "xchg {b:r}, rbx",
+                b = inout(reg) u64::from(a) => _,
+                inlateout("eax") nr as i32 => ret,
+                in("ecx") b,
+                in("edx") c,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            );
+        }
+        ret
+    }
+
     fn ioctl_stdin(req: u64) -> Ret {
         sys(libc::SYS_ioctl, 0, req, ptr(&b'x'))
     }
@@ -711,6 +815,24 @@ mod tests {
             ("ioctl(TIOCSTI | 1 << 32)", || cfg!(target_pointer_width = "32") || eperm(ioctl_stdin(0x1_0000_5412))),
             ("ioctl(TIOCLINUX)", || eperm(ioctl_stdin(0x541C))),
             ("ioctl(FIONBIO)", || sys(libc::SYS_ioctl, 1, libc::FIONBIO, ptr(&0 as &libc::c_int)).is_ok()),
+            ("socket(AF_INET)", || sys(libc::SYS_socket, 2, libc::SOCK_DGRAM as u64, 0).is_ok()),
+            ("socket(AF_ALG)", || eperm(sys(libc::SYS_socket, 38, libc::SOCK_SEQPACKET as u64, 0))),
+            ("socket(AF_VSOCK)", || eperm(sys(libc::SYS_socket, 40, libc::SOCK_STREAM as u64, 0))),
+            ("socket(AF_VSOCK | 1 << 32)", || eperm(sys(libc::SYS_socket, 40 | 1 << 32, libc::SOCK_STREAM as u64, 0))),
+            ("socket(AF_TIPC)", || eperm(sys(libc::SYS_socket, 30, libc::SOCK_DGRAM as u64, 0))),
+            // i386 entry: the filter holds the same rules for the x86 architecture.
+            #[cfg(target_arch = "x86_64")]
+            ("i386 getpid", || int80(20, 0, 0, 0) > 0),
+            #[cfg(target_arch = "x86_64")]
+            ("i386 unshare(CLONE_NEWNS)", || int80(310, 0x20000, 0, 0) == -libc::EPERM),
+            #[cfg(target_arch = "x86_64")]
+            ("i386 keyctl", || int80(288, 0, SESSION_KEYRING as u32, 0) == -libc::EPERM),
+            #[cfg(target_arch = "x86_64")]
+            ("i386 mount", || int80(21, 0, 0, 0) == -libc::EPERM),
+            #[cfg(target_arch = "x86_64")]
+            ("i386 socketcall(SYS_SOCKET)", || int80(102, 1, 0, 0) == -libc::ENOSYS),
+            #[cfg(target_arch = "x86_64")]
+            ("i386 socket(AF_ALG)", || int80(359, 38, 5, 0) == -libc::EPERM),
             // x32 is an architecture of the filter as in Docker: getpid passes the
             // filter (ENOSYS if the kernel lacks CONFIG_X86_X32_ABI), keyctl does not.
             #[cfg(target_arch = "x86_64")]
@@ -733,6 +855,24 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
+    fn overrides_allow_and_deny_by_name() {
+        let o = Overrides {
+            allow: vec!["keyctl".into(), "socket".into()],
+            deny: vec!["uname".into()],
+        };
+        let prog = SeccompProgram::guest_profile_with(&docker_caps(), &[], &[], &o).expect("profile");
+        run(&prog, &[
+            ("keyctl reaches the kernel", || !eperm(sys(libc::SYS_keyctl, 0, SESSION_KEYRING, 0))),
+            ("socket(AF_TIPC) reaches the kernel", || !eperm(sys(libc::SYS_socket, 30, libc::SOCK_DGRAM as u64, 0))),
+            ("uname denied", || { let mut u = [0u8; 390]; eperm(sys(libc::SYS_uname, u.as_mut_ptr() as u64, 0, 0)) }),
+            ("bpf still refused", || eperm(sys(libc::SYS_bpf, 0, 0, 0))),
+        ]);
+        assert!(syscall_known("keyctl") && syscall_known("socketcall") && syscall_known("clone3"));
+        assert!(!syscall_known("fly") && !syscall_known(""));
+    }
+
+    #[test]
     fn cached_programs_equal_compiled_ones_and_bad_files_are_rewritten() {
         let dir = std::env::temp_dir().join(format!("seccomp-cache-{}", std::process::id()));
         let caps = docker_caps();
@@ -744,7 +884,10 @@ mod tests {
         };
         let fresh = words(&SeccompProgram::guest_profile(&caps, &[], &[]).expect("profile"));
         let cached = |c: &CapsHashSet| {
-            words(&SeccompProgram::guest_profile_cached(c, &[], &[], &dir).unwrap())
+            words(
+                &SeccompProgram::guest_profile_cached(c, &[], &[], &Overrides::default(), &dir)
+                    .unwrap(),
+            )
         };
         assert!(cached(&caps) == fresh, "the first, compiled and stored");
         assert!(cached(&caps) == fresh, "the second, loaded");

@@ -301,6 +301,10 @@ pub fn untrusted_config(cfg: &mut GuestConfig) -> Vec<String> {
         ));
         cfg.capabilities.add.clear();
     }
+    if !cfg.seccomp.allow.is_empty() {
+        d.push(format!("seccomp.allow {}", cfg.seccomp.allow.join(", ")));
+        cfg.seccomp.allow.clear();
+    }
     if !cfg.interface.is_empty() {
         let a: Vec<String> = cfg
             .interface
@@ -493,6 +497,12 @@ fn import_staged(
             progress.line(&format!(
                 "warning: the imported config adds capabilities: {}",
                 cfg.capabilities.add.join(", ")
+            ));
+        }
+        if !cfg.seccomp.allow.is_empty() {
+            progress.line(&format!(
+                "warning: the imported config allows system calls: {}",
+                cfg.seccomp.allow.join(", ")
             ));
         }
     } else {

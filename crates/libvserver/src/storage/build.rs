@@ -452,6 +452,7 @@ pub fn build(
         mount: Vec::new(),
         limits: Default::default(),
         rlimits: Default::default(),
+        seccomp: Default::default(),
         disk: crate::config::DiskConfig {
             size: o.disk_size.clone(),
             backend,
