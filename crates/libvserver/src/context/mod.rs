@@ -6,7 +6,7 @@
 
 pub mod child;
 pub mod clone;
-mod oci_child;
+pub(crate) mod oci_child;
 pub mod oneshot;
 pub mod sync;
 pub mod timens;

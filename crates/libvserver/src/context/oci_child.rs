@@ -123,7 +123,7 @@ fn path_of(env: &[std::ffi::CString]) -> String {
 /// Last steps of an OCI container's init; never returns. `err` reports setup failures to
 /// `create`; it is closed (the "ready" signal) before the gate, and later failures go to the
 /// container's stderr.
-pub(super) fn finish(
+pub(crate) fn finish(
     x: &OciExtras,
     cap_drop: &[Capability],
     seccomp: Option<&SeccompProgram>,
@@ -157,13 +157,17 @@ pub(super) fn finish(
     // `create` exits once we are ready: the container must outlive it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
-    // From here on failures go to the container's stderr (create has returned).
-    let err = match nix::unistd::dup(std::io::stderr().as_fd()) {
-        Ok(fd) => {
-            drop(err);
-            fd
-        }
-        Err(_) => err,
+    // An init reports ready now (create returns) and later failures go to the container's
+    // stderr; an exec'd process reports until its execve.
+    let err = match &x.gate {
+        Some(_) => match nix::unistd::dup(std::io::stderr().as_fd()) {
+            Ok(fd) => {
+                drop(err);
+                fd
+            }
+            Err(_) => err,
+        },
+        None => err,
     };
     if let Some(gate) = &x.gate {
         if !wait_gate(gate) {

@@ -103,7 +103,15 @@ fn cgroup_of(id: &str, rel: &str) -> Result<GuestCgroup, OciError> {
 /// Convert `linux.resources` into the engine's limits and write them.
 ///
 /// Errors: a value the kernel refuses, a controller the host lacks.
-pub fn apply_resources(id: &str, cg: &GuestCgroup, r: &Resources) -> Result<(), OciError> {
+///
+/// `extra_devices` are the `linux.devices` of the config, allowed after the rules (as the
+/// nodes the engine makes in /dev are).
+pub fn apply_resources(
+    id: &str,
+    cg: &GuestCgroup,
+    r: &Resources,
+    extra_devices: &[super::spec::Device],
+) -> Result<(), OciError> {
     let mut l = crate::config::LimitsConfig::default();
     if let Some(m) = &r.memory {
         let pos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n.to_string());
@@ -169,14 +177,14 @@ pub fn apply_resources(id: &str, cg: &GuestCgroup, r: &Resources) -> Result<(), 
             .map_err(|e| failed(id, format!("linux.resources.unified.{k} = {v}: {e}")))?;
     }
     if !r.devices.is_empty() {
-        super::devices::apply(cg, &r.devices).map_err(|e| failed(id, e))?;
+        super::devices::apply(cg, &r.devices, extra_devices).map_err(|e| failed(id, e))?;
     }
     Ok(())
 }
 
 /// Send `master` (a pty) over the unix socket at `path`: one message, the pty name as payload
 /// and the fd as SCM_RIGHTS (what runc and containerd's console socket expect).
-fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
+pub(crate) fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
     use nix::sys::socket::{
         connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
         UnixAddr,
@@ -247,7 +255,7 @@ const ENGINE_MOUNTS: &[(&str, &str)] = &[
 
 /// Build the engine's process description of `spec` (bundle `bundle`).
 #[allow(clippy::too_many_arguments)]
-fn context_spec(
+pub(crate) fn context_spec(
     spec: &Spec,
     cfg_path: &str,
     id: &str,
@@ -464,10 +472,10 @@ impl Drop for Undo {
     }
 }
 
-/// `create`: see the module doc.
+/// `create`: see the module doc. Returns the init's pidfd (`run` waits on it).
 ///
 /// Errors: [`OciError`]; nothing is left behind (state directory, cgroup, process).
-pub fn create(o: &CreateOptions) -> Result<(), OciError> {
+pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     let c = Container::at(&o.root, &o.id)?;
     let bundle = std::fs::canonicalize(&o.bundle)
         .map_err(|e| failed(&o.id, format!("bundle {}: {e}", o.bundle.display())))?;
@@ -517,7 +525,15 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
     undo.cgroup = Some(cg.clone());
     if let Some(r) = spec.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-        apply_resources(&o.id, &cg, r)?;
+        apply_resources(
+            &o.id,
+            &cg,
+            r,
+            spec.linux
+                .as_ref()
+                .map(|l| l.devices.as_slice())
+                .unwrap_or(&[]),
+        )?;
     }
     let process = spec.process.clone().unwrap_or_default();
     let console = if process.terminal {
@@ -639,7 +655,7 @@ pub fn create(o: &CreateOptions) -> Result<(), OciError> {
     }
     undo.dir = None;
     undo.cgroup = None;
-    Ok(())
+    Ok(spawned.pidfd)
 }
 
 /// Write `pid` to `path` atomically (a temporary file renamed over it).
@@ -830,7 +846,13 @@ pub fn update(root: &Path, id: &str, r: &Resources) -> Result<(), OciError> {
     if live_status(&st) == Status::Stopped {
         return Err(OciError::NotRunning(id.to_string()));
     }
-    apply_resources(id, &cgroup_of(id, &st.cgroup)?, r)
+    let devices = Container::at(root, id)?
+        .file("config.json")
+        .pipe_spec()
+        .and_then(|s| s.linux)
+        .map(|l| l.devices)
+        .unwrap_or_default();
+    apply_resources(id, &cgroup_of(id, &st.cgroup)?, r, &devices)
 }
 
 /// The init's pidfd (for `run`, which waits for it), checked against the recorded start time.
@@ -844,4 +866,14 @@ pub fn init_pidfd(root: &Path, id: &str) -> Result<OwnedFd, OciError> {
         return Err(OciError::NotRunning(id.to_string()));
     }
     Ok(fd)
+}
+
+trait PipeSpec {
+    fn pipe_spec(&self) -> Option<Spec>;
+}
+
+impl PipeSpec for PathBuf {
+    fn pipe_spec(&self) -> Option<Spec> {
+        Spec::load(self).ok()
+    }
 }

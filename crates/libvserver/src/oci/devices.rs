@@ -26,10 +26,54 @@ pub fn v1_rule(r: &DeviceRule) -> String {
     }
 }
 
-/// Apply `rules` to `cg` in every hierarchy that controls devices.
+/// The nodes every container's /dev holds (the engine makes them): null zero full random
+/// urandom, tty, console, ptmx, the devpts slaves. Allowed after config.json's rules, as runc
+/// does.
+const ENGINE_DEVICES: &[(i64, Option<i64>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+];
+
+/// Apply `rules`, then allow the engine's /dev nodes and `devices` (config.json's
+/// `linux.devices`), to `cg` in every hierarchy that controls devices.
 ///
 /// Errors: the file or program step that failed.
-pub fn apply(cg: &GuestCgroup, rules: &[DeviceRule]) -> Result<(), String> {
+pub fn apply(
+    cg: &GuestCgroup,
+    rules: &[DeviceRule],
+    devices: &[super::spec::Device],
+) -> Result<(), String> {
+    let mut all = rules.to_vec();
+    for (major, minor) in ENGINE_DEVICES {
+        all.push(DeviceRule {
+            allow: true,
+            kind: Some("c".into()),
+            major: Some(*major),
+            minor: *minor,
+            access: Some("rwm".into()),
+        });
+    }
+    for d in devices.iter().filter(|d| d.kind != "p") {
+        all.push(DeviceRule {
+            allow: true,
+            kind: Some(if d.kind == "u" {
+                "c".into()
+            } else {
+                d.kind.clone()
+            }),
+            major: Some(d.major),
+            minor: Some(d.minor),
+            access: Some("rwm".into()),
+        });
+    }
+    let rules = all.as_slice();
     for dir in cg.dirs() {
         let allow = dir.join("devices.allow");
         if !allow.exists() {

@@ -692,3 +692,15 @@ pub fn parse_process(path: &str, text: &str) -> Result<Process, SpecError> {
         message: e.inner().to_string(),
     })
 }
+
+/// Parse `update --resources`: one [`Resources`] object.
+///
+/// Errors: as [`Spec::parse`].
+pub fn parse_resources(path: &str, text: &str) -> Result<Resources, SpecError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
+        path: path.to_string(),
+        field: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}

@@ -1,0 +1,374 @@
+//! `exec`: a new process in a running container, described by an OCI `process` object
+//! (`--process FILE`, as containerd's shim passes it). Like `vserver NAME exec`, the host-side
+//! part never shows inside: this process joins the init's mount, IPC, UTS, network and cgroup
+//! namespaces, an intermediate joins its pid (and time) namespace and forks the command, which
+//! is moved into the container's cgroup before it takes the process's user, capability sets,
+//! no_new_privs and the container's seccomp filter (the same last steps as the init's) and
+//! execs. Its stdio are this process's own (or a pty sent to `--console-socket`); with
+//! `--detach` this process and the intermediate exit once it runs, so it is reparented to the
+//! caller's subreaper.
+
+use super::container::{live_status, OciError};
+use super::spec::{Process, Spec, SpecError};
+use super::state::{Container, Status};
+use crate::context::{OciExtras, Payload};
+use nix::sched::CloneFlags;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// State root.
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// The process to run.
+    pub process: Process,
+    /// Return once the process runs (`--detach`).
+    pub detach: bool,
+    /// Where to write its host pid.
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket for the pty master (`process.terminal`).
+    pub console_socket: Option<PathBuf>,
+    /// Extra fds 3..3+N passed on.
+    pub preserve_fds: u32,
+}
+
+fn failed(id: &str, m: impl Into<String>) -> OciError {
+    OciError::Failed {
+        id: id.to_string(),
+        message: m.into(),
+    }
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Run `o.process` in the container. Returns its exit status as a shell would (128 + signal),
+/// or 0 once it runs with `detach`.
+///
+/// Errors: the container is not running, the process is invalid, a setup step failed.
+pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
+    let id = o.id.as_str();
+    let c = Container::at(&o.root, id)?;
+    let st = c.load()?;
+    match live_status(&st) {
+        Status::Running | Status::Created => {}
+        Status::Paused => return Err(failed(id, "is paused; resume it first")),
+        _ => return Err(OciError::NotRunning(id.to_string())),
+    }
+    let cfg = c.file("config.json");
+    let cfg_s = cfg.display().to_string();
+    let spec = Spec::load(&cfg)?;
+    super::check::check_process_at("process.json", &o.process, "process")?;
+    let init = crate::context::clone::pidfd_open(st.pid)
+        .map_err(|_| OciError::NotRunning(id.to_string()))?;
+    if !crate::context::clone::same_process(st.pid, st.init_start) {
+        return Err(OciError::NotRunning(id.to_string()));
+    }
+    let seccomp = match spec.linux.as_ref().and_then(|l| l.seccomp.as_ref()) {
+        Some(s) => Some(super::seccomp::compile(&cfg_s, s)?),
+        None => None,
+    };
+    let p = &o.process;
+    let caps = p.capabilities.clone().unwrap_or_default();
+    let names = |v: &[String]| -> Vec<caps::Capability> {
+        v.iter()
+            .filter_map(|n| crate::security::caps::parse_cap(n).ok())
+            .collect()
+    };
+    let bounding: caps::CapsHashSet = names(&caps.bounding).into_iter().collect();
+    let cap_drop = crate::security::caps::to_drop(&bounding);
+    let mut rlimits = Vec::new();
+    for r in &p.rlimits {
+        if let Some(res) = super::check::rlimit_resource(&r.kind) {
+            rlimits.push((res, r.soft, r.hard));
+        }
+    }
+    let extras = OciExtras {
+        cwd: p.cwd.clone(),
+        user: crate::context::child::UserSpec {
+            uid: p.user.uid,
+            gid: p.user.gid,
+            groups: p.user.additional_gids.clone(),
+        },
+        caps: [
+            names(&caps.effective),
+            names(&caps.permitted),
+            names(&caps.inheritable),
+            names(&caps.ambient),
+        ],
+        no_new_privs: p.no_new_privileges,
+        umask: p.user.umask.unwrap_or(0o022),
+        ctty: p.terminal,
+        preserve_fds: o.preserve_fds,
+        ..Default::default()
+    };
+    let payload = Payload::Exec {
+        argv: p
+            .args
+            .iter()
+            .filter_map(|a| CString::new(a.as_str()).ok())
+            .collect(),
+        env: p
+            .env
+            .iter()
+            .filter_map(|a| CString::new(a.as_str()).ok())
+            .collect(),
+    };
+    let cg = crate::cgroup::GuestCgroup::at_path(
+        &crate::cgroup::CgroupLayout::detect_cached().map_err(|e| failed(id, e.to_string()))?,
+        0,
+        &st.cgroup,
+    );
+    let procs = cg
+        .open_procs_files(false)
+        .map_err(|e| failed(id, e.to_string()))?;
+    // The namespaces the init has and we do not share (comparing inodes): join those.
+    let mut flags = CloneFlags::empty();
+    for (name, f) in [
+        ("mnt", CloneFlags::CLONE_NEWNS),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ] {
+        let theirs = std::fs::metadata(format!("/proc/{}/ns/{name}", st.pid))
+            .map_err(|e| failed(id, format!("ns {name}: {e}")))?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}"))
+            .map_err(|e| failed(id, format!("ns {name}: {e}")))?;
+        use std::os::unix::fs::MetadataExt;
+        if theirs.ino() != ours.ino() {
+            flags |= f;
+        }
+    }
+    let pidns_differs = {
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(format!("/proc/{}/ns/pid", st.pid))
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        let b = std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        a != b
+    };
+    nix::sched::setns(init.as_fd(), flags)
+        .map_err(|e| failed(id, format!("join the namespaces of pid {}: {e}", st.pid)))?;
+    // A terminal from the container's own devpts, its master sent to the caller.
+    let tty = if p.terminal {
+        let sock = o.console_socket.as_ref().ok_or_else(|| {
+            failed(
+                id,
+                "process.terminal is set but no --console-socket was given",
+            )
+        })?;
+        let master =
+            nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+                .map_err(|e| failed(id, format!("open /dev/ptmx in the container: {e}")))?;
+        nix::pty::grantpt(&master)
+            .and_then(|()| nix::pty::unlockpt(&master))
+            .map_err(|e| failed(id, format!("unlock the pty: {e}")))?;
+        // SAFETY: TIOCGPTPEER on our master: the peer opened by fd, never by a path.
+        let slave = unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                libc::TIOCGPTPEER,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        if slave < 0 {
+            return Err(failed(
+                id,
+                format!("open the pty peer: {}", nix::errno::Errno::last()),
+            ));
+        }
+        // SAFETY: a new fd the kernel returned.
+        let slave: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(slave) };
+        if let Some(sz) = &p.console_size {
+            let ws = libc::winsize {
+                ws_row: sz.height,
+                ws_col: sz.width,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ with a valid winsize.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
+        let m: OwnedFd = master.into();
+        super::container::send_console(sock, &m).map_err(|e| failed(id, e))?;
+        Some(slave)
+    } else {
+        None
+    };
+    let (go_r, go_w) =
+        crate::context::sync::pipe().map_err(|e| failed(id, format!("pipe: {e}")))?;
+    let (pid_r, pid_w) =
+        crate::context::sync::pipe().map_err(|e| failed(id, format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        crate::context::sync::pipe().map_err(|e| failed(id, format!("pipe: {e}")))?;
+    // SAFETY: single-threaded; the child runs only the code below and exits.
+    let mid = match unsafe { nix::unistd::fork() }.map_err(|e| failed(id, format!("fork: {e}")))? {
+        nix::unistd::ForkResult::Child => {
+            drop((go_w, pid_r, err_r));
+            intermediate(
+                &init,
+                pidns_differs,
+                o.detach,
+                tty.as_ref(),
+                &extras,
+                &cap_drop,
+                seccomp.as_ref(),
+                &rlimits,
+                &payload,
+                go_r,
+                pid_w,
+                err_w,
+            )
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop((go_r, pid_w, err_w, tty, init));
+    let kill_mid = || {
+        let _ = nix::sys::signal::kill(mid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(mid, None);
+    };
+    let mut b = [0u8; 4];
+    if nix::unistd::read(&pid_r, &mut b).unwrap_or(0) != 4 {
+        let report = crate::context::sync::read_to_end(err_r);
+        kill_mid();
+        return Err(failed(
+            id,
+            if report.is_empty() {
+                "the exec helper died".to_string()
+            } else {
+                report
+            },
+        ));
+    }
+    let cmd = i32::from_ne_bytes(b);
+    for mut f in procs {
+        if let Err(e) = f.write_all(cmd.to_string().as_bytes()) {
+            kill_mid();
+            return Err(failed(
+                id,
+                format!("move the process into the container's cgroup: {e}"),
+            ));
+        }
+    }
+    if let Some(pf) = &o.pid_file {
+        let tmp = PathBuf::from(format!("{}.tmp", pf.display()));
+        if let Err(e) =
+            std::fs::write(&tmp, cmd.to_string()).and_then(|()| std::fs::rename(&tmp, pf))
+        {
+            kill_mid();
+            return Err(failed(id, format!("pid file {}: {e}", pf.display())));
+        }
+    }
+    let _ = nix::unistd::write(&go_w, b"G");
+    drop(go_w);
+    let report = crate::context::sync::read_to_end(err_r);
+    if !report.is_empty() {
+        kill_mid();
+        return Err(failed(id, report));
+    }
+    // The intermediate exits as soon as the command is forked and released (detach), or
+    // reports the command's status.
+    let code = match nix::sys::wait::waitpid(mid, None) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+        _ => 1,
+    };
+    Ok(if o.detach { 0 } else { code })
+}
+
+/// Between the client and the command: joins the pid namespace, forks the command, reports
+/// its host pid, and either exits (detach) or waits for it. Never returns.
+#[allow(clippy::too_many_arguments)]
+fn intermediate(
+    init: &OwnedFd,
+    pidns: bool,
+    detach: bool,
+    tty: Option<&OwnedFd>,
+    x: &OciExtras,
+    cap_drop: &[caps::Capability],
+    seccomp: Option<&crate::security::seccomp::SeccompProgram>,
+    rlimits: &[crate::context::child::Rlimit],
+    payload: &Payload,
+    go: OwnedFd,
+    pid_w: OwnedFd,
+    err: OwnedFd,
+) -> ! {
+    let mut ns = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if pidns {
+        ns |= CloneFlags::CLONE_NEWPID;
+    }
+    if let Err(e) = nix::sched::setns(init.as_fd(), ns) {
+        // The time namespace may be the host's: join the pid namespace alone.
+        if let Err(e2) = nix::sched::setns(init.as_fd(), ns & CloneFlags::CLONE_NEWPID) {
+            crate::context::child::fail(
+                &err,
+                &format!("join the container's pid namespace: {e} / {e2}"),
+            );
+        }
+    }
+    // SAFETY: single-threaded; the child only sets itself up and execs.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => crate::context::child::fail(&err, &format!("fork into the container: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(pid_w);
+            if !crate::context::sync::wait_go(&go) {
+                exit_now(1);
+            }
+            drop(go);
+            if let Some(t) = tty {
+                let _ = nix::unistd::setsid();
+                for n in 0..3 {
+                    // SAFETY: dup2 of our pty slave onto the standard fds.
+                    unsafe { libc::dup2(t.as_raw_fd(), n) };
+                }
+                // SAFETY: TIOCSCTTY on our stdin, the pty slave, in our new session.
+                unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+            }
+            if let Err(e) = crate::context::child::set_rlimits(rlimits) {
+                crate::context::child::fail(&err, &e);
+            }
+            // The init's own last steps: bounding set, cwd, fds, no_new_privs, seccomp, user
+            // and capability sets, exec (errors go to `err` until then).
+            crate::context::oci_child::finish(x, cap_drop, seccomp, payload, err)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(&pid_w, &child.as_raw().to_ne_bytes());
+            drop(pid_w);
+            drop(go);
+            drop(err);
+            if detach {
+                exit_now(0);
+            }
+            loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => exit_now(c),
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => exit_now(128 + s as i32),
+                    Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+                    Err(_) => exit_now(1),
+                }
+            }
+        }
+    }
+}
+
+/// Read `exec --process FILE`.
+///
+/// Errors: as [`super::spec::parse_process`].
+pub fn load_process(path: &Path) -> Result<Process, SpecError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    super::spec::parse_process(&p, &text)
+}

@@ -1,0 +1,562 @@
+//! `vserver-oci`: the runc command-line contract over vserver's engine, for containerd's runc
+//! shim (`runtime_type = "io.containerd.runc.v2"`, `BinaryName = "vserver-oci"`), podman
+//! (`--runtime vserver-oci`) and anything else that drives a runc-compatible runtime.
+
+use clap::{Parser, Subcommand};
+use libvserver::oci::container::{self, CreateOptions, OciError};
+use libvserver::oci::exec::{self, ExecOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "vserver-oci",
+    about = "OCI runtime (runc command line) over vserver's engine",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// State directory of the containers.
+    #[arg(long, global = true, default_value = libvserver::oci::state::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Append errors to this file (containerd reads its last error line).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// `text` or `json` (one JSON object per line, level "error" for fatal errors).
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: String,
+    /// Log level (accepted for compatibility).
+    #[arg(long = "log-level", global = true)]
+    log_level: Option<String>,
+    /// Debug output (accepted for compatibility).
+    #[arg(long, global = true)]
+    debug: bool,
+    /// systemd cgroup driver: refused (vserver-oci drives cgroupfs itself).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Rootless mode: only `false`/`auto` (vserver-oci runs as root); `spec --rootless` is
+    /// accepted and writes the same spec.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    rootless: Option<String>,
+    /// Print the version and the spec version.
+    #[arg(short = 'v', long)]
+    version: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(clap::Args, Clone)]
+struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(short = 'b', long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the init's pid here before returning.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master when process.terminal is set.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Accepted; vserver-oci always uses pivot_root.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted; every container gets a fresh session keyring.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass fds 3..3+N to the container's process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a container held before its program (start runs it).
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Container id.
+        id: String,
+    },
+    /// Run the program of a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Print the state JSON.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal (number or name; default SIGTERM).
+    Kill {
+        /// To every process of the container.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Container id.
+        id: String,
+        /// Signal.
+        signal: Option<String>,
+    },
+    /// Remove a stopped container (with --force, any).
+    Delete {
+        /// Kill it first if it runs; a missing container is not an error.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Container id.
+        id: String,
+    },
+    /// Create and start a container; wait for it unless --detach.
+    Run {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Return once it runs.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Keep the container's state after it ends.
+        #[arg(long)]
+        keep: bool,
+        /// Accepted for compatibility.
+        #[arg(long = "no-subreaper")]
+        no_subreaper: bool,
+        /// Container id.
+        id: String,
+    },
+    /// Run a new process in a running container.
+    Exec {
+        /// JSON file with the OCI process (args, env, cwd, user, capabilities ...).
+        #[arg(short = 'p', long)]
+        process: Option<PathBuf>,
+        /// Return once the process runs.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Write its pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Allocate a pty (sent to --console-socket).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Unix socket for the pty master.
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Working directory.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Environment KEY=value (repeatable).
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// uid[:gid].
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Additional gids (repeatable).
+        #[arg(short = 'g', long = "additional-gids")]
+        additional_gids: Vec<u32>,
+        /// Capabilities to add (repeatable).
+        #[arg(short = 'c', long = "cap")]
+        cap: Vec<String>,
+        /// Set no_new_privs.
+        #[arg(long = "no-new-privs")]
+        no_new_privs: bool,
+        /// Pass fds 3..3+N.
+        #[arg(long = "preserve-fds", default_value_t = 0)]
+        preserve_fds: u32,
+        /// Accepted for compatibility.
+        #[arg(long = "ignore-paused")]
+        ignore_paused: bool,
+        /// Refused when set (no SELinux support).
+        #[arg(long = "process-label")]
+        process_label: Option<String>,
+        /// Refused when set (no AppArmor support).
+        #[arg(long)]
+        apparmor: Option<String>,
+        /// Container id.
+        id: String,
+        /// Command and arguments (without --process).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List the container's processes.
+    Ps {
+        /// `table` or `json` (a JSON array of host pids).
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+        /// Container id.
+        id: String,
+        /// ps(1) options (table format).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of the container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// Change the container's cgroup limits.
+    Update {
+        /// File with the LinuxResources JSON, `-` for stdin.
+        #[arg(short = 'r', long)]
+        resources: Option<String>,
+        /// Container id.
+        id: String,
+    },
+    /// List containers.
+    List {
+        /// `table` or `json`.
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+        /// Ids only.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Print what this runtime supports (runtime-spec features.md).
+    Features,
+    /// Write a default config.json for a bundle.
+    Spec {
+        /// Bundle directory.
+        #[arg(short = 'b', long, default_value = ".")]
+        bundle: PathBuf,
+    },
+}
+
+/// An error for the caller: printed, and logged to --log as containerd expects.
+fn report(cli_log: &Option<PathBuf>, format: &str, msg: &str) {
+    eprintln!("vserver-oci: {msg}");
+    if let Some(p) = cli_log {
+        let line = if format == "json" {
+            serde_json::json!({
+                "level": "error",
+                "msg": msg,
+                "time": libvserver::oci::state::rfc3339_now(),
+            })
+            .to_string()
+        } else {
+            format!(
+                "time=\"{}\" level=error msg={msg:?}",
+                libvserver::oci::state::rfc3339_now()
+            )
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+fn create_options(root: &std::path::Path, a: &CreateArgs, id: &str) -> CreateOptions {
+    CreateOptions {
+        root: root.to_path_buf(),
+        id: id.to_string(),
+        bundle: a.bundle.clone(),
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        preserve_fds: a.preserve_fds,
+    }
+}
+
+fn parse_signal(s: &str) -> Result<i32, OciError> {
+    libvserver::config::parse_signal_name(s).map_err(|m| OciError::Failed {
+        id: String::new(),
+        message: m,
+    })
+}
+
+fn bad(msg: impl Into<String>) -> OciError {
+    OciError::Failed {
+        id: String::new(),
+        message: msg.into(),
+    }
+}
+
+/// Wait for the init of `run` (forwarding the usual signals to it) and return its status.
+fn wait_forwarding(pidfd: &std::os::fd::OwnedFd) -> i32 {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    if let Ok(sfd) = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) {
+        loop {
+            let mut fds = [
+                nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+            ];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).is_err() {
+                continue;
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                if let Ok(Some(info)) = sfd.read_signal() {
+                    let _ = libvserver::context::clone::pidfd_kill(
+                        pidfd.as_fd(),
+                        info.ssi_signo as i32,
+                    );
+                }
+            }
+            if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                break;
+            }
+        }
+    }
+    libvserver::context::clone::wait_pidfd(pidfd.as_fd()).unwrap_or(1)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, OciError> {
+    if cli.systemd_cgroup {
+        return Err(bad(
+            "--systemd-cgroup is not supported: vserver-oci manages cgroupfs itself (set SystemdCgroup = false)",
+        ));
+    }
+    if cli.rootless.as_deref().is_some_and(|r| r == "true")
+        && !matches!(cli.cmd, Some(Cmd::Spec { .. }))
+    {
+        return Err(bad(
+            "--rootless=true is not supported: vserver-oci runs as root",
+        ));
+    }
+    if cli.version {
+        println!("vserver-oci version {}", env!("CARGO_PKG_VERSION"));
+        println!("spec: {}", libvserver::oci::SPEC_VERSION);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(cmd) = cli.cmd else {
+        return Err(bad("no command given (see --help)"));
+    };
+    let root = cli.root.as_path();
+    match cmd {
+        Cmd::Create { args, id } => {
+            // The caller's subreaper adopts the init once we are gone.
+            container::create(&create_options(root, &args, &id))?;
+        }
+        Cmd::Start { id } => container::start(root, &id)?,
+        Cmd::State { id } => {
+            let v = container::state(root, &id)?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Cmd::Kill { all, id, signal } => {
+            let sig = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
+            container::kill(root, &id, sig, all)?;
+        }
+        Cmd::Delete { force, id } => container::delete(root, &id, force)?,
+        Cmd::Run {
+            args,
+            detach,
+            keep,
+            id,
+            ..
+        } => {
+            let pidfd = container::create(&create_options(root, &args, &id))?;
+            if let Err(e) = container::start(root, &id) {
+                let _ = container::delete(root, &id, true);
+                return Err(e);
+            }
+            if detach {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let code = wait_forwarding(&pidfd);
+            if !keep {
+                container::delete(root, &id, true)?;
+            }
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Cmd::Exec {
+            process,
+            detach,
+            pid_file,
+            tty,
+            console_socket,
+            cwd,
+            env,
+            user,
+            additional_gids,
+            cap,
+            no_new_privs,
+            preserve_fds,
+            process_label,
+            apparmor,
+            id,
+            command,
+            ..
+        } => {
+            if process_label.is_some_and(|l| !l.is_empty()) {
+                return Err(bad("--process-label: SELinux labels are not supported"));
+            }
+            if apparmor.is_some_and(|a| !a.is_empty()) {
+                return Err(bad("--apparmor: AppArmor profiles are not supported"));
+            }
+            let p = match process {
+                Some(f) => exec::load_process(&f)?,
+                None => {
+                    if command.is_empty() {
+                        return Err(bad("exec needs --process FILE or a command"));
+                    }
+                    // The container's own process as the base, as runc does.
+                    let c = libvserver::oci::state::Container::at(root, &id)?;
+                    let spec = libvserver::oci::spec::Spec::load(&c.file("config.json"))
+                        .map_err(OciError::Spec)?;
+                    let mut p = spec.process.unwrap_or_default();
+                    p.args = command;
+                    p.terminal = tty;
+                    p.env.extend(env);
+                    if let Some(c) = cwd {
+                        p.cwd = c;
+                    }
+                    if let Some(u) = user {
+                        let (uid, gid) = u.split_once(':').unwrap_or((u.as_str(), "0"));
+                        p.user.uid = uid
+                            .parse()
+                            .map_err(|_| bad(format!("--user {u}: not uid[:gid]")))?;
+                        p.user.gid = gid
+                            .parse()
+                            .map_err(|_| bad(format!("--user {u}: not uid[:gid]")))?;
+                    }
+                    p.user.additional_gids.extend(additional_gids);
+                    if !cap.is_empty() {
+                        let mut caps = p.capabilities.unwrap_or_default();
+                        for c in cap {
+                            for set in
+                                [&mut caps.bounding, &mut caps.effective, &mut caps.permitted]
+                            {
+                                set.push(c.clone());
+                            }
+                        }
+                        p.capabilities = Some(caps);
+                    }
+                    p.no_new_privileges |= no_new_privs;
+                    p
+                }
+            };
+            let code = exec::exec(&ExecOptions {
+                root: root.to_path_buf(),
+                id,
+                process: p,
+                detach,
+                pid_file,
+                console_socket,
+                preserve_fds,
+            })?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = container::ps(root, &id)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string(&pids).unwrap_or_default());
+            } else {
+                let mut c = std::process::Command::new("ps");
+                c.args(if ps_args.is_empty() {
+                    vec!["-f".to_string()]
+                } else {
+                    ps_args
+                });
+                if !pids.is_empty() {
+                    c.arg("-p").arg(
+                        pids.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    );
+                }
+                let _ = c.status();
+            }
+        }
+        Cmd::Pause { id } => container::freeze(root, &id, true)?,
+        Cmd::Resume { id } => container::freeze(root, &id, false)?,
+        Cmd::Update { resources, id } => {
+            let text = match resources.as_deref() {
+                None => return Err(bad("update needs --resources FILE (or - for stdin)")),
+                Some("-") => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                        .map_err(|e| bad(format!("read stdin: {e}")))?;
+                    s
+                }
+                Some(f) => std::fs::read_to_string(f).map_err(|e| bad(format!("read {f}: {e}")))?,
+            };
+            let r = libvserver::oci::spec::parse_resources("--resources", &text)?;
+            container::update(root, &id, &r)?;
+        }
+        Cmd::List { format, quiet } => {
+            let all = container::list(root);
+            if format == "json" {
+                println!("{}", serde_json::to_string(&all).unwrap_or_default());
+            } else if quiet {
+                for s in &all {
+                    println!("{}", s["id"].as_str().unwrap_or(""));
+                }
+            } else {
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} CREATED",
+                    "ID", "PID", "STATUS", "BUNDLE"
+                );
+                for s in &all {
+                    println!(
+                        "{:<24} {:<8} {:<10} {:<40} {}",
+                        s["id"].as_str().unwrap_or(""),
+                        s["pid"],
+                        s["status"].as_str().unwrap_or(""),
+                        s["bundle"].as_str().unwrap_or(""),
+                        s["created"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Cmd::Features => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&libvserver::oci::features()).unwrap_or_default()
+            );
+        }
+        Cmd::Spec { bundle, .. } => {
+            let p = bundle.join("config.json");
+            if p.exists() {
+                return Err(bad(format!("{} exists already", p.display())));
+            }
+            let text =
+                serde_json::to_string_pretty(&libvserver::oci::default_spec()).unwrap_or_default();
+            std::fs::write(&p, text + "\n")
+                .map_err(|e| bad(format!("write {}: {e}", p.display())))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
+    let cli = Cli::parse();
+    let (log, format) = (cli.log.clone(), cli.log_format.clone());
+    // Guest code runs in create, run and exec: our binary must not be writable from there.
+    if matches!(
+        cli.cmd,
+        Some(Cmd::Create { .. } | Cmd::Run { .. } | Cmd::Exec { .. })
+    ) {
+        if let Err(e) = libvserver::security::exe::reexec_readonly() {
+            report(&log, &format, &e);
+            return ExitCode::from(1);
+        }
+    }
+    match run(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&log, &format, &e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}
