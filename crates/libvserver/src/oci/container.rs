@@ -182,13 +182,11 @@ pub fn apply_resources(
     Ok(())
 }
 
-/// Send `master` (a pty) over the unix socket at `path`: one message, the pty name as payload
-/// and the fd as SCM_RIGHTS (what runc and containerd's console socket expect).
-pub(crate) fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
-    use nix::sys::socket::{
-        connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-        UnixAddr,
-    };
+/// Connect to the unix socket at `path` that waits for a pty master (`--console-socket`).
+///
+/// Errors: the path and the OS error.
+pub(crate) fn connect_console(path: &Path) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
     let s = socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -200,18 +198,32 @@ pub(crate) fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> 
         UnixAddr::new(path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
     connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr)
         .map_err(|e| format!("connect to the console socket {}: {e}", path.display()))?;
+    Ok(s)
+}
+
+/// Send `master` (a pty) on the connected console socket `s`: one message, the pty name as
+/// payload and the fd as SCM_RIGHTS (what runc and containerd's console socket expect).
+///
+/// Errors: the OS error.
+pub(crate) fn send_console_on(s: &OwnedFd, master: &OwnedFd) -> Result<(), String> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let name = b"/dev/ptmx";
     let iov = [std::io::IoSlice::new(name)];
     let fds = [std::os::fd::AsRawFd::as_raw_fd(master)];
     sendmsg::<()>(
-        std::os::fd::AsRawFd::as_raw_fd(&s),
+        std::os::fd::AsRawFd::as_raw_fd(s),
         &iov,
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),
         None,
     )
-    .map_err(|e| format!("send the console to {}: {e}", path.display()))?;
+    .map_err(|e| format!("send the console: {e}"))?;
     Ok(())
+}
+
+/// Send `master` over the unix socket at `path` (see [`send_console_on`]).
+pub(crate) fn send_console(path: &Path, master: &OwnedFd) -> Result<(), String> {
+    send_console_on(&connect_console(path)?, master)
 }
 
 fn cstrings(v: &[String]) -> Vec<CString> {

@@ -157,16 +157,38 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             .unwrap_or(0);
         a != b
     };
+    // Host paths are opened before we enter the container's mount namespace.
+    let console = match (&o.console_socket, p.terminal) {
+        (Some(sock), true) => {
+            Some(super::container::connect_console(sock).map_err(|e| failed(id, e))?)
+        }
+        (None, true) => {
+            return Err(failed(
+                id,
+                "process.terminal is set but no --console-socket was given",
+            ))
+        }
+        _ => None,
+    };
+    let pid_dir = match &o.pid_file {
+        Some(pf) => {
+            let parent = pf
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let d = std::fs::File::open(parent)
+                .map_err(|e| failed(id, format!("pid file directory {}: {e}", parent.display())))?;
+            let name = pf
+                .file_name()
+                .ok_or_else(|| failed(id, format!("pid file {} has no name", pf.display())))?;
+            Some((d, name.to_os_string()))
+        }
+        None => None,
+    };
     nix::sched::setns(init.as_fd(), flags)
         .map_err(|e| failed(id, format!("join the namespaces of pid {}: {e}", st.pid)))?;
     // A terminal from the container's own devpts, its master sent to the caller.
-    let tty = if p.terminal {
-        let sock = o.console_socket.as_ref().ok_or_else(|| {
-            failed(
-                id,
-                "process.terminal is set but no --console-socket was given",
-            )
-        })?;
+    let tty = if let Some(sock) = &console {
         let master =
             nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
                 .map_err(|e| failed(id, format!("open /dev/ptmx in the container: {e}")))?;
@@ -200,7 +222,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         }
         let m: OwnedFd = master.into();
-        super::container::send_console(sock, &m).map_err(|e| failed(id, e))?;
+        super::container::send_console_on(sock, &m).map_err(|e| failed(id, e))?;
         Some(slave)
     } else {
         None
@@ -260,13 +282,13 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             ));
         }
     }
-    if let Some(pf) = &o.pid_file {
-        let tmp = PathBuf::from(format!("{}.tmp", pf.display()));
-        if let Err(e) =
-            std::fs::write(&tmp, cmd.to_string()).and_then(|()| std::fs::rename(&tmp, pf))
-        {
+    if let Some((dir, name)) = &pid_dir {
+        if let Err(e) = write_at(dir, name, &cmd.to_string()) {
             kill_mid();
-            return Err(failed(id, format!("pid file {}: {e}", pf.display())));
+            return Err(failed(
+                id,
+                format!("pid file {}: {e}", name.to_string_lossy()),
+            ));
         }
     }
     let _ = nix::unistd::write(&go_w, b"G");
@@ -371,4 +393,23 @@ pub fn load_process(path: &Path) -> Result<Process, SpecError> {
         source,
     })?;
     super::spec::parse_process(&p, &text)
+}
+
+/// Write `text` to `name` in the directory `dir` (a temporary file renamed over it), by
+/// descriptor: valid after this process left the host's mount namespace.
+fn write_at(dir: &std::fs::File, name: &std::ffi::OsStr, text: &str) -> Result<(), String> {
+    use nix::fcntl::{openat, renameat, OFlag};
+    use nix::sys::stat::Mode;
+    let mut tmp = name.to_os_string();
+    tmp.push(".tmp");
+    let fd = openat(
+        dir,
+        tmp.as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| e.to_string())?;
+    nix::unistd::write(&fd, text.as_bytes()).map_err(|e| e.to_string())?;
+    drop(fd);
+    renameat(dir, tmp.as_os_str(), dir, name).map_err(|e| e.to_string())
 }

@@ -16,6 +16,7 @@ pub fn bin(name: &str) -> PathBuf {
         "vtop" => env!("CARGO_BIN_EXE_vtop"),
         "vservers" => env!("CARGO_BIN_EXE_vservers"),
         "vhashify" => env!("CARGO_BIN_EXE_vhashify"),
+        "vserver-oci" => env!("CARGO_BIN_EXE_vserver-oci"),
         other => panic!("unknown tool {other}"),
     })
 }

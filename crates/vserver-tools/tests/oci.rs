@@ -1,0 +1,617 @@
+//! vserver-oci driven through its command line, as containerd's shim and podman drive runc:
+//! the lifecycle, exec, errors that name the field and leave nothing behind, the console
+//! socket, hooks, resources and passed fds.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A bundle with a busybox root file system and a state root, removed on drop.
+struct Bundle {
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Bundle {
+    fn new(tag: &str) -> Bundle {
+        let dir = std::env::temp_dir().join(format!("vst-oci-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        busybox_tree(&dir.join("rootfs"));
+        let b = Bundle {
+            root: dir.join("state"),
+            dir,
+        };
+        let o = b.oci(&["spec", "--bundle", b.dir.to_str().unwrap()]);
+        assert_ok(&o, "spec");
+        b
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("vserver-oci"));
+        c.arg("--root").arg(&self.root).stdin(Stdio::null());
+        c
+    }
+
+    /// Run a command; its stdout and stderr go to files, not pipes: a container's process
+    /// inherits them (as the runc contract says) and would keep pipes open.
+    fn oci(&self, args: &[&str]) -> Output {
+        run_to_files(self.cmd().args(args), &self.dir)
+    }
+
+    fn config(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("config.json")).unwrap())
+            .unwrap()
+    }
+
+    fn set_config(&self, v: &Value) {
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_string_pretty(v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn args(&self, a: &[&str]) {
+        let mut c = self.config();
+        c["process"]["args"] = json!(a);
+        self.set_config(&c);
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let o = self.oci(&["state", id]);
+        assert_ok(&o, "state");
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn b(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        for id in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = id.file_name().to_string_lossy().to_string();
+            let _ = self.oci(&["delete", "--force", &id]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run_to_files(c: &mut Command, dir: &Path) -> Output {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::create_dir_all(dir);
+    let (o, e) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
+    let status = c
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .status()
+        .unwrap();
+    Output {
+        status,
+        stdout: std::fs::read(&o).unwrap_or_default(),
+        stderr: std::fs::read(&e).unwrap_or_default(),
+    }
+}
+
+fn cgroups_of(id: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("vserver-oci").join(id))
+        .chain(std::iter::once(
+            PathBuf::from("/sys/fs/cgroup/vserver-oci").join(id),
+        ))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn id(tag: &str) -> String {
+    format!("{tag}-{}", std::process::id())
+}
+
+#[test]
+fn lifecycle_create_start_state_kill_delete() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("life");
+    b.args(&["sleep", "1000"]);
+    let id = id("life");
+    let pidf = b.dir.join("init.pid");
+    let o = b.oci(&[
+        "create",
+        "--bundle",
+        b.b(),
+        "--pid-file",
+        pidf.to_str().unwrap(),
+        &id,
+    ]);
+    assert_ok(&o, "create");
+    // The pid file is there when create returns, and it is the state's pid.
+    let pid: i64 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let st = b.state(&id);
+    for k in ["ociVersion", "id", "status", "pid", "bundle", "annotations"] {
+        assert!(st.get(k).is_some(), "state lacks {k}: {st}");
+    }
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["bundle"], b.b());
+    // The init waits: its program has not run.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_ne!(comm.trim(), "sleep");
+    assert_ok(&b.oci(&["start", &id]), "start");
+    assert_eq!(b.state(&id)["status"], "running");
+    wait_until(5, "sleep to run", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+    });
+    let o = b.oci(&["start", &id]);
+    assert!(!o.status.success(), "a second start worked");
+    let o = b.oci(&["delete", &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("not stopped"),
+        "{}",
+        text(&o)
+    );
+    let ps = b.oci(&["ps", "--format", "json", &id]);
+    let pids: Vec<i64> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(pids, [pid]);
+    assert_ok(&b.oci(&["pause", &id]), "pause");
+    assert_eq!(b.state(&id)["status"], "paused");
+    assert_ok(&b.oci(&["resume", &id]), "resume");
+    assert_eq!(b.state(&id)["status"], "running");
+    assert_ok(&b.oci(&["kill", &id, "KILL"]), "kill KILL");
+    wait_until(5, "the init to die", || b.state(&id)["status"] == "stopped");
+    assert_eq!(b.state(&id)["pid"], 0);
+    let o = b.oci(&["kill", &id, "9"]);
+    assert!(
+        !o.status.success() && text(&o).contains("not running"),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&b.oci(&["delete", &id]), "delete");
+    let o = b.oci(&["state", &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("does not exist"),
+        "{}",
+        text(&o)
+    );
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    assert_ok(
+        &b.oci(&["delete", "--force", &id]),
+        "delete --force of a missing container",
+    );
+}
+
+#[test]
+fn run_returns_the_exit_code_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("run");
+    b.args(&["sh", "-c", "echo hi from $(hostname); exit 7"]);
+    let id = id("run");
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hi from vserver");
+    assert!(!b.root.join(&id).exists());
+    assert!(cgroups_of(&id).is_empty());
+    // Killed by a signal: 128 + signal, as a shell reports it.
+    b.args(&["sleep", "100"]);
+    let mut c = b.cmd();
+    c.args(["run", "--bundle", b.b(), &id]);
+    let dir = b.dir.clone();
+    let t = std::thread::spawn(move || run_to_files(&mut c, &dir));
+    wait_until(10, "the container to run", || {
+        b.oci(&["state", &id]).status.success() && b.state(&id)["status"] == "running"
+    });
+    assert_ok(&b.oci(&["kill", &id, "SIGKILL"]), "kill");
+    let o = t.join().unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", text(&o));
+    assert!(!b.root.join(&id).exists());
+}
+
+#[test]
+fn exec_runs_inside_and_returns_its_status() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("exec");
+    b.args(&["sleep", "1000"]);
+    let id = id("exec");
+    assert_ok(
+        &b.oci(&["run", "--detach", "--bundle", b.b(), &id]),
+        "run -d",
+    );
+    let proc_json = b.dir.join("proc.json");
+    std::fs::write(
+        &proc_json,
+        json!({
+            "args": ["sh", "-c", "hostname; cat /proc/1/comm; pwd; id -u; exit 5"],
+            "cwd": "/tmp",
+            "env": ["PATH=/bin"],
+            "user": {"uid": 65534, "gid": 65534}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = b.oci(&["exec", "--process", proc_json.to_str().unwrap(), &id]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["vserver", "sleep", "/tmp", "65534"]
+    );
+    // Detached, with a pid file written before exec returns.
+    std::fs::write(
+        &proc_json,
+        json!({"args": ["sleep", "30"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string(),
+    )
+    .unwrap();
+    let pf = b.dir.join("exec.pid");
+    let o = b.oci(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pf.to_str().unwrap(),
+        "--process",
+        proc_json.to_str().unwrap(),
+        &id,
+    ]);
+    assert_ok(&o, "exec --detach");
+    let pid: i32 = std::fs::read_to_string(&pf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "sleep"
+    );
+    let ps = b.oci(&["ps", "--format", "json", &id]);
+    let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert!(pids.contains(&pid), "{pids:?}");
+    // A missing program is an error of exec itself.
+    std::fs::write(
+        &proc_json,
+        json!({"args": ["/nope"], "cwd": "/", "user": {"uid": 0, "gid": 0}}).to_string(),
+    )
+    .unwrap();
+    let o = b.oci(&["exec", "--process", proc_json.to_str().unwrap(), &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("/nope"),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&b.oci(&["kill", "--all", &id, "SIGKILL"]), "kill --all");
+    wait_until(5, "the container to stop", || {
+        b.state(&id)["status"] == "stopped"
+    });
+    assert_ok(&b.oci(&["delete", &id]), "delete");
+}
+
+#[test]
+fn a_bad_config_names_the_field_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("bad");
+    let good = b.config();
+    let log = b.dir.join("log.json");
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            {
+                let mut c = good.clone();
+                c["process"]["bogus"] = json!(1);
+                c
+            },
+            "bogus",
+        ),
+        (
+            {
+                let mut c = good.clone();
+                c["linux"]["intelRdt"] = json!({"closID": "x"});
+                c
+            },
+            "linux.intelRdt",
+        ),
+        (
+            {
+                let mut c = good.clone();
+                c["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/x"});
+                c
+            },
+            "linux.sysctl.kernel.core_pattern",
+        ),
+        (
+            {
+                let mut c = good.clone();
+                c["ociVersion"] = json!("2.0.0");
+                c
+            },
+            "ociVersion",
+        ),
+        (
+            {
+                let mut c = good.clone();
+                c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"]);
+                c
+            },
+            "process.capabilities.bounding[0]",
+        ),
+        (
+            {
+                let mut c = good.clone();
+                c["mounts"][0]["destination"] = json!("relative");
+                c
+            },
+            "mounts[0].destination",
+        ),
+        (
+            {
+                let mut c = good.clone();
+                c["process"]["args"] = json!([]);
+                c
+            },
+            "process.args",
+        ),
+    ];
+    for (i, (cfg, field)) in cases.iter().enumerate() {
+        b.set_config(cfg);
+        let cid = format!("{}-{i}", id("bad"));
+        let o = run_to_files(
+            b.cmd().args([
+                "--log",
+                log.to_str().unwrap(),
+                "--log-format",
+                "json",
+                "create",
+                "--bundle",
+                b.b(),
+                &cid,
+            ]),
+            &b.dir,
+        );
+        assert!(!o.status.success(), "case {i} was accepted");
+        assert!(
+            text(&o).contains(field),
+            "case {i}: {field} not named: {}",
+            text(&o)
+        );
+        assert!(!b.root.join(&cid).exists(), "case {i} left state");
+        assert!(cgroups_of(&cid).is_empty(), "case {i} left a cgroup");
+        let last: Value = serde_json::from_str(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(last["level"], "error");
+        assert!(last["msg"].as_str().unwrap().contains(field));
+    }
+    // A root file system that cannot be set up fails in the child: nothing is left either.
+    let mut c = good.clone();
+    c["process"]["args"] = json!(["true"]);
+    b.set_config(&c);
+    std::fs::remove_dir(b.dir.join("rootfs/proc")).unwrap();
+    std::os::unix::fs::symlink("/etc", b.dir.join("rootfs/proc")).unwrap();
+    let cid = id("badroot");
+    let o = b.oci(&["create", "--bundle", b.b(), &cid]);
+    assert!(
+        !o.status.success() && text(&o).contains("/proc"),
+        "{}",
+        text(&o)
+    );
+    assert!(!b.root.join(&cid).exists());
+    assert!(cgroups_of(&cid).is_empty());
+}
+
+/// Receive one fd over a unix stream socket (SCM_RIGHTS).
+fn receive_fd(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel gave us this fd.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd received");
+}
+
+#[test]
+fn the_console_socket_gets_a_pty_that_is_the_programs_terminal() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("tty");
+    let mut c = b.config();
+    c["process"]["terminal"] = json!(true);
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "tty; echo cols=$(stty size 2>/dev/null); sleep 2"
+    ]);
+    c["process"]["consoleSize"] = json!({"height": 30, "width": 99});
+    b.set_config(&c);
+    let sock = b.dir.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let id = id("tty");
+    let mut c = b.cmd();
+    c.args([
+        "create",
+        "--bundle",
+        b.b(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ]);
+    let dir = b.dir.clone();
+    let t = std::thread::spawn(move || run_to_files(&mut c, &dir));
+    let master = receive_fd(&listener);
+    let o = t.join().unwrap();
+    assert_ok(&o, "create with a terminal");
+    assert_ok(&b.oci(&["start", &id]), "start");
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut buf = [0u8; 256];
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !out.contains("cols=") && std::time::Instant::now() < end {
+        use std::io::Read;
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        out.contains("/dev/console") || out.contains("/dev/pts/"),
+        "{out}"
+    );
+    let _ = b.oci(&["delete", "--force", &id]);
+}
+
+#[test]
+fn hooks_run_in_order_in_the_right_namespaces_with_the_state() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("hooks");
+    let host_log = b.dir.join("hooks.log");
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $(cat | tr -d '\\n' | head -c 300) >> {}", host_log.display())]});
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sh", "-c", "echo program >> /tmp/inside.log"]);
+    c["root"]["readonly"] = json!(false);
+    c["hooks"] = json!({
+        "createRuntime": [hook("createRuntime")],
+        "createContainer": [hook("createContainer")],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /tmp/inside.log"]}],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    });
+    b.set_config(&c);
+    let id = id("hooks");
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_ok(&o, "run");
+    let log = std::fs::read_to_string(&host_log).unwrap();
+    let order: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        order,
+        ["createRuntime", "createContainer", "poststart", "poststop"],
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .next()
+            .unwrap()
+            .contains(&format!("\"id\":\"{id}\"")),
+        "{log}"
+    );
+    let inside = std::fs::read_to_string(b.dir.join("rootfs/tmp/inside.log")).unwrap();
+    assert_eq!(
+        inside.lines().collect::<Vec<_>>(),
+        ["startContainer", "program"]
+    );
+}
+
+fn cgroup_file(id: &str, ctl: &str, file: &str) -> Option<String> {
+    for base in [
+        format!("/sys/fs/cgroup/{ctl}"),
+        "/sys/fs/cgroup".to_string(),
+    ] {
+        let p = Path::new(&base).join("vserver-oci").join(id).join(file);
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            return Some(t.trim().to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn resources_are_applied_and_updated_and_fds_are_passed() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("res");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["linux"]["resources"]["pids"] = json!({"limit": 42});
+    c["linux"]["resources"]["memory"] = json!({"limit": 64 * 1024 * 1024});
+    b.set_config(&c);
+    let id = id("res");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    assert_eq!(cgroup_file(&id, "pids", "pids.max").as_deref(), Some("42"));
+    let mem = cgroup_file(&id, "memory", "memory.limit_in_bytes")
+        .or_else(|| cgroup_file(&id, "memory", "memory.max"));
+    assert_eq!(mem.as_deref(), Some("67108864"));
+    let mut u = b
+        .cmd()
+        .args(["update", "--resources", "-", &id])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        u.stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"pids": {"limit": 7}}"#)
+            .unwrap();
+    }
+    assert!(u.wait().unwrap().success());
+    assert_eq!(cgroup_file(&id, "pids", "pids.max").as_deref(), Some("7"));
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+    assert!(cgroups_of(&id).is_empty());
+    // --preserve-fds 1: the caller's fd 3 is the program's fd 3.
+    b.args(&["sh", "-c", "echo through-fd3 >&3"]);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut cmd = b.cmd();
+    cmd.args(["run", "--preserve-fds", "1", "--bundle", b.b(), &id]);
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let wfd = w.as_raw_fd();
+        // SAFETY: dup2 in the child before exec, onto fd 3.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let o = run_to_files(&mut cmd, &b.dir);
+    drop(w);
+    assert_ok(&o, "run with a passed fd");
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut s).unwrap();
+    assert_eq!(s.trim(), "through-fd3");
+}
