@@ -1284,12 +1284,35 @@ fn sc02_i386_and_x32_entry_points_are_filtered_too() {
     ] {
         refused(&env, &name, what, &args, &[want]);
     }
-    // socketcall's other operations still pass (SYS_SOCKETPAIR of AF_UNIX).
-    let line = probe(&env, &name, &["-32", "102", "8", "w:1,1,0,0"]);
+    // SYS_SOCKETPAIR hides its family as well: ENOSYS (a hostile review found pairs of any
+    // family made through it).
+    refused(
+        &env,
+        &name,
+        "i386 socketcall(SYS_SOCKETPAIR, AF_VSOCK)",
+        &["-32", "102", "8", "w:40,1,0,0"],
+        &[ENOSYS],
+    );
+    // socketcall's other operations still pass (SYS_GETSOCKNAME on a bad fd: EBADF).
+    let line = probe(&env, &name, &["-32", "102", "6", "w:4294967295,0,0"]);
     assert!(
         errno(&line) != Some(ENOSYS) && errno(&line) != Some(EPERM),
-        "socketpair: {line}"
+        "getsockname: {line}"
     );
+    // socketpair(2) of a family other than AF_UNIX: the family's code never runs.
+    refused(
+        &env,
+        &name,
+        "socketpair(AF_VSOCK)",
+        &[&nr(libc::SYS_socketpair), "40", "1", "0", "b:8"],
+        &[EPERM],
+    );
+    let line = probe(
+        &env,
+        &name,
+        &[&nr(libc::SYS_socketpair), "1", "1", "0", "b:8"],
+    );
+    assert!(errno(&line).is_none(), "socketpair(AF_UNIX): {line}");
     // x32: the filter covers it (unit test in libvserver); the kernel here may not have it.
     let x32 = 0x4000_0000i64;
     let getpid = probe(&env, &name, &[&(x32 + libc::SYS_getpid).to_string()]);
@@ -1396,7 +1419,22 @@ fn seccomp_overrides_allow_and_deny_per_guest() {
     let (env, name) = guest(
         "escov",
         15,
-        "\n[seccomp]\nallow = [\"keyctl\"]\ndeny = [\"sched_yield\"]\n",
+        "\n[seccomp]\nallow = [\"keyctl\"]\ndeny = [\"sched_yield\", \"connect\", \"shmget\"]\n",
+    );
+    // A denied socket or SysV IPC call cannot be reached through the i386 multiplexers.
+    refused(
+        &env,
+        &name,
+        "i386 socketcall(SYS_CONNECT) with connect denied",
+        &["-32", "102", "3", "w:4294967295,0,0"],
+        &[EPERM],
+    );
+    refused(
+        &env,
+        &name,
+        "i386 ipc(SHMGET) with shmget denied",
+        &["-32", "117", "23", "0", "4096", "0x3c0"],
+        &[EPERM],
     );
     let line = probe(&env, &name, &[&nr(libc::SYS_keyctl), "0", "-3", "1"]);
     assert!(errno(&line).is_none(), "keyctl allowed by override: {line}");
@@ -1417,7 +1455,10 @@ fn seccomp_overrides_allow_and_deny_per_guest() {
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
     // Default profile again: keyctl refused, sched_yield fine.
     let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
-    let plain = cfg.replace("allow = [\"keyctl\"]\ndeny = [\"sched_yield\"]\n", "");
+    let plain = cfg.replace(
+        "allow = [\"keyctl\"]\ndeny = [\"sched_yield\", \"connect\", \"shmget\"]\n",
+        "",
+    );
     std::fs::write(env.config_path(&name), &plain).unwrap();
     assert_ok(&env.vserver(&name, &["start"]), "start");
     refused(

@@ -1547,9 +1547,18 @@ fn hostile_streams_names_and_configs_are_refused_or_defanged() {
         &p_cfg,
         c.replace("mount = []\n", "")
             .replace("add = []", "add = [\"SYS_ADMIN\"]")
+            .replace("[limits]\n", "[limits]\nnice = -20\ncpu_weight = 10000\n")
+            .replace("kill_timeout = 5", "kill_timeout = 3600")
             + "\n[[mount]]\nsource = \"/etc\"\ntarget = \"/hostetc\"\nreadonly = false\n",
     )
     .unwrap();
+    // A host-only attribute on the tree (vserver's userns marker) never travels.
+    let set = std::process::Command::new("setfattr")
+        .args(["-n", "trusted.vserver.userns", "-v", "shifted 1"])
+        .arg(env.root(&name))
+        .output()
+        .unwrap();
+    assert_ok(&set, "setfattr");
     let file = env.dir.join("granting.tar.zst");
     assert_ok(&env.vserver(&name, &["export", p(&file)]), "export");
     let m = format!("{name}m");
@@ -1560,6 +1569,19 @@ fn hostile_streams_names_and_configs_are_refused_or_defanged() {
     let mc = config(&env, &m);
     assert!(mc.mount.is_empty(), "host mount kept: {:?}", mc.mount);
     assert!(mc.capabilities.add.is_empty());
+    assert_eq!(mc.limits.nice, None, "a negative nice was kept");
+    assert_eq!(mc.limits.cpu_weight, None, "a raised CPU weight was kept");
+    assert_eq!(mc.stop.kill_timeout, 5, "a long stop timeout was kept");
+    let get = std::process::Command::new("getfattr")
+        .args(["-n", "trusted.vserver.userns"])
+        .arg(env.root(&m))
+        .output()
+        .unwrap();
+    assert!(
+        !get.status.success(),
+        "the marker travelled: {}",
+        text(&get)
+    );
     let t = format!("{name}t");
     env.guests.push(t.clone());
     // Into new parent directories: made mode 0700 (guest setuid files out of users' reach).

@@ -20,8 +20,11 @@ use nix::sys::stat::{fstat, major, minor, Mode, SFlag};
 use nix::sys::statfs::{fstatfs, FsType, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Files of /proc hidden behind /dev/null: kernel memory and symbols, keys, scheduler and
-/// timer internals (side channels, Docker CVE-2015-3630), interrupt counts (newer Docker).
+/// Files of /proc and /sys hidden behind /dev/null: kernel memory and symbols, keys,
+/// scheduler and timer internals (side channels, Docker CVE-2015-3630), interrupt counts
+/// (newer Docker); and, found readable by guest root in a review (it keeps DAC_OVERRIDE and
+/// DAC_READ_SEARCH): the physical page flags and counts, kernel heap and vmalloc layouts, the
+/// crash-dump layout (a KASLR hint) and the kernel's build configuration.
 pub const PROC_MASKED_FILES: &[&str] = &[
     "/proc/kcore",
     "/proc/kallsyms",
@@ -31,6 +34,13 @@ pub const PROC_MASKED_FILES: &[&str] = &[
     "/proc/sched_debug",
     "/proc/latency_stats",
     "/proc/interrupts",
+    "/proc/kpageflags",
+    "/proc/kpagecount",
+    "/proc/kpagecgroup",
+    "/proc/vmallocinfo",
+    "/proc/slabinfo",
+    "/proc/config.gz",
+    "/sys/kernel/vmcoreinfo",
 ];
 /// Directories hidden behind an empty read-only tmpfs: ACPI, sound and SCSI controls, firmware
 /// tables (EFI variables among them), and the RAPL energy counters (PLATYPUS, CVE-2020-8694).

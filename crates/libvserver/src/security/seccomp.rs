@@ -67,7 +67,7 @@ const ALLOWED: &[&str] = &[
     "setresuid32", "setreuid", "setreuid32", "setrlimit", "set_robust_list", "setsid",
     "setsockopt", "set_thread_area", "set_tid_address", "setuid", "setuid32", "setxattr", "shmat",
     "shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4", "sigprocmask",
-    "sigreturn", "socketcall", "socketpair", "splice", "stat", "stat64", "statfs", "statfs64",
+    "sigreturn", "socketcall", "splice", "stat", "stat64", "statfs", "statfs64",
     "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo", "tee",
     "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun", "timer_gettime",
     "timer_gettime64", "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime",
@@ -155,6 +155,47 @@ pub const SOCKET_FAMILIES: [u64; 5] = [1, 2, 10, 16, 17];
 /// socket calls (i386 since Linux 4.3) use socket(2) instead; the other socketcall
 /// operations create no sockets and stay allowed.
 const SYS_SOCKET: u64 = 1;
+/// socketcall(2)'s SYS_SOCKETPAIR: refused for the same reason (the family is hidden).
+const SYS_SOCKETPAIR: u64 = 8;
+/// Calls the i386 multiplexer socketcall(2) also makes: denying one of them in `[seccomp]`
+/// denies socketcall too, or the i386 entry point would go around the denial.
+const SOCKETCALL_OPS: &[&str] = &[
+    "socket",
+    "bind",
+    "connect",
+    "listen",
+    "accept",
+    "accept4",
+    "getsockname",
+    "getpeername",
+    "socketpair",
+    "send",
+    "recv",
+    "sendto",
+    "recvfrom",
+    "shutdown",
+    "setsockopt",
+    "getsockopt",
+    "sendmsg",
+    "recvmsg",
+    "recvmmsg",
+    "sendmmsg",
+];
+/// Calls the i386 multiplexer ipc(2) also makes (same reason, for `ipc`).
+const IPC_OPS: &[&str] = &[
+    "semop",
+    "semget",
+    "semctl",
+    "semtimedop",
+    "msgsnd",
+    "msgrcv",
+    "msgget",
+    "msgctl",
+    "shmat",
+    "shmdt",
+    "shmget",
+    "shmctl",
+];
 const LOW_32_BITS: u64 = 0xffff_ffff;
 /// Classic BPF opcodes (linux/filter.h) used to chain the ioctl guard into the main program.
 const BPF_RET_K: u16 = 0x06;
@@ -245,7 +286,14 @@ pub struct Overrides {
 impl Overrides {
     /// Apply to the rules of the main program.
     fn apply_main(&self, rules: &mut Vec<Rule>) {
-        rules.retain(|r| !self.deny.contains(&r.name) && !self.allow.contains(&r.name));
+        let mut deny: Vec<&str> = self.deny.iter().map(String::as_str).collect();
+        if deny.iter().any(|d| SOCKETCALL_OPS.contains(d)) {
+            deny.push("socketcall");
+        }
+        if deny.iter().any(|d| IPC_OPS.contains(d)) {
+            deny.push("ipc");
+        }
+        rules.retain(|r| !deny.contains(&r.name.as_str()) && !self.allow.contains(&r.name));
         rules.extend(
             self.allow
                 .iter()
@@ -324,11 +372,13 @@ impl SeccompProgram {
             .iter()
             .map(|&req| rule("ioctl", deny, vec![masked_eq(1, LOW_32_BITS, req)]))
             .collect::<Vec<_>>();
-        guard.push(rule(
-            "socketcall",
-            ScmpAction::Errno(libc::ENOSYS),
-            vec![masked_eq(0, LOW_32_BITS, SYS_SOCKET)],
-        ));
+        for op in [SYS_SOCKET, SYS_SOCKETPAIR] {
+            guard.push(rule(
+                "socketcall",
+                ScmpAction::Errno(libc::ENOSYS),
+                vec![masked_eq(0, LOW_32_BITS, op)],
+            ));
+        }
         overrides.apply_guard(&mut guard);
         let guard = compile(ScmpAction::Allow, ScmpAction::Allow, &guard)?;
         let mut main = rules(
@@ -513,6 +563,13 @@ fn rules(
             .iter()
             .map(|&f| rule("socket", allow, vec![masked_eq(0, LOW_32_BITS, f)])),
     );
+    // socketpair(2) makes sockets of its family too (the family's code runs even when it
+    // then refuses pairs): AF_UNIX only, the one family with pairs that guests use.
+    rules.push(rule(
+        "socketpair",
+        allow,
+        vec![masked_eq(0, LOW_32_BITS, 1)],
+    ));
     rules.extend(
         PERSONALITIES
             .iter()

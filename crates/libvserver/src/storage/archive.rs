@@ -26,9 +26,12 @@ use std::process::{Command, Stdio};
 /// The name of the config member of an export stream.
 pub const CONFIG_MEMBER: &str = "vserver-export.toml";
 
+/// `trusted.*` attributes are the host's own (vserver's userns marker, overlayfs's): never
+/// carried in or out of a stream.
 const TAR_COMMON: &[&str] = &[
     "--xattrs",
     "--xattrs-include=*",
+    "--xattrs-exclude=trusted.*",
     "--acls",
     "--numeric-owner",
 ];
@@ -281,8 +284,10 @@ pub fn import(
 
 /// Remove from `cfg` what an untrusted stream must not decide on this host: host bind mounts,
 /// added capabilities, network interfaces and forwarded host ports, start-group marks and
-/// dependencies, rlimits (which can raise limits) and restarts on halt or reboot. Limits,
-/// dropped capabilities, host name and init stay. Returns one description per removed key.
+/// dependencies, rlimits (which can raise limits), restarts on halt or reboot, a stop timeout
+/// above the default, and priorities above the default (negative nice, best-effort I/O above
+/// level 4, CPU and I/O weights above 100). Other limits, dropped capabilities, host name and
+/// init stay. Returns one description per removed key.
 pub fn untrusted_config(cfg: &mut GuestConfig) -> Vec<String> {
     let mut d = Vec::new();
     if !cfg.mount.is_empty() {
@@ -341,6 +346,33 @@ pub fn untrusted_config(cfg: &mut GuestConfig) -> Vec<String> {
         d.push(String::from("stop.on_reboot/on_halt"));
         cfg.stop.on_reboot = defaults.on_reboot;
         cfg.stop.on_halt = defaults.on_halt;
+    }
+    // What would hold a stop (and its lock) longer than the default.
+    if cfg.stop.kill_timeout > defaults.kill_timeout {
+        d.push(format!("stop.kill_timeout {}", cfg.stop.kill_timeout));
+        cfg.stop.kill_timeout = defaults.kill_timeout;
+    }
+    // Priorities above the host's defaults: a negative nice, best-effort I/O above the
+    // default level 4, CPU and I/O weights above the default 100.
+    let l = &mut cfg.limits;
+    if l.nice.is_some_and(|n| n < 0) {
+        d.push(format!("limits.nice {}", l.nice.unwrap_or(0)));
+        l.nice = None;
+    }
+    if let Some(v) = l.ionice.as_deref() {
+        if crate::config::parse_ionice(v).is_ok_and(|p| p >> 13 == 2 && p & 7 < 4) {
+            d.push(format!("limits.ionice {v}"));
+            l.ionice = None;
+        }
+    }
+    for (name, w) in [
+        ("cpu_weight", &mut l.cpu_weight),
+        ("io_weight", &mut l.io_weight),
+    ] {
+        if w.is_some_and(|v| v > 100) {
+            d.push(format!("limits.{name} {}", w.unwrap_or(0)));
+            *w = None;
+        }
     }
     d
 }

@@ -1229,6 +1229,7 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn Progress) -> Resu
         // Into the existing root (it may be the mount point of the guest's disk image), with
         // cp -a: owners, modes with setuid bits, hardlinks, xattrs, ACLs, file capabilities.
         sfs::copy_tree_cp(source, root, None)?;
+        super::shift::forget_foreign_marker(root)?;
         fs::set_permissions(root, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| format!("chmod {}: {e}", root.display()))?;
         let n = remove_device_nodes(root)?;
@@ -1248,6 +1249,9 @@ fn build_rootfs(root: &Path, source: &Path, progress: &mut dyn Progress) -> Resu
                 "--numeric-owner",
                 "--xattrs",
                 "--xattrs-include=*",
+                // The host's own attributes (vserver's userns marker, overlayfs's) are never
+                // taken from an untrusted tarball.
+                "--xattrs-exclude=trusted.*",
                 "--acls",
                 "--exclude=./dev/*",
                 "--exclude=dev/*",

@@ -579,27 +579,33 @@ pub fn copy_tree_cp(src: &Path, dst: &Path, reflink: Option<bool>) -> Result<(),
 /// Bytes and files below `path` (apparent sizes of regular files; not following symlinks,
 /// not crossing mount points).
 pub fn tree_size(path: &Path) -> (u64, u64) {
-    fn walk(p: &Path, dev: u64, acc: &mut (u64, u64)) {
-        let Ok(rd) = fs::read_dir(p) else { return };
-        for e in rd.flatten() {
-            let Ok(md) = e.metadata() else { continue };
-            if md.is_dir() {
-                if md.dev() == dev {
-                    walk(&e.path(), dev, acc);
-                }
-            } else {
-                acc.1 += 1;
-                if md.is_file() {
-                    acc.0 += md.len();
-                }
+    // Through the hostile-tree walker: a running guest swapping a directory for a symlink
+    // cannot make the count wander into host directories.
+    let acc = std::cell::Cell::new((0u64, 0u64));
+    let add = |bytes: u64| {
+        let (b, n) = acc.get();
+        acc.set((b + bytes, n + 1));
+    };
+    let _ = walk_in_root_all(
+        path,
+        &mut |rel, st| {
+            let kind = st.st_mode & libc::S_IFMT;
+            if kind == libc::S_IFDIR {
+                return true;
             }
-        }
-    }
-    let mut acc = (0, 0);
-    if let Ok(md) = fs::symlink_metadata(path) {
-        walk(path, md.dev(), &mut acc);
-    }
-    acc
+            if !rel.is_empty() {
+                add(if kind == libc::S_IFREG {
+                    st.st_size as u64
+                } else {
+                    0
+                });
+            }
+            false
+        },
+        &mut |_, _, _| Ok(()),
+        &mut |_, _, _, _| Ok(()),
+    );
+    acc.get()
 }
 
 /// Open `rel` (a path inside a guest tree, relative or absolute: both are taken from the guest

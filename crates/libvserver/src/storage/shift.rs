@@ -137,6 +137,26 @@ fn parse_marker(text: &str) -> Option<Marker> {
     }
 }
 
+/// Remove a shift marker that came with a copied tree (an untrusted source directory's
+/// `trusted.*` attribute must not tell this host how the tree is owned). Missing is fine.
+///
+/// Errors: the root cannot be opened, or the attribute cannot be removed.
+pub fn forget_foreign_marker(root: &Path) -> Result<(), String> {
+    let root_fd = open_root(root)?;
+    // SAFETY: valid fd and C string.
+    let r = unsafe { libc::fremovexattr(root_fd.as_raw_fd(), cstr(MARKER_XATTR).as_ptr()) };
+    if r != 0 {
+        let e = nix::errno::Errno::last();
+        if e != nix::errno::Errno::ENODATA {
+            return Err(format!(
+                "remove {MARKER_XATTR} from {}: {e}",
+                root.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The marker of the tree at `root`: None when it was never shifted (or fully shifted back).
 ///
 /// Errors: the root cannot be opened, or the marker is unreadable (its text is quoted).
