@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run every test as root on the real kernel (namespaces, cgroups, veths). Each test cleans up.
+# The escape tests run twice: plain guests, then user-namespace guests.
 # Then the cgroup v2 lane: the limit and quota tests again in a VM on Debian's kernel with
 # v2-only cgroups and project quotas (scripts/vm-lane.sh; VSERVER_SKIP_VM_LANE=1 skips it).
 # Ends with one summary line over all test binaries and the lane: "N passed, N failed".
@@ -9,8 +10,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --workspace --all-targets || exit 1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace -- --test-threads=4 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+# The escape tests again, every guest in its own user namespace (escapes.md: a user-namespace
+# guest must be at least as strict).
+echo "== escapes.rs and hostile.rs with user-namespace guests (VSERVER_TEST_USERNS=1)"
+VSERVER_TEST_USERNS=1 cargo test -p vserver-tools --no-fail-fast --test escapes --test hostile \
+  -- --test-threads=4 2>&1 | tee -a "$log"
+urc=${PIPESTATUS[0]}
+[ "$urc" -eq 0 ] || rc=$urc
 if [ "${VSERVER_SKIP_VM_LANE:-}" != 1 ]; then
   bash scripts/vm-lane.sh 2>&1 | tee -a "$log"
   vrc=${PIPESTATUS[0]}

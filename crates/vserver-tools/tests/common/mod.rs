@@ -92,6 +92,28 @@ impl Env {
         }
         let o = self.vserver(name, &args);
         assert_ok(&o, "build");
+        self.userns_if_asked(name);
+    }
+
+    /// With `VSERVER_TEST_USERNS=1` every guest the harness builds runs in its own user
+    /// namespace: the escape tests then run a second time against user-namespace guests
+    /// (escapes.md: "(b) must be at least as strict").
+    pub fn userns_if_asked(&self, name: &str) {
+        if std::env::var("VSERVER_TEST_USERNS").as_deref() != Ok("1") {
+            return;
+        }
+        let p = self.config_path(name);
+        let s = std::fs::read_to_string(&p).unwrap();
+        if s.contains("\nuserns = ") {
+            return;
+        }
+        let s = s.replacen("\nhostname = ", "\nuserns = true\nhostname = ", 1);
+        assert!(
+            s.contains("userns = true"),
+            "no place for userns in {}",
+            p.display()
+        );
+        std::fs::write(p, s).unwrap();
     }
 
     /// `vserver NAME build -m rootfs --source SOURCE [EXTRA...]` (not registered for cleanup).
@@ -110,6 +132,7 @@ impl Env {
         let x = xid.to_string();
         let o = self.build_rootfs(name, &tree, &["--context", &x]);
         assert_ok(&o, "build busybox");
+        self.userns_if_asked(name);
     }
 
     pub fn config_path(&self, name: &str) -> PathBuf {
