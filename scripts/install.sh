@@ -30,7 +30,7 @@ case "$PREFIX" in
 esac
 subst() { sed -e "s|@SBINDIR@|$SBINDIR|g" -e "s|@DOCDIR@|$DOCDIR|g" "$1"; }
 install -d "$DESTDIR$SBINDIR" "$DESTDIR$UNITDIR" "$DESTDIR$ETCDIR/init.d" "$DESTDIR$DOCDIR"
-for b in vserver vservers vserver-stat vps vkill vtop chcontext reducecap; do
+for b in vserver vservers vserver-stat vps vkill vtop chcontext reducecap vhashify vserver-oci; do
   install -m 755 "$BUILD_DIR/$b" "$DESTDIR$SBINDIR/$b"
 done
 for u in dist/systemd/*; do
@@ -39,7 +39,7 @@ for u in dist/systemd/*; do
 done
 subst dist/init.d/vservers-default > "$DESTDIR$ETCDIR/init.d/vservers-default"
 chmod 755 "$DESTDIR$ETCDIR/init.d/vservers-default"
-install -m 644 README.md "$DESTDIR$DOCDIR/README.md"
+install -m 644 README.md SECURITY.md docs/oci.md "$DESTDIR$DOCDIR/"
 # Man pages and shell completions, generated from the binaries' own CLI definitions.
 MANDIR=$PREFIX/share/man/man8
 BASHDIR=$PREFIX/share/bash-completion/completions
@@ -49,7 +49,7 @@ install -d "$DESTDIR$MANDIR" "$DESTDIR$BASHDIR" "$DESTDIR$ZSHDIR" "$DESTDIR$FISH
 for sub in $(VSERVER_GENERATE=subcommands "$BUILD_DIR/vserver"); do
   VSERVER_GENERATE="man:$sub" "$BUILD_DIR/vserver" > "$DESTDIR$MANDIR/vserver-$sub.8"
 done
-for b in vserver vservers vserver-stat vps vkill vtop chcontext reducecap; do
+for b in vserver vservers vserver-stat vps vkill vtop chcontext reducecap vhashify vserver-oci; do
   VSERVER_GENERATE=man "$BUILD_DIR/$b" > "$DESTDIR$MANDIR/$b.8"
   VSERVER_GENERATE=bash "$BUILD_DIR/$b" > "$DESTDIR$BASHDIR/$b"
   VSERVER_GENERATE=zsh "$BUILD_DIR/$b" > "$DESTDIR$ZSHDIR/_$b"
