@@ -842,8 +842,16 @@ pub fn ps(root: &Path, id: &str) -> Result<Vec<i32>, OciError> {
 /// Errors: a stopped container, cgroup errors.
 pub fn freeze(root: &Path, id: &str, frozen: bool) -> Result<(), OciError> {
     let st = Container::at(root, id)?.load()?;
-    if live_status(&st) == Status::Stopped {
-        return Err(OciError::NotRunning(id.to_string()));
+    match (live_status(&st), frozen) {
+        (Status::Stopped, _) => return Err(OciError::NotRunning(id.to_string())),
+        (Status::Paused, true) => return Err(failed(id, "container is already paused")),
+        (s, false) if s != Status::Paused => {
+            return Err(failed(
+                id,
+                format!("container not paused (it is {})", s.as_str()),
+            ))
+        }
+        _ => {}
     }
     cgroup_of(id, &st.cgroup)?
         .freeze(frozen)

@@ -17,6 +17,7 @@ pub fn bin(name: &str) -> PathBuf {
         "vservers" => env!("CARGO_BIN_EXE_vservers"),
         "vhashify" => env!("CARGO_BIN_EXE_vhashify"),
         "vserver-oci" => env!("CARGO_BIN_EXE_vserver-oci"),
+        "vserver-oci-check" => env!("CARGO_BIN_EXE_vserver-oci-check"),
         other => panic!("unknown tool {other}"),
     })
 }

@@ -1,0 +1,399 @@
+//! vserver-oci's conformance suite, on the idea of the public ones: a driver that only speaks
+//! the runtime's command line and writes a config.json per case, and a checker
+//! (`vserver-oci-check`) run as the container's process, which reads the spec it was given and
+//! reports every property that does not hold (namespaces, hostname, mounts, masked and
+//! read-only paths, rlimits, capability sets, user, cwd, env, sysctls, devices, seccomp). The
+//! driver checks what only the host sees: cgroup limits, the pid file, hooks' order and
+//! environment, the state JSON's schema, and the lifecycle's wrong-state errors. Each case
+//! cleans up after itself, even when it fails.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Copy `bin` and the shared libraries `ldd` names into `root`, at the same paths.
+fn install_with_libs(bin: &Path, root: &Path, dest: &str) {
+    std::fs::copy(bin, root.join(dest.trim_start_matches('/'))).unwrap();
+    let o = Command::new("ldd").arg(bin).output().unwrap();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let path = l
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(String::from);
+        if let Some(p) = path {
+            let to = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            if !to.exists() {
+                std::fs::copy(&p, &to).unwrap();
+            }
+        }
+    }
+}
+
+struct Case {
+    dir: PathBuf,
+    root: PathBuf,
+    id: String,
+}
+
+impl Case {
+    fn new(tag: &str) -> Case {
+        let dir = std::env::temp_dir().join(format!("vst-conf-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rootfs = dir.join("rootfs");
+        busybox_tree(&rootfs);
+        std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        install_with_libs(&bin("vserver-oci-check"), &rootfs, "/vserver-oci-check");
+        let c = Case {
+            root: dir.join("state"),
+            id: format!("{tag}-{}", std::process::id()),
+            dir,
+        };
+        assert_ok(
+            &c.oci(&["spec", "--bundle", c.dir.to_str().unwrap()]),
+            "spec",
+        );
+        c
+    }
+
+    fn oci(&self, args: &[&str]) -> Output {
+        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        let (o, e) = (
+            self.dir.join(format!("o{n}")),
+            self.dir.join(format!("e{n}")),
+        );
+        let status = Command::new(bin("vserver-oci"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&o).unwrap())
+            .stderr(std::fs::File::create(&e).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: std::fs::read(&o).unwrap_or_default(),
+            stderr: std::fs::read(&e).unwrap_or_default(),
+        }
+    }
+
+    /// The default spec with the checker as its process and the host's namespace inodes in
+    /// its environment.
+    fn base(&self) -> Value {
+        let mut c: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("config.json")).unwrap())
+                .unwrap();
+        c["process"]["args"] = json!(["/vserver-oci-check", "/config.json"]);
+        let mut env: Vec<Value> = c["process"]["env"].as_array().cloned().unwrap();
+        for ns in ["pid", "net", "ipc", "uts", "mnt", "cgroup"] {
+            let ino = std::fs::metadata(format!("/proc/self/ns/{ns}"))
+                .unwrap()
+                .ino();
+            env.push(json!(format!("HOST_NS_{ns}={ino}")));
+        }
+        c["process"]["env"] = json!(env);
+        c
+    }
+
+    /// Write `spec` (also into the root file system, where the checker reads it), run it, and
+    /// return the checker's report; the container is gone afterwards.
+    fn run(&self, spec: &Value) -> (Output, String) {
+        let text = serde_json::to_string_pretty(spec).unwrap();
+        std::fs::write(self.dir.join("config.json"), &text).unwrap();
+        std::fs::write(self.dir.join("rootfs/config.json"), &text).unwrap();
+        let o = self.oci(&["run", "--bundle", self.dir.to_str().unwrap(), &self.id]);
+        let report = String::from_utf8_lossy(&o.stdout).to_string();
+        (o, report)
+    }
+
+    fn expect_pass(&self, what: &str, spec: &Value) {
+        let (o, report) = self.run(spec);
+        assert!(
+            o.status.success() && report.contains("DONE") && !report.contains("FAIL"),
+            "{what}: {}",
+            text(&o)
+        );
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = self.oci(&["delete", "--force", &self.id]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_default_spec_holds_inside() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("default");
+    c.expect_pass("the default spec", &c.base());
+}
+
+#[test]
+fn user_cwd_env_rlimits_and_oom_score_hold() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("user");
+    let mut s = c.base();
+    s["root"]["readonly"] = json!(false);
+    s["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 6], "umask": 18});
+    s["process"]["cwd"] = json!("/tmp");
+    s["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("GREETING=hello world"));
+    s["process"]["rlimits"] = json!([
+        {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1000},
+        {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+        {"type": "RLIMIT_NPROC", "soft": 300, "hard": 300}
+    ]);
+    s["process"]["oomScoreAdj"] = json!(500);
+    s["process"]["noNewPrivileges"] = json!(false);
+    // A user without ambient capabilities keeps none across execve: only the bounding set.
+    s["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
+    c.expect_pass("user, cwd, env, rlimits, oom score", &s);
+}
+
+#[test]
+fn capability_sets_hold_for_root_and_for_a_user_with_ambient_ones() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("caps");
+    let mut s = c.base();
+    let set = json!([
+        "CAP_CHOWN",
+        "CAP_KILL",
+        "CAP_NET_RAW",
+        "CAP_SETUID",
+        "CAP_SETGID"
+    ]);
+    s["process"]["capabilities"] = json!({"bounding": set, "effective": set, "permitted": set});
+    c.expect_pass("root's capability sets", &s);
+    let one = json!(["CAP_NET_BIND_SERVICE"]);
+    s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    s["process"]["capabilities"] = json!({
+        "bounding": one, "effective": one, "permitted": one, "inheritable": one, "ambient": one
+    });
+    c.expect_pass("a user's ambient capability", &s);
+}
+
+#[test]
+fn mounts_masks_readonly_paths_devices_and_sysctls_hold() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("mounts");
+    let data = c.dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x").unwrap();
+    let mut s = c.base();
+    s["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "size=1m", "mode=1777"]}),
+        json!({"destination": "/data", "type": "bind", "source": data.to_str().unwrap(), "options": ["rbind", "ro"]}),
+    ]);
+    s["linux"]["maskedPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/proc/loadavg"));
+    s["linux"]["readonlyPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/proc/tty"));
+    s["linux"]["devices"] = json!([{"path": "/dev/vsnull", "type": "c", "major": 1, "minor": 3, "fileMode": 432, "uid": 0, "gid": 0}]);
+    s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456789"});
+    c.expect_pass("mounts, masks, devices, sysctls", &s);
+}
+
+#[test]
+fn seccomp_rules_and_joined_namespaces_hold() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("seccomp");
+    let mut s = c.base();
+    s["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 42}]
+    });
+    // Join a network namespace the test made.
+    let mut holder = Command::new("unshare")
+        .args(["--net", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let netns = format!("/proc/{}/ns/net", holder.id());
+    wait_until(5, "the test's network namespace", || {
+        std::fs::metadata(&netns).map(|m| m.ino()).ok()
+            != std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok()
+    });
+    for n in s["linux"]["namespaces"].as_array_mut().unwrap() {
+        if n["type"] == "network" {
+            n["path"] = json!(netns);
+        }
+    }
+    // The checker compares its network namespace with the one it was told to join.
+    let net_ino = std::fs::metadata(&netns).unwrap().ino();
+    s["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(format!("JOIN_NS_net={net_ino}")));
+    let (o, report) = c.run(&s);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        o.status.success() && !report.contains("FAIL"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn host_side_properties_and_wrong_state_errors() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("host");
+    let hooks_log = c.dir.join("hooks.log");
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $HOOK_VAR >> {}", hooks_log.display())], "env": ["HOOK_VAR=set"]});
+    let mut s = c.base();
+    s["process"]["args"] = json!(["sleep", "1000"]);
+    s["linux"]["resources"]["pids"] = json!({"limit": 64});
+    s["linux"]["resources"]["memory"] = json!({"limit": 128 * 1024 * 1024});
+    s["linux"]["resources"]["cpu"] = json!({"quota": 50000, "period": 100000});
+    s["hooks"] = json!({
+        "createRuntime": [hook("createRuntime")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")]
+    });
+    std::fs::write(
+        c.dir.join("config.json"),
+        serde_json::to_string(&s).unwrap(),
+    )
+    .unwrap();
+    let b = c.dir.to_str().unwrap();
+    let pidf = c.dir.join("init.pid");
+    let o = c.oci(&[
+        "create",
+        "--bundle",
+        b,
+        "--pid-file",
+        pidf.to_str().unwrap(),
+        &c.id,
+    ]);
+    assert_ok(&o, "create");
+    // The pid file exists when create returns.
+    let pid: i64 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The state JSON has the spec's required fields with their types.
+    let st: Value = serde_json::from_slice(&c.oci(&["state", &c.id]).stdout).unwrap();
+    assert!(st["ociVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("1.")));
+    assert_eq!(st["id"], c.id.as_str());
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["pid"].as_i64(), Some(pid));
+    assert!(st["bundle"]
+        .as_str()
+        .is_some_and(|p| Path::new(p).is_absolute()));
+    assert!(st["annotations"].is_object() || st["annotations"].is_null());
+    // Wrong-state errors.
+    let bad = |args: &[&str], words: &str| {
+        let o = c.oci(args);
+        assert!(!o.status.success(), "{args:?} worked");
+        assert!(text(&o).contains(words), "{args:?}: {}", text(&o));
+    };
+    bad(&["resume", &c.id], "not paused");
+    assert_ok(&c.oci(&["start", &c.id]), "start");
+    bad(&["start", &c.id], "not created");
+    bad(&["delete", &c.id], "not stopped");
+    // cgroup limits, seen from the host.
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_of = |ctl: &str| -> Option<PathBuf> {
+        cg.lines().find_map(|l| {
+            let f: Vec<&str> = l.splitn(3, ':').collect();
+            (f.len() == 3 && f[1].split(',').any(|c| c == ctl))
+                .then(|| PathBuf::from(format!("/sys/fs/cgroup/{ctl}{}", f[2])))
+        })
+    };
+    let v2 = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| PathBuf::from(format!("/sys/fs/cgroup{p}")));
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    match path_of("pids") {
+        Some(p) => assert_eq!(read(p.join("pids.max")), "64"),
+        None => assert_eq!(read(v2.clone().unwrap().join("pids.max")), "64"),
+    }
+    match path_of("memory") {
+        Some(p) => assert_eq!(read(p.join("memory.limit_in_bytes")), "134217728"),
+        None => assert_eq!(read(v2.clone().unwrap().join("memory.max")), "134217728"),
+    }
+    match path_of("cpu") {
+        Some(p) => assert_eq!(read(p.join("cpu.cfs_quota_us")), "50000"),
+        None => assert_eq!(read(v2.unwrap().join("cpu.max")), "50000 100000"),
+    }
+    assert_ok(&c.oci(&["pause", &c.id]), "pause");
+    bad(&["pause", &c.id], "already paused");
+    bad(&["exec", &c.id, "true"], "paused");
+    assert_ok(&c.oci(&["resume", &c.id]), "resume");
+    assert_ok(&c.oci(&["kill", &c.id, "9"]), "kill 9");
+    wait_until(5, "the init to stop", || {
+        serde_json::from_slice::<Value>(&c.oci(&["state", &c.id]).stdout)
+            .is_ok_and(|v| v["status"] == "stopped")
+    });
+    bad(&["kill", &c.id, "TERM"], "not running");
+    bad(&["exec", &c.id, "true"], "not running");
+    bad(&["pause", &c.id], "not running");
+    assert_ok(&c.oci(&["delete", &c.id]), "delete");
+    bad(&["state", &c.id], "does not exist");
+    bad(&["delete", &c.id], "does not exist");
+    let log = std::fs::read_to_string(&hooks_log).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["createRuntime set", "poststart set", "poststop set"],
+        "hooks' order and environment"
+    );
+}
+
+#[test]
+fn the_checker_reports_what_does_not_hold() {
+    if !require_root() {
+        return;
+    }
+    // The checker itself: a spec whose hostname the container cannot have (it runs in the
+    // host's UTS namespace) must be reported.
+    let c = Case::new("neg");
+    let mut s = c.base();
+    s["linux"]["namespaces"] = json!(s["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "uts")
+        .cloned()
+        .collect::<Vec<_>>());
+    s["hostname"] = json!("not-the-hosts-name");
+    let (o, report) = c.run(&s);
+    assert!(
+        !o.status.success() && report.contains("FAIL hostname"),
+        "{}",
+        text(&o)
+    );
+}
