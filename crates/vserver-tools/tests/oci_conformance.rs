@@ -397,3 +397,63 @@ fn the_checker_reports_what_does_not_hold() {
         text(&o)
     );
 }
+
+#[test]
+fn user_namespace_mappings_hold_and_exec_joins_them() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("userns");
+    let base = 300_000 + (std::process::id() % 1000) * 65536;
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{base}:{base}"))
+        .arg(c.dir.join("rootfs"))
+        .output()
+        .unwrap();
+    assert_ok(&chown, "chown the root file system to the mapped range");
+    let mut s = c.base();
+    s["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
+    s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
+    c.expect_pass("a user namespace", &s);
+    // A service in it; exec joins the user namespace: root inside, the mapped id outside.
+    s["process"]["args"] = json!(["sleep", "1000"]);
+    std::fs::write(
+        c.dir.join("config.json"),
+        serde_json::to_string(&s).unwrap(),
+    )
+    .unwrap();
+    assert_ok(
+        &c.oci(&["run", "-d", "--bundle", c.dir.to_str().unwrap(), &c.id]),
+        "run -d",
+    );
+    let pidf = c.dir.join("exec.pid");
+    let proc_json = c.dir.join("p.json");
+    std::fs::write(
+        &proc_json,
+        json!({"args": ["sleep", "30"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string(),
+    )
+    .unwrap();
+    let o = c.oci(&[
+        "exec",
+        "-d",
+        "--pid-file",
+        pidf.to_str().unwrap(),
+        "--process",
+        proc_json.to_str().unwrap(),
+        &c.id,
+    ]);
+    assert_ok(&o, "exec -d");
+    let pid = std::fs::read_to_string(&pidf).unwrap().trim().to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().nth(1) == Some(&base.to_string()),
+        "{uid}"
+    );
+    assert_ok(&c.oci(&["delete", "--force", &c.id]), "delete --force");
+}

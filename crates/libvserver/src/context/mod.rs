@@ -139,13 +139,16 @@ pub struct OciExtras {
 }
 
 /// How a guest runs in its own user namespace (see [`crate::security::userns`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct UsernsSpec {
     /// Host uid and gid of the guest's id 0 (`xid * 65536`); 65536 ids are mapped.
     pub base: u32,
     /// Idmap the mount of the guest root, so files keep their owners on disk; false when the
     /// tree was shifted on disk by `base` ([`crate::storage::shift`]).
     pub idmap_root: bool,
+    /// The uid_map and gid_map texts (user_namespaces(7): `inside host count` lines) when they
+    /// are given (an OCI config's mappings) instead of derived from `base`.
+    pub maps: Option<(String, String)>,
 }
 
 /// A spawned context: the first process's pid (host view) and pidfd.
@@ -330,7 +333,12 @@ fn userns_prepare(
     chan: &OwnedFd,
 ) -> Result<(), String> {
     use std::os::fd::AsRawFd;
-    crate::security::userns::write_maps(pid, u.base)?;
+    match &u.maps {
+        Some((uid_map, gid_map)) => {
+            crate::security::userns::write_map_texts(pid, uid_map, gid_map)?
+        }
+        None => crate::security::userns::write_maps(pid, u.base)?,
+    }
     if let Some(n) = spec.nice {
         // SAFETY: plain syscall with integer arguments on the child.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, n) } != 0 {

@@ -329,6 +329,7 @@ fn prepare_userns(
         match probe {
             Ok(()) => {
                 return Ok(Some(context::UsernsSpec {
+                    maps: None,
                     base,
                     idmap_root: true,
                 }))
@@ -360,6 +361,7 @@ fn prepare_userns(
         ));
     }
     Ok(Some(context::UsernsSpec {
+        maps: None,
         base,
         idmap_root: false,
     }))

@@ -322,10 +322,32 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
         ));
     }
     if creates(Some(l), "user") {
-        return Err(c.refuse(
-            "linux.namespaces",
-            "user namespaces are not supported for OCI containers yet",
-        ));
+        if l.uid_mappings.is_empty() || l.gid_mappings.is_empty() {
+            return Err(c.refuse(
+                "linux.uidMappings",
+                "a new user namespace needs uidMappings and gidMappings",
+            ));
+        }
+        for (field, maps) in [
+            ("linux.uidMappings", &l.uid_mappings),
+            ("linux.gidMappings", &l.gid_mappings),
+        ] {
+            if !maps.iter().any(|m| m.container_id == 0 && m.size > 0) {
+                return Err(c.refuse(field, "the container's root (id 0) must be mapped"));
+            }
+            if maps
+                .iter()
+                .any(|m| m.size == 0 || u64::from(m.host_id) + u64::from(m.size) > 1 << 32)
+            {
+                return Err(c.refuse(field, "an empty range or one beyond 32 bits"));
+            }
+        }
+        if !l.devices.is_empty() {
+            return Err(c.refuse(
+                "linux.devices",
+                "device nodes cannot be made inside a user namespace (mknod needs the host's CAP_MKNOD)",
+            ));
+        }
     }
     for (name, v) in [
         ("linux.timeOffsets", set(&l.time_offsets)),

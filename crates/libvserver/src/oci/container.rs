@@ -461,7 +461,21 @@ pub(crate) fn context_spec(
             argv: cstrings(&process.args),
             env: cstrings(&process.env),
         },
-        userns: None,
+        userns: creates(linux, "user").then(|| {
+            let text = |maps: &[super::spec::IdMapping]| -> String {
+                maps.iter()
+                    .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+                    .collect()
+            };
+            let l = linux.cloned().unwrap_or_default();
+            crate::context::UsernsSpec {
+                base: l.uid_mappings.first().map(|m| m.host_id).unwrap_or(0),
+                // The bundle's root is used as it is owned (containerd and podman chown or
+                // idmap it for the mapping themselves).
+                idmap_root: false,
+                maps: Some((text(&l.uid_mappings), text(&l.gid_mappings))),
+            }
+        }),
         oci: Some(Box::new(extras)),
     })
 }

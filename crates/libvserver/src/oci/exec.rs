@@ -147,6 +147,16 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             flags |= f;
         }
     }
+    let userns_differs = {
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(format!("/proc/{}/ns/user", st.pid))
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        let b = std::fs::metadata("/proc/self/ns/user")
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        a != b
+    };
     let pidns_differs = {
         use std::os::unix::fs::MetadataExt;
         let a = std::fs::metadata(format!("/proc/{}/ns/pid", st.pid))
@@ -239,6 +249,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             drop((go_w, pid_r, err_r));
             intermediate(
                 &init,
+                userns_differs,
                 pidns_differs,
                 o.detach,
                 tty.as_ref(),
@@ -313,6 +324,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
 #[allow(clippy::too_many_arguments)]
 fn intermediate(
     init: &OwnedFd,
+    userns: bool,
     pidns: bool,
     detach: bool,
     tty: Option<&OwnedFd>,
@@ -325,6 +337,12 @@ fn intermediate(
     pid_w: OwnedFd,
     err: OwnedFd,
 ) -> ! {
+    // The container's user namespace first: the others are owned by it.
+    if userns {
+        if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER) {
+            crate::context::child::fail(&err, &format!("join the container's user namespace: {e}"));
+        }
+    }
     let mut ns = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     if pidns {
         ns |= CloneFlags::CLONE_NEWPID;

@@ -38,7 +38,7 @@ pub fn features() -> serde_json::Value {
             "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable",
         ]),
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {

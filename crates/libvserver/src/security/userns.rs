@@ -61,7 +61,14 @@ pub fn map_text(base: u32) -> String {
 /// Errors: the file and the OS error (EPERM when the caller lacks CAP_SETUID/CAP_SETGID).
 pub fn write_maps(pid: i32, base: u32) -> Result<(), String> {
     let text = map_text(base);
-    for f in ["uid_map", "gid_map"] {
+    write_map_texts(pid, &text, &text)
+}
+
+/// Write `uid_map` and `gid_map` texts (lines `inside host count`) of the process `pid`.
+///
+/// Errors: the file and the OS error (EINVAL for overlapping or malformed ranges).
+pub fn write_map_texts(pid: i32, uid_map: &str, gid_map: &str) -> Result<(), String> {
+    for (f, text) in [("uid_map", uid_map), ("gid_map", gid_map)] {
         let path = format!("/proc/{pid}/{f}");
         std::fs::OpenOptions::new()
             .write(true)

@@ -183,6 +183,36 @@ fn main() {
             );
         }
     }
+    for (field, file) in [
+        ("linux.uidMappings", "uid_map"),
+        ("linux.gidMappings", "gid_map"),
+    ] {
+        let Some(maps) = l[field.trim_start_matches("linux.")].as_array() else {
+            continue;
+        };
+        let want: Vec<(u64, u64, u64)> = maps
+            .iter()
+            .map(|m| {
+                (
+                    m["containerID"].as_u64().unwrap_or(0),
+                    m["hostID"].as_u64().unwrap_or(0),
+                    m["size"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let text = std::fs::read_to_string(format!("/proc/self/{file}")).unwrap_or_default();
+        let got: Vec<(u64, u64, u64)> = text
+            .lines()
+            .filter_map(|l| {
+                let v: Vec<u64> = l
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                (v.len() == 3).then(|| (v[0], v[1], v[2]))
+            })
+            .collect();
+        r.check(got == want, field, || format!("{file} is {got:?}"));
+    }
     if let Some(h) = spec["hostname"].as_str() {
         let mine = nix::unistd::gethostname()
             .map(|s| s.to_string_lossy().into_owned())
