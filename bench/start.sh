@@ -11,6 +11,7 @@
 #                  a veth on the same bridge with its own address)
 #   chcontext      `chcontext --secure /bin/true` (util-vserver's tool: new context, same root)
 #   runc           `runc run` of an OCI bundle of the same tree
+#   vserver-oci    `vserver-oci run` of the same bundle (the OCI front end over vserver's engine)
 #   crun           `crun run`, when this host's cgroup layout lets it run (it refuses hybrid hosts)
 #   lxc-execute    `lxc-execute` of the same tree
 #   nspawn         `systemd-nspawn`, when it can run here (it needs systemd as init)
@@ -87,6 +88,7 @@ tools = {
     "lxc-start+lxc-stop -k (veth)": f"lxc-start -n bench-lxs -f {W}/lxcs.conf -d -P {W}/lxcp && lxc-stop -n bench-lxs -P {W}/lxcp -k",
     "chcontext --secure": f"{B}/chcontext --secure /bin/true",
     "runc run": f"cd {W}/bundle && runc run bench-runc",
+    "vserver-oci run": f"cd {W}/bundle && {B}/vserver-oci --root {W}/oci-state run bench-oci",
     "crun run": f"cd {W}/bundle && crun run bench-crun",
     "lxc-execute": f"lxc-execute -n bench-lxc -f {W}/lxc.conf -- /bin/true",
     "systemd-nspawn": f"systemd-nspawn -q --register=no --keep-unit -D {R} /bin/true",

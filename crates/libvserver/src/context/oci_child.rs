@@ -104,10 +104,11 @@ fn become_user(x: &OciExtras) -> Result<(), String> {
         .map_err(|e| format!("set the inheritable capabilities: {e}"))?;
     caps::clear(None, CapSet::Ambient)
         .map_err(|e| format!("clear the ambient capabilities: {e}"))?;
-    for c in amb {
-        caps::raise(None, CapSet::Ambient, *c).map_err(|e| {
-            format!("raise the ambient capability {c} (it must be permitted and inheritable): {e}")
-        })?;
+    // capabilities(7): an ambient capability must be permitted and inheritable. Specs written
+    // by older runc list ambient ones without inheritable ones; runc skips those, and so do we.
+    for c in amb.iter().filter(|c| perm.contains(c) && inh.contains(c)) {
+        caps::raise(None, CapSet::Ambient, *c)
+            .map_err(|e| format!("raise the ambient capability {c}: {e}"))?;
     }
     Ok(())
 }
