@@ -457,3 +457,79 @@ fn user_namespace_mappings_hold_and_exec_joins_them() {
     );
     assert_ok(&c.oci(&["delete", "--force", &c.id]), "delete --force");
 }
+
+#[test]
+fn rslave_root_propagation_shows_host_mounts_made_later() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("prop");
+    let vol = c.dir.join("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    // The host side must propagate (a host without systemd keeps "/" private): a shared bind
+    // of the volume onto itself, removed at the end.
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    mount(
+        Some(&vol),
+        &vol,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
+    let _shared = Unmount(vol.clone());
+    mount(
+        None::<&str>,
+        &vol,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let mut s = c.base();
+    s["process"]["args"] = json!(["sleep", "1000"]);
+    s["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/vol", "type": "bind", "source": vol.to_str().unwrap(), "options": ["rbind"]}),
+    );
+    s["linux"]["rootfsPropagation"] = json!("rslave");
+    std::fs::write(
+        c.dir.join("config.json"),
+        serde_json::to_string(&s).unwrap(),
+    )
+    .unwrap();
+    assert_ok(
+        &c.oci(&["run", "-d", "--bundle", c.dir.to_str().unwrap(), &c.id]),
+        "run -d",
+    );
+    // A mount the host makes below the bound directory afterwards reaches the container.
+    let sub = vol.join("sub");
+    mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _u = Unmount(sub);
+    let p = c.dir.join("p.json");
+    std::fs::write(
+        &p,
+        json!({"args": ["grep", "-c", " /vol/sub ", "/proc/self/mountinfo"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string(),
+    )
+    .unwrap();
+    let o = c.oci(&["exec", "--process", p.to_str().unwrap(), &c.id]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "1",
+        "{}",
+        text(&o)
+    );
+    assert_ok(&c.oci(&["delete", "--force", &c.id]), "delete --force");
+}

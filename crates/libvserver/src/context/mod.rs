@@ -136,6 +136,10 @@ pub struct OciExtras {
     pub personality: Option<libc::c_ulong>,
     /// Extra fds passed to the program as 3, 4, ... (`--preserve-fds`).
     pub preserve_fds: u32,
+    /// Keep the container's mounts slaves of the host's (`rootfsPropagation` `slave` or
+    /// `rslave`: mounts made on the host below a bound directory appear inside), instead of
+    /// private.
+    pub rootfs_slave: bool,
 }
 
 /// How a guest runs in its own user namespace (see [`crate::security::userns`]).

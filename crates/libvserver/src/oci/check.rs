@@ -460,6 +460,9 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
             if cpu.idle.is_some() {
                 return refuse("cpu.idle");
             }
+            if cpu.mems.as_deref().is_some_and(|m| !m.is_empty()) {
+                return refuse("cpu.mems");
+            }
         }
         if let Some(b) = &r.block_io {
             if b.leaf_weight.is_some() {

@@ -426,6 +426,9 @@ pub(crate) fn context_spec(
             }
         }),
         preserve_fds,
+        rootfs_slave: linux
+            .and_then(|l| l.rootfs_propagation.as_deref())
+            .is_some_and(|p| p.ends_with("slave")),
     };
     let ioprio = process.io_priority.as_ref().map(|p| {
         let class = match p.class.as_str() {

@@ -293,6 +293,11 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             ));
         }
     }
+    // Set from here, with the host's privileges, before the process runs.
+    if let Err(e) = set_priorities(cmd, p) {
+        kill_mid();
+        return Err(failed(id, e));
+    }
     if let Some((dir, name)) = &pid_dir {
         if let Err(e) = write_at(dir, name, &cmd.to_string()) {
             kill_mid();
@@ -430,4 +435,25 @@ fn write_at(dir: &std::fs::File, name: &std::ffi::OsStr, text: &str) -> Result<(
     nix::unistd::write(&fd, text.as_bytes()).map_err(|e| e.to_string())?;
     drop(fd);
     renameat(dir, tmp.as_os_str(), dir, name).map_err(|e| e.to_string())
+}
+
+/// `process.oomScoreAdj` and `process.ioPriority` of the exec'd process `pid`.
+fn set_priorities(pid: i32, p: &Process) -> Result<(), String> {
+    if let Some(a) = p.oom_score_adj {
+        std::fs::write(format!("/proc/{pid}/oom_score_adj"), a.to_string())
+            .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
+    }
+    if let Some(io) = &p.io_priority {
+        let class = match io.class.as_str() {
+            "IOPRIO_CLASS_RT" => 1,
+            "IOPRIO_CLASS_IDLE" => 3,
+            _ => 2,
+        };
+        let v = (class << 13) | io.priority;
+        // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS = 1).
+        if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, pid, v) } != 0 {
+            return Err(format!("process.ioPriority: {}", nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
 }

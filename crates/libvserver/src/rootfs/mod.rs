@@ -157,7 +157,12 @@ pub fn enter_guest_root(
         Some(_) => Some(EarlyMounts::make()?),
         None => None,
     };
-    m(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let propagation = if oci.is_some_and(|x| x.rootfs_slave) {
+        MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_PRIVATE
+    };
+    m(None, "/", None, MsFlags::MS_REC | propagation, None)?;
     match &root_tree {
         // Made by the parent (host root): idmapped, or a plain copy of a shifted tree; nodev.
         // Attached on the root directory by descriptor (its path may not be searchable by
