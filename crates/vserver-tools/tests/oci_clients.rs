@@ -473,6 +473,21 @@ fn podman_runs_root_file_systems_through_vserver_oci() {
     args.extend(u);
     args.extend(["--rootfs", r, "sleep", "1000"]);
     assert_ok(&podman(&d.0, &args), "podman run -d");
+    // Its memory limit, seen from the host through the container's init.
+    let o = podman(&d.0, &["inspect", "--format", "{{.State.Pid}}", "svc"]);
+    let pid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let limit = match cg.lines().find(|l| l.contains(":memory:")) {
+        Some(l) => std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+            l.rsplit(':').next().unwrap()
+        )),
+        None => std::fs::read_to_string(format!(
+            "/sys/fs/cgroup{}/memory.max",
+            cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap()
+        )),
+    };
+    assert_eq!(limit.unwrap().trim(), (64u64 << 20).to_string());
     let o = podman(
         &d.0,
         &["exec", "svc", "sh", "-c", "cat /proc/1/cmdline; exit 6"],
