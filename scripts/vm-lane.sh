@@ -5,7 +5,8 @@
 # tmpfs overlay on top, and run test binaries of this checkout there as root. The Debian kernel
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
-# Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota network guest operations)
+# Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota network guest operations oci
+#   oci_conformance)
 #        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
 #        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
 # Exit status: that of the tests (or command) in the VM.
@@ -17,7 +18,7 @@ if [ "${1:-}" = "--run" ]; then
   RUN_CMD=${2:?--run needs a command}
   set --
 fi
-[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
 CACHE=/var/cache/vserver-vm
