@@ -615,3 +615,76 @@ fn resources_are_applied_and_updated_and_fds_are_passed() {
     std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut s).unwrap();
     assert_eq!(s.trim(), "through-fd3");
 }
+
+/// Found by a new user's trial: a privileged container's many device rules, a program that is
+/// not there, real-time signals, a terminal without a console socket, and a container's view
+/// of its own cgroup limits.
+#[test]
+fn what_a_first_trial_tripped_over() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("trial");
+    let id = id("trial");
+    // 300 device rules (as for privileged containers) load: no verifier log overflow.
+    let mut c = b.config();
+    let mut rules: Vec<Value> = (0..300)
+        .map(|i| json!({"allow": true, "type": "c", "major": 1, "minor": i, "access": "rwm"}))
+        .collect();
+    rules.push(json!({"allow": true, "access": "rwm"}));
+    c["linux"]["resources"]["devices"] = json!(rules);
+    c["linux"]["resources"]["memory"] = json!({"limit": 48 * 1024 * 1024});
+    c["process"]["args"] = json!([
+        "sh", "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+    ]);
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_ok(&o, "run with 301 device rules");
+    // The container sees its own memory limit under /sys/fs/cgroup (v1 or v2).
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        (48u64 << 20).to_string()
+    );
+    // A program that is not there fails create itself, naming it.
+    b.args(&["/no/such/program"]);
+    let o = b.oci(&["create", "--bundle", b.b(), &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("/no/such/program"),
+        "{}",
+        text(&o)
+    );
+    assert!(!b.root.join(&id).exists());
+    b.args(&["nosuchprogram"]);
+    let o = b.oci(&["create", "--bundle", b.b(), &id]);
+    assert!(
+        text(&o).contains("executable file not found in $PATH"),
+        "{}",
+        text(&o)
+    );
+    // Real-time signals by name and number, signal 0, and a leading dash.
+    b.args(&["sleep", "1000"]);
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    for sig in ["0", "RTMIN+3", "SIGRTMIN+3", "37", "-0"] {
+        assert_ok(&b.oci(&["kill", &id, sig]), &format!("kill {sig}"));
+    }
+    let o = b.oci(&["kill", &id, "65"]);
+    assert!(
+        !o.status.success() && text(&o).contains("0-64"),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+    // process.terminal without a console socket: run relays a pty itself.
+    let mut c = b.config();
+    c["process"]["terminal"] = json!(true);
+    c["process"]["args"] = json!(["sh", "-c", "echo on a tty; exit 2"]);
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("on a tty"),
+        "{}",
+        text(&o)
+    );
+}

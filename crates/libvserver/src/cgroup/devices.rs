@@ -225,29 +225,40 @@ pub fn attach_rules(dir: &Path, rules: &[DeviceRule]) -> Result<(), String> {
 }
 
 fn load_and_attach(dir: &Path, insns: &[Insn]) -> Result<(), String> {
-    let mut log = vec![0u8; 16 * 1024];
     let mut name = [0u8; 16];
     name[..9].copy_from_slice(b"vs_device");
-    let mut attr = ProgLoadAttr {
-        prog_type: PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: c"GPL".as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        prog_name: name,
-        expected_attach_type: ATTACH_CGROUP_DEVICE,
-        ..Default::default()
+    // Without a log first: a long program's verifier log would overflow any buffer (ENOSPC)
+    // although the program is fine. A refused program is loaded again with a log to explain.
+    let load = |log: &mut Vec<u8>| {
+        let mut attr = ProgLoadAttr {
+            prog_type: PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: c"GPL".as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                log.as_mut_ptr() as u64
+            },
+            prog_name: name,
+            expected_attach_type: ATTACH_CGROUP_DEVICE,
+            ..Default::default()
+        };
+        sys_bpf(BPF_PROG_LOAD, &mut attr)
     };
-    let fd = sys_bpf(BPF_PROG_LOAD, &mut attr);
+    let fd = load(&mut Vec::new());
     if fd < 0 {
         let e = std::io::Error::last_os_error();
+        let mut log = vec![0u8; 1 << 20];
+        let _ = load(&mut log);
         let end = log.iter().position(|&b| b == 0).unwrap_or(0);
         let text = String::from_utf8_lossy(&log[..end]);
         let last: Vec<&str> = text.lines().rev().take(3).collect();
         return Err(format!(
-            "load the device filter: {e} (verifier: {})",
+            "load the device filter ({} instructions): {e} (verifier: {})",
+            insns.len(),
             last.join(" / ")
         ));
     }

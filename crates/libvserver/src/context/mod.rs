@@ -100,6 +100,8 @@ pub struct OciExtras {
     pub sysctl: Vec<(String, String)>,
     /// File systems and binds of config.json beyond /proc, /sys and /dev, in order.
     pub mounts: Vec<crate::rootfs::oci::SpecMount>,
+    /// The config field of each of `mounts` (`mounts[3]`), for messages.
+    pub mount_fields: Vec<String>,
     /// Device nodes to create in /dev.
     pub devices: Vec<crate::rootfs::oci::DeviceNode>,
     /// Paths to hide (files: /dev/null; directories: an empty read-only tmpfs), beyond ours.

@@ -113,6 +113,44 @@ fn become_user(x: &OciExtras) -> Result<(), String> {
     Ok(())
 }
 
+/// Find `prog` as execve(2) will: a path with a slash as it is, else in the directories of
+/// `path`; it must be an executable file (access(2) X_OK, not a directory).
+///
+/// Errors: runc's words, `exec: "PROG": executable file not found in $PATH` or the OS error.
+fn find_program(prog: &str, path: &str) -> Result<(), String> {
+    let usable = |p: &str| {
+        let c = match std::ffi::CString::new(p) {
+            Ok(c) => c,
+            Err(_) => return false,
+        };
+        // SAFETY: valid C string.
+        let x = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+        x && std::fs::metadata(p).is_ok_and(|m| m.is_file())
+    };
+    if prog.contains('/') {
+        return if usable(prog) {
+            Ok(())
+        } else {
+            Err(format!(
+                "exec: \"{prog}\": {}",
+                std::fs::metadata(prog)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| String::from("not an executable file"))
+            ))
+        };
+    }
+    if path
+        .split(':')
+        .any(|d| usable(&format!("{}/{prog}", if d.is_empty() { "." } else { d })))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "exec: \"{prog}\": executable file not found in $PATH"
+    ))
+}
+
 /// The container's PATH (from its environment), else the guests' default.
 fn path_of(env: &[std::ffi::CString]) -> String {
     env.iter()
@@ -158,6 +196,12 @@ pub(crate) fn finish(
     // `create` exits once we are ready: the container must outlive it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+    // A program that is not there fails create itself (as runc reports it), not later.
+    if let Some(prog) = argv.first() {
+        if let Err(e) = find_program(&prog.to_string_lossy(), &path_of(env)) {
+            fail(&err, &e);
+        }
+    }
     // An init reports ready now (create returns) and later failures go to the container's
     // stderr; an exec'd process reports until its execve.
     let err = match &x.gate {

@@ -33,8 +33,8 @@ pub enum OciError {
     /// `start` of a container that is not `created`.
     #[error("cannot start container {0}: it is {1}, not created")]
     NotCreated(String, &'static str),
-    /// Anything else, with what was attempted.
-    #[error("container {id}: {message}")]
+    /// Anything else, with what was attempted (no container named when `id` is empty).
+    #[error("{}{message}", if id.is_empty() { String::new() } else { format!("container {id}: ") })]
     Failed {
         /// Container id.
         id: String,
@@ -323,6 +323,7 @@ pub(crate) fn context_spec(
         }
     }
     let mut mounts = Vec::new();
+    let mut mount_fields = Vec::new();
     let mut cgroup_mount = false;
     for (i, mnt) in spec.mounts.iter().enumerate() {
         let kind = mnt.kind.clone().unwrap_or_default();
@@ -351,6 +352,7 @@ pub(crate) fn context_spec(
         let m = crate::rootfs::oci::parse_mount(&kind, &source, &mnt.destination, &mnt.options)
             .map_err(|e| refuse(format!("mounts[{i}].options"), e))?;
         mounts.push(m);
+        mount_fields.push(format!("mounts[{i}] ({})", mnt.destination));
     }
     let mut devices = Vec::new();
     for d in linux.map(|l| l.devices.as_slice()).unwrap_or(&[]) {
@@ -394,6 +396,7 @@ pub(crate) fn context_spec(
             })
             .unwrap_or_default(),
         mounts,
+        mount_fields,
         devices,
         masked: linux.map(|l| l.masked_paths.clone()).unwrap_or_default(),
         readonly: linux.map(|l| l.readonly_paths.clone()).unwrap_or_default(),
@@ -604,7 +607,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         rootfs: rootfs.clone(),
         created: rfc3339_now(),
         annotations: spec.annotations.clone(),
-        owner: String::new(),
+        owner: String::from("root"),
         init_start: 0,
         cgroup: rel.clone(),
     };
@@ -663,7 +666,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         Ok(())
     };
     let spawned = context::spawn(&cspec, cg_fd.as_ref(), &mut prepare)
-        .map_err(|e| failed(&o.id, e.to_string()))?;
+        .map_err(|e| failed(&o.id, spawn_message(e)))?;
     drop(cspec);
     st.pid = spawned.pid;
     st.init_start = crate::context::clone::proc_start_time(spawned.pid).unwrap_or(0);
@@ -685,6 +688,18 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     undo.dir = None;
     undo.cgroup = None;
     Ok(spawned.pidfd)
+}
+
+/// What went wrong while spawning, in a container's words (the engine speaks of guests and
+/// context ids).
+fn spawn_message(e: crate::context::SpawnError) -> String {
+    use crate::context::SpawnError as E;
+    let m = match e {
+        E::Setup { message, .. } | E::Prepare { message, .. } => message,
+        other => other.to_string(),
+    };
+    m.replace(" in the guest", " in the container")
+        .replace("the guest's", "the container's")
 }
 
 /// Write `pid` to `path` atomically (a temporary file renamed over it).

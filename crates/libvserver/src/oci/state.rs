@@ -21,7 +21,7 @@ pub enum StateError {
     #[error("container with id {0} already exists")]
     Exists(String),
     /// The id has characters that could name other files.
-    #[error("invalid container id '{0}': use letters, digits and _ . + - (at most 1024)")]
+    #[error("invalid container id '{0}': use letters, digits and _ . + - (1 to 255 of them, not . or ..)")]
     BadId(String),
     /// A file of the state could not be read or written.
     #[error("{what} {path}: {source}")]
@@ -128,12 +128,12 @@ pub struct PublicState<'a> {
     pub owner: &'a str,
 }
 
-/// Check a container id: 1-1024 characters of `[A-Za-z0-9_.+-]`, not `.` or `..`.
+/// Check a container id: 1-255 characters (a file name) of `[A-Za-z0-9_.+-]`, not `.` or `..`.
 ///
 /// Errors: [`StateError::BadId`].
 pub fn check_id(id: &str) -> Result<(), StateError> {
     let ok = !id.is_empty()
-        && id.len() <= 1024
+        && id.len() <= 255
         && id != "."
         && id != ".."
         && id

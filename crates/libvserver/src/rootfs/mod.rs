@@ -109,7 +109,7 @@ pub fn enter_guest_root(
 ) -> Result<(), String> {
     // An OCI container's binds come from host paths: detached while the host is visible.
     let oci_binds = match oci {
-        Some(x) => oci::open_binds(&x.mounts)?,
+        Some(x) => oci::open_binds(&x.mounts).map_err(|(i, e)| oci::field_error(x, i, e))?,
         None => Vec::new(),
     };
     let (root_tree, bind_fds) = match userns {
@@ -244,7 +244,7 @@ pub fn enter_guest_root(
     )?;
     crate::testhook::pause("child-dev");
     if let Some(x) = oci {
-        oci::attach(&x.mounts, oci_binds)?;
+        oci::attach(&x.mounts, oci_binds).map_err(|(i, e)| oci::field_error(x, i, e))?;
         oci::make_devices(&x.devices)?;
         if x.cgroup_mount {
             oci::cgroup_mount()?;

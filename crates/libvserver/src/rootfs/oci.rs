@@ -167,8 +167,26 @@ pub fn parse_mount(
 /// attributes set.
 ///
 /// Errors: the source path and the OS error.
-pub fn open_binds(mounts: &[SpecMount]) -> Result<Vec<Option<OwnedFd>>, String> {
+pub fn open_binds(mounts: &[SpecMount]) -> Result<Vec<Option<OwnedFd>>, (usize, String)> {
     mounts
+        .iter()
+        .enumerate()
+        .map(|(i, mnt)| -> Result<Option<OwnedFd>, (usize, String)> {
+            open_bind(mnt).map_err(|e| (i, e))
+        })
+        .collect()
+}
+
+/// `error` of the `i`th mount of `x`, prefixed with its config field (`mounts[3]`).
+pub fn field_error(x: &crate::context::OciExtras, i: usize, error: String) -> String {
+    match x.mount_fields.get(i) {
+        Some(f) => format!("{f}: {error}"),
+        None => error,
+    }
+}
+
+fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
+    [mnt]
         .iter()
         .map(|mnt| match mnt {
             SpecMount::Bind {
@@ -194,7 +212,8 @@ pub fn open_binds(mounts: &[SpecMount]) -> Result<Vec<Option<OwnedFd>>, String> 
             }
             SpecMount::Fs { .. } => Ok(None),
         })
-        .collect()
+        .next()
+        .unwrap_or(Ok(None))
 }
 
 /// Make `target` exist as the kind of thing a mount of `is_dir` needs: a directory (created
@@ -245,8 +264,15 @@ impl NoFollow for std::fs::OpenOptions {
 /// targets resolved inside the root. `binds` is [`open_binds`]'s result.
 ///
 /// Errors: the step, the path and the OS error.
-pub fn attach(mounts: &[SpecMount], binds: Vec<Option<OwnedFd>>) -> Result<(), String> {
-    for (mnt, fd) in mounts.iter().zip(binds) {
+pub fn attach(mounts: &[SpecMount], binds: Vec<Option<OwnedFd>>) -> Result<(), (usize, String)> {
+    for (i, (mnt, fd)) in mounts.iter().zip(binds).enumerate() {
+        attach_one(mnt, fd).map_err(|e| (i, e))?;
+    }
+    Ok(())
+}
+
+fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
+    {
         match (mnt, fd) {
             (SpecMount::Bind { target, attrs, .. }, Some(fd)) => {
                 let is_dir = nix::sys::stat::fstat(&fd)
@@ -341,22 +367,75 @@ pub fn readonly_root() -> Result<(), String> {
     Ok(())
 }
 
-/// A read-only cgroup v2 file system on /sys/fs/cgroup (the container's own cgroup is its
-/// root when it has a cgroup namespace). Skipped on hosts without cgroup v2.
+/// The container's cgroups on /sys/fs/cgroup, read-only, as the host lays them out (the
+/// container's own cgroup is each hierarchy's root when it has a cgroup namespace): cgroup v2
+/// alone on a v2 host; on a v1 or hybrid host a tmpfs holding one cgroup v1 mount per
+/// hierarchy (symlinks for co-mounted controllers, as `cpu` -> `cpu,cpuacct`) and the v2 one
+/// at `unified`, as runc does. Read from /proc/self/cgroup, which lists the hierarchies.
 ///
-/// Errors: the OS error.
+/// Errors: the mount and the OS error.
 pub fn cgroup_mount() -> Result<(), String> {
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.lines().any(|l| l.trim_end().ends_with("cgroup2")) {
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v1: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(3, ':').collect();
+            (f.len() == 3 && f[0] != "0" && !f[1].is_empty()).then(|| f[1].to_string())
+        })
+        .collect();
+    let v2 = text.lines().any(|l| l.starts_with("0::"));
+    ensure_target("/sys/fs/cgroup", true)?;
+    if v1.is_empty() {
+        if v2 {
+            m(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), ro, None)?;
+        }
         return Ok(());
     }
-    ensure_target("/sys/fs/cgroup", true)?;
     m(
-        Some("cgroup2"),
+        Some("tmpfs"),
         "/sys/fs/cgroup",
-        Some("cgroup2"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=64k"),
+    )?;
+    for ctl in &v1 {
+        let dir = ctl.trim_start_matches("name=");
+        let target = format!("/sys/fs/cgroup/{dir}");
+        std::fs::create_dir(&target).map_err(|e| format!("create {target}: {e}"))?;
+        let opts = if ctl.starts_with("name=") {
+            format!("none,{ctl}")
+        } else {
+            ctl.clone()
+        };
+        m(Some("cgroup"), &target, Some("cgroup"), ro, Some(&opts))?;
+        if dir.contains(',') {
+            for part in dir.split(',') {
+                let link = format!("/sys/fs/cgroup/{part}");
+                if std::fs::symlink_metadata(&link).is_err() {
+                    std::os::unix::fs::symlink(dir, &link)
+                        .map_err(|e| format!("symlink {link}: {e}"))?;
+                }
+            }
+        }
+    }
+    if v2 {
+        std::fs::create_dir("/sys/fs/cgroup/unified")
+            .map_err(|e| format!("create /sys/fs/cgroup/unified: {e}"))?;
+        m(
+            Some("cgroup2"),
+            "/sys/fs/cgroup/unified",
+            Some("cgroup2"),
+            ro,
+            None,
+        )?;
+    }
+    m(
         None,
+        "/sys/fs/cgroup",
+        None,
+        MsFlags::MS_REMOUNT | ro,
+        Some("mode=755,size=64k"),
     )
 }
 

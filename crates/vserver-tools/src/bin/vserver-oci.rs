@@ -13,7 +13,8 @@ use std::process::ExitCode;
 #[command(
     name = "vserver-oci",
     about = "OCI runtime (runc command line) over vserver's engine",
-    disable_version_flag = true
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 struct Cli {
     /// State directory of the containers.
@@ -23,7 +24,7 @@ struct Cli {
     #[arg(long, global = true)]
     log: Option<PathBuf>,
     /// `text` or `json` (one JSON object per line, level "error" for fatal errors).
-    #[arg(long = "log-format", global = true, default_value = "text")]
+    #[arg(long = "log-format", global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     /// Log level (accepted for compatibility).
     #[arg(long = "log-level", global = true)]
@@ -34,7 +35,7 @@ struct Cli {
     /// systemd cgroup driver: refused (vserver-oci drives cgroupfs itself).
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
-    /// Rootless mode: only `false`/`auto` (vserver-oci runs as root); `spec --rootless` is
+    /// Rootless mode: `false` or `auto` only (vserver-oci runs as root); `spec --rootless` is
     /// accepted and writes the same spec.
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
     rootless: Option<String>,
@@ -93,7 +94,8 @@ enum Cmd {
         all: bool,
         /// Container id.
         id: String,
-        /// Signal.
+        /// Signal: a number, a name (`TERM`, `SIGKILL`), `RTMIN+3`; default SIGTERM.
+        #[arg(allow_hyphen_values = true)]
         signal: Option<String>,
     },
     /// Remove a stopped container (with --force, any).
@@ -223,6 +225,14 @@ enum Cmd {
 
 /// An error for the caller: printed, and logged to --log as containerd expects.
 fn report(cli_log: &Option<PathBuf>, format: &str, msg: &str) {
+    if format == "json" && cli_log.is_none() {
+        // No log file: the JSON line goes to stderr, as runc does.
+        eprintln!(
+            "{}",
+            serde_json::json!({"level": "error", "msg": msg, "time": libvserver::oci::state::rfc3339_now()})
+        );
+        return;
+    }
     eprintln!("vserver-oci: {msg}");
     if let Some(p) = cli_log {
         let line = if format == "json" {
@@ -259,11 +269,41 @@ fn create_options(root: &std::path::Path, a: &CreateArgs, id: &str) -> CreateOpt
     }
 }
 
+/// A signal as runc takes it: a number 0-64 (0 only checks), a name with or without `SIG`,
+/// `RTMIN`, `RTMIN+N`, `RTMAX-N` (glibc's SIGRTMIN, 34, and SIGRTMAX, 64; systemd's stop
+/// signal is `SIGRTMIN+3`); a leading `-` is allowed (`kill ID -9`).
 fn parse_signal(s: &str) -> Result<i32, OciError> {
-    libvserver::config::parse_signal_name(s).map_err(|m| OciError::Failed {
-        id: String::new(),
-        message: m,
-    })
+    let t = s.trim().trim_start_matches('-');
+    if let Ok(n) = t.parse::<i32>() {
+        return if (0..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad(format!("signal {n} is not 0-64")))
+        };
+    }
+    let up = t.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let rt = |base: i32, off: &str, sign: i32| -> Result<i32, OciError> {
+        let n: i32 = if off.is_empty() {
+            0
+        } else {
+            off.parse()
+                .map_err(|_| bad(format!("unknown signal '{s}'")))?
+        };
+        let v = base + sign * n;
+        if (34..=64).contains(&v) {
+            Ok(v)
+        } else {
+            Err(bad(format!("signal '{s}' is outside SIGRTMIN..SIGRTMAX")))
+        }
+    };
+    if let Some(off) = name.strip_prefix("RTMIN") {
+        return rt(34, off.trim_start_matches('+'), 1);
+    }
+    if let Some(off) = name.strip_prefix("RTMAX") {
+        return rt(64, off.trim_start_matches('-'), -1);
+    }
+    libvserver::config::parse_signal_name(name).map_err(bad)
 }
 
 fn bad(msg: impl Into<String>) -> OciError {
@@ -271,6 +311,106 @@ fn bad(msg: impl Into<String>) -> OciError {
         id: String::new(),
         message: msg.into(),
     }
+}
+
+/// Receive one fd (the pty master) on the console socket `l` (SCM_RIGHTS).
+fn receive_fd(l: &std::os::unix::net::UnixListener) -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = l.accept().ok()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel installed this fd for us.
+            return fds
+                .first()
+                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    None
+}
+
+/// The caller's terminal in raw mode while a container's pty is relayed to it; restored on
+/// drop.
+struct Relay {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// Copy our stdin to the pty `master` and its output to our stdout (two threads, which end
+/// with the process), with our terminal raw and its size given to the pty.
+fn relay_terminal(master: std::os::fd::OwnedFd) -> Relay {
+    use std::os::fd::AsRawFd;
+    // The copying threads must not take the signals `run` forwards.
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGQUIT,
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+    ] {
+        set.add(sig);
+    }
+    let _ = set.thread_block();
+    let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &raw,
+        );
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize on our terminal and the pty.
+        unsafe {
+            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+    }
+    let out = std::fs::File::from(master);
+    if let Ok(mut inp) = out.try_clone() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut inp);
+        });
+    }
+    let mut out = out;
+    // Unbuffered: what the container wrote last must not stay in a buffer at exit.
+    if let Ok(fd) = nix::unistd::dup(std::io::stdout()) {
+        let mut stdout = std::fs::File::from(fd);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut out, &mut stdout);
+        });
+    }
+    Relay { saved }
 }
 
 /// Wait for the init of `run` (forwarding the usual signals to it) and return its status.
@@ -353,13 +493,37 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
         }
         Cmd::Delete { force, id } => container::delete(root, &id, force)?,
         Cmd::Run {
-            args,
+            mut args,
             detach,
             keep,
             id,
             ..
         } => {
-            let pidfd = container::create(&create_options(root, &args, &id))?;
+            // A terminal asked for with nobody to take it: run relays one itself, as runc does.
+            let wants_tty = !detach
+                && args.console_socket.is_none()
+                && libvserver::oci::spec::Spec::load(&args.bundle.join("config.json"))
+                    .ok()
+                    .and_then(|s| s.process)
+                    .is_some_and(|p| p.terminal);
+            let listener = if wants_tty {
+                let sock =
+                    std::env::temp_dir().join(format!("vserver-oci-{}.sock", std::process::id()));
+                let _ = std::fs::remove_file(&sock);
+                let l = std::os::unix::net::UnixListener::bind(&sock)
+                    .map_err(|e| bad(format!("console socket {}: {e}", sock.display())))?;
+                args.console_socket = Some(sock);
+                Some(l)
+            } else {
+                None
+            };
+            let receiver = listener.map(|l| std::thread::spawn(move || receive_fd(&l)));
+            let created = container::create(&create_options(root, &args, &id));
+            if let Some(sock) = args.console_socket.as_ref().filter(|_| wants_tty) {
+                let _ = std::fs::remove_file(sock);
+            }
+            let pidfd = created?;
+            let master = receiver.and_then(|r| r.join().ok().flatten());
             if let Err(e) = container::start(root, &id) {
                 let _ = container::delete(root, &id, true);
                 return Err(e);
@@ -367,7 +531,9 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
             if detach {
                 return Ok(ExitCode::SUCCESS);
             }
+            let relay = master.map(relay_terminal);
             let code = wait_forwarding(&pidfd);
+            drop(relay);
             if !keep {
                 container::delete(root, &id, true)?;
             }
@@ -399,6 +565,12 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
                 return Err(bad("--apparmor: AppArmor profiles are not supported"));
             }
             let p = match process {
+                Some(_) if !command.is_empty() => {
+                    return Err(bad(format!(
+                        "give either --process FILE or a command, not both (extra: {})",
+                        command.join(" ")
+                    )))
+                }
                 Some(f) => exec::load_process(&f)?,
                 None => {
                     if command.is_empty() {
