@@ -22,7 +22,9 @@
 //! guest has its stop signal), `repair-links-gone` (cleanup after the guest ended, by the
 //! monitor, stop or the next start: links and nft rules gone, cgroup and state not yet),
 //! `exec-joined` (exec client joined the guest's namespaces), `exec-pre-exec` (the exec'd
-//! command, in the guest's pid namespace and reduced, before its execve).
+//! command, in the guest's pid namespace and reduced, before its execve), `oci-pre-exec` (an
+//! OCI container's init after `start`, or a process of `vserver-oci exec`, with its user and
+//! capability sets, before its execve).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::OnceLock;

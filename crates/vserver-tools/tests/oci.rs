@@ -688,3 +688,80 @@ fn what_a_first_trial_tripped_over() {
         text(&o)
     );
 }
+
+/// Found by a hostile review: a process of `vserver-oci exec`, stopped just before its execve
+/// (with the container's user and capabilities), was dumpable and still held the client's host
+/// fds (the pid file's directory, cgroup files): container root could open them through
+/// /proc/PID/fd and write anywhere on the host. Now it holds only its stdio and pipes, and
+/// nothing of it can be read from the container.
+#[test]
+fn an_exec_helper_paused_before_execve_shows_the_container_nothing() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("exechold");
+    b.args(&["sleep", "1000"]);
+    let id = id("exechold");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let pause = b.dir.join("pause");
+    let pidf = b.dir.join("held.pid");
+    let mut held = b.cmd();
+    held.args(["exec", "--pid-file", pidf.to_str().unwrap(), &id, "true"])
+        .env("VSERVER_PAUSE_AT", "oci-pre-exec")
+        .env("VSERVER_PAUSE_FILE", &pause);
+    let dir = b.dir.clone();
+    let t = std::thread::spawn(move || run_to_files(&mut held, &dir));
+    wait_until(20, "the exec'd process to pause", || {
+        std::fs::read_to_string(&pause)
+            .unwrap_or_default()
+            .contains("paused oci-pre-exec ")
+    });
+    // From inside: every fd of every process is the container's own, or unreadable.
+    let o = b.oci(&[
+        "exec", &id, "sh", "-c",
+        "for p in /proc/[0-9]*; do for f in $p/fd/*; do readlink $f; done; readlink $p/exe; done 2>/dev/null; true",
+    ]);
+    let seen = String::from_utf8_lossy(&o.stdout).to_string();
+    let host = b.dir.to_string_lossy().to_string();
+    // The caller's stdio files are the container's stdio (the runc contract); the directory
+    // holding the pid file, cgroup files, the state directory are not.
+    let bad: Vec<&str> = seen
+        .lines()
+        .filter(|l| *l == host || l.contains("cgroup") || l.contains("/state"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "host objects seen from the container: {bad:?}\n{seen}"
+    );
+    // From the host: the paused process holds only stdio, its error pipe and nothing else.
+    let pid = std::fs::read_to_string(&pidf).unwrap().trim().to_string();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            std::fs::read_link(e.path())
+                .unwrap_or_default()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert!(fds.len() <= 5, "{fds:?}");
+    assert!(
+        fds.iter()
+            .all(|f| *f != host && !f.contains("cgroup") && !f.contains("/state")),
+        "{fds:?}"
+    );
+    {
+        use std::io::Write;
+        writeln!(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&pause)
+                .unwrap(),
+            "resume oci-pre-exec"
+        )
+        .unwrap();
+    }
+    assert_ok(&t.join().unwrap(), "the paused exec");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}

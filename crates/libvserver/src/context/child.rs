@@ -41,6 +41,9 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
     // the guest's program runs, whose life no longer depends on the monitor's.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Until its execve this process holds the runtime's fds and is our binary: nothing in the
+    // guest or container may read or trace it (execve makes the program dumpable again).
+    let _ = nix::sys::prctl::set_dumpable(false);
     if !super::sync::wait_go(&go) {
         // SAFETY: see fail().
         unsafe { libc::_exit(1) }

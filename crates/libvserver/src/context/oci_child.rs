@@ -188,8 +188,18 @@ pub(crate) fn finish(
             &format!("process.cwd {} is outside the container", x.cwd),
         );
     }
-    if let Err(e) = super::clone::cloexec_from(3 + x.preserve_fds) {
-        fail(&err, &format!("mark inherited fds close-on-exec: {e}"));
+    // Every inherited fd but stdio, the passed ones, the gate and the error pipe is closed
+    // now, not only at execve: the init waits at the gate while exec may already run
+    // processes in the container.
+    {
+        use std::os::fd::AsRawFd;
+        let mut keep: Vec<i32> = (3..3 + x.preserve_fds as i32).collect();
+        keep.push(err.as_raw_fd());
+        keep.extend(x.gate.as_ref().map(|g| g.as_raw_fd()));
+        keep.extend(crate::testhook::fd());
+        if let Err(e) = super::clone::close_all_but(&keep) {
+            fail(&err, &format!("close inherited fds: {e}"));
+        }
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(x.umask as libc::mode_t) };
@@ -205,13 +215,16 @@ pub(crate) fn finish(
     // An init reports ready now (create returns) and later failures go to the container's
     // stderr; an exec'd process reports until its execve.
     let err = match &x.gate {
-        Some(_) => match nix::unistd::dup(std::io::stderr().as_fd()) {
-            Ok(fd) => {
-                drop(err);
-                fd
+        Some(_) => {
+            match nix::fcntl::fcntl(std::io::stderr(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
+                Ok(fd) => {
+                    drop(err);
+                    // SAFETY: a new fd fcntl just returned, owned by nobody else.
+                    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+                }
+                Err(_) => err,
             }
-            Err(_) => err,
-        },
+        }
         None => err,
     };
     if let Some(gate) = &x.gate {
@@ -253,9 +266,13 @@ pub(crate) fn finish(
     if let Err(e) = become_user(x) {
         fail(&err, &e);
     }
+    // A change of credentials may have made us dumpable again (capabilities(7)); until execve
+    // nothing here may be traced or read from the container.
+    let _ = nix::sys::prctl::set_dumpable(false);
     if x.no_new_privs {
         load(&err);
     }
+    crate::testhook::pause("oci-pre-exec");
     reset_signals();
     let Some(prog) = argv.first() else {
         fail(&err, "process.args is empty")

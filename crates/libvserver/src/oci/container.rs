@@ -508,6 +508,7 @@ impl Drop for Undo {
 ///
 /// Errors: [`OciError`]; nothing is left behind (state directory, cgroup, process).
 pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
+    crate::testhook::init();
     let c = Container::at(&o.root, &o.id)?;
     let bundle = std::fs::canonicalize(&o.bundle)
         .map_err(|e| failed(&o.id, format!("bundle {}: {e}", o.bundle.display())))?;

@@ -55,6 +55,10 @@ fn exit_now(code: i32) -> ! {
 /// Errors: the container is not running, the process is invalid, a setup step failed.
 pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     let id = o.id.as_str();
+    // This process joins the container's namespaces holding host fds: never readable from
+    // there (a container without its own pid namespace would see it).
+    let _ = nix::sys::prctl::set_dumpable(false);
+    crate::testhook::init();
     let c = Container::at(&o.root, id)?;
     let st = c.load()?;
     match live_status(&st) {
@@ -342,6 +346,10 @@ fn intermediate(
     pid_w: OwnedFd,
     err: OwnedFd,
 ) -> ! {
+    // Nothing of this process may be read or traced from the container (/proc/PID/fd would
+    // show the host's directories and cgroup files the client holds): non-dumpable from here
+    // on (ptrace(2) access mode checks), and those fds closed once the namespaces are joined.
+    let _ = nix::sys::prctl::set_dumpable(false);
     // The container's user namespace first: the others are owned by it.
     if userns {
         if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER) {
@@ -360,6 +368,13 @@ fn intermediate(
                 &format!("join the container's pid namespace: {e} / {e2}"),
             );
         }
+    }
+    let mut keep: Vec<i32> = (3..3 + x.preserve_fds as i32).collect();
+    keep.extend([go.as_raw_fd(), pid_w.as_raw_fd(), err.as_raw_fd()]);
+    keep.extend(tty.map(|t| t.as_raw_fd()));
+    keep.extend(crate::testhook::fd());
+    if let Err(e) = crate::context::clone::close_all_but(&keep) {
+        crate::context::child::fail(&err, &format!("close the client's fds: {e}"));
     }
     // SAFETY: single-threaded; the child only sets itself up and execs.
     match unsafe { nix::unistd::fork() } {
