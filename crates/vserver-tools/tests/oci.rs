@@ -84,23 +84,6 @@ impl Drop for Bundle {
     }
 }
 
-fn run_to_files(c: &mut Command, dir: &Path) -> Output {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _ = std::fs::create_dir_all(dir);
-    let (o, e) = (dir.join(format!("out.{n}")), dir.join(format!("err.{n}")));
-    let status = c
-        .stdout(std::fs::File::create(&o).unwrap())
-        .stderr(std::fs::File::create(&e).unwrap())
-        .status()
-        .unwrap();
-    Output {
-        status,
-        stdout: std::fs::read(&o).unwrap_or_default(),
-        stderr: std::fs::read(&e).unwrap_or_default(),
-    }
-}
-
 fn cgroups_of(id: &str) -> Vec<PathBuf> {
     std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()

@@ -224,23 +224,15 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> Output {
-        let out = self.dir.join("ctr.out");
-        let err = self.dir.join("ctr.err");
-        let status = Command::new("ctr")
-            .arg("--address")
-            .arg(self.dir.join("containerd.sock"))
-            .args(["--namespace", &self.ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .unwrap();
-        Output {
-            status,
-            stdout: std::fs::read(&out).unwrap_or_default(),
-            stderr: std::fs::read(&err).unwrap_or_default(),
-        }
+        run_to_files(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(self.dir.join("containerd.sock"))
+                .args(["--namespace", &self.ns])
+                .args(args)
+                .stdin(Stdio::null()),
+            &self.dir.join("ctr-out"),
+        )
     }
 }
 
@@ -396,31 +388,23 @@ fn containerd_runs_images_through_vserver_oci() {
 }
 
 fn podman(dir: &Path, args: &[&str]) -> Output {
-    let out = dir.join("podman.out");
-    let err = dir.join("podman.err");
-    let status = Command::new("podman")
-        .arg("--root")
-        .arg(dir.join("storage"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .arg("--tmpdir")
-        .arg(dir.join("tmp"))
-        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-        .arg("--runtime")
-        .arg(bin("vserver-oci"))
-        .arg("--runtime-flag")
-        .arg(format!("root={}", dir.join("oci").display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .status()
-        .unwrap();
-    Output {
-        status,
-        stdout: std::fs::read(&out).unwrap_or_default(),
-        stderr: std::fs::read(&err).unwrap_or_default(),
-    }
+    run_to_files(
+        Command::new("podman")
+            .arg("--root")
+            .arg(dir.join("storage"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .arg("--tmpdir")
+            .arg(dir.join("tmp"))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(bin("vserver-oci"))
+            .arg("--runtime-flag")
+            .arg(format!("root={}", dir.join("oci").display()))
+            .args(args)
+            .stdin(Stdio::null()),
+        &dir.join("podman-out"),
+    )
 }
 
 /// The test's podman directory; `parent` is podman's cgroup parent when the test made it.

@@ -61,25 +61,14 @@ impl Case {
     }
 
     fn oci(&self, args: &[&str]) -> Output {
-        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
-        let (o, e) = (
-            self.dir.join(format!("o{n}")),
-            self.dir.join(format!("e{n}")),
-        );
-        let status = Command::new(bin("vserver-oci"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&o).unwrap())
-            .stderr(std::fs::File::create(&e).unwrap())
-            .status()
-            .unwrap();
-        Output {
-            status,
-            stdout: std::fs::read(&o).unwrap_or_default(),
-            stderr: std::fs::read(&e).unwrap_or_default(),
-        }
+        run_to_files(
+            Command::new(bin("vserver-oci"))
+                .arg("--root")
+                .arg(&self.root)
+                .args(args)
+                .stdin(Stdio::null()),
+            &self.dir,
+        )
     }
 
     /// The default spec with the checker as its process and the host's namespace inodes in

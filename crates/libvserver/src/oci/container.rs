@@ -239,6 +239,59 @@ fn caps_of(names: &[String]) -> Vec<caps::Capability> {
         .collect()
 }
 
+/// What create and exec take alike from an OCI `process`: the capabilities to drop from the
+/// bounding set, the rlimits, the ioprio_set(2) value, and the process part of [`OciExtras`]
+/// (user, capability sets, cwd, umask, no_new_privs, terminal); the caller fills the rest.
+pub(crate) struct ProcessParts {
+    /// Capabilities outside `process.capabilities.bounding`.
+    pub cap_drop: Vec<caps::Capability>,
+    /// (resource, soft, hard).
+    pub rlimits: Vec<crate::context::child::Rlimit>,
+    /// ioprio_set(2) value of `process.ioPriority`.
+    pub ioprio: Option<u32>,
+    /// The process's fields of the extras.
+    pub extras: OciExtras,
+}
+
+pub(crate) fn process_parts(p: &super::spec::Process) -> ProcessParts {
+    let caps = p.capabilities.clone().unwrap_or_default();
+    let bounding: caps::CapsHashSet = caps_of(&caps.bounding).into_iter().collect();
+    ProcessParts {
+        cap_drop: crate::security::caps::to_drop(&bounding),
+        rlimits: p
+            .rlimits
+            .iter()
+            .filter_map(|r| super::check::rlimit_resource(&r.kind).map(|res| (res, r.soft, r.hard)))
+            .collect(),
+        ioprio: p.io_priority.as_ref().map(|io| {
+            let class = match io.class.as_str() {
+                "IOPRIO_CLASS_RT" => 1,
+                "IOPRIO_CLASS_IDLE" => 3,
+                _ => 2,
+            };
+            (class << 13) | io.priority
+        }),
+        extras: OciExtras {
+            cwd: p.cwd.clone(),
+            user: context::child::UserSpec {
+                uid: p.user.uid,
+                gid: p.user.gid,
+                groups: p.user.additional_gids.clone(),
+            },
+            caps: [
+                caps_of(&caps.effective),
+                caps_of(&caps.permitted),
+                caps_of(&caps.inheritable),
+                caps_of(&caps.ambient),
+            ],
+            no_new_privs: p.no_new_privileges,
+            umask: p.user.umask.unwrap_or(0o022),
+            ctty: p.terminal,
+            ..Default::default()
+        },
+    }
+}
+
 /// The state JSON hooks get on stdin.
 fn hook_state(st: &State, status: Status) -> String {
     serde_json::to_string(&PublicState {
@@ -370,19 +423,11 @@ pub(crate) fn context_spec(
             gid: d.gid.unwrap_or(0),
         });
     }
-    let caps = process.capabilities.clone().unwrap_or_default();
-    let bounding: caps::CapsHashSet = caps_of(&caps.bounding).into_iter().collect();
-    let cap_drop = crate::security::caps::to_drop(&bounding);
+    let parts = process_parts(process);
     let seccomp = match linux.and_then(|l| l.seccomp.as_ref()) {
         Some(s) => Some(super::seccomp::compile(cfg_path, s)?),
         None => None,
     };
-    let mut rlimits = Vec::new();
-    for r in &process.rlimits {
-        if let Some(res) = super::check::rlimit_resource(&r.kind) {
-            rlimits.push((res, r.soft, r.hard));
-        }
-    }
     let hooks = spec.hooks.clone().unwrap_or_default();
     let extras = OciExtras {
         join,
@@ -402,21 +447,6 @@ pub(crate) fn context_spec(
         readonly: linux.map(|l| l.readonly_paths.clone()).unwrap_or_default(),
         readonly_root: spec.root.as_ref().is_some_and(|r| r.readonly),
         cgroup_mount,
-        cwd: process.cwd.clone(),
-        user: context::child::UserSpec {
-            uid: process.user.uid,
-            gid: process.user.gid,
-            groups: process.user.additional_gids.clone(),
-        },
-        caps: [
-            caps_of(&caps.effective),
-            caps_of(&caps.permitted),
-            caps_of(&caps.inheritable),
-            caps_of(&caps.ambient),
-        ],
-        no_new_privs: process.no_new_privileges,
-        umask: process.user.umask.unwrap_or(0o022),
-        ctty: process.terminal,
         gate: Some(gate),
         create_container: hooks.create_container.clone(),
         start_container: hooks.start_container.clone(),
@@ -432,15 +462,8 @@ pub(crate) fn context_spec(
         rootfs_slave: linux
             .and_then(|l| l.rootfs_propagation.as_deref())
             .is_some_and(|p| p.ends_with("slave")),
+        ..parts.extras
     };
-    let ioprio = process.io_priority.as_ref().map(|p| {
-        let class = match p.class.as_str() {
-            "IOPRIO_CLASS_RT" => 1,
-            "IOPRIO_CLASS_IDLE" => 3,
-            _ => 2,
-        };
-        (class << 13) | p.priority
-    });
     Ok(ContextSpec {
         label: id.to_string(),
         xid: 0,
@@ -449,8 +472,8 @@ pub(crate) fn context_spec(
         binds: Vec::new(),
         proc_views: Vec::new(),
         nice: None,
-        ioprio,
-        rlimits,
+        ioprio: parts.ioprio,
+        rlimits: parts.rlimits,
         hostname: spec
             .hostname
             .clone()
@@ -459,7 +482,7 @@ pub(crate) fn context_spec(
             .domainname
             .clone()
             .filter(|h| !h.is_empty() && flags.contains(CloneFlags::CLONE_NEWUTS)),
-        cap_drop,
+        cap_drop: parts.cap_drop,
         seccomp,
         interfaces: Vec::new(),
         console,
@@ -899,9 +922,7 @@ pub fn update(root: &Path, id: &str, r: &Resources) -> Result<(), OciError> {
     if live_status(&st) == Status::Stopped {
         return Err(OciError::NotRunning(id.to_string()));
     }
-    let devices = Container::at(root, id)?
-        .file("config.json")
-        .pipe_spec()
+    let devices = spec_of(&Container::at(root, id)?)
         .and_then(|s| s.linux)
         .map(|l| l.devices)
         .unwrap_or_default();
@@ -919,14 +940,4 @@ pub fn init_pidfd(root: &Path, id: &str) -> Result<OwnedFd, OciError> {
         return Err(OciError::NotRunning(id.to_string()));
     }
     Ok(fd)
-}
-
-trait PipeSpec {
-    fn pipe_spec(&self) -> Option<Spec>;
-}
-
-impl PipeSpec for PathBuf {
-    fn pipe_spec(&self) -> Option<Spec> {
-        Spec::load(self).ok()
-    }
 }

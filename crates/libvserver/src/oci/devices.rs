@@ -26,21 +26,6 @@ pub fn v1_rule(r: &DeviceRule) -> String {
     }
 }
 
-/// The nodes every container's /dev holds (the engine makes them): null zero full random
-/// urandom, tty, console, ptmx, the devpts slaves. Allowed after config.json's rules, as runc
-/// does.
-const ENGINE_DEVICES: &[(i64, Option<i64>)] = &[
-    (1, Some(3)),
-    (1, Some(5)),
-    (1, Some(7)),
-    (1, Some(8)),
-    (1, Some(9)),
-    (5, Some(0)),
-    (5, Some(1)),
-    (5, Some(2)),
-    (136, None),
-];
-
 /// Apply `rules`, then allow the engine's /dev nodes and `devices` (config.json's
 /// `linux.devices`), to `cg` in every hierarchy that controls devices.
 ///
@@ -51,12 +36,13 @@ pub fn apply(
     devices: &[super::spec::Device],
 ) -> Result<(), String> {
     let mut all = rules.to_vec();
-    for (major, minor) in ENGINE_DEVICES {
+    // The nodes the engine makes in every /dev, allowed after the config's rules (as runc does).
+    for (major, minor) in crate::cgroup::devices::GUEST_CHAR_DEVICES {
         all.push(DeviceRule {
             allow: true,
             kind: Some("c".into()),
-            major: Some(*major),
-            minor: *minor,
+            major: Some(i64::from(*major)),
+            minor: minor.map(i64::from),
             access: Some("rwm".into()),
         });
     }

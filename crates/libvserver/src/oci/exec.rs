@@ -80,38 +80,11 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         None => None,
     };
     let p = &o.process;
-    let caps = p.capabilities.clone().unwrap_or_default();
-    let names = |v: &[String]| -> Vec<caps::Capability> {
-        v.iter()
-            .filter_map(|n| crate::security::caps::parse_cap(n).ok())
-            .collect()
-    };
-    let bounding: caps::CapsHashSet = names(&caps.bounding).into_iter().collect();
-    let cap_drop = crate::security::caps::to_drop(&bounding);
-    let mut rlimits = Vec::new();
-    for r in &p.rlimits {
-        if let Some(res) = super::check::rlimit_resource(&r.kind) {
-            rlimits.push((res, r.soft, r.hard));
-        }
-    }
+    let parts = super::container::process_parts(p);
+    let (cap_drop, rlimits) = (parts.cap_drop, parts.rlimits);
     let extras = OciExtras {
-        cwd: p.cwd.clone(),
-        user: crate::context::child::UserSpec {
-            uid: p.user.uid,
-            gid: p.user.gid,
-            groups: p.user.additional_gids.clone(),
-        },
-        caps: [
-            names(&caps.effective),
-            names(&caps.permitted),
-            names(&caps.inheritable),
-            names(&caps.ambient),
-        ],
-        no_new_privs: p.no_new_privileges,
-        umask: p.user.umask.unwrap_or(0o022),
-        ctty: p.terminal,
         preserve_fds: o.preserve_fds,
-        ..Default::default()
+        ..parts.extras
     };
     let payload = Payload::Exec {
         argv: p
@@ -134,6 +107,15 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         .open_procs_files(false)
         .map_err(|e| failed(id, e.to_string()))?;
     // The namespaces the init has and we do not share (comparing inodes): join those.
+    let differs = |name: &str| -> Result<bool, OciError> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: String| {
+            std::fs::metadata(p)
+                .map(|m| m.ino())
+                .map_err(|e| failed(id, format!("namespace {name}: {e}")))
+        };
+        Ok(ino(format!("/proc/{}/ns/{name}", st.pid))? != ino(format!("/proc/self/ns/{name}"))?)
+    };
     let mut flags = CloneFlags::empty();
     for (name, f) in [
         ("mnt", CloneFlags::CLONE_NEWNS),
@@ -142,35 +124,12 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         ("net", CloneFlags::CLONE_NEWNET),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ] {
-        let theirs = std::fs::metadata(format!("/proc/{}/ns/{name}", st.pid))
-            .map_err(|e| failed(id, format!("ns {name}: {e}")))?;
-        let ours = std::fs::metadata(format!("/proc/self/ns/{name}"))
-            .map_err(|e| failed(id, format!("ns {name}: {e}")))?;
-        use std::os::unix::fs::MetadataExt;
-        if theirs.ino() != ours.ino() {
+        if differs(name)? {
             flags |= f;
         }
     }
-    let userns_differs = {
-        use std::os::unix::fs::MetadataExt;
-        let a = std::fs::metadata(format!("/proc/{}/ns/user", st.pid))
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        let b = std::fs::metadata("/proc/self/ns/user")
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        a != b
-    };
-    let pidns_differs = {
-        use std::os::unix::fs::MetadataExt;
-        let a = std::fs::metadata(format!("/proc/{}/ns/pid", st.pid))
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        let b = std::fs::metadata("/proc/self/ns/pid")
-            .map(|m| m.ino())
-            .unwrap_or(0);
-        a != b
-    };
+    let userns_differs = differs("user")?;
+    let pidns_differs = differs("pid")?;
     // Host paths are opened before we enter the container's mount namespace.
     let console = match (&o.console_socket, p.terminal) {
         (Some(sock), true) => {
@@ -298,7 +257,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         }
     }
     // Set from here, with the host's privileges, before the process runs.
-    if let Err(e) = set_priorities(cmd, p) {
+    if let Err(e) = set_priorities(cmd, p.oom_score_adj, parts.ioprio) {
         kill_mid();
         return Err(failed(id, e));
     }
@@ -452,19 +411,14 @@ fn write_at(dir: &std::fs::File, name: &std::ffi::OsStr, text: &str) -> Result<(
     renameat(dir, tmp.as_os_str(), dir, name).map_err(|e| e.to_string())
 }
 
-/// `process.oomScoreAdj` and `process.ioPriority` of the exec'd process `pid`.
-fn set_priorities(pid: i32, p: &Process) -> Result<(), String> {
-    if let Some(a) = p.oom_score_adj {
+/// `process.oomScoreAdj` and the ioprio_set(2) value of `process.ioPriority` for the exec'd
+/// process `pid`.
+fn set_priorities(pid: i32, oom: Option<i32>, ioprio: Option<u32>) -> Result<(), String> {
+    if let Some(a) = oom {
         std::fs::write(format!("/proc/{pid}/oom_score_adj"), a.to_string())
             .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
     }
-    if let Some(io) = &p.io_priority {
-        let class = match io.class.as_str() {
-            "IOPRIO_CLASS_RT" => 1,
-            "IOPRIO_CLASS_IDLE" => 3,
-            _ => 2,
-        };
-        let v = (class << 13) | io.priority;
+    if let Some(v) = ioprio {
         // SAFETY: plain syscall with integer arguments (IOPRIO_WHO_PROCESS = 1).
         if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, pid, v) } != 0 {
             return Err(format!("process.ioPriority: {}", nix::errno::Errno::last()));

@@ -186,34 +186,29 @@ pub fn field_error(x: &crate::context::OciExtras, i: usize, error: String) -> St
 }
 
 fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
-    [mnt]
-        .iter()
-        .map(|mnt| match mnt {
-            SpecMount::Bind {
-                source,
-                recursive,
-                attrs,
-                ..
-            } => {
-                let c = std::ffi::CString::new(source.as_str())
-                    .map_err(|_| format!("bind source {source} contains NUL"))?;
-                let extra = if *recursive {
-                    libc::AT_RECURSIVE as libc::c_uint
-                } else {
-                    0
-                };
-                let fd = open_tree_clone(libc::AT_FDCWD, &c, extra)
-                    .map_err(|e| format!("open_tree {source}: {e}"))?;
-                if *attrs != 0 {
-                    set_tree_attrs(&fd, *attrs, None)
-                        .map_err(|e| format!("set the attributes of the bind of {source}: {e}"))?;
-                }
-                Ok(Some(fd))
-            }
-            SpecMount::Fs { .. } => Ok(None),
-        })
-        .next()
-        .unwrap_or(Ok(None))
+    let SpecMount::Bind {
+        source,
+        recursive,
+        attrs,
+        ..
+    } = mnt
+    else {
+        return Ok(None);
+    };
+    let c = std::ffi::CString::new(source.as_str())
+        .map_err(|_| format!("bind source {source} contains NUL"))?;
+    let extra = if *recursive {
+        libc::AT_RECURSIVE as libc::c_uint
+    } else {
+        0
+    };
+    let fd = open_tree_clone(libc::AT_FDCWD, &c, extra)
+        .map_err(|e| format!("open_tree {source}: {e}"))?;
+    if *attrs != 0 {
+        set_tree_attrs(&fd, *attrs, None)
+            .map_err(|e| format!("set the attributes of the bind of {source}: {e}"))?;
+    }
+    Ok(Some(fd))
 }
 
 /// Make `target` exist as the kind of thing a mount of `is_dir` needs: a directory (created
@@ -272,40 +267,38 @@ pub fn attach(mounts: &[SpecMount], binds: Vec<Option<OwnedFd>>) -> Result<(), (
 }
 
 fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
-    {
-        match (mnt, fd) {
-            (SpecMount::Bind { target, attrs, .. }, Some(fd)) => {
-                let is_dir = nix::sys::stat::fstat(&fd)
-                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-                    .unwrap_or(true);
-                ensure_target(target, is_dir)?;
-                move_mount(&fd, target)?;
-                if attrs & super::MOUNT_ATTR_RDONLY != 0 && !is_readonly(target) {
-                    return Err(format!("{target} is writable after its read-only bind"));
-                }
+    match (mnt, fd) {
+        (SpecMount::Bind { target, attrs, .. }, Some(fd)) => {
+            let is_dir = nix::sys::stat::fstat(&fd)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                .unwrap_or(true);
+            ensure_target(target, is_dir)?;
+            move_mount(&fd, target)?;
+            if attrs & super::MOUNT_ATTR_RDONLY != 0 && !is_readonly(target) {
+                return Err(format!("{target} is writable after its read-only bind"));
             }
-            (
-                SpecMount::Fs {
-                    fstype,
-                    source,
-                    target,
-                    flags,
-                    data,
-                },
-                _,
-            ) => {
-                ensure_target(target, true)?;
-                m(
-                    Some(source),
-                    target,
-                    Some(fstype),
-                    MsFlags::from_bits_truncate(*flags),
-                    (!data.is_empty()).then_some(data.as_str()),
-                )?;
-            }
-            (SpecMount::Bind { target, .. }, None) => {
-                return Err(format!("no detached source for the bind on {target}"));
-            }
+        }
+        (
+            SpecMount::Fs {
+                fstype,
+                source,
+                target,
+                flags,
+                data,
+            },
+            _,
+        ) => {
+            ensure_target(target, true)?;
+            m(
+                Some(source),
+                target,
+                Some(fstype),
+                MsFlags::from_bits_truncate(*flags),
+                (!data.is_empty()).then_some(data.as_str()),
+            )?;
+        }
+        (SpecMount::Bind { target, .. }, None) => {
+            return Err(format!("no detached source for the bind on {target}"));
         }
     }
     Ok(())
