@@ -1571,7 +1571,11 @@ fn hostile_streams_names_and_configs_are_refused_or_defanged() {
     assert!(mc.capabilities.add.is_empty());
     assert_eq!(mc.limits.nice, None, "a negative nice was kept");
     assert_eq!(mc.limits.cpu_weight, None, "a raised CPU weight was kept");
-    assert_eq!(mc.stop.kill_timeout, 5, "a long stop timeout was kept");
+    assert_eq!(
+        mc.stop.kill_timeout_secs(false),
+        5,
+        "a long stop timeout was kept"
+    );
     let get = std::process::Command::new("getfattr")
         .args(["-n", "trusted.vserver.userns"])
         .arg(env.root(&m))

@@ -32,6 +32,20 @@ pub(super) fn enable_v2_controllers(xid: u32, base: &Path) {
     }
 }
 
+/// Enable in `dir`'s `cgroup.subtree_control` every controller of [`V2_CONTROLLERS`] that its
+/// `cgroup.controllers` offers (a context's directory passing them down to the delegated
+/// cgroup below it). Best effort, one at a time, as [`enable_v2_controllers`].
+pub(super) fn enable_v2_controllers_of(xid: u32, dir: &Path) {
+    let avail = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let have = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+    for c in avail
+        .split_whitespace()
+        .filter(|c| V2_CONTROLLERS.contains(c) && !have.split_whitespace().any(|h| h == *c))
+    {
+        let _ = write_file(xid, &dir.join("cgroup.subtree_control"), &format!("+{c}"));
+    }
+}
+
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hierarchy {

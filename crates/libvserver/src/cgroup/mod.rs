@@ -18,6 +18,15 @@ use std::time::{Duration, Instant};
 
 /// Directory under each hierarchy's root that holds the guests' cgroups.
 pub const CGROUP_BASE: &str = "vservers";
+/// The cgroup below `vservers/<xid>` in the v2 hierarchy where a guest that manages cgroups
+/// itself (systemd) lives: the root of its cgroup namespace, delegated to it
+/// (systemd.io/CGROUP_DELEGATION). Its limits stay on `vservers/<xid>`, which the guest can
+/// neither see nor write: the interface files of a cgroup namespace's root are writable from
+/// inside unless the host mounted cgroup2 with `nsdelegate`.
+pub const DELEGATED_LEAF: &str = "guest";
+/// Files of a delegated cgroup that its new owner gets besides the directory (the kernel lists
+/// them in /sys/kernel/cgroup/delegate; cgroup-v2.rst, "Delegation").
+const DELEGATED_FILES: &[&str] = &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
 
 /// A cgroup operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +106,12 @@ pub struct GuestCgroup {
     pub xid: u32,
     /// (hierarchy, absolute cgroup directory).
     dirs: Vec<(Hierarchy, PathBuf)>,
+    /// The guest's processes start in [`DELEGATED_LEAF`] below the v2 directory.
+    delegated: bool,
+    /// Everything below the directories belongs to this cgroup (a guest's `vservers/<xid>`):
+    /// listing, killing and removing take the subtree. False for a cgroup at a path given by
+    /// someone else (an OCI `cgroupsPath`), whose children may be other containers'.
+    owns_subtree: bool,
 }
 
 fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -135,7 +150,20 @@ impl GuestCgroup {
             .iter()
             .map(|h| (h.clone(), h.mount().join(&rel)))
             .collect();
-        GuestCgroup { xid, dirs }
+        GuestCgroup {
+            xid,
+            dirs,
+            delegated: false,
+            owns_subtree: true,
+        }
+    }
+
+    /// The same cgroup for a guest that manages its own cgroups: on the v2 hierarchy its
+    /// processes start in [`DELEGATED_LEAF`] (created, opened and joined instead of the
+    /// context's directory), the root of its cgroup namespace.
+    pub fn delegated(mut self) -> GuestCgroup {
+        self.delegated = true;
+        self
     }
 
     /// The cgroup at `rel` (relative to each hierarchy's mount, e.g. an OCI `cgroupsPath`),
@@ -147,7 +175,12 @@ impl GuestCgroup {
             .iter()
             .map(|h| (h.clone(), h.mount().join(rel)))
             .collect();
-        GuestCgroup { xid, dirs }
+        GuestCgroup {
+            xid,
+            dirs,
+            delegated: false,
+            owns_subtree: false,
+        }
     }
 
     /// Absolute directories of this cgroup, one per hierarchy.
@@ -166,6 +199,18 @@ impl GuestCgroup {
             .iter()
             .find(|(h, _)| h.is_v2())
             .map(|(_, d)| d.as_path())
+    }
+
+    /// The v2 directory the guest's first process goes into: [`DELEGATED_LEAF`] below the
+    /// context's directory for a delegated guest, else the context's directory.
+    pub fn init_dir(&self) -> Option<PathBuf> {
+        self.unified_dir().map(|d| {
+            if self.delegated {
+                d.join(DELEGATED_LEAF)
+            } else {
+                d.to_path_buf()
+            }
+        })
     }
 
     /// Create the cgroup in every hierarchy (and `vservers/` above it), enabling v2 controllers
@@ -201,18 +246,61 @@ impl GuestCgroup {
                     Err(e) => return Err(io(self.xid, "create", &d)(e)),
                 }
             }
+            if self.delegated && h.is_v2() {
+                // The context's directory passes its controllers down to the guest (it holds
+                // no process itself, so it may), then the leaf is made.
+                layout::enable_v2_controllers_of(self.xid, dir);
+                let leaf = dir.join(DELEGATED_LEAF);
+                match fs::create_dir(&leaf) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io(self.xid, "create", &leaf)(e)),
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Give the delegated v2 cgroup (see [`GuestCgroup::delegated`]) to host `uid`/`gid`, the
+    /// guest's root in its user namespace: the directory and the files that delegation hands
+    /// over, so that the guest's cgroup manager may make cgroups and move its processes below
+    /// it (cgroup-v2.rst, "Delegation Containment"). Nothing happens for other guests.
+    ///
+    /// Errors: [`CgroupError::Io`] naming the file.
+    pub fn delegate_to(&self, uid: u32, gid: u32) -> Result<()> {
+        let Some(leaf) = self.init_dir().filter(|_| self.delegated) else {
+            return Ok(());
+        };
+        let (u, g) = (Some(uid), Some(gid));
+        std::os::unix::fs::chown(&leaf, u, g).map_err(io(self.xid, "chown", &leaf))?;
+        for f in DELEGATED_FILES {
+            let p = leaf.join(f);
+            match std::os::unix::fs::chown(&p, u, g) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(self.xid, "chown", &p)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroups below `dir` that are part of this one (see `owns_subtree`).
+    fn below(&self, dir: &Path) -> Vec<PathBuf> {
+        if self.owns_subtree {
+            subtree(dir)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Open the v2 directory for clone3(2)'s CLONE_INTO_CGROUP.
     ///
     /// Errors: [`CgroupError::Io`] if it cannot be opened; None when the host has no v2 mount.
     pub fn open_unified(&self) -> Result<Option<OwnedFd>> {
-        let Some(d) = self.unified_dir() else {
+        let Some(d) = self.init_dir() else {
             return Ok(None);
         };
-        let f = fs::File::open(d).map_err(io(self.xid, "open", d))?;
+        let f = fs::File::open(&d).map_err(io(self.xid, "open", &d))?;
         Ok(Some(f.into()))
     }
 
@@ -235,10 +323,48 @@ impl GuestCgroup {
         Ok(v)
     }
 
-    /// Move process `pid` into the cgroup (v1 only when `v1_only`).
+    /// Open, in every hierarchy, `cgroup.procs` of the cgroup where process `pid` (the guest's
+    /// init, host pid) is now: a guest that manages its own cgroups keeps its processes in
+    /// cgroups below the context's directory (and may hold none in the directory itself), so
+    /// a process joining it goes where its init is. The path read from `/proc/PID/cgroup` was
+    /// chosen by the guest: it is used only when it lies below this context's directory, and
+    /// is opened with openat2(2) `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` from there; anything
+    /// else falls back to the context's directory.
+    ///
+    /// Errors: [`CgroupError::Io`] naming the file.
+    pub fn open_procs_files_of(&self, pid: i32) -> Result<Vec<fs::File>> {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let mut v = Vec::new();
+        for (h, d) in &self.dirs {
+            let rel = cgroup_path_of(&text, h)
+                .and_then(|p| nested_below(&p, &format!("/{CGROUP_BASE}/{}", self.xid)));
+            if let Some(rel) = rel.filter(|r| !r.is_empty()) {
+                if let Ok(f) = open_beneath(d, &format!("{rel}/cgroup.procs")) {
+                    v.push(f);
+                    continue;
+                }
+            }
+            let p = d.join("cgroup.procs");
+            v.push(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(io(self.xid, "open", &p))?,
+            );
+        }
+        Ok(v)
+    }
+
+    /// Move process `pid` into the cgroup (v1 only when `v1_only`); on v2 into
+    /// [`GuestCgroup::init_dir`].
     pub fn add_pid(&self, pid: i32, v1_only: bool) -> Result<()> {
         for (h, d) in &self.dirs {
-            if v1_only && h.is_v2() {
+            if h.is_v2() {
+                if v1_only {
+                    continue;
+                }
+                let d = self.init_dir().unwrap_or_else(|| d.clone());
+                write_file(self.xid, &d.join("cgroup.procs"), &pid.to_string())?;
                 continue;
             }
             write_file(self.xid, &d.join("cgroup.procs"), &pid.to_string())?;
@@ -246,7 +372,8 @@ impl GuestCgroup {
         Ok(())
     }
 
-    /// Pids (host view) of the processes in the cgroup; empty if it does not exist.
+    /// Pids (host view) of the processes in the cgroup and every cgroup below it (a guest's
+    /// own cgroup manager nests them); empty if it does not exist.
     pub fn pids(&self) -> Vec<i32> {
         // v2 first: its cgroup.procs is always complete; else the first v1 hierarchy.
         let mut order: Vec<&(Hierarchy, PathBuf)> =
@@ -254,20 +381,26 @@ impl GuestCgroup {
         order.extend(self.dirs.iter().filter(|(h, _)| !h.is_v2()));
         for (_, d) in order {
             if let Ok(p) = read_pids(&d.join("cgroup.procs")) {
-                return p;
+                let mut all = p;
+                for sub in self.below(d) {
+                    all.extend(read_pids(&sub.join("cgroup.procs")).unwrap_or_default());
+                }
+                return all;
             }
         }
         Vec::new()
     }
 
-    /// Pids in the cgroup of any hierarchy (a process may sit in a v1 hierarchy only, e.g. one
-    /// that was moved by hand), sorted and without duplicates.
+    /// Pids in the cgroup (and below it) of any hierarchy (a process may sit in a v1 hierarchy
+    /// only, e.g. one that was moved by hand), sorted and without duplicates.
     pub fn all_pids(&self) -> Vec<i32> {
-        let mut v: Vec<i32> = self
-            .dirs
-            .iter()
-            .flat_map(|(_, d)| read_pids(&d.join("cgroup.procs")).unwrap_or_default())
-            .collect();
+        let mut v: Vec<i32> = Vec::new();
+        for (_, d) in &self.dirs {
+            v.extend(read_pids(&d.join("cgroup.procs")).unwrap_or_default());
+            for sub in self.below(d) {
+                v.extend(read_pids(&sub.join("cgroup.procs")).unwrap_or_default());
+            }
+        }
         v.sort_unstable();
         v.dedup();
         v
@@ -319,8 +452,9 @@ impl GuestCgroup {
         }
     }
 
-    /// Remove the cgroup from every hierarchy, after killing what is left in it. Missing
-    /// directories are fine; a busy one is retried for up to 2 s.
+    /// Remove the cgroup from every hierarchy, with the cgroups a guest made below it
+    /// (deepest first), after killing what is left in them. Missing directories are fine; a
+    /// busy one is retried for up to 2 s.
     ///
     /// Errors: [`CgroupError::NotEmpty`] or [`CgroupError::Io`].
     pub fn remove(&self) -> Result<()> {
@@ -328,7 +462,15 @@ impl GuestCgroup {
             return Ok(());
         }
         self.kill_and_wait(Duration::from_secs(5))?;
+        let mut all: Vec<PathBuf> = Vec::new();
         for (_, d) in &self.dirs {
+            let mut below = self.below(d);
+            // Deepest first: a cgroup with children cannot be removed.
+            below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            all.extend(below);
+            all.push(d.clone());
+        }
+        for d in &all {
             let start = Instant::now();
             loop {
                 match fs::remove_dir(d) {
@@ -675,6 +817,77 @@ impl GuestCgroup {
         }
         CpuTimes::default()
     }
+}
+
+/// Every cgroup directory below `dir` (not `dir` itself), parents before children; symlinks
+/// are not followed (cgroupfs has none). Empty when `dir` does not exist.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let p = e.path();
+                out.push(p.clone());
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The cgroup path of hierarchy `h` in the text of a `/proc/PID/cgroup` file: the `0::` line
+/// for v2, the line naming exactly `h`'s controllers for v1.
+fn cgroup_path_of(text: &str, h: &Hierarchy) -> Option<String> {
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrl, path) = (it.next()?, it.next()?, it.next()?);
+        let hit = match h {
+            Hierarchy::V2 { .. } => ctrl.is_empty(),
+            Hierarchy::V1 { controllers, .. } => {
+                !ctrl.is_empty() && {
+                    let mut a: Vec<&str> = ctrl.split(',').collect();
+                    let mut b: Vec<&str> = controllers.iter().map(String::as_str).collect();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                }
+            }
+        };
+        if hit {
+            return Some(path.to_string());
+        }
+    }
+    None
+}
+
+/// `path` relative to `base` when it is `base` or below it and every component is a plain
+/// name (no `.`, `..` or empty part); None otherwise. `""` for `base` itself.
+fn nested_below(path: &str, base: &str) -> Option<String> {
+    let rest = path.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(String::new());
+    }
+    let rest = rest.strip_prefix('/')?;
+    rest.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+        .then(|| rest.to_string())
+}
+
+/// Open `rel` below `dir` for writing with openat2(2) `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS`.
+fn open_beneath(dir: &Path, rel: &str) -> std::io::Result<fs::File> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let d = fs::File::open(dir)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let fd = openat2(&d, rel, how)?;
+    Ok(fs::File::from(fd))
 }
 
 /// Parse v2 `cpu.stat` (`user_usec N`, `system_usec N`).

@@ -575,6 +575,11 @@ pub enum InitStyle {
     Plain,
     /// The built-in init runs the guest's SysV rc scripts for `init.runlevel`.
     Sysv,
+    /// The guest's systemd as pid 1 (`/sbin/init` or `init.command`), given what systemd's
+    /// container interface promises (systemd.io/CONTAINER_INTERFACE): /run, /run/lock and /tmp
+    /// as tmpfs, a delegated cgroup tree, `container=vserver`, a notify socket for readiness,
+    /// SIGRTMIN+3 to halt. A `plain` guest whose init is systemd is started the same way.
+    Systemd,
 }
 
 /// Boot and shutdown of the guest.
@@ -593,17 +598,35 @@ pub struct InitConfig {
     /// SysV runlevel to start (style `sysv`); default 3.
     #[serde(default)]
     pub runlevel: Option<u8>,
+    /// systemd guests: seconds `start` waits for the guest's systemd to report that it has
+    /// finished booting (READY=1 on the notify socket); past it the guest is halted and the
+    /// start fails. 0 returns as soon as the init runs. Default [`DEFAULT_READY_TIMEOUT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<u32>,
 }
+
+/// Seconds `start` waits for a systemd guest to finish booting, unless `init.ready_timeout`
+/// says otherwise (systemd's own DefaultTimeoutStartSec).
+pub const DEFAULT_READY_TIMEOUT: u32 = 90;
+/// Seconds between the stop signal and SIGKILL of a guest whose init is systemd, unless
+/// `stop.kill_timeout` says otherwise: its own clean shutdown stops every unit and flushes the
+/// journal first.
+pub const SYSTEMD_KILL_TIMEOUT: u32 = 30;
+/// Seconds between the stop signal and SIGKILL of other guests, unless `stop.kill_timeout`
+/// says otherwise (util-vserver's killseq `15 5 9`).
+pub const DEFAULT_KILL_TIMEOUT: u32 = 5;
 
 /// Stop behaviour.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StopConfig {
-    /// Seconds between SIGTERM and SIGKILL of the whole guest (util-vserver's killseq `15 5 9`).
-    #[serde(default = "default_kill_timeout")]
-    pub kill_timeout: u32,
-    /// Signal sent to the guest's init to stop it (`TERM`; busybox init wants `USR2`, sysvinit
-    /// `PWR` with a matching inittab line).
+    /// Seconds between the stop signal and SIGKILL of the whole guest: default
+    /// [`DEFAULT_KILL_TIMEOUT`] (util-vserver's killseq `15 5 9`), [`SYSTEMD_KILL_TIMEOUT`] for
+    /// systemd guests; see [`StopConfig::kill_timeout_secs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_timeout: Option<u32>,
+    /// Signal sent to the guest's init to stop it (default `TERM`, and `RTMIN+3` for systemd;
+    /// busybox init wants `USR2`, sysvinit `PWR` with a matching inittab line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
     /// What a reboot from inside (reboot(2) RESTART, what `reboot` ends in) does: `restart`
@@ -639,7 +662,7 @@ fn default_on_halt() -> GuestAction {
 impl Default for StopConfig {
     fn default() -> Self {
         StopConfig {
-            kill_timeout: default_kill_timeout(),
+            kill_timeout: None,
             signal: None,
             on_reboot: default_on_reboot(),
             on_halt: default_on_halt(),
@@ -647,28 +670,59 @@ impl Default for StopConfig {
     }
 }
 
-/// Parse a signal name (`TERM`, `SIGTERM`) or number into its number (signal(7)).
+/// Parse a signal name (`TERM`, `SIGTERM`, `RTMIN+3`, `SIGRTMAX-1`) or number into its number
+/// (signal(7); real-time signals count from the C library's SIGRTMIN, 34 with glibc).
 ///
 /// Errors: a one-line message naming the text.
 pub fn parse_signal_name(s: &str) -> Result<i32, String> {
     if let Ok(n) = s.parse::<i32>() {
+        if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&n) {
+            return Ok(n);
+        }
         return nix::sys::signal::Signal::try_from(n)
             .map(|x| x as i32)
             .map_err(|_| format!("unknown signal {s}"));
     }
     let up = s.to_ascii_uppercase();
-    let full = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
+    let bare = up.strip_prefix("SIG").unwrap_or(&up);
+    let rt = |base: i32, rest: &str| -> Option<i32> {
+        let off = match rest.as_bytes().first() {
+            None => 0,
+            Some(b'+') => rest[1..].parse::<i32>().ok()?,
+            Some(b'-') => -rest[1..].parse::<i32>().ok()?,
+            Some(_) => return None,
+        };
+        Some(base + off).filter(|n| (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(n))
     };
-    full.parse::<nix::sys::signal::Signal>()
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        return rt(libc::SIGRTMIN(), rest).ok_or_else(|| format!("unknown signal '{s}'"));
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        return rt(libc::SIGRTMAX(), rest).ok_or_else(|| format!("unknown signal '{s}'"));
+    }
+    format!("SIG{bare}")
+        .parse::<nix::sys::signal::Signal>()
         .map(|x| x as i32)
         .map_err(|_| format!("unknown signal '{s}'"))
 }
 
-fn default_kill_timeout() -> u32 {
-    5
+impl StopConfig {
+    /// `kill_timeout` in seconds, or the default of the guest's init: [`SYSTEMD_KILL_TIMEOUT`]
+    /// when it is systemd, else [`DEFAULT_KILL_TIMEOUT`].
+    pub fn kill_timeout_secs(&self, systemd: bool) -> u32 {
+        self.kill_timeout.unwrap_or(if systemd {
+            SYSTEMD_KILL_TIMEOUT
+        } else {
+            DEFAULT_KILL_TIMEOUT
+        })
+    }
+}
+
+impl InitConfig {
+    /// `ready_timeout` in seconds, or [`DEFAULT_READY_TIMEOUT`].
+    pub fn ready_timeout_secs(&self) -> u32 {
+        self.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT)
+    }
 }
 
 /// Parse `ADDR/PREFIX` into an address and a prefix length valid for its family.
@@ -1035,7 +1089,13 @@ impl GuestConfig {
             parse_signal_name(sig)
                 .map_err(|m| FieldError::new(vec![Key("stop"), Key("signal")], m))?;
         }
-        if self.stop.kill_timeout > 3600 {
+        if self.init.ready_timeout.is_some_and(|t| t > 3600) {
+            return Err(FieldError::new(
+                vec![Key("init"), Key("ready_timeout")],
+                "at most 3600 seconds",
+            ));
+        }
+        if self.stop.kill_timeout.is_some_and(|t| t > 3600) {
             return Err(FieldError::new(
                 vec![Key("stop"), Key("kill_timeout")],
                 "at most 3600 seconds",

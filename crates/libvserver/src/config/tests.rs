@@ -13,7 +13,9 @@ fn minimal_config_parses_with_defaults() {
     let c = parse_guest_config(p(), "context = 40001\n").unwrap();
     assert_eq!(c.context, 40001);
     assert_eq!(c.init.style, InitStyle::Builtin);
-    assert_eq!(c.stop.kill_timeout, 5);
+    assert_eq!(c.stop.kill_timeout_secs(false), 5);
+    assert_eq!(c.stop.kill_timeout_secs(true), 30);
+    assert_eq!(c.init.ready_timeout_secs(), 90);
     assert!(c.interface.is_empty());
 }
 
@@ -70,7 +72,7 @@ fn bad_value_names_line_and_key() {
     assert!(e.contains(":3: key 'capabilities.add[0]'"), "{e}");
     let e = err("context = 42\nhostname = \"bad host\"\n");
     assert!(e.contains(":2: key 'hostname'"), "{e}");
-    let e = err("context = 42\n[init]\nstyle = \"systemd\"\n");
+    let e = err("context = 42\n[init]\nstyle = \"upstart\"\n");
     assert!(e.contains(":3: key 'init.style'"), "{e}");
 }
 
@@ -114,6 +116,14 @@ fn stop_signal_names() {
     assert_eq!(parse_signal_name("TERM").unwrap(), libc::SIGTERM);
     assert_eq!(parse_signal_name("sigusr2").unwrap(), libc::SIGUSR2);
     assert_eq!(parse_signal_name("9").unwrap(), libc::SIGKILL);
+    assert_eq!(parse_signal_name("RTMIN+3").unwrap(), libc::SIGRTMIN() + 3);
+    assert_eq!(
+        parse_signal_name("sigrtmax-1").unwrap(),
+        libc::SIGRTMAX() - 1
+    );
+    assert_eq!(parse_signal_name("37").unwrap(), 37);
+    assert!(parse_signal_name("RTMIN+99").is_err());
+    assert!(parse_signal_name("RTMINX").is_err());
     let e = err("context = 42\n[stop]\nsignal = \"FOO\"\n");
     assert!(e.contains(":3: key 'stop.signal'"), "{e}");
 }

@@ -49,6 +49,15 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
         unsafe { libc::_exit(1) }
     }
     drop(go);
+    // The notify socket of a systemd guest lives in the host's run directory (root's, mode
+    // 0700): taken now, while this process still has the host's uid.
+    let notify = match spec.systemd.as_ref().and_then(|s| s.notify.as_deref()) {
+        Some(p) => match crate::rootfs::systemd::open_notify(p) {
+            Ok(t) => Some(t),
+            Err(e) => fail(&err, &e),
+        },
+        None => None,
+    };
     let trees = match &mounts {
         Some(chan) => {
             let mut t = match super::receive_trees(chan, spec.binds.len()) {
@@ -153,6 +162,7 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
             spec.console.as_ref(),
             trees,
             spec.oci.as_deref(),
+            spec.systemd.as_ref().map(|s| (s, notify)),
         ),
         None => crate::rootfs::fresh_proc_only(),
     };

@@ -85,6 +85,8 @@ pub struct ContextSpec {
     pub userns: Option<UsernsSpec>,
     /// What an OCI container asks for beyond a guest's description (None for guests).
     pub oci: Option<Box<OciExtras>>,
+    /// What a guest's systemd needs mounted before it starts (None for other inits).
+    pub systemd: Option<crate::rootfs::systemd::SystemdMounts>,
 }
 
 /// The parts of an OCI container's process description that guests do not use: joined

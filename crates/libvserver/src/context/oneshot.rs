@@ -119,6 +119,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
         },
         userns: None,
         oci: None,
+        systemd: None,
     };
     announce(cg.xid);
     let cg_fd = cg.open_unified().map_err(|e| e.to_string())?;

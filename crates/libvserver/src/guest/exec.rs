@@ -255,13 +255,14 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             format!("is suspended; 'vserver {name} resume' first"),
         ));
     }
+    // Where the init is: a systemd guest keeps no process in its context's own cgroup.
     let procs = cg
-        .open_procs_files(false)
+        .open_procs_files_of(st.init_pid)
         .map_err(|source| GuestError::Cgroup {
             name: g.name.clone(),
             source,
         })?;
-    let (cap_drop, seccomp) = super::start::security_of(g)?;
+    let (cap_drop, seccomp) = super::start::security_of(g, st.systemd)?;
     // The guest's own user namespace, if it has one (from the running init, not NAME.toml,
     // which may have changed since the start).
     let userns_base = if in_own_userns(st.init_pid) {
@@ -372,7 +373,7 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             area,
             g.config.limits.nice,
             super::start::ioprio_of(g),
-            &super::start::rlimits_of(g),
+            &super::start::rlimits_of(g, st.systemd),
             userns_base.is_some(),
             &payload,
             &set,
@@ -888,5 +889,76 @@ fn in_own_userns(pid: i32) -> bool {
     ) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
         _ => false,
+    }
+}
+
+/// Run `argv` as root in running guest `g` and return what it wrote to stdout (at most 64 KiB),
+/// or None when it could not run, failed or took longer than `limit` (it is then killed). Its
+/// stdin is empty and its stderr discarded. For host-side queries of a guest (status); the
+/// output is the guest's and must be treated as untrusted.
+pub fn capture(g: &Guest, argv: &[&str], limit: std::time::Duration) -> Option<String> {
+    use std::io::Read;
+    let (out_r, out_w) = sync::pipe().ok()?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .ok()?;
+    let req = ExecRequest::command(argv.iter().map(|s| s.to_string()).collect());
+    // SAFETY: the caller is single-threaded; the child only runs the exec path and exits.
+    match unsafe { nix::unistd::fork() }.ok()? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: dup2 onto our own standard fds from fds we hold.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 0);
+                libc::dup2(out_w.as_raw_fd(), 1);
+                libc::dup2(null.as_raw_fd(), 2);
+            }
+            drop(out_r);
+            let code = exec(g, &req).unwrap_or(127);
+            exit_now(code.clamp(0, 255))
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(out_w);
+            let pidfd = pidfd_open(child.as_raw()).ok();
+            let deadline = std::time::Instant::now() + limit;
+            let mut out = Vec::new();
+            let mut f = std::fs::File::from(out_r);
+            let mut timed_out = false;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    timed_out = true;
+                    break;
+                }
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break,
+                    Ok(_) => {}
+                }
+                let mut buf = [0u8; 8192];
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) if out.len() < 65536 => out.extend_from_slice(&buf[..n]),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            if timed_out {
+                if let Some(p) = &pidfd {
+                    let _ = pidfd_kill(p.as_fd(), libc::SIGKILL);
+                }
+            }
+            let status = nix::sys::wait::waitpid(child, None);
+            match status {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) if !timed_out => {
+                    Some(String::from_utf8_lossy(&out).into_owned())
+                }
+                _ => None,
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod scripts;
 pub mod start;
 pub mod state;
 pub mod stop;
+pub mod systemd;
 
 use crate::cgroup::{CgroupError, CgroupLayout, GuestCgroup};
 use crate::config::{self, ConfigError, GuestConfig};
@@ -379,5 +380,8 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
             .map_err(|m| failed(&g.name, format!("disk: {m}")))?;
     }
     rd.remove_state();
+    for f in [systemd::BOOT_STATE_FILE, systemd::NOTIFY_FILE] {
+        let _ = std::fs::remove_file(rd.file(f));
+    }
     Ok(())
 }

@@ -34,19 +34,23 @@ fn cstrings(v: &[String]) -> Vec<CString> {
         .collect()
 }
 
-/// Capabilities to drop for `g` and its seccomp filter.
+/// Capabilities to drop for `g` and its seccomp filter. A guest whose init is systemd
+/// (`systemd`) keeps CAP_SETPCAP too, unless its config drops it: systemd lowers the bounding
+/// set of units with CapabilityBoundingSet= (journald, logind), which needs it.
 pub(crate) fn security_of(
     g: &Guest,
+    systemd: bool,
 ) -> Result<(Vec<::caps::Capability>, SeccompProgram), GuestError> {
     let parse = |v: &[String]| {
         v.iter()
             .filter_map(|c| caps::parse_cap(c).ok())
             .collect::<Vec<_>>()
     };
-    let keep = caps::secure_set(
-        &parse(&g.config.capabilities.add),
-        &parse(&g.config.capabilities.drop),
-    );
+    let mut add = parse(&g.config.capabilities.add);
+    if systemd {
+        add.push(::caps::Capability::CAP_SETPCAP);
+    }
+    let keep = caps::secure_set(&add, &parse(&g.config.capabilities.drop));
     let mut refused = Vec::new();
     if g.config.stop.on_reboot == crate::config::GuestAction::Ignore {
         refused.extend([0x0123_4567, 0xA1B2_C3D4]); // RESTART, RESTART2
@@ -97,14 +101,38 @@ fn proc_views() -> Vec<crate::rootfs::BindMount> {
         .collect()
 }
 
-/// The guest's `[rlimits]`, resolved (the config was validated when loaded).
-pub(crate) fn rlimits_of(g: &Guest) -> Vec<crate::context::child::Rlimit> {
+/// Open files of a systemd guest's init unless `[rlimits] nofile` says otherwise: (soft, hard)
+/// as systemd gives its services on a real host; its units may ask for up to the hard limit
+/// (journald and logind set LimitNOFILE=524288; systemd takes the closest it can get). A
+/// host without CAP_SYS_RESOURCE cannot raise the hard limit: its own is kept then.
+pub const SYSTEMD_NOFILE: (u64, u64) = (1024, 524_288);
+
+/// The guest's `[rlimits]`, resolved (the config was validated when loaded); `systemd` adds
+/// [`SYSTEMD_NOFILE`] where the config has no `nofile`.
+pub(crate) fn rlimits_of(g: &Guest, systemd: bool) -> Vec<crate::context::child::Rlimit> {
     let mut v: Vec<crate::context::child::Rlimit> = g
         .config
         .rlimits
         .iter()
         .filter_map(|(n, v)| crate::config::parse_rlimit(n, v).ok())
         .collect();
+    if systemd && !v.iter().any(|r| r.0 == libc::RLIMIT_NOFILE) {
+        let mut hard = SYSTEMD_NOFILE.1;
+        let may_raise = ::caps::has_cap(
+            None,
+            ::caps::CapSet::Effective,
+            ::caps::Capability::CAP_SYS_RESOURCE,
+        )
+        .unwrap_or(false);
+        if !may_raise {
+            if let Ok((_, now)) =
+                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            {
+                hard = hard.min(now);
+            }
+        }
+        v.push((libc::RLIMIT_NOFILE, SYSTEMD_NOFILE.0.min(hard), hard));
+    }
     // RLIMIT_NICE and RLIMIT_RTPRIO are 0 unless the config says otherwise: inherited from a
     // vserver started with raised ones (systemd LimitNICE=, pam_limits), they would let guest
     // root go below its nice level or take a realtime priority.
@@ -262,12 +290,25 @@ fn check_root_and_launch(
         ));
     }
     let userns = prepare_userns(g, root, progress)?;
+    let layout =
+        crate::cgroup::CgroupLayout::detect_cached().map_err(|source| GuestError::Cgroup {
+            name: g.name.clone(),
+            source,
+        })?;
+    let systemd = super::systemd::plan(g, root, &layout)?;
     scripts::run(g, "pre-start")?;
-    let cg = g.cgroup()?;
+    let cg = guest_cgroup(g, systemd.is_some())?;
     cg.create().map_err(|source| GuestError::Cgroup {
         name: g.name.clone(),
         source,
     })?;
+    if let Some(u) = &userns {
+        cg.delegate_to(u.base, u.base)
+            .map_err(|source| GuestError::Cgroup {
+                name: g.name.clone(),
+                source,
+            })?;
+    }
     cg.apply_limits(&g.config.limits)
         .and_then(|()| {
             // A fresh cgroup has no I/O rules to lift: the disk is looked up only for caps.
@@ -286,7 +327,17 @@ fn check_root_and_launch(
             source,
         })?;
     crate::testhook::pause("start-cgroup");
-    start_created(g, lock, userns)
+    start_created(g, lock, userns, systemd)
+}
+
+/// The cgroup of guest `g` as its start makes it: delegated (see
+/// [`crate::cgroup::GuestCgroup::delegated`]) when its init is systemd.
+pub(crate) fn guest_cgroup(
+    g: &Guest,
+    systemd: bool,
+) -> Result<crate::cgroup::GuestCgroup, GuestError> {
+    let cg = g.cgroup()?;
+    Ok(if systemd { cg.delegated() } else { cg })
 }
 
 /// How guest `g` (root `root`) gets its user namespace, if it has one: idmapped when its file
@@ -367,9 +418,21 @@ fn prepare_userns(
     }))
 }
 
-fn init_payload(g: &Guest) -> Payload {
-    let env = context::child::guest_env(&[]);
+fn init_payload(g: &Guest, systemd: bool) -> Payload {
     let ic = &g.config.init;
+    if systemd {
+        let argv = if ic.command.is_empty() {
+            cstrings(&["/sbin/init".to_string()])
+        } else {
+            cstrings(&ic.command)
+        };
+        let env = context::child::guest_env(&[(
+            "NOTIFY_SOCKET",
+            crate::rootfs::systemd::NOTIFY_SOCKET_PATH,
+        )]);
+        return Payload::Exec { argv, env };
+    }
+    let env = context::child::guest_env(&[]);
     let opt = |v: &Vec<String>| {
         if v.is_empty() {
             None
@@ -387,6 +450,11 @@ fn init_payload(g: &Guest) -> Payload {
             Payload::Exec { argv, env }
         }
         InitStyle::Sysv => Payload::Builtin(sysv_plan(ic.runlevel.unwrap_or(3), env)),
+        // A `systemd` guest whose tree has no systemd: its /sbin/init, as `plain`.
+        InitStyle::Systemd => Payload::Exec {
+            argv: cstrings(&["/sbin/init".to_string()]),
+            env,
+        },
         InitStyle::Builtin => Payload::Builtin(InitPlan {
             command: opt(&ic.command),
             stop_command: opt(&ic.stop_command),
@@ -399,6 +467,7 @@ fn start_created(
     g: &Guest,
     lock: GuestLock,
     userns: Option<context::UsernsSpec>,
+    systemd: Option<super::systemd::SystemdPlan>,
 ) -> Result<RunState, GuestError> {
     let name = g.name.clone();
     // Address checks and claims are serialised host-wide until the monitor has reported: two
@@ -423,8 +492,20 @@ fn start_created(
     if userns.is_some() {
         namespaces |= CloneFlags::CLONE_NEWUSER;
     }
-    let (cap_drop, seccomp) = security_of(g)?;
-    let cg = g.cgroup()?;
+    let (cap_drop, seccomp) = security_of(g, systemd.is_some())?;
+    let cg = guest_cgroup(g, systemd.is_some())?;
+    // The guest's systemd reports its boot on this socket, which it finds at /run/host/notify.
+    let notify_path = g.run_dir().file(super::systemd::NOTIFY_FILE);
+    let notify = match &systemd {
+        Some(_) => Some(
+            super::systemd::NotifySocket::bind(
+                &notify_path,
+                userns.as_ref().map(|u| (u.base, u.base)),
+            )
+            .map_err(|m| failed(&name, m))?,
+        ),
+        None => None,
+    };
     let pty = nix::pty::openpty(None, None)
         .map_err(|e| failed(&name, format!("open a console pty: {e}")))?;
     if let Some(u) = &userns {
@@ -436,6 +517,12 @@ fn start_created(
         )
         .map_err(|e| failed(&name, format!("give the console pty to the guest: {e}")))?;
     }
+    // The monitor keeps the console's slave open too: an init that closes its stdio (systemd
+    // does, before it opens /dev/console again) must not hang the console up for good.
+    let console_peer = pty
+        .slave
+        .try_clone()
+        .map_err(|e| failed(&name, format!("duplicate the console pty: {e}")))?;
     let binds = g
         .config
         .mount
@@ -455,16 +542,23 @@ fn start_created(
         proc_views: proc_views(),
         nice: g.config.limits.nice,
         ioprio: ioprio_of(g),
-        rlimits: rlimits_of(g),
+        rlimits: rlimits_of(g, systemd.is_some()),
         hostname: Some(g.config.hostname_or(&g.name).to_string()),
         domainname: g.config.domainname.clone(),
         cap_drop,
         seccomp: Some(seccomp),
         interfaces: net.ifaces.clone(),
         console: Some(pty.slave),
-        payload: init_payload(g),
+        payload: init_payload(g, systemd.is_some()),
         userns,
         oci: None,
+        systemd: systemd
+            .as_ref()
+            .map(|p| crate::rootfs::systemd::SystemdMounts {
+                cgroup: p.cgroup.clone(),
+                tmp: p.tmp,
+                notify: Some(notify_path.clone()),
+            }),
     };
     let (rep_r, rep_w) = context::sync::pipe().map_err(|e| failed(&name, format!("pipe: {e}")))?;
     // SAFETY: the start path is single-threaded; the child only continues our own code.
@@ -473,15 +567,29 @@ fn start_created(
     {
         nix::unistd::ForkResult::Child => {
             drop(rep_r);
-            if let Some(l) = net_lock {
-                l.forget_in_child();
-            }
-            monitor_main(g, spec, net, pty.master, rep_w, lock)
+            monitor_main(
+                g,
+                spec,
+                net,
+                (pty.master, console_peer),
+                rep_w,
+                (lock, net_lock),
+                notify,
+            )
         }
         nix::unistd::ForkResult::Parent { .. } => {
             drop(rep_w);
             drop(spec);
             drop(pty.master);
+            drop(console_peer);
+            drop(notify);
+            // The monitor holds both locks (the same open files) as long as the start needs
+            // them: the network one until the guest's addresses are claimed, the guest's until
+            // it has reported (or, for a systemd guest, until its init runs).
+            lock.forget_in_child();
+            if let Some(l) = net_lock {
+                l.forget_in_child();
+            }
             let mut report = String::new();
             let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
             if report == "OK" {
@@ -507,15 +615,23 @@ fn start_created(
 
 /// The monitor process: detach, spawn the guest, report, supervise.
 /// The monitor keeps the start's lock (a copy of the same open file) until it has reported, so
-/// that a start killed half-way cannot interleave with the next command on this guest.
+/// that a start killed half-way cannot interleave with the next command on this guest; and
+/// the host-wide network lock until the guest's addresses are in place. A systemd guest's
+/// start reports once the guest's systemd has sent READY=1 on `notify` (see
+/// [`crate::monitor::Boot`]): the guest's lock is let go as soon as its init runs, so that
+/// exec, status and stop work while it boots.
+#[allow(clippy::too_many_arguments)]
 fn monitor_main(
     g: &Guest,
     spec: ContextSpec,
     net: super::network::NetPlan,
-    console: OwnedFd,
+    console: (OwnedFd, OwnedFd),
     report: OwnedFd,
-    lock: GuestLock,
+    locks: (GuestLock, Option<GuestLock>),
+    notify: Option<super::systemd::NotifySocket>,
 ) -> ! {
+    let (lock, net_lock) = locks;
+    let (console, console_peer) = console;
     let rd = g.run_dir();
     let _ = nix::unistd::setsid();
     // SAFETY: setting dispositions to ignore is async-signal-safe and we are single-threaded.
@@ -551,7 +667,7 @@ fn monitor_main(
         let _ = nix::unistd::write(&report, msg.as_bytes());
         std::process::exit(1)
     };
-    let cg = match g.cgroup() {
+    let cg = match guest_cgroup(g, notify.is_some()) {
         Ok(c) => c,
         Err(e) => fail(e.to_string()),
     };
@@ -600,6 +716,7 @@ fn monitor_main(
         addresses: g.addresses(),
         classic_addresses: net.added.clone(),
         forwards: super::network::forward_keys(g),
+        systemd: notify.is_some(),
     };
     if let Err(e) = rd.write_state(&state) {
         let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
@@ -621,27 +738,63 @@ fn monitor_main(
             None
         }
     };
+    drop(net_lock);
     crate::testhook::pause("start-running");
-    if nix::unistd::write(&report, b"OK").is_err() {
-        // The starting command died: do not leave a guest nobody asked for. Clean up while
-        // still holding the lock.
-        let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
-        let _ = crate::context::clone::wait_pidfd(spawned.pidfd.as_fd());
-        let _ = crate::guest::repair(g);
-        std::process::exit(1);
-    }
-    drop(report);
-    lock.forget_in_child();
+    let boot = match notify {
+        Some(notify) => {
+            let _ = std::fs::write(rd.file(super::systemd::BOOT_STATE_FILE), "starting\n");
+            let secs = g.config.init.ready_timeout_secs();
+            let mut report = Some(report);
+            if secs == 0 {
+                if let Some(r) = report.take() {
+                    let _ = nix::unistd::write(&r, b"OK");
+                }
+            }
+            lock.forget_in_child();
+            Some(crate::monitor::Boot {
+                report,
+                notify,
+                deadline: std::time::Instant::now()
+                    + std::time::Duration::from_secs(u64::from(secs)),
+                ready_timeout_secs: secs,
+                kill_timeout: std::time::Duration::from_secs(u64::from(
+                    g.config.stop.kill_timeout_secs(true),
+                )),
+            })
+        }
+        None => {
+            if nix::unistd::write(&report, b"OK").is_err() {
+                // The starting command died: do not leave a guest nobody asked for. Clean up
+                // while still holding the lock.
+                let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);
+                let _ = crate::context::clone::wait_pidfd(spawned.pidfd.as_fd());
+                let _ = crate::guest::repair(g);
+                std::process::exit(1);
+            }
+            drop(report);
+            lock.forget_in_child();
+            None
+        }
+    };
     let relay = super::network::relay_forwards(g);
     if !relay.is_empty() {
         // SAFETY: the monitor is single-threaded; the child only runs the relay.
         if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
             drop(console);
+            drop(console_peer);
+            drop(boot);
             crate::net::relay::run(&relay)
         }
     }
     let netns = super::network::macvlan_netns(g, spawned.pid);
-    crate::monitor::run(g, spawned.pidfd, Some(console), server, netns)
+    crate::monitor::run(
+        g,
+        spawned.pidfd,
+        Some((console, console_peer)),
+        server,
+        netns,
+        boot,
+    )
 }
 
 /// `vserver NAME run CMD...`: start the guest with `argv` as its init (a fresh guest, set up as

@@ -37,6 +37,10 @@ pub struct RunState {
     /// Host ports forwarded to the guest, as `PORT/PROTOCOL`.
     #[serde(default)]
     pub forwards: Vec<String>,
+    /// The init is systemd (stopped with SIGRTMIN+3, its cgroups delegated, its state read
+    /// with systemctl).
+    #[serde(default)]
+    pub systemd: bool,
 }
 
 impl RunState {

@@ -101,28 +101,35 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
         let cg = g.cgroup_of(st.xid)?;
         // A suspended guest must run again to handle its stop command and signals.
         let _ = cg.freeze(false);
+        let kill_timeout = g.config.stop.kill_timeout_secs(st.systemd);
         if g.config.init.style == crate::config::InitStyle::Plain
+            && !st.systemd
             && !g.config.init.stop_command.is_empty()
         {
-            let limit = Duration::from_secs(u64::from(g.config.stop.kill_timeout.max(1)));
+            let limit = Duration::from_secs(u64::from(kill_timeout.max(1)));
             run_stop_command(g, limit);
         }
+        // systemd halts on SIGRTMIN+3 (SIGTERM would make it re-execute itself).
         let sig = g
             .config
             .stop
             .signal
             .as_deref()
             .and_then(|s| crate::config::parse_signal_name(s).ok())
-            .unwrap_or(libc::SIGTERM);
+            .unwrap_or(if st.systemd {
+                libc::SIGRTMIN() + 3
+            } else {
+                libc::SIGTERM
+            });
+        if st.systemd {
+            let _ = std::fs::write(rd.file(super::systemd::BOOT_STATE_FILE), "stopping\n");
+        }
         let _ = pidfd_kill(init.as_fd(), sig);
         crate::testhook::pause("stop-signalled");
-        if g.config.init.style == crate::config::InitStyle::Plain {
+        if g.config.init.style == crate::config::InitStyle::Plain && !st.systemd {
             cg.signal_all(nix::sys::signal::Signal::SIGTERM);
         }
-        if !wait_exit(
-            &init,
-            Duration::from_secs(u64::from(g.config.stop.kill_timeout)),
-        ) {
+        if !wait_exit(&init, Duration::from_secs(u64::from(kill_timeout))) {
             out.killed = true;
             cg.kill_all();
             let _ = pidfd_kill(init.as_fd(), libc::SIGKILL);

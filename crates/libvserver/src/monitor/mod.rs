@@ -9,6 +9,7 @@ use crate::guest::Guest;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 /// Largest console log before it is rotated to `console.log.1`, bytes.
 pub const CONSOLE_LOG_MAX: u64 = 1 << 20;
@@ -77,21 +78,97 @@ fn restart_storm(g: &Guest, rd: &RunDir) -> bool {
     false
 }
 
+/// A systemd guest's boot as the monitor follows it: the start waits on `report` until the
+/// guest's systemd sends READY=1 on `notify` ("OK"), or its init ends, or `deadline` passes
+/// (then the guest is halted with SIGRTMIN+3, killed after `kill_timeout`, and the start
+/// fails with the reason and the console's last lines). The notify socket is read on for the
+/// whole life of the guest (STOPPING=1); the boot state is kept in
+/// `RUN/NAME/`[`crate::guest::systemd::BOOT_STATE_FILE`].
+pub struct Boot {
+    /// The pipe the starting command reads; None once reported (or not waited for).
+    pub report: Option<OwnedFd>,
+    /// The guest's notify socket.
+    pub notify: crate::guest::systemd::NotifySocket,
+    /// When the wait for READY=1 ends.
+    pub deadline: Instant,
+    /// The wait in seconds, for messages.
+    pub ready_timeout_secs: u32,
+    /// Between the halt of a guest that did not boot in time and SIGKILL.
+    pub kill_timeout: Duration,
+}
+
+/// The last `n` lines of the guest's console log, control characters and escape sequences
+/// dropped, joined by " / " (for a start that failed).
+pub fn console_tail(rd: &RunDir, n: usize) -> String {
+    let text = std::fs::read(rd.file("console.log")).unwrap_or_default();
+    let start = text.len().saturating_sub(16384);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let mut lines: Vec<String> = text
+        .split(['\n', '\r'])
+        .map(strip_escapes)
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let keep = lines.len().saturating_sub(n);
+    lines.drain(..keep);
+    lines.join(" / ")
+}
+
+/// `line` without ANSI escape sequences (ESC [ ... letter) and other control characters.
+fn strip_escapes(line: &str) -> String {
+    let mut out = String::new();
+    let mut it = line.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            if it.peek() == Some(&'[') {
+                it.next();
+                for d in it.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn rd_file(g: &Guest, name: &str) -> std::path::PathBuf {
+    g.run_dir().file(name)
+}
+
 /// Supervise the guest until its init exits, then clean up and exit the process.
-/// `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
+/// `console` is the console pty's master and a copy of its slave (kept open, so the console
+/// survives an init that closes its own). `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
 /// `server` serves the console to `vserver NAME console` (listening before the start reports,
 /// so the socket exists once `start` returns). `netns`, when given, is the guest's network
 /// namespace, held so that the counters that live
-/// there (macvlan) can be saved once the init has exited.
+/// there (macvlan) can be saved once the init has exited. `boot`: a systemd guest's boot,
+/// reported when it is done ([`Boot`]).
 pub fn run(
     g: &Guest,
     init_pidfd: OwnedFd,
-    console: Option<OwnedFd>,
+    console: Option<(OwnedFd, OwnedFd)>,
     server: Option<crate::guest::console::ConsoleServer>,
     netns: Option<OwnedFd>,
+    boot: Option<Boot>,
 ) -> ! {
+    let mut boot = boot;
+    // Why a boot that did not finish failed (for the report), and when a guest halted for
+    // taking too long gets SIGKILL.
+    let mut boot_failed: Option<String> = None;
+    let mut kill_at: Option<Instant> = None;
+    let boot_file = rd_file(g, crate::guest::systemd::BOOT_STATE_FILE);
     let rd = g.run_dir();
-    let mut console = console;
+    // The master, and our own copy of the slave (see guest::start): held until the end.
+    let (mut console, _peer) = match console {
+        Some((m, p)) => (Some(m), Some(p)),
+        None => (None, None),
+    };
     let mut buf = vec![0u8; 65536];
     let mut log = ConsoleLog {
         file: None,
@@ -109,6 +186,11 @@ pub fn run(
     loop {
         let mut fds = vec![PollFd::new(init_pidfd.as_fd(), PollFlags::POLLIN)];
         let (mut at_console, mut at_listener, mut at_client) = (None, None, None);
+        let mut at_notify = None;
+        if let Some(b) = &boot {
+            at_notify = Some(fds.len());
+            fds.push(PollFd::new(b.notify.fd(), PollFlags::POLLIN));
+        }
         if let Some(c) = &console {
             let mut want = PollFlags::POLLIN;
             if server.as_ref().is_some_and(|s| s.has_pending()) {
@@ -125,7 +207,24 @@ pub fn run(
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        // The next moment something is due: the boot's deadline, the kill of a halted guest.
+        let due = [
+            boot.as_ref()
+                .filter(|b| b.report.is_some() && boot_failed.is_none())
+                .map(|b| b.deadline),
+            kill_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = match due {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::from(u16::try_from(ms.min(60_000)).unwrap_or(u16::MAX))
+            }
+        };
+        match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
             Ok(_) => {}
@@ -137,7 +236,50 @@ pub fn run(
         };
         let init_done = !ev(Some(0)).is_empty();
         let (con_ev, listen_ev, client_ev) = (ev(at_console), ev(at_listener), ev(at_client));
+        let notify_ev = ev(at_notify);
         drop(fds);
+        if let Some(b) = &mut boot {
+            if !notify_ev.is_empty() {
+                let n = b.notify.drain();
+                if n.stopping {
+                    let _ = std::fs::write(&boot_file, "stopping\n");
+                } else if n.ready {
+                    let _ = std::fs::write(&boot_file, "ready\n");
+                }
+                if n.ready && boot_failed.is_none() {
+                    if let Some(r) = b.report.take() {
+                        if nix::unistd::write(&r, b"OK").is_err() {
+                            // The starting command died before the guest was up: do not leave
+                            // a guest nobody asked for (cleaned up below once its init ends).
+                            eprintln!("{}: the start was interrupted: stopping the guest", g.name);
+                            boot_failed = Some(String::from("the start was interrupted"));
+                            let _ = crate::context::clone::pidfd_kill(
+                                init_pidfd.as_fd(),
+                                libc::SIGKILL,
+                            );
+                        }
+                    }
+                }
+            }
+            if b.report.is_some() && boot_failed.is_none() && Instant::now() >= b.deadline {
+                let why = format!(
+                    "its systemd did not finish booting within {} s (init.ready_timeout); \
+                     halted it",
+                    b.ready_timeout_secs
+                );
+                eprintln!("{}: {why}", g.name);
+                boot_failed = Some(why);
+                let _ = crate::context::clone::pidfd_kill(init_pidfd.as_fd(), libc::SIGRTMIN() + 3);
+                kill_at = Some(Instant::now() + b.kill_timeout);
+            }
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            kill_at = None;
+            if let Ok(cg) = g.cgroup() {
+                cg.kill_all();
+            }
+            let _ = crate::context::clone::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
+        }
         if con_ev.contains(PollFlags::POLLIN) {
             if let Some(c) = &console {
                 match nix::unistd::read(c, &mut buf) {
@@ -173,6 +315,8 @@ pub fn run(
     drop(server);
     let _ = std::fs::remove_file(&sock_path);
     let ended = crate::context::clone::wait_pidfd_exit(init_pidfd.as_fd());
+    // A boot that never finished: the start is still waiting to hear why.
+    let pending_report = boot.as_mut().and_then(|b| b.report.take());
     let status = match ended {
         Ok(crate::context::clone::Exit::Code(c)) => c,
         Ok(crate::context::clone::Exit::Signal(s)) => 128 + s,
@@ -225,6 +369,24 @@ pub fn run(
         }
         _ => None,
     };
+    if let Some(r) = pending_report {
+        let why = boot_failed.unwrap_or_else(|| {
+            if stopping {
+                String::from("it was stopped while booting")
+            } else {
+                format!("its init ended while booting (status {status})")
+            }
+        });
+        let tail = console_tail(&rd, 8);
+        let msg = if tail.is_empty() {
+            format!("{}: {why}", g.name)
+        } else {
+            format!("{}: {why}; the console's last lines: {tail}", g.name)
+        };
+        eprintln!("{msg}");
+        let _ = nix::unistd::write(&r, msg.as_bytes());
+        std::process::exit(1);
+    }
     match (action, lock) {
         (Some((what, crate::config::GuestAction::Restart)), Some(lock))
             if ok && !stopping && !restart_storm(g, &rd) =>

@@ -506,6 +506,7 @@ pub(crate) fn context_spec(
             }
         }),
         oci: Some(Box::new(extras)),
+        systemd: None,
     })
 }
 

@@ -7,6 +7,7 @@
 //! Man pages: pivot_root(2), mount(2), proc(5), devpts in Documentation/filesystems/devpts.rst.
 
 pub mod oci;
+pub mod systemd;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -96,7 +97,8 @@ pub(crate) fn is_readonly(path: &str) -> bool {
 }
 
 /// In a fresh mount namespace: pivot into `root` and build /proc, /sys, /dev and the masks.
-/// `console`, if given, is bind-mounted on /dev/console.
+/// `console`, if given, is bind-mounted on /dev/console; `systemd`, for a guest whose init is
+/// systemd, adds what it needs ([`systemd::mount_all`], with the notify socket's tree).
 ///
 /// Errors: one line naming the step, the path and the OS error.
 pub fn enter_guest_root(
@@ -106,6 +108,7 @@ pub fn enter_guest_root(
     console: Option<&OwnedFd>,
     userns: Option<UsernsTrees>,
     oci: Option<&crate::context::OciExtras>,
+    systemd: Option<(&systemd::SystemdMounts, Option<OwnedFd>)>,
 ) -> Result<(), String> {
     // An OCI container's binds come from host paths: detached while the host is visible.
     let oci_binds = match oci {
@@ -243,6 +246,9 @@ pub fn enter_guest_root(
         early.as_ref().map(|e| e.devices.as_slice()),
     )?;
     crate::testhook::pause("child-dev");
+    if let Some((s, notify)) = systemd {
+        systemd::mount_all(s, notify)?;
+    }
     if let Some(x) = oci {
         oci::attach(&x.mounts, oci_binds).map_err(|(i, e)| oci::field_error(x, i, e))?;
         oci::make_devices(&x.devices)?;

@@ -348,9 +348,10 @@ pub fn untrusted_config(cfg: &mut GuestConfig) -> Vec<String> {
         cfg.stop.on_halt = defaults.on_halt;
     }
     // What would hold a stop (and its lock) longer than the default.
-    if cfg.stop.kill_timeout > defaults.kill_timeout {
-        d.push(format!("stop.kill_timeout {}", cfg.stop.kill_timeout));
-        cfg.stop.kill_timeout = defaults.kill_timeout;
+    let longest = defaults.kill_timeout_secs(cfg.init.style == crate::config::InitStyle::Systemd);
+    if let Some(t) = cfg.stop.kill_timeout.filter(|t| *t > longest) {
+        d.push(format!("stop.kill_timeout {t}"));
+        cfg.stop.kill_timeout = None;
     }
     // Priorities above the host's defaults: a negative nice, best-effort I/O above the
     // default level 4, CPU and I/O weights above the default 100.

@@ -664,6 +664,71 @@ pub fn open_in_root(
     Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
 }
 
+/// The guest path (absolute, as the guest sees it) that `rel` leads to inside the tree
+/// `root`, following symlinks the way the guest would: openat2(2) `RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`, then the path the kernel reports for the result.
+///
+/// Errors: the path does not resolve (missing, a loop) or lies outside the root.
+pub fn resolve_in_root(root: &Path, rel: &str) -> Result<String, String> {
+    use std::os::fd::FromRawFd;
+    let dir = std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+    let top = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ))
+    .map_err(|e| format!("resolve {}: {e}", root.display()))?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: 0x10 | 0x02 | 0x01, // RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
+    };
+    let c = std::ffi::CString::new(rel)
+        .map_err(|_| format!("{rel} in {} contains NUL", root.display()))?;
+    // SAFETY: valid dirfd, NUL-terminated path and a properly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "resolve {rel} inside {}: {}",
+            root.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    let f = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    let at = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&f)
+    ))
+    .map_err(|e| format!("resolve {rel} inside {}: {e}", root.display()))?;
+    let inside = at
+        .strip_prefix(&top)
+        .map_err(|_| format!("{rel} leads out of {}", root.display()))?;
+    Ok(format!("/{}", inside.display()))
+}
+
+/// The target of the symlink `rel` inside the tree `root` (its last component is not
+/// followed; the others resolve in-root); None when it is not a symlink.
+pub fn read_link_in_root(root: &Path, rel: &str) -> Option<String> {
+    let f = open_in_root(root, rel, libc::O_PATH, 0).ok()?;
+    nix::fcntl::readlinkat(&f, "")
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
+}
+
 /// Replace the regular file `rel` inside the guest tree `root` with `data`, resolving every
 /// component in-root ([`open_in_root`]); a symlink, FIFO, device or socket there is removed
 /// first (never written through), a directory is an error.

@@ -61,6 +61,7 @@ enum Style {
     Builtin,
     Plain,
     Sysv,
+    Systemd,
 }
 
 // Parsed once per run: the size of the build variant does not matter.
@@ -517,6 +518,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 Style::Builtin => InitStyle::Builtin,
                 Style::Plain => InitStyle::Plain,
                 Style::Sysv => InitStyle::Sysv,
+                Style::Systemd => InitStyle::Systemd,
             });
             let o = BuildOptions {
                 name: cli.name.clone(),
