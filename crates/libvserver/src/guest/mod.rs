@@ -255,6 +255,9 @@ pub struct Status {
     pub limits: crate::config::LimitsConfig,
     /// Use of the guest's disk image while it runs (`[disk] size` set).
     pub disk: Option<crate::storage::disk::DiskUsage>,
+    /// A running guest whose init is systemd: its own state (`starting`, `running`,
+    /// `degraded`, ...) and failed units, asked inside ([`systemd::state`]).
+    pub systemd: Option<systemd::SystemdState>,
 }
 
 /// Status of `g`.
@@ -298,6 +301,10 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             g.config.context,
             st.is_some(),
         ),
+        systemd: match &st {
+            Some(s) if s.systemd && !suspended => Some(systemd::state(g)),
+            _ => None,
+        },
     })
 }
 

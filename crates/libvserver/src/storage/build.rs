@@ -57,12 +57,15 @@ pub enum BuildMethod {
         /// The tarball.
         tarball: PathBuf,
     },
-    /// A Debian or Ubuntu tree made by debootstrap(8) (`--variant=minbase`).
+    /// A Debian or Ubuntu tree made by debootstrap(8) (`--variant=minbase`), booting systemd
+    /// unless another init style is asked for ([`DEBOOTSTRAP_SYSTEMD`] are added to `include`).
     Debootstrap {
         /// Suite or code name: `bookworm`, `stable`, `jammy`...
         dist: String,
         /// Mirror URL; default the first of the host's apt sources, else deb.debian.org.
         mirror: Option<String>,
+        /// More packages to install (debootstrap's `--include`).
+        include: Vec<String>,
     },
     /// A copy of another guest (or of a directory) with a fresh identity.
     Clone {
@@ -81,6 +84,11 @@ pub enum BuildMethod {
         base: String,
     },
 }
+
+/// Packages a debootstrap guest gets besides `--include` unless another init style than
+/// systemd is asked for: what a stock Debian server boots with (systemd as /sbin/init, and the
+/// system bus that logind and systemctl's clients use).
+pub const DEBOOTSTRAP_SYSTEMD: &[&str] = &["systemd-sysv", "dbus"];
 
 /// Options of `vserver NAME build`.
 #[derive(Debug, Clone)]
@@ -464,8 +472,23 @@ pub fn build(
         (BuildMethod::Skeleton { command }, _) => build_skeleton(&root, &o.name, command, progress),
         (BuildMethod::Rootfs { source }, _) => build_rootfs(&root, source, progress),
         (BuildMethod::Template { tarball }, _) => build_rootfs(&root, tarball, progress),
-        (BuildMethod::Debootstrap { dist, mirror }, _) => {
-            build_debootstrap(&root, dist, mirror.as_deref(), progress)
+        (
+            BuildMethod::Debootstrap {
+                dist,
+                mirror,
+                include,
+            },
+            _,
+        ) => {
+            let mut pkgs = include.clone();
+            if matches!(o.init_style, None | Some(InitStyle::Systemd)) {
+                for p in DEBOOTSTRAP_SYSTEMD {
+                    if !pkgs.iter().any(|x| x == p) {
+                        pkgs.push(p.to_string());
+                    }
+                }
+            }
+            build_debootstrap(&root, dist, mirror.as_deref(), &pkgs, progress)
         }
         (BuildMethod::Rsync { source }, _) => build_rsync(&root, source, progress),
         (_, Plan::Clone { root: src, config }) => {
@@ -478,6 +501,35 @@ pub fn build(
             Err(String::from("internal: no plan for the method"))
         }
     }
+    .and_then(|()| {
+        // A tree that boots systemd gets the systemd style, unless the user chose one (or the
+        // guest it was cloned from had one): from a debootstrap, a tarball or a copy.
+        let detect = matches!(
+            o.method,
+            BuildMethod::Rootfs { .. }
+                | BuildMethod::Template { .. }
+                | BuildMethod::Debootstrap { .. }
+                | BuildMethod::Rsync { .. }
+                | BuildMethod::Skeleton { .. }
+        ) || matches!(plan, Plan::Clone { config: None, .. });
+        if detect && o.init_style.is_none() {
+            let plain = config::InitConfig {
+                style: InitStyle::Plain,
+                ..Default::default()
+            };
+            if crate::guest::systemd::boots_systemd(&root, &plain) {
+                cfg.init.style = InitStyle::Systemd;
+                progress.line("the tree boots systemd: init style systemd");
+            }
+        }
+        if cfg.stop.kill_timeout.is_none() {
+            cfg.stop.kill_timeout = Some(
+                cfg.stop
+                    .kill_timeout_secs(cfg.init.style == InitStyle::Systemd),
+            );
+        }
+        Ok(())
+    })
     .and_then(|()| {
         // A template guest's identity goes into its upper layer, through the mounted overlay.
         let _mounted = match &plan {
@@ -821,12 +873,32 @@ fn build_debootstrap(
     root: &Path,
     dist: &str,
     mirror: Option<&str>,
+    include: &[String],
     progress: &mut dyn Progress,
 ) -> Result<(), String> {
     let mirror = mirror.map(str::to_string).unwrap_or_else(default_mirror);
-    progress.line(&format!("debootstrap {dist} from {mirror} (minbase)"));
+    for p in include {
+        if p.is_empty()
+            || p.starts_with('-')
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.:~_".contains(c))
+        {
+            return Err(format!("--include: '{p}' is not a package name"));
+        }
+    }
+    let with = if include.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", include.join(", "))
+    };
+    progress.line(&format!("debootstrap {dist} from {mirror} (minbase){with}"));
     let mut c = Command::new("debootstrap");
-    c.args(["--variant=minbase", dist])
+    c.arg("--variant=minbase");
+    if !include.is_empty() {
+        c.arg(format!("--include={}", include.join(",")));
+    }
+    c.arg(dist)
         .arg(root)
         .arg(&mirror)
         .env("LC_ALL", "C");

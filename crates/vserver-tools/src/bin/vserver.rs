@@ -113,6 +113,10 @@ enum Cmd {
         /// Mirror URL (method debootstrap); default: the host's first apt source.
         #[arg(long)]
         mirror: Option<String>,
+        /// More packages (method debootstrap), comma-separated: openssh-server,nginx-light,cron.
+        /// systemd-sysv and dbus are added unless --initstyle is not systemd.
+        #[arg(long, value_delimiter = ',', value_name = "PKG,...")]
+        include: Vec<String>,
         /// Base guest (method template-guest).
         #[arg(long)]
         template: Option<String>,
@@ -293,6 +297,24 @@ fn warn_legacy(g: &Guest) {
 }
 
 /// The network lines of `vserver NAME status`: interfaces, addresses, forwards, traffic.
+/// `running, 0 failed units` or `degraded, 2 failed units: a.service, b.service`.
+fn systemd_line(sd: &guest::systemd::SystemdState) -> String {
+    if sd.state == "starting" || sd.state == "stopping" || sd.state == "unknown" {
+        return sd.state.clone();
+    }
+    let n = sd.failed_units.len();
+    let mut line = format!(
+        "{}, {n} failed unit{}",
+        sd.state,
+        if n == 1 { "" } else { "s" }
+    );
+    if n > 0 {
+        line.push_str(": ");
+        line.push_str(&sd.failed_units.join(", "));
+    }
+    line
+}
+
 fn print_network(s: &guest::Status) {
     for (i, line) in s.interfaces.iter().enumerate() {
         let label = if i == 0 { "Interfaces:" } else { "" };
@@ -444,6 +466,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             tarball,
             dist,
             mirror,
+            include,
             template,
             force,
             disk_size,
@@ -456,6 +479,10 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                     eprintln!("vserver: build -m {method} needs {what}");
                     ExitCode::from(2)
                 })
+            }
+            if !include.is_empty() && !matches!(method, Method::Debootstrap) {
+                eprintln!("vserver: build: --include is for -m debootstrap");
+                return Err(ExitCode::from(2));
             }
             let method = match method {
                 Method::Host => BuildMethod::Host,
@@ -511,6 +538,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                     BuildMethod::Debootstrap {
                         dist: need(dist, "debootstrap", "--dist DIST")?,
                         mirror,
+                        include,
                     }
                 }
             };
@@ -616,6 +644,9 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 println!("Vserver '{}' is running at context '{}'", s.name, s.xid);
                 println!("Number of processes: {}", s.processes);
                 println!("Uptime:              {}", human_secs(s.uptime_secs));
+                if let Some(sd) = &s.systemd {
+                    println!("systemd:             {}", systemd_line(sd));
+                }
                 print_network(&s);
                 print_disk(&s);
                 if s.suspended {
