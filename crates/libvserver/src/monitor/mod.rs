@@ -186,10 +186,15 @@ pub fn run(
     loop {
         let mut fds = vec![PollFd::new(init_pidfd.as_fd(), PollFlags::POLLIN)];
         let (mut at_console, mut at_listener, mut at_client) = (None, None, None);
-        let mut at_notify = None;
+        let (mut at_notify, mut at_report) = (None, None);
         if let Some(b) = &boot {
             at_notify = Some(fds.len());
             fds.push(PollFd::new(b.notify.fd(), PollFlags::POLLIN));
+            // The start waiting on the report: POLLERR once it is gone (killed).
+            if let (Some(r), None) = (&b.report, &boot_failed) {
+                at_report = Some(fds.len());
+                fds.push(PollFd::new(r.as_fd(), PollFlags::empty()));
+            }
         }
         if let Some(c) = &console {
             let mut want = PollFlags::POLLIN;
@@ -237,8 +242,18 @@ pub fn run(
         let init_done = !ev(Some(0)).is_empty();
         let (con_ev, listen_ev, client_ev) = (ev(at_console), ev(at_listener), ev(at_client));
         let notify_ev = ev(at_notify);
+        let report_ev = ev(at_report);
         drop(fds);
         if let Some(b) = &mut boot {
+            if report_ev.intersects(PollFlags::POLLERR | PollFlags::POLLHUP)
+                && boot_failed.is_none()
+            {
+                // The starting command died before the guest was up: do not leave a guest
+                // nobody asked for (cleaned up below once its init ends).
+                eprintln!("{}: the start was interrupted: stopping the guest", g.name);
+                boot_failed = Some(String::from("the start was interrupted"));
+                let _ = crate::context::clone::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
+            }
             if !notify_ev.is_empty() {
                 let n = b.notify.drain();
                 if n.stopping {
@@ -262,13 +277,11 @@ pub fn run(
                 }
             }
             if b.report.is_some() && boot_failed.is_none() && Instant::now() >= b.deadline {
-                let why = format!(
+                boot_failed = Some(format!(
                     "its systemd did not finish booting within {} s (init.ready_timeout); \
                      halted it",
                     b.ready_timeout_secs
-                );
-                eprintln!("{}: {why}", g.name);
-                boot_failed = Some(why);
+                ));
                 let _ = crate::context::clone::pidfd_kill(init_pidfd.as_fd(), libc::SIGRTMIN() + 3);
                 kill_at = Some(Instant::now() + b.kill_timeout);
             }

@@ -481,7 +481,11 @@ pub fn build(
             _,
         ) => {
             let mut pkgs = include.clone();
-            if matches!(o.init_style, None | Some(InitStyle::Systemd)) {
+            // An init of the user's choice (sysvinit-core, runit-init, openrc) replaces ours.
+            let own_init = pkgs.iter().any(|p| {
+                ["sysvinit-core", "runit-init", "openrc", "systemd-sysv"].contains(&p.as_str())
+            });
+            if !own_init && matches!(o.init_style, None | Some(InitStyle::Systemd)) {
                 for p in DEBOOTSTRAP_SYSTEMD {
                     if !pkgs.iter().any(|x| x == p) {
                         pkgs.push(p.to_string());
@@ -898,10 +902,7 @@ fn build_debootstrap(
     if !include.is_empty() {
         c.arg(format!("--include={}", include.join(",")));
     }
-    c.arg(dist)
-        .arg(root)
-        .arg(&mirror)
-        .env("LC_ALL", "C");
+    c.arg(dist).arg(root).arg(&mirror).env("LC_ALL", "C");
     run_with_progress(c, "debootstrap", progress, None, &|_| None)?;
     // debootstrap leaves the host's name and resolver; the build writes the guest's identity.
     make_dirs(root)

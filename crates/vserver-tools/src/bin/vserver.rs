@@ -423,6 +423,13 @@ fn do_stop(g: &Guest) -> Result<()> {
     if !s.was_running {
         eprintln!("vserver: {} is not running", g.name);
     }
+    if s.killed {
+        eprintln!(
+            "vserver: {}: its init did not end within stop.kill_timeout after the stop \
+             signal: every process was killed",
+            g.name
+        );
+    }
     for w in s.warnings {
         eprintln!("vserver: warning: {w}");
     }

@@ -632,3 +632,62 @@ pub fn run_to_files(c: &mut Command, dir: &Path) -> Output {
         stderr: std::fs::read(&e).unwrap_or_default(),
     }
 }
+
+/// Packages of the server guests the systemd tests boot (systemd-sysv and dbus come with
+/// `build -m debootstrap`).
+pub const SERVER_PACKAGES: &str =
+    "openssh-server,nginx-light,cron,rsyslog,systemd-timesyncd,iproute2,procps";
+
+/// A tree made by `vserver seed build -m debootstrap --dist DIST --include INCLUDE` against the
+/// host's apt source, made once per build directory (so once per CI run) and shared by every
+/// test that asks for the same `tag` (an flock serialises the making). Tests copy it; nobody
+/// boots it. None (the caller skips) where it cannot be made: `VSERVER_TEST_NO_NETWORK` set,
+/// or inside the VM lane (no network there) when the host lane has not made it first.
+pub fn debootstrap_seed(tag: &str, dist: &str, include: &str) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("seeds")
+        .join(tag);
+    let root = base.join("root").join("seed");
+    let ok = base.join("ok");
+    if ok.exists() {
+        return Some(root);
+    }
+    if std::env::var_os("VSERVER_IN_VM_LANE").is_some() {
+        eprintln!("skipped: no {tag} tree from the host lane (run the host tests first)");
+        return None;
+    }
+    if std::env::var_os("VSERVER_TEST_NO_NETWORK").is_some() {
+        eprintln!("skipped: VSERVER_TEST_NO_NETWORK is set (a debootstrap of {dist} is needed)");
+        return None;
+    }
+    std::fs::create_dir_all(&base).unwrap();
+    let lock = std::fs::File::create(base.with_extension("lock")).unwrap();
+    // SAFETY: flock on a file we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    if ok.exists() {
+        return Some(root);
+    }
+    let _ = std::fs::remove_dir_all(base.join("root"));
+    let _ = std::fs::remove_dir_all(base.join("etc"));
+    let o = Command::new(bin("vserver"))
+        .env("VSERVER_CONFDIR", base.join("etc"))
+        .env("VSERVER_ROOTBASE", base.join("root"))
+        .env("VSERVER_RUNDIR", base.join("run"))
+        .stdin(Stdio::null())
+        .args(["seed", "build", "-m", "debootstrap", "--dist", dist])
+        .args(["--include", include])
+        .output()
+        .unwrap();
+    assert_ok(&o, &format!("debootstrap of {dist} with {include}"));
+    // Its apt archives are not needed by the copies.
+    if let Ok(d) = std::fs::read_dir(root.join("var/cache/apt/archives")) {
+        for e in d.flatten() {
+            if e.path().extension().is_some_and(|x| x == "deb") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    std::fs::write(&ok, b"").unwrap();
+    Some(root)
+}
