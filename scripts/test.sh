@@ -2,7 +2,8 @@
 # Run every test as root on the real kernel (namespaces, cgroups, veths). Each test cleans up.
 # The escape tests run twice: plain guests, then user-namespace guests.
 # Then the cgroup v2 lane: the limit and quota tests again in a VM on Debian's kernel with
-# v2-only cgroups and project quotas (scripts/vm-lane.sh; VSERVER_SKIP_VM_LANE=1 skips it).
+# v2-only cgroups and project quotas (scripts/vm-lane.sh; VSERVER_SKIP_VM_LANE=1 skips it),
+# and a short run of the same VM with cgroup v1 only (systemd guests on a v1 host).
 # Ends with one summary line over all test binaries and the lane: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ urc=${PIPESTATUS[0]}
 [ "$urc" -eq 0 ] || rc=$urc
 if [ "${VSERVER_SKIP_VM_LANE:-}" != 1 ]; then
   bash scripts/vm-lane.sh 2>&1 | tee -a "$log"
+  vrc=${PIPESTATUS[0]}
+  [ "$vrc" -eq 0 ] || rc=$vrc
+  # The same VM with cgroup v1 only: an older systemd guest boots, a newer one is refused.
+  VSERVER_VM_CGROUP=v1 bash scripts/vm-lane.sh systemd:v1_ 2>&1 | tee -a "$log"
   vrc=${PIPESTATUS[0]}
   [ "$vrc" -eq 0 ] || rc=$vrc
 else

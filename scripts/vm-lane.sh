@@ -5,10 +5,13 @@
 # tmpfs overlay on top, and run test binaries of this checkout there as root. The Debian kernel
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
-# Usage: bash scripts/vm-lane.sh [TEST...]   (default: limits quota network guest operations oci
-#   oci_conformance)
+# Usage: bash scripts/vm-lane.sh [TEST[:FILTER]...]   (default: limits quota network guest
+#   operations oci oci_conformance systemd:boot_; FILTER runs only the tests whose names
+#   contain it)
 #        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
 #        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
+#        VSERVER_VM_CGROUP=v1 bash scripts/vm-lane.sh TEST...  (the same VM with only cgroup v1
+#        hierarchies mounted, as on a host booted with systemd.unified_cgroup_hierarchy=0)
 # Exit status: that of the tests (or command) in the VM.
 # Prints the VM's console (the test output) and ends with the tests' "N passed, N failed" line.
 set -euo pipefail
@@ -18,7 +21,7 @@ if [ "${1:-}" = "--run" ]; then
   RUN_CMD=${2:?--run needs a command}
   set --
 fi
-[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance systemd:boot_
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
 CACHE=/var/cache/vserver-vm
@@ -57,7 +60,10 @@ MODS=$KDIR/lib/modules/$KVER
 # The test binaries, built here, run there from the shared host root.
 cargo build --workspace --all-targets -q
 bins=()
-for t in "${@}"; do
+filters=()
+for spec in "${@}"; do
+  t=${spec%%:*}
+  if [ "$t" != "$spec" ]; then filters+=("${spec#*:}"); else filters+=(""); fi
   b=$(cargo test -q -p vserver-tools --test "$t" --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -117,7 +123,15 @@ chmod +x "$WORK/initrd/init"
   echo 'mkdir -p /dev/pts /dev/shm /run /tmp; mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts'
   echo 'ln -sf pts/ptmx /dev/ptmx 2>/dev/null; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /run'
   echo 'ln -sf /proc/self/fd /dev/fd; for i in 0 1 2; do ln -sf /proc/self/fd/$i /dev/$(echo stdin stdout stderr | cut -d" " -f$((i+1))); done'
-  echo 'mount -t cgroup2 cgroup2 /sys/fs/cgroup; mount -t bpf bpf /sys/fs/bpf 2>/dev/null'
+  if [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
+    echo 'mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup'
+    echo 'for c in cpu,cpuacct cpuset memory devices freezer blkio pids; do mkdir /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done'
+    echo 'mkdir /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd'
+    echo 'ln -s cpu,cpuacct /sys/fs/cgroup/cpu; ln -s cpu,cpuacct /sys/fs/cgroup/cpuacct'
+    echo 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null'
+  else
+    echo 'mount -t cgroup2 cgroup2 /sys/fs/cgroup; mount -t bpf bpf /sys/fs/bpf 2>/dev/null'
+  fi
   echo "mount --bind $MODS /lib/modules/$KVER 2>/dev/null || { mkdir -p /lib/modules/$KVER && mount --bind $MODS /lib/modules/$KVER; }"
   echo 'echo /sbin/modprobe > /proc/sys/kernel/modprobe'
   echo 'for m in loop veth bridge br_netfilter nf_tables ext4 xfs btrfs quota_v2 overlay; do modprobe $m 2>/dev/null; done'
@@ -125,7 +139,7 @@ chmod +x "$WORK/initrd/init"
   # LXCFS gives guests their own /proc/meminfo, as on the host lane.
   echo 'modprobe fuse 2>/dev/null; mkdir -p /var/lib/lxcfs; (lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)'
   echo 'for i in $(seq 100); do grep -q " fuse.lxcfs " /proc/self/mounts && break; sleep 0.1; done'
-  echo 'echo "vm-lane: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"'
+  echo 'echo "vm-lane: kernel $(uname -r), cgroup: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || echo v1 only)"'
   echo 'rc=0'
   if [ -n "$RUN_CMD" ]; then
     printf '{ (cd %q && %s); echo $? >/vmlane-out/cmdrc; } 2>&1 | tee -a /vmlane-out/log\n' \
@@ -133,10 +147,12 @@ chmod +x "$WORK/initrd/init"
     echo 'rc=$(cat /vmlane-out/cmdrc 2>/dev/null || echo 1)'
     echo "mkdir -p /vmlane-out/results; cp -a $PWD/bench/results/. /vmlane-out/results/ 2>/dev/null"
   fi
-  for b in "${bins[@]:-}"; do
+  for i in "${!bins[@]}"; do
+    b=${bins[$i]}
+    f=${filters[$i]}
     [ -n "$b" ] || continue
-    echo "echo \"vm-lane: running $b\""
-    echo "cd $PWD && $b --test-threads=2 2>&1 | tee -a /vmlane-out/log; r=\$?"
+    echo "echo \"vm-lane: running $b $f\""
+    echo "cd $PWD && $b --test-threads=2 $f 2>&1 | tee -a /vmlane-out/log; r=\$?"
     # tee hides the status: take it from the log's last result line.
     echo 'tail -n 5 /vmlane-out/log | grep -q "test result: ok" || rc=1'
   done
@@ -153,10 +169,16 @@ else
   accel=(-enable-kvm -cpu host)
   how=KVM
 fi
-echo "vm-lane: booting Debian kernel $KVER (cgroup v2 only) under $how for: $*"
+if [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
+  cgroup_arg=
+  echo "vm-lane: booting Debian kernel $KVER (cgroup v1 only) under $how for: $*"
+else
+  cgroup_arg=cgroup_no_v1=all
+  echo "vm-lane: booting Debian kernel $KVER (cgroup v2 only) under $how for: $*"
+fi
 timeout 3000 qemu-system-x86_64 "${accel[@]}" -smp 2 -m 6G -nographic -no-reboot \
   -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$WORK/initrd.gz" \
-  -append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all rdinit=/init" \
+  -append "console=ttyS0 quiet panic=-1 $cgroup_arg rdinit=/init" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on \
   -virtfs local,path="$WORK/out",mount_tag=out,security_model=passthrough \
   -nic none </dev/null | tr -d '\r' | grep -v '^\[ *[0-9.]*\]' || true

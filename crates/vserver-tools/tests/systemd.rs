@@ -676,3 +676,129 @@ fn sysvinit_guests_still_boot_with_their_own_init_and_with_style_sysv() {
     assert_ok(&env.vserver(&name, &["stop"]), "stop (sysv)");
     assert_clean(&env, &name, xid);
 }
+
+#[test]
+fn guest_root_cannot_leave_raise_or_flood_its_delegated_cgroup() {
+    if !require_root() {
+        return;
+    }
+    let Some(tree) = seed("bookworm") else { return };
+    let mut env = Env::new("sdcg", 22);
+    let (name, xid) = (env.name.clone(), env.xid);
+    build(&mut env, &name, xid, &tree, Made::Copy, false);
+    let p = env.config_path(&name);
+    let s = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, s.replacen("[limits]\n", "[limits]\nnproc = 500\n", 1)).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let limits_now = || -> Vec<(PathBuf, String)> {
+        walk(Path::new("/sys/fs/cgroup"))
+            .into_iter()
+            .filter(|d| d.ends_with(format!("vservers/{xid}")))
+            .flat_map(|d| {
+                [
+                    "pids.max",
+                    "memory.max",
+                    "memory.limit_in_bytes",
+                    "cgroup.max.descendants",
+                ]
+                .into_iter()
+                .filter_map(move |f| {
+                    std::fs::read_to_string(d.join(f))
+                        .ok()
+                        .map(|v| (d.join(f), v))
+                })
+            })
+            .collect()
+    };
+    let before = limits_now();
+    assert!(!before.is_empty());
+    // Its cgroup namespace: every path it sees starts at its own root.
+    let (_, cg) = run_in(&env, &name, &["cat", "/proc/self/cgroup"]);
+    assert!(!cg.contains("vservers"), "{cg}");
+    // Raise everything it can write, move itself to the top, mount other hierarchies.
+    let o = env.exec(
+        &name,
+        "for f in /sys/fs/cgroup/*.max /sys/fs/cgroup/*/*.max; do echo max > $f; done 2>/dev/null; \
+         echo $$ > /sys/fs/cgroup/cgroup.procs; \
+         mkdir -p /tmp/m; mount -t cgroup -o pids none /tmp/m && echo MOUNTED; \
+         mount -t cgroup2 none /tmp/m && echo MOUNTED; \
+         i=0; while [ $i -lt 1500 ]; do mkdir /sys/fs/cgroup/flood$i 2>/dev/null || break; \
+         i=$((i+1)); done; echo made $i",
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!out.contains("MOUNTED"), "{out}");
+    let made: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("made "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", text(&o)));
+    assert!(
+        made < 1024,
+        "the guest made {made} cgroups (cgroup.max.descendants is 1024)"
+    );
+    assert_eq!(limits_now(), before, "a limit changed from inside");
+    // Its limits still bind: more processes than nproc fail (counted by the host's cgroup).
+    let _ = env.exec(
+        &name,
+        "i=0; while [ $i -lt 600 ]; do sleep 60 & i=$((i+1)); done 2>/dev/null; true",
+    );
+    let current: u64 = [
+        format!("/sys/fs/cgroup/vservers/{xid}/pids.current"),
+        format!("/sys/fs/cgroup/pids/vservers/{xid}/pids.current"),
+    ]
+    .iter()
+    .find_map(|f| std::fs::read_to_string(f).ok())
+    .and_then(|v| v.trim().parse().ok())
+    .expect("no pids controller for the guest");
+    assert!(
+        current > 100 && current <= 500,
+        "{current} tasks under nproc = 500"
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert_clean(&env, &name, xid);
+}
+
+/// True if no cgroup2 file system is mounted here (a v1-only host, as the VM lane's v1 run).
+fn v1_only_host() -> bool {
+    !std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(" - cgroup2 "))
+}
+
+#[test]
+fn v1_only_host_boots_an_older_systemd_and_refuses_a_newer_one() {
+    if !require_root() {
+        return;
+    }
+    if !v1_only_host() {
+        eprintln!(
+            "skipped: this host mounts cgroup v2 (VSERVER_VM_CGROUP=v1 scripts/vm-lane.sh runs it)"
+        );
+        return;
+    }
+    let (Some(bookworm), Some(trixie)) = (seed("bookworm"), seed("trixie")) else {
+        return;
+    };
+    let mut env = Env::new("sdv1", 24);
+    let (name, xid) = (env.name.clone(), env.xid);
+    // systemd 257 needs cgroup v2: refused by name, nothing made.
+    let t = format!("{name}t");
+    build(&mut env, &t, xid + 1, &trixie, Made::Copy, false);
+    let o = env.vserver(&t, &["start"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("systemd 257 needs cgroup v2"),
+        "{}",
+        text(&o)
+    );
+    assert_clean(&env, &t, xid + 1);
+    // systemd 252 gets the v1 hierarchies of its cgroup namespace.
+    build(&mut env, &name, xid, &bookworm, Made::Copy, false);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    assert_running_clean(&env, &name);
+    let (_, cg) = run_in(&env, &name, &["cat", "/proc/1/cgroup"]);
+    assert!(cg.contains("name=systemd:/init.scope"), "{cg}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert_clean(&env, &name, xid);
+}

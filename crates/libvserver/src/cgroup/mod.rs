@@ -24,6 +24,12 @@ pub const CGROUP_BASE: &str = "vservers";
 /// neither see nor write: the interface files of a cgroup namespace's root are writable from
 /// inside unless the host mounted cgroup2 with `nsdelegate`.
 pub const DELEGATED_LEAF: &str = "guest";
+/// Most cgroups a delegated guest may make below its own (`cgroup.max.descendants` of the
+/// context's directory): systemd makes one per unit and session, a busy server a few hundred;
+/// each costs kernel memory.
+pub const DELEGATED_MAX_DESCENDANTS: u32 = 1024;
+/// Deepest nesting a delegated guest may make (`cgroup.max.depth` of the context's directory).
+pub const DELEGATED_MAX_DEPTH: u32 = 16;
 /// Files of a delegated cgroup that its new owner gets besides the directory (the kernel lists
 /// them in /sys/kernel/cgroup/delegate; cgroup-v2.rst, "Delegation").
 const DELEGATED_FILES: &[&str] = &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
@@ -250,6 +256,13 @@ impl GuestCgroup {
                 // The context's directory passes its controllers down to the guest (it holds
                 // no process itself, so it may), then the leaf is made.
                 layout::enable_v2_controllers_of(self.xid, dir);
+                // Bounds on what the guest may make below, set where it cannot change them.
+                for (f, v) in [
+                    ("cgroup.max.descendants", DELEGATED_MAX_DESCENDANTS),
+                    ("cgroup.max.depth", DELEGATED_MAX_DEPTH),
+                ] {
+                    write_file(self.xid, &dir.join(f), &v.to_string())?;
+                }
                 let leaf = dir.join(DELEGATED_LEAF);
                 match fs::create_dir(&leaf) {
                     Ok(()) => {}

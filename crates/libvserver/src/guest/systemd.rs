@@ -53,33 +53,7 @@ pub fn plan(
         return Ok(None);
     }
     let version = version_in(root);
-    let has_v2 = layout.hierarchies.iter().any(Hierarchy::is_v2);
-    let v1: Vec<&Hierarchy> = layout.hierarchies.iter().filter(|h| !h.is_v2()).collect();
-    let legacy = || {
-        CgroupView::Legacy(
-            v1.iter()
-                .filter_map(|h| match h {
-                    Hierarchy::V1 { controllers, .. } => Some(LegacyHierarchy::of(controllers)),
-                    Hierarchy::V2 { .. } => None,
-                })
-                .collect(),
-        )
-    };
-    let cgroup = match version {
-        Some(v) if !has_v2 && v >= FIRST_V2_ONLY => {
-            return Err(failed(
-                &g.name,
-                format!(
-                    "its systemd {v} needs cgroup v2, and this host mounts only cgroup v1 \
-                     hierarchies; boot the host with systemd.unified_cgroup_hierarchy=1 (or \
-                     give the guest a systemd older than {FIRST_V2_ONLY})"
-                ),
-            ))
-        }
-        _ if !has_v2 => legacy(),
-        Some(v) if v < FIRST_UNIFIED && !v1.is_empty() => legacy(),
-        _ => CgroupView::Unified,
-    };
+    let cgroup = cgroup_view(layout, version).map_err(|m| failed(&g.name, m))?;
     let tmp =
         !g.config.mount.iter().any(|m| m.target == Path::new("/tmp")) && wants_tmp_mount(root);
     ensure_machine_id(root).map_err(|m| failed(&g.name, m))?;
@@ -88,6 +62,34 @@ pub fn plan(
         cgroup,
         tmp,
     }))
+}
+
+/// How /sys/fs/cgroup looks for a guest whose systemd has `version` on a host with `layout`:
+/// the unified view wherever the host has a v2 hierarchy (hybrid hosts included: systemd
+/// manages the guest's v2 tree, the limits stay on the v1 hierarchies), the legacy view on a
+/// v1-only host (and for a systemd too old for the unified one on a hybrid host).
+///
+/// Errors: a v1-only host and a systemd that needs cgroup v2 ([`FIRST_V2_ONLY`] or later).
+pub fn cgroup_view(layout: &CgroupLayout, version: Option<u32>) -> Result<CgroupView, String> {
+    let has_v2 = layout.hierarchies.iter().any(Hierarchy::is_v2);
+    let legacy: Vec<LegacyHierarchy> = layout
+        .hierarchies
+        .iter()
+        .filter_map(|h| match h {
+            Hierarchy::V1 { controllers, .. } => Some(LegacyHierarchy::of(controllers)),
+            Hierarchy::V2 { .. } => None,
+        })
+        .collect();
+    match version {
+        Some(v) if !has_v2 && v >= FIRST_V2_ONLY => Err(format!(
+            "its systemd {v} needs cgroup v2, and this host mounts only cgroup v1 hierarchies; \
+             boot the host with systemd.unified_cgroup_hierarchy=1 (or give the guest a systemd \
+             older than {FIRST_V2_ONLY})"
+        )),
+        _ if !has_v2 => Ok(CgroupView::Legacy(legacy)),
+        Some(v) if v < FIRST_UNIFIED && !legacy.is_empty() => Ok(CgroupView::Legacy(legacy)),
+        _ => Ok(CgroupView::Unified),
+    }
 }
 
 /// Whether the init of `init` in the tree `root` is systemd: style `systemd`, or `plain`
@@ -416,6 +418,43 @@ mod tests {
         assert!(n.stopping && !n.ready);
         assert_eq!(n.status.as_deref(), Some("[31mx"));
         assert_eq!(parse_notify(b"READY=0\nX=1"), Notified::default());
+    }
+
+    #[test]
+    fn cgroup_views_by_host_and_version() {
+        let v1 = |c: &[&str]| Hierarchy::V1 {
+            mount: format!("/sys/fs/cgroup/{}", c.join(",")).into(),
+            controllers: c.iter().map(|x| x.to_string()).collect(),
+        };
+        let v2 = Hierarchy::V2 {
+            mount: "/sys/fs/cgroup/unified".into(),
+        };
+        let hybrid = CgroupLayout {
+            hierarchies: vec![v2.clone(), v1(&["memory"]), v1(&["name=systemd"])],
+        };
+        let v1only = CgroupLayout {
+            hierarchies: vec![v1(&["memory"]), v1(&["name=systemd"])],
+        };
+        let v2only = CgroupLayout {
+            hierarchies: vec![v2],
+        };
+        for l in [&hybrid, &v2only] {
+            for v in [Some(252), Some(257), None] {
+                assert_eq!(cgroup_view(l, v), Ok(CgroupView::Unified));
+            }
+        }
+        let e = cgroup_view(&v1only, Some(257)).unwrap_err();
+        assert!(e.contains("systemd 257 needs cgroup v2"), "{e}");
+        let Ok(CgroupView::Legacy(list)) = cgroup_view(&v1only, Some(252)) else {
+            panic!("no legacy view for systemd 252 on a v1 host")
+        };
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().any(|h| h.dir == "systemd" && h.writable));
+        assert!(matches!(
+            cgroup_view(&hybrid, Some(219)),
+            Ok(CgroupView::Legacy(_))
+        ));
+        assert_eq!(cgroup_view(&v2only, Some(219)), Ok(CgroupView::Unified));
     }
 
     #[test]

@@ -505,7 +505,7 @@ pub fn build(
             Err(String::from("internal: no plan for the method"))
         }
     }
-    .and_then(|()| {
+    .map(|()| {
         // A tree that boots systemd gets the systemd style, unless the user chose one (or the
         // guest it was cloned from had one): from a debootstrap, a tarball or a copy.
         let detect = matches!(
@@ -532,7 +532,6 @@ pub fn build(
                     .kill_timeout_secs(cfg.init.style == InitStyle::Systemd),
             );
         }
-        Ok(())
     })
     .and_then(|()| {
         // A template guest's identity goes into its upper layer, through the mounted overlay.
