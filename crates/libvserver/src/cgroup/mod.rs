@@ -320,20 +320,20 @@ impl GuestCgroup {
     /// Open `cgroup.procs` of every hierarchy (v1 only when `v1_only`), for a process that will
     /// move itself in after leaving the host's mount namespace.
     pub fn open_procs_files(&self, v1_only: bool) -> Result<Vec<fs::File>> {
-        let mut v = Vec::new();
-        for (h, d) in &self.dirs {
-            if v1_only && h.is_v2() {
-                continue;
-            }
-            let p = d.join("cgroup.procs");
-            v.push(
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(io(self.xid, "open", &p))?,
-            );
-        }
-        Ok(v)
+        self.dirs
+            .iter()
+            .filter(|(h, _)| !(v1_only && h.is_v2()))
+            .map(|(_, d)| self.open_procs(d))
+            .collect()
+    }
+
+    /// `cgroup.procs` of directory `d`, open for writing.
+    fn open_procs(&self, d: &Path) -> Result<fs::File> {
+        let p = d.join("cgroup.procs");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .map_err(io(self.xid, "open", &p))
     }
 
     /// Open, in every hierarchy, `cgroup.procs` of the cgroup where process `pid` (the guest's
@@ -351,19 +351,13 @@ impl GuestCgroup {
         for (h, d) in &self.dirs {
             let rel = cgroup_path_of(&text, h)
                 .and_then(|p| nested_below(&p, &format!("/{CGROUP_BASE}/{}", self.xid)));
-            if let Some(rel) = rel.filter(|r| !r.is_empty()) {
-                if let Ok(f) = open_beneath(d, &format!("{rel}/cgroup.procs")) {
-                    v.push(f);
-                    continue;
-                }
-            }
-            let p = d.join("cgroup.procs");
-            v.push(
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(io(self.xid, "open", &p))?,
-            );
+            let nested = rel
+                .filter(|r| !r.is_empty())
+                .and_then(|r| open_beneath(d, &format!("{r}/cgroup.procs")).ok());
+            v.push(match nested {
+                Some(f) => f,
+                None => self.open_procs(d)?,
+            });
         }
         Ok(v)
     }
@@ -394,14 +388,18 @@ impl GuestCgroup {
         order.extend(self.dirs.iter().filter(|(h, _)| !h.is_v2()));
         for (_, d) in order {
             if let Ok(p) = read_pids(&d.join("cgroup.procs")) {
-                let mut all = p;
-                for sub in self.below(d) {
-                    all.extend(read_pids(&sub.join("cgroup.procs")).unwrap_or_default());
-                }
-                return all;
+                return self.with_pids_below(d, p);
             }
         }
         Vec::new()
+    }
+
+    /// `pids` with the pids of every cgroup below `dir` that is part of this one.
+    fn with_pids_below(&self, dir: &Path, mut pids: Vec<i32>) -> Vec<i32> {
+        for sub in self.below(dir) {
+            pids.extend(read_pids(&sub.join("cgroup.procs")).unwrap_or_default());
+        }
+        pids
     }
 
     /// Pids in the cgroup (and below it) of any hierarchy (a process may sit in a v1 hierarchy
@@ -409,10 +407,8 @@ impl GuestCgroup {
     pub fn all_pids(&self) -> Vec<i32> {
         let mut v: Vec<i32> = Vec::new();
         for (_, d) in &self.dirs {
-            v.extend(read_pids(&d.join("cgroup.procs")).unwrap_or_default());
-            for sub in self.below(d) {
-                v.extend(read_pids(&sub.join("cgroup.procs")).unwrap_or_default());
-            }
+            let top = read_pids(&d.join("cgroup.procs")).unwrap_or_default();
+            v.extend(self.with_pids_below(d, top));
         }
         v.sort_unstable();
         v.dedup();

@@ -621,8 +621,21 @@ pub fn open_in_root(
     flags: i32,
     mode: u32,
 ) -> Result<std::fs::File, String> {
-    use std::os::fd::FromRawFd;
     let dir = std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+    openat2_in(&dir, root, rel, flags | libc::O_NOFOLLOW, mode)
+}
+
+/// openat2(2) of `rel` below the open directory `dir` (the tree `root`, for messages) with
+/// `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`; `flags` are open(2) flags
+/// (O_CLOEXEC is added), `mode` the creation mode (with O_CREAT).
+fn openat2_in(
+    dir: &std::fs::File,
+    root: &Path,
+    rel: &str,
+    flags: i32,
+    mode: u32,
+) -> Result<std::fs::File, String> {
+    use std::os::fd::FromRawFd;
     #[repr(C)]
     struct OpenHow {
         flags: u64,
@@ -633,7 +646,7 @@ pub fn open_in_root(
     const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
     const RESOLVE_IN_ROOT: u64 = 0x10;
     let how = OpenHow {
-        flags: (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: if flags & libc::O_CREAT != 0 {
             u64::from(mode)
         } else {
@@ -647,7 +660,7 @@ pub fn open_in_root(
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            std::os::fd::AsRawFd::as_raw_fd(dir),
             c.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),
@@ -670,50 +683,16 @@ pub fn open_in_root(
 ///
 /// Errors: the path does not resolve (missing, a loop) or lies outside the root.
 pub fn resolve_in_root(root: &Path, rel: &str) -> Result<String, String> {
-    use std::os::fd::FromRawFd;
+    let link = |f: &std::fs::File| {
+        std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(f)
+        ))
+        .map_err(|e| format!("resolve {rel} inside {}: {e}", root.display()))
+    };
     let dir = std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
-    let top = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&dir)
-    ))
-    .map_err(|e| format!("resolve {}: {e}", root.display()))?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: 0x10 | 0x02 | 0x01, // RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
-    };
-    let c = std::ffi::CString::new(rel)
-        .map_err(|_| format!("{rel} in {} contains NUL", root.display()))?;
-    // SAFETY: valid dirfd, NUL-terminated path and a properly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(format!(
-            "resolve {rel} inside {}: {}",
-            root.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    let f = unsafe { std::fs::File::from_raw_fd(fd as i32) };
-    let at = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&f)
-    ))
-    .map_err(|e| format!("resolve {rel} inside {}: {e}", root.display()))?;
+    let top = link(&dir)?;
+    let at = link(&openat2_in(&dir, root, rel, libc::O_PATH, 0)?)?;
     let inside = at
         .strip_prefix(&top)
         .map_err(|_| format!("{rel} leads out of {}", root.display()))?;
