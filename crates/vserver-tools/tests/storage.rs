@@ -367,10 +367,30 @@ fn clone_gets_a_new_identity_and_keeps_limits_and_marks() {
         "machine-id {cid:?}"
     );
     assert_ne!(cid, src_id, "the clone kept the source's machine-id");
-    assert!(
-        ssh_host_keys(&croot).is_empty(),
-        "ssh host keys copied: {:?}",
-        ssh_host_keys(&croot)
+    // Its own ssh host keys, never the source's.
+    let mut keys = ssh_host_keys(&croot);
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "ssh_host_ecdsa_key",
+            "ssh_host_ecdsa_key.pub",
+            "ssh_host_ed25519_key",
+            "ssh_host_ed25519_key.pub",
+            "ssh_host_rsa_key",
+            "ssh_host_rsa_key.pub"
+        ]
+    );
+    let rsa = croot.join("etc/ssh/ssh_host_rsa_key");
+    assert_ne!(
+        std::fs::read(&rsa).unwrap(),
+        b"PRIVATE KEY\n",
+        "the source's key was kept"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&rsa).unwrap().permissions().mode() & 0o777,
+        0o600
     );
     assert!(
         croot.join("etc/ssh/sshd_config").is_file(),

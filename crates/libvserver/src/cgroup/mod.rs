@@ -7,6 +7,7 @@
 
 pub mod devices;
 mod layout;
+mod tree;
 
 pub use layout::{parse_mountinfo, CgroupLayout, Hierarchy};
 
@@ -281,29 +282,31 @@ impl GuestCgroup {
     ///
     /// Errors: [`CgroupError::Io`] naming the file.
     pub fn delegate_to(&self, uid: u32, gid: u32) -> Result<()> {
-        let Some(leaf) = self.init_dir().filter(|_| self.delegated) else {
+        if !self.delegated {
             return Ok(());
-        };
+        }
+        // The v2 leaf, and the v1 `name=systemd` directory an older systemd writes on a
+        // v1-only host (`tasks` is v1's per-thread file).
+        let mut dirs: Vec<PathBuf> = self.init_dir().into_iter().collect();
+        dirs.extend(
+            self.dirs
+                .iter()
+                .filter(|(h, _)| h.has_controller("name=systemd"))
+                .map(|(_, d)| d.clone()),
+        );
         let (u, g) = (Some(uid), Some(gid));
-        std::os::unix::fs::chown(&leaf, u, g).map_err(io(self.xid, "chown", &leaf))?;
-        for f in DELEGATED_FILES {
-            let p = leaf.join(f);
-            match std::os::unix::fs::chown(&p, u, g) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(self.xid, "chown", &p)(e)),
+        for dir in dirs {
+            std::os::unix::fs::chown(&dir, u, g).map_err(io(self.xid, "chown", &dir))?;
+            for f in DELEGATED_FILES.iter().chain(&["tasks"]) {
+                let p = dir.join(f);
+                match std::os::unix::fs::chown(&p, u, g) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(self.xid, "chown", &p)(e)),
+                }
             }
         }
         Ok(())
-    }
-
-    /// The cgroups below `dir` that are part of this one (see `owns_subtree`).
-    fn below(&self, dir: &Path) -> Vec<PathBuf> {
-        if self.owns_subtree {
-            subtree(dir)
-        } else {
-            Vec::new()
-        }
     }
 
     /// Open the v2 directory for clone3(2)'s CLONE_INTO_CGROUP.
@@ -354,8 +357,12 @@ impl GuestCgroup {
             let nested = rel
                 .filter(|r| !r.is_empty())
                 .and_then(|r| open_beneath(d, &format!("{r}/cgroup.procs")).ok());
+            // Never above the guest's own cgroup namespace: a delegated guest's leaf when the
+            // init's cgroup went away meanwhile.
+            let leaf = d.join(DELEGATED_LEAF);
             v.push(match nested {
                 Some(f) => f,
+                None if h.is_v2() && leaf.is_dir() => self.open_procs(&leaf)?,
                 None => self.open_procs(d)?,
             });
         }
@@ -394,10 +401,11 @@ impl GuestCgroup {
         Vec::new()
     }
 
-    /// `pids` with the pids of every cgroup below `dir` that is part of this one.
+    /// `pids` with the pids of every cgroup below `dir` that is part of this one (see
+    /// `owns_subtree`), walked by descriptors ([`tree`]).
     fn with_pids_below(&self, dir: &Path, mut pids: Vec<i32>) -> Vec<i32> {
-        for sub in self.below(dir) {
-            pids.extend(read_pids(&sub.join("cgroup.procs")).unwrap_or_default());
+        if self.owns_subtree {
+            tree::for_each_below(dir, &mut |d| pids.extend(tree::pids_at(d)));
         }
         pids
     }
@@ -471,28 +479,29 @@ impl GuestCgroup {
             return Ok(());
         }
         self.kill_and_wait(Duration::from_secs(5))?;
-        let mut all: Vec<PathBuf> = Vec::new();
         for (_, d) in &self.dirs {
-            let mut below = self.below(d);
-            // Deepest first: a cgroup with children cannot be removed.
-            below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            all.extend(below);
-            all.push(d.clone());
-        }
-        for d in &all {
-            let start = Instant::now();
-            loop {
-                match fs::remove_dir(d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY)
-                            && start.elapsed() < Duration::from_secs(2) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10));
+            let r = if self.owns_subtree {
+                // Deepest first, by descriptors: a guest may nest past PATH_MAX on cgroup v1.
+                tree::remove_tree(d)
+            } else {
+                // A cgroup whose last task is still exiting is busy for a moment.
+                let start = Instant::now();
+                loop {
+                    match fs::remove_dir(d) {
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EBUSY)
+                                && start.elapsed() < Duration::from_secs(2) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(10))
+                        }
+                        other => break other,
                     }
-                    Err(e) => return Err(io(self.xid, "remove", d)(e)),
                 }
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(self.xid, "remove", d)(e)),
             }
         }
         Ok(())
@@ -826,23 +835,6 @@ impl GuestCgroup {
         }
         CpuTimes::default()
     }
-}
-
-/// Every cgroup directory below `dir` (not `dir` itself), parents before children; symlinks
-/// are not followed (cgroupfs has none). Empty when `dir` does not exist.
-fn subtree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let p = e.path();
-                out.push(p.clone());
-                stack.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// The cgroup path of hierarchy `h` in the text of a `/proc/PID/cgroup` file: the `0::` line

@@ -226,6 +226,15 @@ fn setup_network(ifaces: &[GuestIface], userns: bool) -> Result<(), String> {
         for (a, p) in &i.addrs {
             nl.add_address(idx, *a, *p).map_err(|e| e.to_string())?;
         }
+        // Announce the addresses when the link comes up (a gratuitous ARP, an unsolicited
+        // neighbour advertisement): each start gives the guest's end a new MAC, and the
+        // bridge's host would otherwise keep sending to the old one until its entry expires.
+        for (dir, key) in [("ipv4", "arp_notify"), ("ipv6", "ndisc_notify")] {
+            let p = format!("/proc/sys/net/{dir}/conf/{}/{key}", i.name);
+            if std::path::Path::new(&p).exists() {
+                std::fs::write(&p, "1").map_err(|e| format!("set {p}: {e}"))?;
+            }
+        }
         nl.set_up(idx).map_err(|e| e.to_string())?;
     }
     for i in ifaces {

@@ -697,6 +697,9 @@ fn monitor_main(
     if let Err(e) = crate::context::timens::restore_for_children(&host_time) {
         eprintln!("{}: {e}", g.name);
     }
+    // Only the spawn needed them; a monitor lives as long as its guest.
+    drop(cg_fd);
+    drop(host_time);
     let spawned = match spawned {
         Ok(s) => s,
         Err(e) => fail(e.to_string()),

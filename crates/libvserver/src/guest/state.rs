@@ -162,6 +162,11 @@ impl GuestLock {
         }
     }
 
+    /// The lock file's descriptor (to keep it open across a close of everything else).
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
     /// Close the lock's fd in a forked child without unlocking the parent's lock.
     pub fn forget_in_child(self) {
         drop(self.file);

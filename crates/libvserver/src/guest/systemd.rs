@@ -18,7 +18,8 @@ use std::path::Path;
 
 /// The first systemd release that refuses cgroup v1 (it needs the unified hierarchy).
 pub const FIRST_V2_ONLY: u32 = 256;
-/// systemd releases before this one cannot run on the unified hierarchy.
+/// systemd releases before this one cannot run on the unified hierarchy (they boot only on
+/// v1-only hosts here).
 pub const FIRST_UNIFIED: u32 = 232;
 /// Name of the file in the run directory holding the init's boot state as the monitor saw it:
 /// `starting`, `ready` or `stopping`.
@@ -66,8 +67,11 @@ pub fn plan(
 
 /// How /sys/fs/cgroup looks for a guest whose systemd has `version` on a host with `layout`:
 /// the unified view wherever the host has a v2 hierarchy (hybrid hosts included: systemd
-/// manages the guest's v2 tree, the limits stay on the v1 hierarchies), the legacy view on a
-/// v1-only host (and for a systemd too old for the unified one on a hybrid host).
+/// manages the guest's v2 tree, the limits stay on the v1 hierarchies), the legacy view only
+/// on a v1-only host. The version comes from the guest's tree, which its root controls: it
+/// may refuse a start, never open the v1 hierarchies (where nothing bounds the cgroups a
+/// guest makes) on a host that has v2. A systemd older than [`FIRST_UNIFIED`] therefore does
+/// not boot on v2 and hybrid hosts.
 ///
 /// Errors: a v1-only host and a systemd that needs cgroup v2 ([`FIRST_V2_ONLY`] or later).
 pub fn cgroup_view(layout: &CgroupLayout, version: Option<u32>) -> Result<CgroupView, String> {
@@ -87,7 +91,6 @@ pub fn cgroup_view(layout: &CgroupLayout, version: Option<u32>) -> Result<Cgroup
              older than {FIRST_V2_ONLY})"
         )),
         _ if !has_v2 => Ok(CgroupView::Legacy(legacy)),
-        Some(v) if v < FIRST_UNIFIED && !legacy.is_empty() => Ok(CgroupView::Legacy(legacy)),
         _ => Ok(CgroupView::Unified),
     }
 }
@@ -122,10 +125,13 @@ pub fn version_in(root: &Path) -> Option<u32> {
     if let Ok(d) =
         crate::storage::fs::open_in_root(root, "usr/lib", libc::O_DIRECTORY | libc::O_RDONLY, 0)
     {
-        for name in list_dir(&d) {
-            if name.contains("-linux-") {
-                dirs.push(format!("usr/lib/{name}/systemd"));
-            }
+        // A tree is the guest's: a few multiarch directories at most are looked at.
+        for name in list_dir(&d)
+            .into_iter()
+            .filter(|n| n.contains("-linux-"))
+            .take(8)
+        {
+            dirs.push(format!("usr/lib/{name}/systemd"));
         }
     }
     dirs.iter().find_map(|dir| {
@@ -188,7 +194,13 @@ pub fn wants_tmp_mount(root: &Path) -> bool {
 pub fn ensure_machine_id(root: &Path) -> Result<(), String> {
     use std::io::Read;
     let mut text = String::new();
-    if let Ok(f) = crate::storage::fs::open_in_root(root, "etc/machine-id", libc::O_RDONLY, 0) {
+    // Non-blocking: a FIFO planted there must not hang the start.
+    if let Ok(f) = crate::storage::fs::open_in_root(
+        root,
+        "etc/machine-id",
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    ) {
         if f.metadata().is_ok_and(|m| m.is_file()) {
             let _ = f.take(128).read_to_string(&mut text);
         }
@@ -228,6 +240,8 @@ impl NotifySocket {
         .map_err(|e| format!("notify socket: {e}"))?;
         let addr = UnixAddr::new(path).map_err(|e| format!("{}: {e}", path.display()))?;
         bind(fd.as_raw_fd(), &addr).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        // A small queue: a guest flooding it loses datagrams instead of host memory.
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &32768);
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("chmod {}: {e}", path.display()))?;
@@ -310,8 +324,8 @@ pub struct SystemdState {
 
 /// Ask the running guest `g`'s systemd for its state: `starting` until the monitor saw
 /// READY=1, else `systemctl show` and, with failed units, `systemctl list-units --failed`
-/// run inside the guest (each bounded to 5 s; the output is the guest's, so only plain words
-/// and unit names are taken from it).
+/// run inside the guest (5 s for both; the output is the guest's, so only plain words and
+/// unit names are taken from it).
 pub fn state(g: &Guest) -> SystemdState {
     let boot = std::fs::read_to_string(g.run_dir().file(BOOT_STATE_FILE)).unwrap_or_default();
     match boot.trim() {
@@ -329,7 +343,9 @@ pub fn state(g: &Guest) -> SystemdState {
         }
         _ => {}
     }
-    let limit = std::time::Duration::from_secs(5);
+    // One budget for both questions.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
     let word = |s: &str| {
         !s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_lowercase() || c == '-')
     };
@@ -341,7 +357,7 @@ pub fn state(g: &Guest) -> SystemdState {
             "--property=SystemState",
             "--property=NFailedUnits",
         ],
-        limit,
+        left(),
     )
     .unwrap_or_default();
     let mut state = String::from("unknown");
@@ -365,7 +381,7 @@ pub fn state(g: &Guest) -> SystemdState {
                 "--no-legend",
                 "--no-pager",
             ],
-            limit,
+            left(),
         )
         .unwrap_or_default();
         failed_units = list
@@ -450,10 +466,8 @@ mod tests {
         };
         assert_eq!(list.len(), 2);
         assert!(list.iter().any(|h| h.dir == "systemd" && h.writable));
-        assert!(matches!(
-            cgroup_view(&hybrid, Some(219)),
-            Ok(CgroupView::Legacy(_))
-        ));
+        // The guest's tree never opens the v1 hierarchies where v2 exists.
+        assert_eq!(cgroup_view(&hybrid, Some(219)), Ok(CgroupView::Unified));
         assert_eq!(cgroup_view(&v2only, Some(219)), Ok(CgroupView::Unified));
     }
 

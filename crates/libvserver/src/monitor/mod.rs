@@ -141,6 +141,20 @@ fn rd_file(g: &Guest, name: &str) -> std::path::PathBuf {
     g.run_dir().file(name)
 }
 
+/// One line of the monitor's log (its stderr, `RUN/NAME/monitor.log`), stamped with the UTC
+/// time and the guest's name.
+fn note(g: &Guest, msg: &str) {
+    eprintln!(
+        "{} {}: {msg}",
+        crate::storage::snapshot::utc_label(now_unix()),
+        g.name
+    );
+}
+
+/// How long the notify socket is left alone after it was read once the guest has booted: a
+/// guest flooding it costs the host's CPU at most one drain per interval.
+const NOTIFY_QUIET: Duration = Duration::from_millis(100);
+
 /// Supervise the guest until its init exits, then clean up and exit the process.
 /// `console` is the console pty's master and a copy of its slave (kept open, so the console
 /// survives an init that closes its own). `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
@@ -162,7 +176,11 @@ pub fn run(
     // taking too long gets SIGKILL.
     let mut boot_failed: Option<String> = None;
     let mut kill_at: Option<Instant> = None;
+    // The console's last lines when the boot was given up (before the halt's own lines).
+    let mut tail_at_failure: Option<String> = None;
     let boot_file = rd_file(g, crate::guest::systemd::BOOT_STATE_FILE);
+    let mut boot_state = "starting";
+    let mut notify_quiet_until: Option<Instant> = None;
     let rd = g.run_dir();
     // The master, and our own copy of the slave (see guest::start): held until the end.
     let (mut console, _peer) = match console {
@@ -188,8 +206,11 @@ pub fn run(
         let (mut at_console, mut at_listener, mut at_client) = (None, None, None);
         let (mut at_notify, mut at_report) = (None, None);
         if let Some(b) = &boot {
-            at_notify = Some(fds.len());
-            fds.push(PollFd::new(b.notify.fd(), PollFlags::POLLIN));
+            if notify_quiet_until.is_none_or(|t| Instant::now() >= t) {
+                notify_quiet_until = None;
+                at_notify = Some(fds.len());
+                fds.push(PollFd::new(b.notify.fd(), PollFlags::POLLIN));
+            }
             // The start waiting on the report: POLLERR once it is gone (killed).
             if let (Some(r), None) = (&b.report, &boot_failed) {
                 at_report = Some(fds.len());
@@ -218,6 +239,7 @@ pub fn run(
                 .filter(|b| b.report.is_some() && boot_failed.is_none())
                 .map(|b| b.deadline),
             kill_at,
+            notify_quiet_until,
         ]
         .into_iter()
         .flatten()
@@ -250,23 +272,32 @@ pub fn run(
             {
                 // The starting command died before the guest was up: do not leave a guest
                 // nobody asked for (cleaned up below once its init ends).
-                eprintln!("{}: the start was interrupted: stopping the guest", g.name);
+                note(g, "the start was interrupted: stopping the guest");
                 boot_failed = Some(String::from("the start was interrupted"));
                 let _ = crate::context::clone::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
             }
             if !notify_ev.is_empty() {
                 let n = b.notify.drain();
-                if n.stopping {
-                    let _ = std::fs::write(&boot_file, "stopping\n");
+                let now = if n.stopping {
+                    "stopping"
                 } else if n.ready {
-                    let _ = std::fs::write(&boot_file, "ready\n");
+                    "ready"
+                } else {
+                    boot_state
+                };
+                if now != boot_state {
+                    boot_state = now;
+                    let _ = std::fs::write(&boot_file, format!("{now}\n"));
+                }
+                if b.report.is_none() {
+                    notify_quiet_until = Some(Instant::now() + NOTIFY_QUIET);
                 }
                 if n.ready && boot_failed.is_none() {
                     if let Some(r) = b.report.take() {
                         if nix::unistd::write(&r, b"OK").is_err() {
                             // The starting command died before the guest was up: do not leave
                             // a guest nobody asked for (cleaned up below once its init ends).
-                            eprintln!("{}: the start was interrupted: stopping the guest", g.name);
+                            note(g, "the start was interrupted: stopping the guest");
                             boot_failed = Some(String::from("the start was interrupted"));
                             let _ = crate::context::clone::pidfd_kill(
                                 init_pidfd.as_fd(),
@@ -277,6 +308,7 @@ pub fn run(
                 }
             }
             if b.report.is_some() && boot_failed.is_none() && Instant::now() >= b.deadline {
+                tail_at_failure = Some(console_tail(&rd, 8));
                 boot_failed = Some(format!(
                     "its systemd did not finish booting within {} s (init.ready_timeout); \
                      halted it",
@@ -390,13 +422,16 @@ pub fn run(
                 format!("its init ended while booting (status {status})")
             }
         });
-        let tail = console_tail(&rd, 8);
+        let tail = tail_at_failure.unwrap_or_else(|| console_tail(&rd, 8));
         let msg = if tail.is_empty() {
             format!("{}: {why}", g.name)
         } else {
             format!("{}: {why}; the console's last lines: {tail}", g.name)
         };
-        eprintln!("{msg}");
+        note(
+            g,
+            msg.strip_prefix(&format!("{}: ", g.name)).unwrap_or(&msg),
+        );
         let _ = nix::unistd::write(&r, msg.as_bytes());
         std::process::exit(1);
     }
@@ -404,7 +439,18 @@ pub fn run(
         (Some((what, crate::config::GuestAction::Restart)), Some(lock))
             if ok && !stopping && !restart_storm(g, &rd) =>
         {
-            eprintln!("{}: {what} inside: starting it again", g.name);
+            note(g, &format!("{what} inside: starting it again"));
+            // The new monitor is forked from this one: it must inherit nothing but the lock
+            // (the console pty, pidfds, sockets and files of this run would pile up with every
+            // restart, a host pty each).
+            drop(console);
+            drop(_peer);
+            drop(boot);
+            drop(log);
+            drop(init_pidfd);
+            let mut keep = vec![lock.raw_fd()];
+            keep.extend(crate::testhook::fd());
+            let _ = crate::context::clone::close_all_but(&keep);
             match crate::guest::Guest::load(&g.paths, &g.name).and_then(|fresh| {
                 crate::guest::start::start_locked(&fresh, lock, &mut |m: &str| eprintln!("{m}"))
             }) {
@@ -415,8 +461,9 @@ pub fn run(
                 }
             }
         }
-        (Some((what, _)), _) => eprintln!("{}: {what} inside: left stopped", g.name),
-        (None, _) => eprintln!("{}: the init ended (status {status})", g.name),
+        _ if stopping => note(g, &format!("stopped by vserver stop (status {status})")),
+        (Some((what, _)), _) => note(g, &format!("{what} inside: left stopped")),
+        (None, _) => note(g, &format!("the init ended (status {status})")),
     }
     std::process::exit(if ok { 0 } else { 1 })
 }

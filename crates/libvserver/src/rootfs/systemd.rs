@@ -10,8 +10,9 @@
 //!    controllers read-only, as nspawn does);
 //! 2. /run (tmpfs, mode 0755), /run/lock (tmpfs, noexec) and, when the guest's systemd would
 //!    mount one itself (tmp.mount), /tmp (tmpfs, mode 1777);
-//! 3. /run/host/container-manager (`vserver`) and /run/host/notify, the host's notify socket
-//!    (the guest's systemd sends READY=1 there when it has booted: sd_notify(3)).
+//! 3. /run/host/container-manager (`vserver`), a boot id of its own over
+//!    /proc/sys/kernel/random/boot_id, and /run/host/notify, the host's notify socket (the
+//!    guest's systemd sends READY=1 there when it has booted: sd_notify(3)).
 
 use super::{ensure_dir, m, move_mount, open_tree_clone};
 use nix::mount::MsFlags;
@@ -104,8 +105,19 @@ pub struct SystemdMounts {
 pub fn open_notify(path: &std::path::Path) -> Result<OwnedFd, String> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{} contains NUL", path.display()))?;
-    open_tree_clone(libc::AT_FDCWD, &c, 0)
-        .map_err(|e| format!("open_tree the notify socket {}: {e}", path.display()))
+    let tree = open_tree_clone(libc::AT_FDCWD, &c, 0)
+        .map_err(|e| format!("open_tree the notify socket {}: {e}", path.display()))?;
+    // Read-only: sending to the socket works, chmod or utimes of the host's inode do not.
+    super::set_tree_attrs(
+        &tree,
+        super::MOUNT_ATTR_RDONLY
+            | super::MOUNT_ATTR_NOSUID
+            | super::MOUNT_ATTR_NODEV
+            | super::MOUNT_ATTR_NOEXEC,
+        None,
+    )
+    .map_err(|e| format!("make the notify socket's mount read-only: {e}"))?;
+    Ok(tree)
 }
 
 /// Mount what `s` describes, with "/" the guest root (after pivot_root). `notify` is the tree
@@ -191,11 +203,49 @@ pub fn mount_all(s: &SystemdMounts, notify: Option<OwnedFd>) -> Result<(), Strin
         &format!("{CONTAINER_MANAGER}\n"),
         0o444,
     )?;
+    boot_id()?;
     if let Some(tree) = notify {
         write_new(NOTIFY_SOCKET_PATH, "", 0o600)?;
         move_mount(&tree, NOTIFY_SOCKET_PATH)?;
     }
     Ok(())
+}
+
+/// Give the guest a boot id of its own: /proc/sys/kernel/random/boot_id is the host's, and
+/// journald tells boots apart by it (`journalctl -b`, `--list-boots`). A fresh random UUID in
+/// a file of the new /run tmpfs is bound read-only over it (as systemd-nspawn does), then the
+/// file's name is removed.
+fn boot_id() -> Result<(), String> {
+    use std::io::Read;
+    const SRC: &str = "/run/.vserver-boot-id";
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+    // A version 4 UUID (RFC 4122).
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = format!(
+        "{}-{}-{}-{}-{}\n",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    );
+    write_new(SRC, &id, 0o444)?;
+    let c = std::ffi::CString::new(SRC).map_err(|_| String::from("NUL in a path"))?;
+    let tree =
+        open_tree_clone(libc::AT_FDCWD, &c, 0).map_err(|e| format!("open_tree {SRC}: {e}"))?;
+    super::set_tree_attrs(
+        &tree,
+        super::MOUNT_ATTR_RDONLY | super::MOUNT_ATTR_NOSUID | super::MOUNT_ATTR_NODEV,
+        None,
+    )
+    .map_err(|e| format!("make the boot id read-only: {e}"))?;
+    move_mount(&tree, "/proc/sys/kernel/random/boot_id")?;
+    std::fs::remove_file(SRC).map_err(|e| format!("remove {SRC}: {e}"))
 }
 
 /// Create `path` (which must not exist: it is on a fresh tmpfs) with `data` and `mode`.

@@ -86,9 +86,10 @@ pub enum BuildMethod {
 }
 
 /// Packages a debootstrap guest gets besides `--include` unless another init style than
-/// systemd is asked for: what a stock Debian server boots with (systemd as /sbin/init, and the
-/// system bus that logind and systemctl's clients use).
-pub const DEBOOTSTRAP_SYSTEMD: &[&str] = &["systemd-sysv", "dbus"];
+/// systemd, or another init package, is asked for: what a stock Debian server boots with
+/// (systemd as /sbin/init, the system bus that logind and systemctl's clients use, and the
+/// PAM module that gives logins a logind session).
+pub const DEBOOTSTRAP_SYSTEMD: &[&str] = &["systemd-sysv", "dbus", "libpam-systemd"];
 
 /// Options of `vserver NAME build`.
 #[derive(Debug, Clone)]
@@ -527,10 +528,16 @@ pub fn build(
             }
         }
         if cfg.stop.kill_timeout.is_none() {
-            cfg.stop.kill_timeout = Some(
-                cfg.stop
-                    .kill_timeout_secs(cfg.init.style == InitStyle::Systemd),
-            );
+            // A plain guest whose /sbin/init is systemd is stopped as one too.
+            let systemd = crate::guest::systemd::boots_systemd(&root, &cfg.init);
+            cfg.stop.kill_timeout = Some(cfg.stop.kill_timeout_secs(systemd));
+        }
+    })
+    .and_then(|()| {
+        if matches!(o.method, BuildMethod::Host | BuildMethod::Clone { .. }) {
+            fresh_ssh_host_keys(&root, &hostname, progress)
+        } else {
+            Ok(())
         }
     })
     .and_then(|()| {
@@ -839,6 +846,8 @@ fn run_with_progress(
     });
     progress.begin(what, total, "");
     let mut last = 0;
+    // debootstrap says why it failed on stdout ("E: Couldn't find these debs: ...").
+    let mut out_errors: Vec<String> = Vec::new();
     if let Some(out) = child.stdout.take() {
         let mut r = std::io::BufReader::new(out);
         let mut buf = Vec::new();
@@ -857,15 +866,27 @@ fn run_with_progress(
                 if let Some(c) = count(&line) {
                     last = c;
                 }
+                if line.starts_with("E:") && out_errors.len() < 5 {
+                    out_errors.push(line.clone());
+                }
                 progress.update(last, &line);
             }
         }
     }
     let st = child.wait().map_err(|e| format!("wait: {e}"))?;
     progress.end();
-    let err_text = errs.join().unwrap_or_default();
+    let mut err_text = errs.join().unwrap_or_default();
+    for e in out_errors {
+        err_text.push('\n');
+        err_text.push_str(&e);
+    }
     if !st.success() {
-        let tail: Vec<&str> = err_text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = err_text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(5)
+            .collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(format!("{what} failed ({st}): {}", tail.join(" / ")));
     }
@@ -999,7 +1020,7 @@ fn build_clone(
     }
     if removed > 0 {
         progress.line(&format!(
-            "removed {removed} ssh host key files (make new ones inside: ssh-keygen -A)"
+            "removed the source's {removed} ssh host key files (new ones follow)"
         ));
     }
     for f in ["var/lib/dbus/machine-id", "var/lib/systemd/random-seed"] {
@@ -1365,6 +1386,85 @@ fn remove_device_nodes(root: &Path) -> Result<usize, String> {
         }
     }
     Ok(n)
+}
+
+/// Key types `ssh-keygen -A` makes (Debian's sshd loads these).
+const SSH_KEY_TYPES: &[&str] = &["rsa", "ecdsa", "ed25519"];
+
+/// Give a guest that has an sshd configuration but no host keys (a clone, whose source's keys
+/// were removed; a host build, which never copies the host's) its own: made by the host's
+/// ssh-keygen(1) in a private temporary directory, then written into the guest with in-root
+/// resolution (private keys mode 0600). Without ssh-keygen on the host, says how to make them
+/// inside instead.
+///
+/// Errors: a key that cannot be made or written.
+fn fresh_ssh_host_keys(
+    root: &Path,
+    hostname: &str,
+    progress: &mut dyn Progress,
+) -> Result<(), String> {
+    use super::fs::{open_in_root, write_in_root_mode};
+    if open_in_root(root, "etc/ssh/sshd_config", libc::O_PATH, 0).is_err() {
+        return Ok(());
+    }
+    let have =
+        |t: &str| open_in_root(root, &format!("etc/ssh/ssh_host_{t}_key"), libc::O_PATH, 0).is_ok();
+    if SSH_KEY_TYPES.iter().any(|t| have(t)) {
+        return Ok(());
+    }
+    let mut rnd = [0u8; 8];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd))
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+    let tmp = std::env::temp_dir().join(format!(
+        "vserver-sshkeys-{}",
+        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    fs::create_dir(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(tmp.clone());
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    for t in SSH_KEY_TYPES {
+        let key = tmp.join(format!("ssh_host_{t}_key"));
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-t", t, "-C"])
+            .arg(format!("root@{hostname}"))
+            .arg("-f")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .output();
+        match made {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!(
+                    "ssh-keygen -t {t}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                progress.line(
+                    "no ssh-keygen on the host: make the guest's ssh host keys inside \
+                     (ssh-keygen -A)",
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(format!("run ssh-keygen: {e}")),
+        }
+        for (suffix, mode) in [("", 0o600), (".pub", 0o644)] {
+            let name = format!("ssh_host_{t}_key{suffix}");
+            let data = fs::read(tmp.join(&name))
+                .map_err(|e| format!("read {}: {e}", tmp.join(&name).display()))?;
+            write_in_root_mode(root, &format!("etc/ssh/{name}"), &data, mode)?;
+        }
+    }
+    progress.line("made the guest's own ssh host keys");
+    Ok(())
 }
 
 /// Write the guest's own identity: hostname, hosts, a fresh machine-id.

@@ -714,6 +714,14 @@ pub fn read_link_in_root(root: &Path, rel: &str) -> Option<String> {
 ///
 /// Errors: as [`open_in_root`], or the write's.
 pub fn write_in_root(root: &Path, rel: &str, data: &[u8]) -> Result<(), String> {
+    write_in_root_mode(root, rel, data, 0o644)
+}
+
+/// [`write_in_root`] with the file's permission bits `mode` (set on the open file, so an
+/// existing file gets them too).
+///
+/// Errors: as [`write_in_root`].
+pub fn write_in_root_mode(root: &Path, rel: &str, data: &[u8], mode: u32) -> Result<(), String> {
     use std::io::Write;
     match open_in_root(root, rel, libc::O_PATH, 0) {
         Ok(f) => {
@@ -760,8 +768,11 @@ pub fn write_in_root(root: &Path, rel: &str, data: &[u8]) -> Result<(), String> 
         root,
         rel,
         libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-        0o644,
+        mode & 0o600,
     )?;
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {rel} in {}: {e}", root.display()))?;
     f.write_all(data)
         .map_err(|e| format!("write {rel} in {}: {e}", root.display()))
 }

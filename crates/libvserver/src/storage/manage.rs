@@ -253,6 +253,18 @@ pub fn delete(g: &Guest) -> Result<Vec<PathBuf>, String> {
             removed.push(p);
         }
     }
+    // The traffic totals stay for billing, under a name a new guest of the same name does
+    // not take over.
+    let acct = g
+        .paths
+        .root_base
+        .join(".accounting")
+        .join(format!("{}.json", g.name));
+    if acct.exists() {
+        let kept = acct.with_extension(format!("json.~{}~", crate::guest::state::now_unix()));
+        std::fs::rename(&acct, &kept)
+            .map_err(|e| format!("keep {} as {}: {e}", acct.display(), kept.display()))?;
+    }
     drop(lock);
     let dir = rd.file("");
     if std::fs::remove_dir_all(&dir).is_ok() {

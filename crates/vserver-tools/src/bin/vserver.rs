@@ -849,6 +849,16 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
 fn main() -> ExitCode {
     vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
+    // Commands that only print end quietly when their reader goes away (`status | head -1`),
+    // as other Unix tools do; exec, enter and friends relay a command's output and give it
+    // SIGPIPE themselves.
+    if !matches!(
+        cli.cmd,
+        Cmd::Exec { .. } | Cmd::Suexec { .. } | Cmd::Enter | Cmd::Run { .. } | Cmd::Console
+    ) {
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli) {
         Ok(c) | Err(c) => c,
     }
