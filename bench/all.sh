@@ -9,5 +9,6 @@ bash bench/overhead.sh
 bash bench/net.sh
 bash bench/profile.sh
 bash bench/storage.sh
+bash bench/systemd-boot.sh
 dpkg -s python3-matplotlib >/dev/null 2>&1 || apt-get install -y -qq python3-matplotlib >/dev/null
 /usr/bin/python3 bench/plot.py

@@ -39,7 +39,7 @@ pub enum GuestError {
     #[error("{0} is not running")]
     NotRunning(String),
     /// The guest is already running.
-    #[error("{name}: is already running at context {xid}")]
+    #[error("{name} is already running at context {xid}")]
     AlreadyRunning {
         /// Guest name.
         name: String,

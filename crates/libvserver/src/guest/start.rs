@@ -756,7 +756,7 @@ fn monitor_main(
             lock.forget_in_child();
             Some(crate::monitor::Boot {
                 report,
-                notify,
+                notify: Some(notify),
                 deadline: std::time::Instant::now()
                     + std::time::Duration::from_secs(u64::from(secs)),
                 ready_timeout_secs: secs,

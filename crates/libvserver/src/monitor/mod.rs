@@ -81,14 +81,17 @@ fn restart_storm(g: &Guest, rd: &RunDir) -> bool {
 /// A systemd guest's boot as the monitor follows it: the start waits on `report` until the
 /// guest's systemd sends READY=1 on `notify` ("OK"), or its init ends, or `deadline` passes
 /// (then the guest is halted with SIGRTMIN+3, killed after `kill_timeout`, and the start
-/// fails with the reason and the console's last lines). The notify socket is read on for the
-/// whole life of the guest (STOPPING=1); the boot state is kept in
-/// `RUN/NAME/`[`crate::guest::systemd::BOOT_STATE_FILE`].
+/// fails with the reason and the console's last lines). Once READY=1 has come the monitor
+/// closes its end of the notify socket: the guest's later messages fail at once (systemd
+/// ignores that) instead of queueing (a full queue would block the guest's pid 1, and a guest
+/// flooding it would cost the host CPU). The boot state is kept in
+/// `RUN/NAME/`[`crate::guest::systemd::BOOT_STATE_FILE`]: `starting`, `ready`, and
+/// `stopping` once `vserver stop` began.
 pub struct Boot {
     /// The pipe the starting command reads; None once reported (or not waited for).
     pub report: Option<OwnedFd>,
-    /// The guest's notify socket.
-    pub notify: crate::guest::systemd::NotifySocket,
+    /// The guest's notify socket, until READY=1.
+    pub notify: Option<crate::guest::systemd::NotifySocket>,
     /// When the wait for READY=1 ends.
     pub deadline: Instant,
     /// The wait in seconds, for messages.
@@ -151,10 +154,6 @@ fn note(g: &Guest, msg: &str) {
     );
 }
 
-/// How long the notify socket is left alone after it was read once the guest has booted: a
-/// guest flooding it costs the host's CPU at most one drain per interval.
-const NOTIFY_QUIET: Duration = Duration::from_millis(100);
-
 /// Supervise the guest until its init exits, then clean up and exit the process.
 /// `console` is the console pty's master and a copy of its slave (kept open, so the console
 /// survives an init that closes its own). `post_stop` runs the post-stop script unless a `vserver stop` is in progress (it runs it).
@@ -180,7 +179,6 @@ pub fn run(
     let mut tail_at_failure: Option<String> = None;
     let boot_file = rd_file(g, crate::guest::systemd::BOOT_STATE_FILE);
     let mut boot_state = "starting";
-    let mut notify_quiet_until: Option<Instant> = None;
     let rd = g.run_dir();
     // The master, and our own copy of the slave (see guest::start): held until the end.
     let (mut console, _peer) = match console {
@@ -206,10 +204,9 @@ pub fn run(
         let (mut at_console, mut at_listener, mut at_client) = (None, None, None);
         let (mut at_notify, mut at_report) = (None, None);
         if let Some(b) = &boot {
-            if notify_quiet_until.is_none_or(|t| Instant::now() >= t) {
-                notify_quiet_until = None;
+            if let Some(n) = &b.notify {
                 at_notify = Some(fds.len());
-                fds.push(PollFd::new(b.notify.fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
             }
             // The start waiting on the report: POLLERR once it is gone (killed).
             if let (Some(r), None) = (&b.report, &boot_failed) {
@@ -239,7 +236,6 @@ pub fn run(
                 .filter(|b| b.report.is_some() && boot_failed.is_none())
                 .map(|b| b.deadline),
             kill_at,
-            notify_quiet_until,
         ]
         .into_iter()
         .flatten()
@@ -276,8 +272,11 @@ pub fn run(
                 boot_failed = Some(String::from("the start was interrupted"));
                 let _ = crate::context::clone::pidfd_kill(init_pidfd.as_fd(), libc::SIGKILL);
             }
-            if !notify_ev.is_empty() {
-                let n = b.notify.drain();
+            let notified = match &b.notify {
+                Some(sock) if !notify_ev.is_empty() => Some(sock.drain()),
+                _ => None,
+            };
+            if let Some(n) = notified {
                 let now = if n.stopping {
                     "stopping"
                 } else if n.ready {
@@ -289,8 +288,8 @@ pub fn run(
                     boot_state = now;
                     let _ = std::fs::write(&boot_file, format!("{now}\n"));
                 }
-                if b.report.is_none() {
-                    notify_quiet_until = Some(Instant::now() + NOTIFY_QUIET);
+                if n.ready {
+                    b.notify = None;
                 }
                 if n.ready && boot_failed.is_none() {
                     if let Some(r) = b.report.take() {
