@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=(libseccomp-dev pkg-config gcc libc6-dev busybox-static iproute2 procps util-linux python3 curl ca-certificates lxcfs nftables
       btrfs-progs xfsprogs debootstrap rsync zstd tar acl attr libcap2-bin e2fsprogs
-      containerd podman)
+      containerd podman openssh-client)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
