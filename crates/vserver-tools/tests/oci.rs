@@ -748,3 +748,414 @@ fn an_exec_helper_paused_before_execve_shows_the_container_nothing() {
     assert_ok(&t.join().unwrap(), "the paused exec");
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
 }
+
+/// The pid of a container's init, from `state`.
+fn init_pid_of(b: &Bundle, id: &str) -> i64 {
+    b.state(id)["pid"].as_i64().unwrap_or(0)
+}
+
+/// Found by a hostile review: `create` of a container that joins another container's pid
+/// namespace (CRI's shareProcessNamespace) ran its host hooks inside that namespace, where the
+/// other container's root could see and trace them (and reach the host through /proc/PID/root).
+/// runc runs them in its own pid namespace.
+#[test]
+fn hooks_of_a_container_joining_a_pid_namespace_run_in_the_hosts() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("pidjoin");
+    b.args(&["sleep", "1000"]);
+    let a = id("pidjoin-a");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &a]), "run -d A");
+    let a_pid = init_pid_of(&b, &a);
+    let log = b.dir.join("hookns.log");
+    let hook = json!({"path": "/bin/sh", "args": ["sh", "-c",
+        format!("readlink /proc/self/ns/pid >> {}", log.display())]});
+    let mut c = b.config();
+    let ns = c["linux"]["namespaces"].as_array().unwrap().clone();
+    let ns: Vec<Value> = ns
+        .into_iter()
+        .map(|n| {
+            if n["type"] == "pid" {
+                json!({"type": "pid", "path": format!("/proc/{a_pid}/ns/pid")})
+            } else {
+                n
+            }
+        })
+        .collect();
+    c["linux"]["namespaces"] = json!(ns);
+    c["hooks"] = json!({"prestart": [hook.clone()], "createRuntime": [hook]});
+    b.set_config(&c);
+    let bid = id("pidjoin-b");
+    assert_ok(&b.oci(&["create", "--bundle", b.b(), &bid]), "create B");
+    let host = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(seen.lines().count(), 2, "{seen}");
+    for l in seen.lines() {
+        assert_eq!(
+            Path::new(l),
+            host,
+            "a hook ran in another pid namespace: {seen}"
+        );
+    }
+    // B's own process is in A's pid namespace, as asked.
+    let b_pid = init_pid_of(&b, &bid);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{b_pid}/ns/pid")).unwrap(),
+        std::fs::read_link(format!("/proc/{a_pid}/ns/pid")).unwrap()
+    );
+    assert_ok(&b.oci(&["delete", "--force", &bid]), "delete B");
+    assert_ok(&b.oci(&["delete", "--force", &a]), "delete A");
+}
+
+/// The v2 hierarchy's mount (hybrid: /sys/fs/cgroup/unified).
+fn v2_mount() -> Option<&'static str> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|m| Path::new(m).join("cgroup.controllers").exists())
+}
+
+/// Found by a hostile review: a `cgroupsPath` naming the parent of another container's cgroup
+/// was accepted, and `delete --force` of that container killed the other container and a host
+/// process below it (recursive cgroup.kill). A cgroup with processes or cgroups below it is
+/// refused now, and delete kills only the container's own processes.
+#[test]
+fn a_cgroup_path_that_is_not_empty_is_refused_and_delete_kills_only_its_own() {
+    if !require_root() {
+        return;
+    }
+    let Some(v2) = v2_mount() else {
+        eprintln!("skipped: no cgroup v2 hierarchy");
+        return;
+    };
+    let b = Bundle::new("cgpath");
+    b.args(&["sleep", "1000"]);
+    let parent = format!("vst-oci-cgpath-{}", std::process::id());
+    let mut c = b.config();
+    c["linux"]["cgroupsPath"] = json!(format!("/{parent}/a"));
+    b.set_config(&c);
+    let a = id("cgpath-a");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &a]), "run -d A");
+    let a_pid = init_pid_of(&b, &a);
+    c["linux"]["cgroupsPath"] = json!(format!("/{parent}"));
+    b.set_config(&c);
+    let bid = id("cgpath-b");
+    let o = b.oci(&["create", "--bundle", b.b(), &bid]);
+    assert!(
+        !o.status.success() && text(&o).contains("not empty"),
+        "a populated parent was taken: {}",
+        text(&o)
+    );
+    assert_ok(&b.oci(&["delete", "--force", &a]), "delete A");
+    // An empty cgroup is taken; a host job put below it later survives the delete.
+    let own = format!("{parent}/b");
+    c["linux"]["cgroupsPath"] = json!(format!("/{own}"));
+    b.set_config(&c);
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &bid]), "run -d B");
+    let job_cg = Path::new(v2).join(&own).join("hostjob");
+    std::fs::create_dir(&job_cg).unwrap();
+    let mut job = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::fs::write(job_cg.join("cgroup.procs"), job.id().to_string()).unwrap();
+    let o = b.oci(&["delete", "--force", &bid]);
+    assert_ok(&o, "delete --force B");
+    assert!(
+        job.try_wait().unwrap().is_none(),
+        "delete killed a host process below the container's cgroup"
+    );
+    assert!(!b.root.join(&bid).exists(), "B's state was left");
+    let _ = job.kill();
+    let _ = job.wait();
+    assert!(a_pid > 0);
+    // Clean up the test's cgroups in every hierarchy, deepest first.
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for d in [
+            e.path().join(&own).join("hostjob"),
+            e.path().join(&own),
+            e.path().join(&parent).join("a"),
+            e.path().join(&parent),
+        ] {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    for d in [
+        job_cg.clone(),
+        Path::new(v2).join(&own),
+        Path::new(v2).join(&parent),
+    ] {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// Found by a hostile review: startContainer hooks (programs of the image, run in the
+/// container) ran as root with the runtime's capabilities, without no_new_privs or the seccomp
+/// filter of the process they precede. They run as that process now, as in runc.
+#[test]
+fn start_container_hooks_run_as_the_program() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("starthook");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["cat", "/dev/shm/hook.status"]);
+    c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    c["process"]["noNewPrivileges"] = json!(true);
+    for set in ["bounding", "effective", "permitted"] {
+        c["process"]["capabilities"][set] = json!(["CAP_KILL"]);
+    }
+    c["process"]["capabilities"]["inheritable"] = json!([]);
+    c["process"]["capabilities"]["ambient"] = json!([]);
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["acct"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    c["hooks"] = json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+        "grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status > /dev/shm/hook.status"]}]});
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id("starthook")]);
+    assert_ok(&o, "run");
+    let st = String::from_utf8_lossy(&o.stdout).to_string();
+    let field = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    // As the program: uid 1000 (whose execve leaves it no effective capability), the
+    // program's bounding set, no_new_privs and the filter.
+    assert_eq!(field("Uid"), "1000", "{st}");
+    assert_eq!(field("CapEff"), "0000000000000000", "{st}");
+    assert_eq!(field("CapBnd"), "0000000000000020", "{st}");
+    assert_eq!(field("NoNewPrivs"), "1", "{st}");
+    assert_eq!(field("Seccomp"), "2", "{st}");
+}
+
+/// Found by a hostile review: on a cgroup that existed before `create` (made by an
+/// orchestrator) and a config without `linux.resources`, no device policy was applied: a
+/// container with CAP_MKNOD wrote to the host's /dev/kmsg. The policy is applied every time.
+#[test]
+fn the_device_policy_holds_on_a_cgroup_that_existed_before() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("devpre");
+    let rel = format!("vst-oci-devpre-{}", std::process::id());
+    let mut made = Vec::new();
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let is_cg = e.path().join("cgroup.procs").exists();
+        let d = e.path().join(&rel);
+        if is_cg && std::fs::create_dir(&d).is_ok() {
+            made.push(d);
+        }
+    }
+    let top = Path::new("/sys/fs/cgroup").join(&rel);
+    if Path::new("/sys/fs/cgroup/cgroup.procs").exists() && std::fs::create_dir(&top).is_ok() {
+        made.push(top);
+    }
+    let mut c = b.config();
+    c["linux"]["cgroupsPath"] = json!(format!("/{rel}"));
+    if let Some(r) = c["linux"].as_object_mut() {
+        r.remove("resources");
+    }
+    for set in ["bounding", "effective", "permitted"] {
+        c["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_MKNOD"));
+    }
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "mknod /dev/km c 1 11 && echo vserver-test > /dev/km && echo WROTE; true"
+    ]);
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id("devpre")]);
+    assert_ok(&o, "run");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("WROTE"),
+        "the container wrote to /dev/kmsg: {}",
+        text(&o)
+    );
+    for d in made.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// Found by a hostile review: `update --resources` with one field lifted every other limit
+/// (they were written as "no limit"). Only what is given changes, as in runc.
+#[test]
+fn update_changes_only_what_it_is_given() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("upd");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["linux"]["resources"]["pids"] = json!({"limit": 50});
+    c["linux"]["resources"]["memory"] = json!({"limit": 64 * 1024 * 1024});
+    c["linux"]["resources"]["cpu"] = json!({"quota": 20000, "period": 100000});
+    b.set_config(&c);
+    let id = id("upd");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let limits = || {
+        (
+            cgroup_file(&id, "pids", "pids.max"),
+            cgroup_file(&id, "memory", "memory.limit_in_bytes")
+                .or_else(|| cgroup_file(&id, "memory", "memory.max")),
+            cgroup_file(&id, "cpu", "cpu.cfs_quota_us")
+                .or_else(|| cgroup_file(&id, "cpu", "cpu.max")),
+        )
+    };
+    let before = limits();
+    assert_eq!(before.0.as_deref(), Some("50"));
+    let mut u = b
+        .cmd()
+        .args(["update", "--resources", "-", &id])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        u.stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"cpu": {"shares": 512}}"#)
+            .unwrap();
+    }
+    assert!(u.wait().unwrap().success());
+    assert_eq!(limits(), before, "a partial update changed other limits");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}
+
+/// Found by a hostile review: a config joining the host's network namespace by path could set
+/// net.* sysctls there. Refused, as runc does.
+#[test]
+fn net_sysctls_are_refused_in_the_hosts_network_namespace() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("hostnet");
+    let key = "/proc/sys/net/ipv4/tcp_keepalive_probes";
+    let host_value = std::fs::read_to_string(key).unwrap();
+    let mut c = b.config();
+    let ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "network")
+        .cloned()
+        .chain(std::iter::once(
+            json!({"type": "network", "path": format!("/proc/{}/ns/net", std::process::id())}),
+        ))
+        .collect();
+    c["linux"]["namespaces"] = json!(ns);
+    c["linux"]["sysctl"] = json!({"net.ipv4.tcp_keepalive_probes": "3"});
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id("hostnet")]);
+    assert!(
+        !o.status.success() && text(&o).contains("host's network namespace"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(key).unwrap(), host_value);
+}
+
+/// Found by a hostile review (and by a Kubernetes trial: every exec failed): exec wrote
+/// `oomScoreAdj` through the container's /proc, where the number names another process (or
+/// none). It goes through the host's /proc now.
+#[test]
+fn exec_sets_the_oom_score_of_the_process_it_starts() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("execoom");
+    b.args(&["sleep", "1000"]);
+    let id = id("execoom");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let pj = b.dir.join("proc.json");
+    std::fs::write(
+        &pj,
+        json!({"args": ["cat", "/proc/self/oom_score_adj"], "cwd": "/", "env": ["PATH=/bin"],
+               "user": {"uid": 0, "gid": 0}, "oomScoreAdj": 500})
+        .to_string(),
+    )
+    .unwrap();
+    let o = b.oci(&["exec", "--process", pj.to_str().unwrap(), &id]);
+    assert_ok(&o, "exec with oomScoreAdj");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "500");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}
+
+/// Found by a hostile review: `kill --all ID RTMIN+3` sent signal 0; hooks got `"pid":0`
+/// during create and the dead init's pid after stop; the pid file's temporary was written
+/// through a symlink planted in its place.
+#[test]
+fn kill_all_real_time_signals_hook_pids_and_the_pid_file() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("small");
+    let log = b.dir.join("state.log");
+    let hook = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c",
+        format!("echo {name} $(cat | tr -d '\\n') >> {}", log.display())]})
+    };
+    let mut c = b.config();
+    // The init of a pid namespace ignores signals it has no handler for: its child gets it.
+    c["process"]["args"] = json!(["sh", "-c", "sleep 1000 & wait"]);
+    c["hooks"] = json!({"createRuntime": [hook("createRuntime")],
+        "createContainer": [hook("createContainer")], "poststop": [hook("poststop")]});
+    b.set_config(&c);
+    let id = id("small");
+    let pf = b.dir.join("init.pid");
+    let victim = b.dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, b.dir.join("init.pid.tmp")).unwrap();
+    assert_ok(
+        &b.oci(&[
+            "create",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            "--bundle",
+            b.b(),
+            &id,
+        ]),
+        "create",
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let pid = init_pid_of(&b, &id);
+    assert_eq!(
+        std::fs::read_to_string(&pf).unwrap().trim(),
+        pid.to_string()
+    );
+    assert_ok(&b.oci(&["start", &id]), "start");
+    assert_ok(
+        &b.oci(&["kill", "--all", &id, "RTMIN+3"]),
+        "kill --all RTMIN+3",
+    );
+    wait_until(10, "sleep to end on SIGRTMIN+3", || {
+        b.state(&id)["status"] == "stopped"
+    });
+    assert_ok(&b.oci(&["delete", &id]), "delete");
+    let states: Vec<(String, Value)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (name, js) = l.split_once(' ').unwrap();
+            (name.to_string(), serde_json::from_str(js).unwrap())
+        })
+        .collect();
+    for (name, st) in &states {
+        match name.as_str() {
+            "createRuntime" | "createContainer" => {
+                assert_eq!(st["status"], "creating", "{name}: {st}");
+                assert_eq!(st["pid"].as_i64(), Some(pid), "{name}: {st}");
+            }
+            _ => {
+                assert_eq!(st["status"], "stopped", "{name}: {st}");
+                assert_eq!(st["pid"].as_i64(), Some(0), "{name}: {st}");
+            }
+        }
+    }
+    assert_eq!(states.len(), 3, "{states:?}");
+}

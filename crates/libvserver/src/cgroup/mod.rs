@@ -190,6 +190,11 @@ impl GuestCgroup {
         }
     }
 
+    /// True if a cgroup exists below this one in any hierarchy.
+    pub fn has_children(&self) -> bool {
+        self.dirs.iter().any(|(_, d)| has_subdir(d))
+    }
+
     /// Absolute directories of this cgroup, one per hierarchy.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(|(_, d)| d.as_path())
@@ -431,10 +436,12 @@ impl GuestCgroup {
         }
     }
 
-    /// Kill every process: `cgroup.kill` on v2 (Linux 5.14), and SIGKILL to every pid found in
-    /// any hierarchy (v1-only members included).
+    /// Kill every process: `cgroup.kill` on v2 (Linux 5.14) where the subtree is this
+    /// cgroup's, and SIGKILL to every pid found in any hierarchy (v1-only members included).
     pub fn kill_all(&self) {
-        if let Some(d) = self.unified_dir() {
+        // cgroup.kill takes the whole subtree: only where the subtree is ours (an OCI
+        // container's cgroup may have other people's cgroups below it).
+        if let Some(d) = self.unified_dir().filter(|_| self.owns_subtree) {
             let k = d.join("cgroup.kill");
             if k.exists() {
                 let _ = write_file(self.xid, &k, "1");
@@ -483,6 +490,9 @@ impl GuestCgroup {
             let r = if self.owns_subtree {
                 // Deepest first, by descriptors: a guest may nest past PATH_MAX on cgroup v1.
                 tree::remove_tree(d)
+            } else if has_subdir(d) {
+                // Someone else's cgroups below: not ours to remove, and it stays.
+                Ok(())
             } else {
                 // A cgroup whose last task is still exiting is busy for a moment.
                 let start = Instant::now();
@@ -835,6 +845,15 @@ impl GuestCgroup {
         }
         CpuTimes::default()
     }
+}
+
+/// True if the directory `d` has a subdirectory (a child cgroup).
+fn has_subdir(d: &Path) -> bool {
+    fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
 }
 
 /// The cgroup path of hierarchy `h` in the text of a `/proc/PID/cgroup` file: the `0::` line

@@ -148,8 +148,10 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
         if let Err(e) = super::oci_child::write_sysctls(x) {
             fail(&err, &e);
         }
+        x.host_pid.set(super::oci_child::host_pid());
+        let state = super::oci_child::hook_state_now(x, "creating");
         for (i, h) in x.create_container.iter().enumerate() {
-            if let Err(e) = crate::oci::hooks::run(h, &x.hook_state) {
+            if let Err(e) = crate::oci::hooks::run(h, &state) {
                 fail(&err, &format!("hooks.createContainer[{i}] {}: {e}", h.path));
             }
         }

@@ -134,8 +134,11 @@ pub struct OciExtras {
     pub create_container: Vec<crate::oci::spec::Hook>,
     /// See `create_container`.
     pub start_container: Vec<crate::oci::spec::Hook>,
-    /// The state JSON for the hooks.
+    /// The state JSON for the hooks (its `pid` and `status` are set when they run).
     pub hook_state: String,
+    /// The init's pid in the host's pid namespace, learnt by the init itself before
+    /// pivot_root (for the hooks' state).
+    pub host_pid: std::cell::Cell<i32>,
     /// personality(2) domain for LINUX32.
     pub personality: Option<libc::c_ulong>,
     /// Extra fds passed to the program as 3, 4, ... (`--preserve-fds`).
@@ -255,10 +258,15 @@ pub fn spawn(
         None => (None, None),
     };
     let flags = spec.namespaces.bits() as u64;
+    // Born in its v2 cgroup (CLONE_INTO_CGROUP); where the kernel refuses that (before 5.7),
+    // moved there before anything else, or the spawn fails: an init must never run outside
+    // its cgroup's limits and device program.
+    let mut move_in = None;
     let forked = match clone::clone3_fork(flags, cgroup_fd.map(|f| f.as_fd())) {
         Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL)
             if cgroup_fd.is_some() =>
         {
+            move_in = cgroup_fd;
             clone::clone3_fork(flags, None)
         }
         other => other,
@@ -283,6 +291,23 @@ pub fn spawn(
                 let _ = clone::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                 let _ = clone::wait_pidfd(pidfd.as_fd());
             };
+            if let Some(cg) = move_in {
+                let moved = nix::fcntl::openat(
+                    cg,
+                    "cgroup.procs",
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .and_then(|f| nix::unistd::write(&f, pid.to_string().as_bytes()));
+                if let Err(e) = moved {
+                    kill(&pidfd);
+                    return Err(SpawnError::Prepare {
+                        label,
+                        xid,
+                        message: format!("move the init into its cgroup v2: {e}"),
+                    });
+                }
+            }
             if let Err(message) = prepare(pid) {
                 kill(&pidfd);
                 return Err(SpawnError::Prepare {

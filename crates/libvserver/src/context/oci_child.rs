@@ -33,6 +33,28 @@ pub(super) fn write_sysctls(x: &OciExtras) -> Result<(), String> {
     Ok(())
 }
 
+/// The state JSON for this process's hooks: `x.hook_state` with `status` and the init's pid
+/// as the runtime sees it (`x.host_pid`, read before pivot_root).
+pub(super) fn hook_state_now(x: &OciExtras, status: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(&x.hook_state) {
+        Ok(mut v) => {
+            v["status"] = serde_json::json!(status);
+            v["pid"] = serde_json::json!(x.host_pid.get());
+            v.to_string()
+        }
+        Err(_) => x.hook_state.clone(),
+    }
+}
+
+/// This process's pid in the host's pid namespace: the host's /proc is still mounted (before
+/// pivot_root), and its `self` names us as the host sees us.
+pub(super) fn host_pid() -> i32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Bring the loopback interface of a new network namespace up (runc does too).
 pub(super) fn loopback_up() -> Result<(), String> {
     use crate::net::netlink::Netlink;
@@ -233,11 +255,6 @@ pub(crate) fn finish(
             unsafe { libc::_exit(1) }
         }
     }
-    for (i, h) in x.start_container.iter().enumerate() {
-        if let Err(e) = crate::oci::hooks::run(h, &x.hook_state) {
-            fail(&err, &format!("hooks.startContainer[{i}] {}: {e}", h.path));
-        }
-    }
     if let Some(p) = x.personality {
         // SAFETY: plain syscall with an integer argument.
         if unsafe { libc::personality(p) } < 0 {
@@ -271,6 +288,14 @@ pub(crate) fn finish(
     let _ = nix::sys::prctl::set_dumpable(false);
     if x.no_new_privs {
         load(&err);
+    }
+    // The startContainer hooks run as the program will (runtime-spec config.md): its user,
+    // capabilities, no_new_privs and seccomp filter, never with the runtime's power.
+    let state = hook_state_now(x, "created");
+    for (i, h) in x.start_container.iter().enumerate() {
+        if let Err(e) = crate::oci::hooks::run(h, &state) {
+            fail(&err, &format!("hooks.startContainer[{i}] {}: {e}", h.path));
+        }
     }
     crate::testhook::pause("oci-pre-exec");
     reset_signals();

@@ -64,6 +64,20 @@ pub fn creates(linux: Option<&Linux>, kind: &str) -> bool {
     })
 }
 
+/// Whether the namespace file `path` is the network namespace this runtime runs in (the
+/// host's): the same inode on the same nsfs. A path that cannot be read is not (joining it
+/// fails later, with its own error).
+fn is_hosts_netns(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        std::fs::metadata("/proc/self/ns/net"),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Has the spec a namespace of type `kind` (created or joined)?
 pub fn has_ns(linux: Option<&Linux>, kind: &str) -> bool {
     linux.is_some_and(|l| l.namespaces.iter().any(|n| n.kind == kind))
@@ -383,6 +397,19 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
         let ok = if IPC_SYSCTLS.contains(&k.as_str()) || k.starts_with("fs.mqueue.") {
             creates(Some(l), "ipc")
         } else if k.starts_with("net.") {
+            // A joined network namespace may be a pod's, never the host's (runc's rule).
+            let joined_host = l
+                .namespaces
+                .iter()
+                .find(|n| n.kind == "network")
+                .and_then(|n| n.path.as_deref())
+                .is_some_and(is_hosts_netns);
+            if joined_host {
+                return Err(c.refuse(
+                    format!("linux.sysctl.{k}"),
+                    "not allowed in the host's network namespace (linux.namespaces joins it)",
+                ));
+            }
             has_ns(Some(l), "network")
         } else {
             false

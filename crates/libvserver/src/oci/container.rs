@@ -176,9 +176,7 @@ pub fn apply_resources(
         std::fs::write(dir.join(k), v)
             .map_err(|e| failed(id, format!("linux.resources.unified.{k} = {v}: {e}")))?;
     }
-    if !r.devices.is_empty() {
-        super::devices::apply(cg, &r.devices, extra_devices).map_err(|e| failed(id, e))?;
-    }
+    super::devices::apply(cg, &r.devices, extra_devices).map_err(|e| failed(id, e))?;
     Ok(())
 }
 
@@ -576,22 +574,34 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     )
     .map_err(|e| failed(&o.id, format!("open {}: {e}", fifo.display())))?;
     let cg = cgroup_of(&o.id, &rel)?;
-    if cg.exists() && !cg.all_pids().is_empty() {
-        return Err(failed(&o.id, format!("cgroup {rel} already has processes")));
+    // A container's cgroup is its own: one with processes or cgroups below it (another
+    // container's, a host job's) is refused, as `delete` would otherwise take them along.
+    if cg.exists() && (!cg.all_pids().is_empty() || cg.has_children()) {
+        return Err(failed(
+            &o.id,
+            format!("linux.cgroupsPath {rel}: the cgroup is not empty (it has processes or cgroups below it)"),
+        ));
     }
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
     undo.cgroup = Some(cg.clone());
-    if let Some(r) = spec.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-        apply_resources(
-            &o.id,
-            &cg,
-            r,
-            spec.linux
-                .as_ref()
-                .map(|l| l.devices.as_slice())
-                .unwrap_or(&[]),
-        )?;
-    }
+    let no_resources = Resources::default();
+    let resources = spec
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .unwrap_or(&no_resources);
+    // Every time, also on a cgroup that existed before: the device policy is never the one
+    // found there.
+    apply_resources(
+        &o.id,
+        &cg,
+        resources,
+        spec.linux
+            .as_ref()
+            .map(|l| l.devices.as_slice())
+            .unwrap_or(&[]),
+    )?;
+    c.save_resources(resources)?;
     let process = spec.process.clone().unwrap_or_default();
     let console = if process.terminal {
         let sock = o.console_socket.as_ref().ok_or_else(|| {
@@ -647,7 +657,15 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         gate,
         o.preserve_fds,
     )?;
-    // Joining a pid namespace works only for children: join it here, before the clone.
+    // Joining a pid namespace works only for children: join it here, before the clone. Our
+    // own is kept to return to right after the clone: the hooks this process runs are host
+    // programs and must not be born inside another container's pid namespace.
+    let own_pidns = nix::fcntl::open(
+        "/proc/self/ns/pid",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| failed(&o.id, format!("open /proc/self/ns/pid: {e}")))?;
     if let Some(p) = spec
         .linux
         .as_ref()
@@ -670,6 +688,8 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         .map_err(|e| failed(&o.id, e.to_string()))?;
     let st_for_hooks = st.clone();
     let mut prepare = |pid: i32| -> Result<(), String> {
+        nix::sched::setns(own_pidns.as_fd(), CloneFlags::CLONE_NEWPID)
+            .map_err(|e| format!("return to the runtime's pid namespace: {e}"))?;
         cg.add_pid(pid, cg_fd.is_some())
             .map_err(|e| e.to_string())?;
         if let Some(a) = oom {
@@ -727,11 +747,20 @@ fn spawn_message(e: crate::context::SpawnError) -> String {
         .replace("the guest's", "the container's")
 }
 
-/// Write `pid` to `path` atomically (a temporary file renamed over it).
+/// Write `pid` to `path` atomically: a new temporary file in its directory (opened once,
+/// created exclusively, never through a symlink) renamed over it.
 fn write_pid_file(path: &Path, pid: i32) -> Result<(), String> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    std::fs::write(&tmp, pid.to_string()).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("pid file {} has no name", path.display()))?;
+    let dir = std::fs::File::open(parent)
+        .map_err(|e| format!("pid file directory {}: {e}", parent.display()))?;
+    super::exec::write_at(&dir, name, &pid.to_string())
+        .map_err(|e| format!("pid file {}: {e}", path.display()))
 }
 
 /// The live status of a recorded container.
@@ -834,10 +863,8 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> 
     if all {
         let cg = cgroup_of(id, &st.cgroup)?;
         for p in cg.all_pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p),
-                nix::sys::signal::Signal::try_from(sig).ok(),
-            );
+            // SAFETY: kill(2) with integer arguments; any signal number, real-time ones too.
+            unsafe { libc::kill(p, sig) };
         }
         return Ok(());
     }
@@ -876,7 +903,12 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     let spec = spec_of(&c);
     c.remove()?;
     if let Some(spec) = spec {
-        let state = hook_state(&st, Status::Stopped);
+        // The init is gone: its pid may already be another process's.
+        let gone = State {
+            pid: 0,
+            ..st.clone()
+        };
+        let state = hook_state(&gone, Status::Stopped);
         for (i, h) in spec.hooks.unwrap_or_default().poststop.iter().enumerate() {
             if let Err(e) = super::hooks::run(h, &state) {
                 return Err(failed(id, format!("hooks.poststop[{i}] {}: {e}", h.path)));
@@ -923,11 +955,37 @@ pub fn update(root: &Path, id: &str, r: &Resources) -> Result<(), OciError> {
     if live_status(&st) == Status::Stopped {
         return Err(OciError::NotRunning(id.to_string()));
     }
-    let devices = spec_of(&Container::at(root, id)?)
+    let c = Container::at(root, id)?;
+    let devices = spec_of(&c)
         .and_then(|s| s.linux)
         .map(|l| l.devices)
         .unwrap_or_default();
-    apply_resources(id, &cgroup_of(id, &st.cgroup)?, r, &devices)
+    // Only what is given changes (as runc): merged into what is in force.
+    let merged = merge_resources(&c.load_resources(), r).map_err(|e| failed(id, e))?;
+    apply_resources(id, &cgroup_of(id, &st.cgroup)?, &merged, &devices)?;
+    c.save_resources(&merged)?;
+    Ok(())
+}
+
+/// `now` with every field `update` gives replaced: objects merged key by key, lists and values
+/// replaced.
+///
+/// Errors: the merged value is no longer a valid `linux.resources`.
+fn merge_resources(now: &Resources, update: &Resources) -> Result<Resources, String> {
+    fn merge(a: &mut serde_json::Value, b: &serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b.clone(),
+        }
+    }
+    let mut v = serde_json::to_value(now).map_err(|e| e.to_string())?;
+    let u = serde_json::to_value(update).map_err(|e| e.to_string())?;
+    merge(&mut v, &u);
+    serde_json::from_value(v).map_err(|e| format!("linux.resources after the update: {e}"))
 }
 
 /// The init's pidfd (for `run`, which waits for it), checked against the recorded start time.

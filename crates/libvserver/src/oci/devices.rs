@@ -26,8 +26,11 @@ pub fn v1_rule(r: &DeviceRule) -> String {
     }
 }
 
-/// Apply `rules`, then allow the engine's /dev nodes and `devices` (config.json's
-/// `linux.devices`), to `cg` in every hierarchy that controls devices.
+/// Deny every device, apply `rules`, then allow the engine's /dev nodes and `devices`
+/// (config.json's `linux.devices`), to `cg` in every hierarchy that controls devices. The
+/// first denial makes the result independent of what the cgroup allowed before (a cgroup
+/// made by someone else, an earlier `update`): an allowlist, which a config opens up with an
+/// `allow` rule for all devices (privileged containers).
 ///
 /// Errors: the file or program step that failed.
 pub fn apply(
@@ -35,7 +38,14 @@ pub fn apply(
     rules: &[DeviceRule],
     devices: &[super::spec::Device],
 ) -> Result<(), String> {
-    let mut all = rules.to_vec();
+    let mut all = vec![DeviceRule {
+        allow: false,
+        kind: Some("a".into()),
+        major: None,
+        minor: None,
+        access: Some("rwm".into()),
+    }];
+    all.extend_from_slice(rules);
     // The nodes the engine makes in every /dev, allowed after the config's rules (as runc does).
     for (major, minor) in crate::cgroup::devices::GUEST_CHAR_DEVICES {
         all.push(DeviceRule {

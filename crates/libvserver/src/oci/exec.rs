@@ -158,6 +158,12 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         }
         None => None,
     };
+    let host_proc = nix::fcntl::open(
+        "/proc",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| failed(id, format!("open /proc: {e}")))?;
     nix::sched::setns(init.as_fd(), flags)
         .map_err(|e| failed(id, format!("join the namespaces of pid {}: {e}", st.pid)))?;
     // A terminal from the container's own devpts, its master sent to the caller.
@@ -257,7 +263,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         }
     }
     // Set from here, with the host's privileges, before the process runs.
-    if let Err(e) = set_priorities(cmd, p.oom_score_adj, parts.ioprio) {
+    if let Err(e) = set_priorities(&host_proc, cmd, p.oom_score_adj, parts.ioprio) {
         kill_mid();
         return Err(failed(id, e));
     }
@@ -393,16 +399,27 @@ pub fn load_process(path: &Path) -> Result<Process, SpecError> {
 }
 
 /// Write `text` to `name` in the directory `dir` (a temporary file renamed over it), by
-/// descriptor: valid after this process left the host's mount namespace.
-fn write_at(dir: &std::fs::File, name: &std::ffi::OsStr, text: &str) -> Result<(), String> {
+/// descriptor: valid after this process left the host's mount namespace. The temporary is
+/// created exclusively (a stale one is removed first, whatever it is), so nothing planted
+/// there is written through.
+pub(crate) fn write_at(
+    dir: &std::fs::File,
+    name: &std::ffi::OsStr,
+    text: &str,
+) -> Result<(), String> {
     use nix::fcntl::{openat, renameat, OFlag};
     use nix::sys::stat::Mode;
     let mut tmp = name.to_os_string();
     tmp.push(".tmp");
+    let _ = nix::unistd::unlinkat(
+        dir,
+        tmp.as_os_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
     let fd = openat(
         dir,
         tmp.as_os_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::from_bits_truncate(0o644),
     )
     .map_err(|e| e.to_string())?;
@@ -412,10 +429,24 @@ fn write_at(dir: &std::fs::File, name: &std::ffi::OsStr, text: &str) -> Result<(
 }
 
 /// `process.oomScoreAdj` and the ioprio_set(2) value of `process.ioPriority` for the exec'd
-/// process `pid`.
-fn set_priorities(pid: i32, oom: Option<i32>, ioprio: Option<u32>) -> Result<(), String> {
+/// process `pid` (host pid), its oom_score_adj opened below `proc`, the host's /proc opened
+/// before this process joined the container's mount namespace (whose /proc numbers other
+/// processes).
+fn set_priorities(
+    proc: &OwnedFd,
+    pid: i32,
+    oom: Option<i32>,
+    ioprio: Option<u32>,
+) -> Result<(), String> {
     if let Some(a) = oom {
-        std::fs::write(format!("/proc/{pid}/oom_score_adj"), a.to_string())
+        let f = nix::fcntl::openat(
+            proc,
+            format!("{pid}/oom_score_adj").as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
+        nix::unistd::write(&f, a.to_string().as_bytes())
             .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
     }
     if let Some(v) = ioprio {

@@ -237,6 +237,29 @@ impl Container {
         std::fs::rename(&tmp, &p).map_err(io("rename", &p))
     }
 
+    /// The `linux.resources` in force (`resources.json`: the config's, with every `update`
+    /// merged in); the defaults when none were saved.
+    pub fn load_resources(&self) -> super::spec::Resources {
+        std::fs::read_to_string(self.file("resources.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Save the `linux.resources` in force (temporary file, rename).
+    ///
+    /// Errors: [`StateError::Io`].
+    pub fn save_resources(&self, r: &super::spec::Resources) -> Result<(), StateError> {
+        let tmp = self.file("resources.json.tmp");
+        let text = serde_json::to_string(r).map_err(|e| StateError::Corrupt {
+            path: tmp.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+        let p = self.file("resources.json");
+        std::fs::rename(&tmp, &p).map_err(io("rename", &p))
+    }
+
     /// Remove the state directory and everything in it (missing is fine).
     ///
     /// Errors: [`StateError::Io`].
