@@ -815,12 +815,14 @@ fn v2_mount() -> Option<&'static str> {
         .find(|m| Path::new(m).join("cgroup.controllers").exists())
 }
 
-/// Found by a hostile review: a `cgroupsPath` naming the parent of another container's cgroup
-/// was accepted, and `delete --force` of that container killed the other container and a host
-/// process below it (recursive cgroup.kill). A cgroup with processes or cgroups below it is
-/// refused now, and delete kills only the container's own processes.
+/// Found by two hostile reviews: a `cgroupsPath` naming the parent of another container's
+/// cgroup was accepted, and `delete --force` of that container killed the other one; two
+/// containers could share a cgroupsPath (deleting the stopped one killed the new one); and
+/// processes in cgroups a container made below its own were invisible to `ps`, `kill --all`
+/// and `delete`. A cgroup that is not empty, or is another container's, above or below it, is
+/// refused now; everything below a container's cgroup is the container's.
 #[test]
-fn a_cgroup_path_that_is_not_empty_is_refused_and_delete_kills_only_its_own() {
+fn cgroup_paths_are_a_containers_own_with_everything_below() {
     if !require_root() {
         return;
     }
@@ -836,54 +838,258 @@ fn a_cgroup_path_that_is_not_empty_is_refused_and_delete_kills_only_its_own() {
     b.set_config(&c);
     let a = id("cgpath-a");
     assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &a]), "run -d A");
-    let a_pid = init_pid_of(&b, &a);
-    c["linux"]["cgroupsPath"] = json!(format!("/{parent}"));
-    b.set_config(&c);
+    // Above, at and below A's cgroup: refused.
     let bid = id("cgpath-b");
+    for (path, why) in [
+        (format!("/{parent}"), "not empty"),
+        (format!("/{parent}/a"), "not empty"),
+        (format!("/{parent}/a/inner"), "container"),
+    ] {
+        c["linux"]["cgroupsPath"] = json!(path);
+        b.set_config(&c);
+        let o = b.oci(&["create", "--bundle", b.b(), &bid]);
+        assert!(
+            !o.status.success() && text(&o).contains(why),
+            "cgroupsPath {path} was taken: {}",
+            text(&o)
+        );
+        assert!(!b.root.join(&bid).exists());
+    }
+    // A process in a cgroup below A's (as a container with CAP_SYS_ADMIN makes them) is
+    // A's: listed, and killed and removed with it.
+    let sub = Path::new(v2).join(&parent).join("a").join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mut job = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::fs::write(sub.join("cgroup.procs"), job.id().to_string()).unwrap();
+    let ps = b.oci(&["ps", "--format", "json", &a]);
+    let pids: Vec<i64> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert!(pids.contains(&i64::from(job.id())), "ps: {pids:?}");
+    assert_ok(&b.oci(&["delete", "--force", &a]), "delete --force A");
+    wait_until(10, "the process below A's cgroup to be killed", || {
+        job.try_wait().unwrap().is_some()
+    });
+    assert!(!sub.exists(), "the cgroup below A's was left");
+    // A stopped container's cgroup is still its own until it is deleted.
+    c["linux"]["cgroupsPath"] = json!(format!("/{parent}/a"));
+    c["process"]["args"] = json!(["true"]);
+    b.set_config(&c);
+    assert_ok(
+        &b.oci(&["run", "-d", "--bundle", b.b(), &a]),
+        "run -d A again",
+    );
+    wait_until(10, "A to stop", || b.state(&a)["status"] == "stopped");
     let o = b.oci(&["create", "--bundle", b.b(), &bid]);
+    assert!(!o.status.success() && text(&o).contains(&a), "{}", text(&o));
+    assert_ok(&b.oci(&["delete", &a]), "delete A");
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(e.path().join(&parent));
+    }
+    let _ = std::fs::remove_dir(Path::new(v2).join(&parent));
+}
+
+/// Found by a hostile review: `kill --all` refused a container whose init had ended while
+/// other processes of it remained (a container in the host's pid namespace), which
+/// containerd's shim relies on.
+#[test]
+fn kill_all_reaches_what_remains_of_a_stopped_container() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("killrest");
+    let mut c = b.config();
+    let ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "pid")
+        .cloned()
+        .collect();
+    c["linux"]["namespaces"] = json!(ns);
+    c["process"]["args"] = json!(["sh", "-c", "sleep 1000 >/dev/null 2>&1 &"]);
+    b.set_config(&c);
+    let id = id("killrest");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    wait_until(10, "the init to end", || {
+        b.state(&id)["status"] == "stopped"
+    });
+    let ps = b.oci(&["ps", "--format", "json", &id]);
+    let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
+    let [left] = pids[..] else {
+        panic!("not one process left: {pids:?}")
+    };
+    assert_ok(&b.oci(&["kill", "--all", &id, "KILL"]), "kill --all");
+    wait_until(10, "the remaining process to be killed", || {
+        std::fs::read_to_string(format!("/proc/{left}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    });
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete");
+}
+
+/// Found by a hostile review: container processes kept the caller's session (through
+/// /dev/tty an image's program could type commands into the administrator's shell with
+/// TIOCSTI) and its session keyring (shared by every container of a containerd), and a created
+/// init waited for `start` as root with every capability. Each now has a session and a
+/// session keyring of its own, and waits as the user and capabilities config.json gives.
+#[test]
+fn a_container_has_its_own_session_and_keyring_and_waits_confined() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("confined");
+    let probe_src = b.dir.join("probe.c");
+    std::fs::write(&probe_src, include_str!("probe/probe.c")).unwrap();
+    let o = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(b.dir.join("rootfs/bin/probe"))
+        .arg(&probe_src)
+        .output()
+        .expect("gcc (apt-get install gcc libc6-dev)");
+    assert_ok(&o, "gcc -static probe.c");
+    // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0): the session keyring's serial.
+    // SAFETY: a plain syscall with integer arguments.
+    let ours = unsafe { libc::syscall(libc::SYS_keyctl, 0, -3i64, 0) };
+    assert!(ours > 0);
+    let mut c = b.config();
+    c["process"]["args"] = json!(["/bin/probe", "250", "0", "-3", "0"]);
+    c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    c["process"]["noNewPrivileges"] = json!(true);
+    for set in ["bounding", "effective", "permitted"] {
+        c["process"]["capabilities"][set] = json!(["CAP_KILL"]);
+    }
+    c["process"]["capabilities"]["inheritable"] = json!([]);
+    c["process"]["capabilities"]["ambient"] = json!([]);
+    b.set_config(&c);
+    let id1 = id("confined");
+    assert_ok(&b.oci(&["create", "--bundle", b.b(), &id1]), "create");
+    let pid = init_pid_of(&b, &id1);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        field("Uid"),
+        "1000",
+        "the created init waits as root: {status}"
+    );
+    assert_eq!(field("CapEff"), "0000000000000020", "{status}");
+    assert_eq!(field("CapPrm"), "0000000000000020", "{status}");
+    assert_eq!(field("NoNewPrivs"), "1", "{status}");
+    // Its own session, not the caller's.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let session: i64 = rest.split(' ').nth(3).unwrap().parse().unwrap();
+    assert_eq!(session, pid, "the init is in the caller's session");
+    assert_ok(&b.oci(&["start", &id1]), "start");
+    wait_until(10, "the program to end", || {
+        b.state(&id1)["status"] == "stopped"
+    });
+    assert_ok(&b.oci(&["delete", &id1]), "delete");
+    // The program's session keyring is not ours.
+    let o = b.oci(&["run", "--bundle", b.b(), &id("confined2")]);
+    assert_ok(&o, "run");
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let theirs: i64 = line
+        .strip_prefix("ret=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("probe: {line}"));
+    assert_ne!(
+        theirs, ours,
+        "the container shares the caller's session keyring"
+    );
+    // An exec'd process too.
+    b.args(&["sleep", "1000"]);
+    let id3 = id("confined3");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id3]), "run -d");
+    let pj = b.dir.join("proc.json");
+    std::fs::write(
+        &pj,
+        json!({"args": ["/bin/probe", "250", "0", "-3", "0"], "cwd": "/",
+               "user": {"uid": 0, "gid": 0}})
+        .to_string(),
+    )
+    .unwrap();
+    let o = b.oci(&["exec", "--process", pj.to_str().unwrap(), &id3]);
+    assert_ok(&o, "exec");
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_ne!(
+        line,
+        format!("ret={ours}"),
+        "exec shares the caller's keyring"
+    );
+    assert_ok(&b.oci(&["delete", "--force", &id3]), "delete");
+}
+
+/// Found by a hostile review: mounts over /proc files were accepted (a fake /proc/1/cgroup
+/// made the runtime mount a new cgroup hierarchy on the host); NUL bytes in args were cut,
+/// shifting argv past an admission policy; without a cgroup namespace /sys/fs/cgroup showed
+/// every cgroup of the host; a hook's timeout did not hold with a state larger than a pipe.
+#[test]
+fn proc_mounts_nul_bytes_cgroup_views_and_hook_timeouts() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("review2");
+    let id = id("review2");
+    let base = b.config();
+    // A mount inside /proc.
+    let mut c = base.clone();
+    c["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/proc/1/cgroup", "type": "bind",
+        "source": b.dir.join("config.json").to_str().unwrap(), "options": ["rbind", "ro"]}));
+    b.set_config(&c);
+    let o = b.oci(&["create", "--bundle", b.b(), &id]);
     assert!(
-        !o.status.success() && text(&o).contains("not empty"),
-        "a populated parent was taken: {}",
+        !o.status.success() && text(&o).contains("inside /proc"),
+        "{}",
         text(&o)
     );
-    assert_ok(&b.oci(&["delete", "--force", &a]), "delete A");
-    // An empty cgroup is taken; a host job put below it later survives the delete.
-    let own = format!("{parent}/b");
-    c["linux"]["cgroupsPath"] = json!(format!("/{own}"));
+    // A NUL byte in an argument.
+    let mut c = base.clone();
+    c["process"]["args"] = json!(["/bin/true\u{0}", "echo", "shifted"]);
     b.set_config(&c);
-    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &bid]), "run -d B");
-    let job_cg = Path::new(v2).join(&own).join("hostjob");
-    std::fs::create_dir(&job_cg).unwrap();
-    let mut job = Command::new("sleep").arg("1000").spawn().unwrap();
-    std::fs::write(job_cg.join("cgroup.procs"), job.id().to_string()).unwrap();
-    let o = b.oci(&["delete", "--force", &bid]);
-    assert_ok(&o, "delete --force B");
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
     assert!(
-        job.try_wait().unwrap().is_none(),
-        "delete killed a host process below the container's cgroup"
+        !o.status.success() && text(&o).contains("process.args[0]"),
+        "{}",
+        text(&o)
     );
-    assert!(!b.root.join(&bid).exists(), "B's state was left");
-    let _ = job.kill();
-    let _ = job.wait();
-    assert!(a_pid > 0);
-    // Clean up the test's cgroups in every hierarchy, deepest first.
-    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        for d in [
-            e.path().join(&own).join("hostjob"),
-            e.path().join(&own),
-            e.path().join(&parent).join("a"),
-            e.path().join(&parent),
-        ] {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-    for d in [
-        job_cg.clone(),
-        Path::new(v2).join(&own),
-        Path::new(v2).join(&parent),
-    ] {
-        let _ = std::fs::remove_dir(d);
-    }
+    // No cgroup namespace: only the container's own cgroups show.
+    let mut c = base.clone();
+    let ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "cgroup")
+        .cloned()
+        .collect();
+    c["linux"]["namespaces"] = json!(ns);
+    c["process"]["args"] = json!(["sh", "-c", "ls /sys/fs/cgroup/* /sys/fs/cgroup"]);
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_ok(&o, "run without a cgroup namespace");
+    let seen = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !seen.contains("vserver-oci") && !seen.contains("vservers"),
+        "the host's cgroups are visible: {seen}"
+    );
+    // A hook that does not read a large state still times out.
+    let mut c = base.clone();
+    c["annotations"] = json!({"big": "x".repeat(200_000)});
+    c["hooks"] =
+        json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    b.set_config(&c);
+    let o = b.oci(&["create", "--bundle", b.b(), &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("timed out"),
+        "{}",
+        text(&o)
+    );
+    assert!(!b.root.join(&id).exists());
 }
 
 /// Found by a hostile review: startContainer hooks (programs of the image, run in the

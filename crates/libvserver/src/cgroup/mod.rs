@@ -115,10 +115,6 @@ pub struct GuestCgroup {
     dirs: Vec<(Hierarchy, PathBuf)>,
     /// The guest's processes start in [`DELEGATED_LEAF`] below the v2 directory.
     delegated: bool,
-    /// Everything below the directories belongs to this cgroup (a guest's `vservers/<xid>`):
-    /// listing, killing and removing take the subtree. False for a cgroup at a path given by
-    /// someone else (an OCI `cgroupsPath`), whose children may be other containers'.
-    owns_subtree: bool,
 }
 
 fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -161,7 +157,6 @@ impl GuestCgroup {
             xid,
             dirs,
             delegated: false,
-            owns_subtree: true,
         }
     }
 
@@ -174,7 +169,10 @@ impl GuestCgroup {
     }
 
     /// The cgroup at `rel` (relative to each hierarchy's mount, e.g. an OCI `cgroupsPath`),
-    /// labelled `xid` in messages (nothing is created). `rel` must not climb with `..`.
+    /// labelled `xid` in messages (nothing is created). `rel` must not climb with `..`. As
+    /// every cgroup here, its subtree is its own (listed, killed and removed with it): the
+    /// caller makes sure no one else's cgroup lies below it (the OCI front end refuses
+    /// nested container cgroups and cgroups that are not empty).
     pub fn at_path(layout: &CgroupLayout, xid: u32, rel: &str) -> GuestCgroup {
         let rel = rel.trim_start_matches('/');
         let dirs = layout
@@ -186,7 +184,6 @@ impl GuestCgroup {
             xid,
             dirs,
             delegated: false,
-            owns_subtree: false,
         }
     }
 
@@ -406,12 +403,9 @@ impl GuestCgroup {
         Vec::new()
     }
 
-    /// `pids` with the pids of every cgroup below `dir` that is part of this one (see
-    /// `owns_subtree`), walked by descriptors ([`tree`]).
+    /// `pids` with the pids of every cgroup below `dir`, walked by descriptors ([`tree`]).
     fn with_pids_below(&self, dir: &Path, mut pids: Vec<i32>) -> Vec<i32> {
-        if self.owns_subtree {
-            tree::for_each_below(dir, &mut |d| pids.extend(tree::pids_at(d)));
-        }
+        tree::for_each_below(dir, &mut |d| pids.extend(tree::pids_at(d)));
         pids
     }
 
@@ -436,12 +430,10 @@ impl GuestCgroup {
         }
     }
 
-    /// Kill every process: `cgroup.kill` on v2 (Linux 5.14) where the subtree is this
-    /// cgroup's, and SIGKILL to every pid found in any hierarchy (v1-only members included).
+    /// Kill every process of the cgroup and below it: `cgroup.kill` on v2 (Linux 5.14), and
+    /// SIGKILL to every pid found in any hierarchy (v1-only members included).
     pub fn kill_all(&self) {
-        // cgroup.kill takes the whole subtree: only where the subtree is ours (an OCI
-        // container's cgroup may have other people's cgroups below it).
-        if let Some(d) = self.unified_dir().filter(|_| self.owns_subtree) {
+        if let Some(d) = self.unified_dir() {
             let k = d.join("cgroup.kill");
             if k.exists() {
                 let _ = write_file(self.xid, &k, "1");
@@ -487,28 +479,8 @@ impl GuestCgroup {
         }
         self.kill_and_wait(Duration::from_secs(5))?;
         for (_, d) in &self.dirs {
-            let r = if self.owns_subtree {
-                // Deepest first, by descriptors: a guest may nest past PATH_MAX on cgroup v1.
-                tree::remove_tree(d)
-            } else if has_subdir(d) {
-                // Someone else's cgroups below: not ours to remove, and it stays.
-                Ok(())
-            } else {
-                // A cgroup whose last task is still exiting is busy for a moment.
-                let start = Instant::now();
-                loop {
-                    match fs::remove_dir(d) {
-                        Err(e)
-                            if e.raw_os_error() == Some(libc::EBUSY)
-                                && start.elapsed() < Duration::from_secs(2) =>
-                        {
-                            std::thread::sleep(Duration::from_millis(10))
-                        }
-                        other => break other,
-                    }
-                }
-            };
-            match r {
+            // Deepest first, by descriptors: a guest may nest past PATH_MAX on cgroup v1.
+            match tree::remove_tree(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(self.xid, "remove", d)(e)),

@@ -1,8 +1,10 @@
 //! The steps of an OCI container's init that guests do not have (see [`crate::oci`]), in the
 //! order the child runs them: join the given namespaces, write the sysctls, run the
-//! createContainer hooks (before pivot_root), and after the root is built: report ready, wait
-//! at the gate for `start`, run the startContainer hooks, then switch to the configured user
-//! and capability sets and exec the program with the container's environment.
+//! createContainer hooks (before pivot_root), and after the root is built: a new session and
+//! session keyring, no_new_privs, the user and capability sets and (without no_new_privs) the
+//! seccomp filter; report ready, wait at the gate for `start`, the filter (with
+//! no_new_privs), the startContainer hooks, then exec the program with the container's
+//! environment.
 
 use super::child::{fail, reset_signals};
 use super::{OciExtras, Payload};
@@ -228,7 +230,51 @@ pub(crate) fn finish(
     // `create` exits once we are ready: the container must outlive it.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
-    // A program that is not there fails create itself (as runc reports it), not later.
+    // A session of its own, as runc gives: never the caller's controlling terminal (through
+    // /dev/tty a container could type into the administrator's shell with TIOCSTI) nor its
+    // process group. A console was made the controlling terminal of a new session already.
+    let _ = nix::unistd::setsid();
+    // A session keyring of its own: never the caller's (containerd's, shared by every pod).
+    if let Err(e) = crate::security::keyring::fresh_session_keyring() {
+        fail(&err, &format!("join a fresh session keyring: {e}"));
+    }
+    if let Some(p) = x.personality {
+        // SAFETY: plain syscall with an integer argument.
+        if unsafe { libc::personality(p) } < 0 {
+            fail(
+                &err,
+                &format!("personality {p:#x}: {}", nix::errno::Errno::last()),
+            );
+        }
+    }
+    // The process is what config.json says before it reports ready and waits for `start`:
+    // nothing waits at the gate with the runtime's power (a process sharing its pid
+    // namespace could trace it). As runc: no_new_privs, then the filter while still
+    // privileged when no_new_privs is not asked for, then the user and capability sets; with
+    // no_new_privs the filter comes last, just before the program.
+    if x.no_new_privs {
+        if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+            fail(&err, &format!("no_new_privs: {e}"));
+        }
+    }
+    let load = |err: &OwnedFd| {
+        if let Some(s) = seccomp {
+            if let Err(e) = s.load() {
+                fail(err, &format!("load the seccomp filter: {e}"));
+            }
+        }
+    };
+    if !x.no_new_privs {
+        load(&err);
+    }
+    if let Err(e) = become_user(x) {
+        fail(&err, &e);
+    }
+    // A change of credentials may have made us dumpable again (capabilities(7)); until execve
+    // nothing here may be traced or read from the container.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // A program that is not there, or not executable for the user, fails create itself (as
+    // runc reports it), not later.
     if let Some(prog) = argv.first() {
         if let Err(e) = find_program(&prog.to_string_lossy(), &path_of(env)) {
             fail(&err, &e);
@@ -255,37 +301,6 @@ pub(crate) fn finish(
             unsafe { libc::_exit(1) }
         }
     }
-    if let Some(p) = x.personality {
-        // SAFETY: plain syscall with an integer argument.
-        if unsafe { libc::personality(p) } < 0 {
-            fail(
-                &err,
-                &format!("personality {p:#x}: {}", nix::errno::Errno::last()),
-            );
-        }
-    }
-    if x.no_new_privs {
-        if let Err(e) = nix::sys::prctl::set_no_new_privs() {
-            fail(&err, &format!("no_new_privs: {e}"));
-        }
-    }
-    // Without no_new_privs only a privileged process may load a filter: before the user switch.
-    let load = |err: &OwnedFd| {
-        if let Some(s) = seccomp {
-            if let Err(e) = s.load() {
-                fail(err, &format!("load the seccomp filter: {e}"));
-            }
-        }
-    };
-    if !x.no_new_privs {
-        load(&err);
-    }
-    if let Err(e) = become_user(x) {
-        fail(&err, &e);
-    }
-    // A change of credentials may have made us dumpable again (capabilities(7)); until execve
-    // nothing here may be traced or read from the container.
-    let _ = nix::sys::prctl::set_dumpable(false);
     if x.no_new_privs {
         load(&err);
     }

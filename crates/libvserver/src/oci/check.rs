@@ -160,6 +160,15 @@ fn check_process(c: &Ctx<'_>, p: &Process, field: &str) -> Result<(), SpecError>
     if p.args.is_empty() {
         return Err(c.refuse(format!("{field}.args"), "empty: nothing to run"));
     }
+    // A NUL cannot be passed to execve(2): refused, never cut (which would shift argv).
+    for (list, name) in [(&p.args, "args"), (&p.env, "env")] {
+        if let Some(i) = list.iter().position(|a| a.contains('\0')) {
+            return Err(c.refuse(format!("{field}.{name}[{i}]"), "contains a NUL byte"));
+        }
+    }
+    if p.cwd.contains('\0') {
+        return Err(c.refuse(format!("{field}.cwd"), "contains a NUL byte"));
+    }
     if p.command_line.is_some() {
         return Err(c.refuse(format!("{field}.commandLine"), "Windows only"));
     }
@@ -263,6 +272,35 @@ pub fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
         .map(|(r, _, _)| r)
 }
 
+/// /proc files a config may mount over (runc's list: what LXCFS serves, and ns_last_pid).
+const PROC_MOUNT_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// An absolute path without empty, `.` and `..` components (`..` taken lexically).
+fn normalize(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 fn check_mount(c: &Ctx<'_>, m: &Mount, i: usize) -> Result<(), SpecError> {
     let f = |k: &str| format!("mounts[{i}].{k}");
     if !m.destination.starts_with('/') {
@@ -273,6 +311,20 @@ fn check_mount(c: &Ctx<'_>, m: &Mount, i: usize) -> Result<(), SpecError> {
     }
     let bind = m.options.iter().any(|o| o == "bind" || o == "rbind");
     let kind = m.kind.as_deref().unwrap_or(if bind { "bind" } else { "" });
+    // Nothing may be mounted over procfs files but the ones LXCFS and its peers replace (the
+    // runtime reads /proc/self files while it sets up, and the masks live there).
+    let dest = normalize(&m.destination);
+    if (dest == "/proc" && kind != "proc")
+        || (dest.starts_with("/proc/") && !PROC_MOUNT_ALLOWED.contains(&dest.as_str()))
+    {
+        return Err(c.refuse(
+            f("destination"),
+            format!(
+                "'{}' cannot be mounted because it is inside /proc",
+                m.destination
+            ),
+        ));
+    }
     if !MOUNT_TYPES.contains(&kind) {
         return Err(c.refuse(
             f("type"),

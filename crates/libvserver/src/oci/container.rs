@@ -574,13 +574,33 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     )
     .map_err(|e| failed(&o.id, format!("open {}: {e}", fifo.display())))?;
     let cg = cgroup_of(&o.id, &rel)?;
-    // A container's cgroup is its own: one with processes or cgroups below it (another
-    // container's, a host job's) is refused, as `delete` would otherwise take them along.
+    // A container's cgroup and everything below it are its own (`ps`, `kill --all` and
+    // `delete` take them): one with processes or cgroups below it (another container's, a
+    // host job's) is refused, and so is one at, above or below another container's.
     if cg.exists() && (!cg.all_pids().is_empty() || cg.has_children()) {
         return Err(failed(
             &o.id,
             format!("linux.cgroupsPath {rel}: the cgroup is not empty (it has processes or cgroups below it)"),
         ));
+    }
+    for other in super::state::list(&o.root) {
+        if other == o.id {
+            continue;
+        }
+        let Ok(ost) = Container::at(&o.root, &other).and_then(|oc| oc.load()) else {
+            continue;
+        };
+        let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        if nested(&rel, &ost.cgroup) || nested(&ost.cgroup, &rel) {
+            return Err(failed(
+                &o.id,
+                format!(
+                    "linux.cgroupsPath {rel}: container {other} has cgroup {}; one container's \
+                     cgroup cannot be another's, or lie within it",
+                    ost.cgroup
+                ),
+            ));
+        }
     }
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
     undo.cgroup = Some(cg.clone());
@@ -857,16 +877,21 @@ pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
 pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> {
     let c = Container::at(root, id)?;
     let st = c.load()?;
-    if live_status(&st) == Status::Stopped {
-        return Err(OciError::NotRunning(id.to_string()));
-    }
     if all {
+        // Also after the init ended, while processes of the container remain (a container
+        // sharing the host's pid namespace): what containerd's shim relies on.
         let cg = cgroup_of(id, &st.cgroup)?;
+        if live_status(&st) == Status::Stopped && cg.all_pids().is_empty() {
+            return Err(OciError::NotRunning(id.to_string()));
+        }
         for p in cg.all_pids() {
             // SAFETY: kill(2) with integer arguments; any signal number, real-time ones too.
             unsafe { libc::kill(p, sig) };
         }
         return Ok(());
+    }
+    if live_status(&st) == Status::Stopped {
+        return Err(OciError::NotRunning(id.to_string()));
     }
     let fd = crate::context::clone::pidfd_open(st.pid)
         .map_err(|_| OciError::NotRunning(id.to_string()))?;

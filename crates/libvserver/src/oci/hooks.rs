@@ -22,10 +22,32 @@ pub fn run(hook: &Hook, state: &str) -> Result<(), String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
     let mut child = c.spawn().map_err(|e| format!("start: {e}"))?;
-    if let Some(mut i) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
-        let _ = i.write_all(state.as_bytes());
+    // From a thread: a state larger than the pipe's buffer must not block us past the hook's
+    // timeout when the hook does not read it (which is fine for a hook). Once the hook has
+    // ended its end of the pipe is closed and the write returns; a background process of the
+    // hook may still hold it, so the wait for the writer is bounded (a writer left blocked
+    // ends with this process, or at its execve).
+    let writer = child.stdin.take().map(|mut i| {
+        let state = state.to_string();
+        std::thread::spawn(move || {
+            let _ = i.write_all(state.as_bytes());
+        })
+    });
+    let r = wait(&mut child, hook);
+    if let Some(w) = writer {
+        let t0 = Instant::now();
+        while !w.is_finished() && t0.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if w.is_finished() {
+            let _ = w.join();
+        }
     }
+    r
+}
+
+/// Wait for the hook, killing it past its timeout.
+fn wait(child: &mut std::process::Child, hook: &Hook) -> Result<(), String> {
     let limit = hook.timeout.map(|t| Duration::from_secs(u64::from(t)));
     let started = Instant::now();
     loop {

@@ -253,7 +253,7 @@ pub fn enter_guest_root(
         oci::attach(&x.mounts, oci_binds).map_err(|(i, e)| oci::field_error(x, i, e))?;
         oci::make_devices(&x.devices)?;
         if x.cgroup_mount {
-            oci::cgroup_mount()?;
+            oci::cgroup_mount(x.cgroupns)?;
         }
     }
     apply_masks()?;

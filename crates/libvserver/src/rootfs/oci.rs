@@ -360,28 +360,59 @@ pub fn readonly_root() -> Result<(), String> {
     Ok(())
 }
 
-/// The container's cgroups on /sys/fs/cgroup, read-only, as the host lays them out (the
-/// container's own cgroup is each hierarchy's root when it has a cgroup namespace): cgroup v2
-/// alone on a v2 host; on a v1 or hybrid host a tmpfs holding one cgroup v1 mount per
+/// The container's cgroups on /sys/fs/cgroup, read-only, as the host lays them out: cgroup
+/// v2 alone on a v2 host; on a v1 or hybrid host a tmpfs holding one cgroup v1 mount per
 /// hierarchy (symlinks for co-mounted controllers, as `cpu` -> `cpu,cpuacct`) and the v2 one
-/// at `unified`, as runc does. Read from /proc/self/cgroup, which lists the hierarchies.
+/// at `unified`, as runc does. Read from /proc/self/cgroup (the container's fresh procfs;
+/// config mounts inside /proc are refused), which lists the hierarchies. Each shows the
+/// container's own cgroup as its root: with a cgroup namespace (`own_ns`) that is what a new
+/// mount shows, without one the container's directory is cut out of the new mount and put in
+/// its place, so that the host's other cgroups stay out of sight (runc binds it likewise).
 ///
 /// Errors: the mount and the OS error.
-pub fn cgroup_mount() -> Result<(), String> {
+pub fn cgroup_mount(own_ns: bool) -> Result<(), String> {
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let v1: Vec<String> = text
+    // (controllers, path) per hierarchy: "" names cgroup v2.
+    let entries: Vec<(String, String)> = text
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.splitn(3, ':').collect();
-            (f.len() == 3 && f[0] != "0" && !f[1].is_empty()).then(|| f[1].to_string())
+            (f.len() == 3).then(|| (f[1].to_string(), f[2].to_string()))
         })
         .collect();
-    let v2 = text.lines().any(|l| l.starts_with("0::"));
+    let own = |ctl: &str| -> Result<(), String> {
+        let target = if ctl.is_empty() {
+            if entries.iter().any(|(c, _)| !c.is_empty()) {
+                String::from("/sys/fs/cgroup/unified")
+            } else {
+                String::from("/sys/fs/cgroup")
+            }
+        } else {
+            format!("/sys/fs/cgroup/{}", ctl.trim_start_matches("name="))
+        };
+        let path = entries
+            .iter()
+            .find(|(c, _)| c == ctl)
+            .map(|(_, p)| p.as_str())
+            .unwrap_or("/");
+        if own_ns {
+            Ok(())
+        } else {
+            only_subtree(&target, path)
+        }
+    };
+    let v1: Vec<String> = entries
+        .iter()
+        .filter(|(c, _)| !c.is_empty())
+        .map(|(c, _)| c.clone())
+        .collect();
+    let v2 = entries.iter().any(|(c, _)| c.is_empty());
     ensure_target("/sys/fs/cgroup", true)?;
     if v1.is_empty() {
         if v2 {
             m(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), ro, None)?;
+            own("")?;
         }
         return Ok(());
     }
@@ -402,6 +433,7 @@ pub fn cgroup_mount() -> Result<(), String> {
             ctl.clone()
         };
         m(Some("cgroup"), &target, Some("cgroup"), ro, Some(&opts))?;
+        own(ctl)?;
         if dir.contains(',') {
             for part in dir.split(',') {
                 let link = format!("/sys/fs/cgroup/{part}");
@@ -422,6 +454,7 @@ pub fn cgroup_mount() -> Result<(), String> {
             ro,
             None,
         )?;
+        own("")?;
     }
     m(
         None,
@@ -430,6 +463,41 @@ pub fn cgroup_mount() -> Result<(), String> {
         MsFlags::MS_REMOUNT | ro,
         Some("mode=755,size=64k"),
     )
+}
+
+/// Replace the cgroup mount at `target` by its directory `path` (a path of
+/// /proc/self/cgroup, absolute in that hierarchy): opened below the mount without following
+/// anything out of it, cloned, the whole mount detached, the clone attached in its place.
+fn only_subtree(target: &str, path: &str) -> Result<(), String> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let top = nix::fcntl::open(
+        target,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open {target}: {e}"))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let dir = openat2(&top, rel, how).map_err(|e| format!("open {target}/{rel}: {e}"))?;
+    let tree = super::open_tree_clone(
+        std::os::fd::AsRawFd::as_raw_fd(&dir),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+    )
+    .map_err(|e| format!("clone {target}/{rel}: {e}"))?;
+    drop((dir, top));
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detach {target}: {e}"))?;
+    super::move_mount(&tree, target)
 }
 
 /// config.json's `maskedPaths` (a file gets /dev/null bound on it, a directory an empty
