@@ -1365,3 +1365,193 @@ fn kill_all_real_time_signals_hook_pids_and_the_pid_file() {
     }
     assert_eq!(states.len(), 3, "{states:?}");
 }
+
+/// Found by a third hostile review: cgroup (and proc, sysfs) file systems mounted where the
+/// config said, with its options (a new v1 hierarchy with a release agent ran a host program;
+/// the host's whole memory hierarchy was writable); wildcard device numbers in
+/// `linux.devices` allowed every device; `//` in cgroupsPath got past the check against
+/// another container's cgroup; `linux.resources.unified` could write `cgroup.procs`; a FIFO as a
+/// namespace path hung `create`; exec's `--log` was opened inside the container (a FIFO there
+/// hung it).
+#[test]
+fn what_a_third_review_found_in_configs() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("review3");
+    let cid = id("review3");
+    let base = b.config();
+    let refused = |c: &Value, what: &str| {
+        b.set_config(c);
+        let mut cmd = b.cmd();
+        cmd.args(["create", "--bundle", b.b(), &cid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let st = wait_child(&mut child, 20, &format!("create with {what} hung"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!st.success(), "{what} was accepted");
+        assert!(!b.root.join(&cid).exists());
+        err
+    };
+    for (kind, dest, opts) in [
+        (
+            "cgroup",
+            "/cg/rel",
+            json!(["none", "name=vstrel", "release_agent=/bin/true"]),
+        ),
+        ("cgroup", "/cg/mem", json!(["memory"])),
+        ("cgroup2", "/cg/v2", json!([])),
+        ("proc", "/myproc", json!([])),
+        ("sysfs", "/mysys", json!([])),
+    ] {
+        let mut c = base.clone();
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": dest, "type": kind, "source": kind, "options": opts}));
+        let err = refused(&c, &format!("a {kind} mount at {dest}"));
+        assert!(err.contains("is mounted only on"), "{err}");
+    }
+    let mut c = base.clone();
+    c["linux"]["devices"] = json!([{"path": "/dev/foo", "type": "c", "major": -1, "minor": -1}]);
+    let err = refused(&c, "a wildcard device node");
+    assert!(err.contains("linux.devices[0]"), "{err}");
+    let mut c = base.clone();
+    c["linux"]["resources"]["unified"] = json!({"cgroup.procs": "1"});
+    let err = refused(&c, "unified cgroup.procs");
+    assert!(err.contains("cgroup.procs"), "{err}");
+    let fifo = b.dir.join("ns-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut c = base.clone();
+    let ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "network")
+        .cloned()
+        .chain(std::iter::once(
+            json!({"type": "network", "path": fifo.to_str().unwrap()}),
+        ))
+        .collect();
+    c["linux"]["namespaces"] = json!(ns);
+    let err = refused(&c, "a FIFO as namespace path");
+    assert!(err.contains("not a namespace file"), "{err}");
+    // Two spellings of one cgroup are one cgroup.
+    let parent = format!("vst-oci-dbl-{}", std::process::id());
+    let mut c = base.clone();
+    c["process"]["args"] = json!(["true"]);
+    c["linux"]["cgroupsPath"] = json!(format!("/{parent}/x"));
+    b.set_config(&c);
+    let a = id("review3-a");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &a]), "run -d A");
+    wait_until(10, "A to stop", || b.state(&a)["status"] == "stopped");
+    c["linux"]["cgroupsPath"] = json!(format!("/{parent}//x/"));
+    let err = refused(&c, "another spelling of A's cgroup");
+    assert!(err.contains(&a), "{err}");
+    assert_ok(&b.oci(&["delete", &a]), "delete A");
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(e.path().join(&parent));
+    }
+    // exec's --log is the host's file, whatever the container has at that path.
+    let mut c = base.clone();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["root"]["readonly"] = json!(false);
+    b.set_config(&c);
+    let e = id("review3-e");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &e]), "run -d");
+    let log = b.dir.join("logdir").join("log.json");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let plant = format!(
+        "mkdir -p {0} && mkfifo {0}/log.json",
+        log.parent().unwrap().display()
+    );
+    assert_ok(&b.oci(&["exec", &e, "sh", "-c", &plant]), "plant a FIFO");
+    let mut cmd = b.cmd();
+    cmd.arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "exec", &e, "/nonexistent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let st = wait_child(
+        &mut child,
+        20,
+        "exec with --log hung on the container's FIFO",
+    );
+    assert!(!st.success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("nonexistent"), "{logged}");
+    assert_ok(&b.oci(&["delete", "--force", &e]), "delete");
+}
+
+/// Found by a third hostile review: bind targets were checked by path and then mounted by path
+/// again, so a volume shared with a sibling container could have a component swapped for a
+/// symlink into /proc in between (a fake /proc/self/cgroup then made the runtime show the
+/// host's cgroups and create a hierarchy). Targets are resolved by descriptor now, symlinks
+/// refused, /proc and /sys refused: however the swaps fall, nothing lands there.
+#[test]
+fn mount_targets_cannot_be_swapped_for_symlinks_while_they_are_made() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("swap");
+    let vol = b.dir.join("vol");
+    std::fs::create_dir_all(vol.join("a")).unwrap();
+    std::os::unix::fs::symlink("/proc/self", vol.join("b")).unwrap();
+    let fake = b.dir.join("fakecg");
+    std::fs::write(&fake, "14:name=vstswap:/\n0::/\n").unwrap();
+    let mut c = b.config();
+    let ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "cgroup")
+        .cloned()
+        .collect();
+    c["linux"]["namespaces"] = json!(ns);
+    c["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/data", "type": "bind", "source": vol.to_str().unwrap(),
+               "options": ["rbind"]}),
+        json!({"destination": "/data/a/cgroup", "type": "bind",
+               "source": fake.to_str().unwrap(), "options": ["bind", "ro"]}),
+    ]);
+    c["process"]["args"] = json!(["cat", "/proc/self/cgroup"]);
+    b.set_config(&c);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        let (a, bb) = (
+            std::ffi::CString::new(vol.join("a").to_str().unwrap()).unwrap(),
+            std::ffi::CString::new(vol.join("b").to_str().unwrap()).unwrap(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2(2) with valid C strings; RENAME_EXCHANGE = 2.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        bb.as_ptr(),
+                        2,
+                    )
+                };
+            }
+        })
+    };
+    for i in 0..40 {
+        let o = b.oci(&["run", "--bundle", b.b(), &id(&format!("swap{i}"))]);
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("vstswap"),
+            "run {i}: the bind landed on /proc/self/cgroup: {}",
+            text(&o)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+    let host = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert!(!host.contains("vstswap"), "a hierarchy was created: {host}");
+}

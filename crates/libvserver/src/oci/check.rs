@@ -273,7 +273,7 @@ pub fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
 }
 
 /// /proc files a config may mount over (runc's list: what LXCFS serves, and ns_last_pid).
-const PROC_MOUNT_ALLOWED: &[&str] = &[
+pub(crate) const PROC_MOUNT_ALLOWED: &[&str] = &[
     "/proc/cpuinfo",
     "/proc/diskstats",
     "/proc/meminfo",
@@ -314,6 +314,22 @@ fn check_mount(c: &Ctx<'_>, m: &Mount, i: usize) -> Result<(), SpecError> {
     // Nothing may be mounted over procfs files but the ones LXCFS and its peers replace (the
     // runtime reads /proc/self files while it sets up, and the masks live there).
     let dest = normalize(&m.destination);
+    // procfs, sysfs and cgroup file systems only where the engine builds them itself (with
+    // its masks, read-only, showing the container's own cgroups): a second instance elsewhere
+    // would be unmasked, and a cgroup mount with the config's options could name a new
+    // hierarchy with a release agent or show the host's whole tree writable.
+    let home = match kind {
+        "proc" => Some("/proc"),
+        "sysfs" => Some("/sys"),
+        "cgroup" | "cgroup2" => Some("/sys/fs/cgroup"),
+        _ => None,
+    };
+    if let Some(home) = home.filter(|h| dest != *h) {
+        return Err(c.refuse(
+            f("destination"),
+            format!("a {kind} file system is mounted only on {home} (by the engine)"),
+        ));
+    }
     if (dest == "/proc" && kind != "proc")
         || (dest.starts_with("/proc/") && !PROC_MOUNT_ALLOWED.contains(&dest.as_str()))
     {
@@ -475,6 +491,12 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
         }
     }
     for (i, d) in l.devices.iter().enumerate() {
+        if d.kind != "p" && (d.major < 0 || d.minor < 0) {
+            return Err(c.refuse(
+                format!("linux.devices[{i}]"),
+                "a device node needs a major and a minor number (no wildcards)",
+            ));
+        }
         if !matches!(d.kind.as_str(), "c" | "u" | "b" | "p") {
             return Err(c.refuse(
                 format!("linux.devices[{i}].type"),

@@ -81,7 +81,13 @@ fn cgroup_rel(spec: &Spec, id: &str) -> Result<String, OciError> {
             message: format!("'{p}' is a systemd slice path; vserver-oci drives cgroupfs itself"),
         }));
     }
-    let rel = p.trim_matches('/').to_string();
+    // One spelling per cgroup (`a//b/` is `a/b`): the checks against other containers'
+    // cgroups compare these strings.
+    let rel = p
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
     if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
         return Err(OciError::Spec(SpecError::Unsupported {
             path: "config.json".into(),
@@ -90,6 +96,23 @@ fn cgroup_rel(spec: &Spec, id: &str) -> Result<String, OciError> {
         }));
     }
     Ok(rel)
+}
+
+/// Open a namespace file given by path (`/proc/PID/ns/net`, a bind of one) without blocking
+/// (a FIFO there must not hang `create`), refused unless it is a namespace (nsfs).
+fn open_namespace(p: &str) -> Result<OwnedFd, String> {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    let fd = nix::fcntl::open(
+        p,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open: {e}"))?;
+    let st = nix::sys::statfs::fstatfs(&fd).map_err(|e| format!("statfs: {e}"))?;
+    if st.filesystem_type().0 as i64 != NSFS_MAGIC {
+        return Err(String::from("not a namespace file"));
+    }
+    Ok(fd)
 }
 
 fn layout(id: &str) -> Result<CgroupLayout, OciError> {
@@ -164,7 +187,9 @@ pub fn apply_resources(
         }
     }
     for (k, v) in &r.unified {
-        if k.contains('/') || k.starts_with('.') || !k.contains('.') {
+        // Controller files only: `cgroup.procs` and its kin would move processes or change
+        // the cgroup's type and delegation.
+        if k.contains('/') || k.starts_with('.') || !k.contains('.') || k.starts_with("cgroup.") {
             return Err(failed(
                 id,
                 format!("linux.resources.unified: '{k}' is not a cgroup file"),
@@ -358,16 +383,8 @@ pub(crate) fn context_spec(
             None if f == CloneFlags::CLONE_NEWCGROUP => {}
             None => flags |= f,
             Some(p) => {
-                let fd = nix::fcntl::open(
-                    p.as_str(),
-                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .map_err(|e| {
-                    refuse(
-                        format!("linux.namespaces[{i}].path"),
-                        format!("open {p}: {e}"),
-                    )
+                let fd = open_namespace(p).map_err(|e| {
+                    refuse(format!("linux.namespaces[{i}].path"), format!("{p}: {e}"))
                 })?;
                 join.push((f, fd));
             }
@@ -692,12 +709,8 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         .and_then(|l| l.namespaces.iter().find(|n| n.kind == "pid"))
         .and_then(|n| n.path.clone())
     {
-        let fd = nix::fcntl::open(
-            p.as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| failed(&o.id, format!("linux.namespaces pid {p}: {e}")))?;
+        let fd = open_namespace(&p)
+            .map_err(|e| failed(&o.id, format!("linux.namespaces pid {p}: {e}")))?;
         nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWPID)
             .map_err(|e| failed(&o.id, format!("join the pid namespace {p}: {e}")))?;
     }

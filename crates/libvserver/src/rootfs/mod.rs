@@ -250,10 +250,13 @@ pub fn enter_guest_root(
         systemd::mount_all(s, notify)?;
     }
     if let Some(x) = oci {
+        // Read before any mount of config.json can cover it.
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
         oci::attach(&x.mounts, oci_binds).map_err(|(i, e)| oci::field_error(x, i, e))?;
         oci::make_devices(&x.devices)?;
         if x.cgroup_mount {
-            oci::cgroup_mount(x.cgroupns)?;
+            oci::cgroup_mount(x.cgroupns, &cgroups)?;
         }
     }
     apply_masks()?;
@@ -646,8 +649,9 @@ fn attach_bind(fd: &OwnedFd, target: &str) -> Result<(), String> {
     move_mount(fd, target)
 }
 
-/// move_mount(2) of the detached tree `fd` onto the directory `dir` (both by descriptor).
-fn move_mount_fd(fd: &OwnedFd, dir: &OwnedFd) -> Result<(), nix::errno::Errno> {
+/// move_mount(2) of the detached tree `fd` onto the directory or file `dir` (both by
+/// descriptor).
+pub(crate) fn move_mount_fd(fd: &OwnedFd, dir: &OwnedFd) -> Result<(), nix::errno::Errno> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
     const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
     // SAFETY: both fds are valid; empty C strings with the EMPTY_PATH flags name the fds.

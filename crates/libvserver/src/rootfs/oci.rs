@@ -3,7 +3,7 @@
 //! open_tree(2) before pivot_root; every target is resolved and created after pivot_root, where
 //! no path leads out of the root (as for guests' binds). Options follow mount(8)'s words.
 
-use super::{ensure_dir, is_readonly, m, move_mount, open_tree_clone, set_tree_attrs};
+use super::{is_readonly, m, open_tree_clone, set_tree_attrs};
 use nix::mount::MsFlags;
 use std::os::fd::OwnedFd;
 
@@ -211,48 +211,90 @@ fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
     Ok(Some(fd))
 }
 
-/// Make `target` exist as the kind of thing a mount of `is_dir` needs: a directory (created
-/// one component at a time, symlinks refused) or an empty file.
-fn ensure_target(target: &str, is_dir: bool) -> Result<(), String> {
-    let mut cur = String::new();
+/// Resolve `target` (absolute, inside the container; after pivot_root) by descriptor, one
+/// component at a time, each opened `O_PATH | O_NOFOLLOW` below the one before: a symlink
+/// anywhere is refused, never followed, so a volume a sibling container shares cannot swap a
+/// component for a symlink between a check and the mount. Missing directories are made with
+/// mkdirat(2), a missing file (`is_dir` false) with openat(2) `O_CREAT | O_EXCL`. A target on
+/// procfs (but the files LXCFS replaces) or sysfs is refused. Returns an `O_PATH` descriptor
+/// of the target, to mount on.
+///
+/// Errors: the component, what it is, and the OS error.
+fn open_target(target: &str, is_dir: bool) -> Result<OwnedFd, String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let dir_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut cur = nix::fcntl::open("/", dir_flags, Mode::empty())
+        .map_err(|e| format!("open / in the container: {e}"))?;
     let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty()).collect();
+    let mut path = String::new();
     for (i, c) in comps.iter().enumerate() {
-        cur.push('/');
-        cur.push_str(c);
+        path.push('/');
+        path.push_str(c);
+        if *c == ".." || *c == "." {
+            return Err(format!("{target}: '{c}' in a mount target"));
+        }
         let last = i + 1 == comps.len();
         if last && !is_dir {
-            match std::fs::symlink_metadata(&cur) {
-                Ok(md) if md.file_type().is_symlink() || md.is_dir() => {
-                    return Err(format!(
-                        "{cur} in the container is a symlink or directory, not a file"
-                    ))
+            let file = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = match openat(&cur, *c, file, Mode::empty()) {
+                Err(Errno::ENOENT) => {
+                    let made = openat(
+                        &cur,
+                        *c,
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o644),
+                    )
+                    .map_err(|e| format!("create {path} in the container: {e}"))?;
+                    drop(made);
+                    openat(&cur, *c, file, Mode::empty())
                 }
-                Ok(_) => {}
-                Err(_) => {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .custom_flags_nofollow()
-                        .open(&cur)
-                        .map_err(|e| format!("create {cur} in the container: {e}"))?;
-                }
+                other => other,
             }
-        } else {
-            ensure_dir(&cur)?;
+            .map_err(|e| format!("open {path} in the container: {e}"))?;
+            let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("stat {path}: {e}"))?;
+            let kind = st.st_mode & libc::S_IFMT;
+            if kind == libc::S_IFLNK || kind == libc::S_IFDIR {
+                return Err(format!(
+                    "{path} in the container is a symlink or directory, not a file"
+                ));
+            }
+            cur = fd;
+            break;
         }
+        let next = match openat(&cur, *c, dir_flags, Mode::empty()) {
+            Err(Errno::ENOENT) => {
+                nix::sys::stat::mkdirat(&cur, *c, Mode::from_bits_truncate(0o755))
+                    .or_else(|e| if e == Errno::EEXIST { Ok(()) } else { Err(e) })
+                    .map_err(|e| format!("create {path} in the container: {e}"))?;
+                openat(&cur, *c, dir_flags, Mode::empty())
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            Errno::ENOTDIR | Errno::ELOOP => {
+                format!("{path} in the container is a symlink or not a directory (refused)")
+            }
+            e => format!("open {path} in the container: {e}"),
+        })?;
+        cur = next;
     }
-    Ok(())
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW)
+    use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC};
+    let fs = nix::sys::statfs::fstatfs(&cur)
+        .map_err(|e| format!("statfs {target}: {e}"))?
+        .filesystem_type();
+    let proc_ok = crate::oci::check::PROC_MOUNT_ALLOWED.contains(&path.as_str());
+    if (fs == PROC_SUPER_MAGIC && !proc_ok) || fs == SYSFS_MAGIC {
+        return Err(format!(
+            "{target} resolves onto /proc or /sys, where nothing of config.json is mounted"
+        ));
     }
+    Ok(cur)
 }
 
 /// After pivot_root (and the engine's /proc, /sys, /dev): attach every mount in order, at
@@ -272,9 +314,13 @@ fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
             let is_dir = nix::sys::stat::fstat(&fd)
                 .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
                 .unwrap_or(true);
-            ensure_target(target, is_dir)?;
-            move_mount(&fd, target)?;
-            if attrs & super::MOUNT_ATTR_RDONLY != 0 && !is_readonly(target) {
+            let at = open_target(target, is_dir)?;
+            super::move_mount_fd(&fd, &at)
+                .map_err(|e| format!("attach the mount at {target} in the container: {e}"))?;
+            let ro = nix::sys::statvfs::fstatvfs(&fd)
+                .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+                .unwrap_or(false);
+            if attrs & super::MOUNT_ATTR_RDONLY != 0 && !ro {
                 return Err(format!("{target} is writable after its read-only bind"));
             }
         }
@@ -288,14 +334,18 @@ fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
             },
             _,
         ) => {
-            ensure_target(target, true)?;
-            m(
-                Some(source),
-                target,
-                Some(fstype),
+            let at = open_target(target, true)?;
+            // mount(2) on the descriptor (its /proc/self/fd link), not on the path again.
+            use std::os::fd::AsRawFd;
+            let by_fd = format!("/proc/self/fd/{}", at.as_raw_fd());
+            nix::mount::mount(
+                Some(source.as_str()),
+                by_fd.as_str(),
+                Some(fstype.as_str()),
                 MsFlags::from_bits_truncate(*flags),
                 (!data.is_empty()).then_some(data.as_str()),
-            )?;
+            )
+            .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
         }
         (SpecMount::Bind { target, .. }, None) => {
             return Err(format!("no detached source for the bind on {target}"));
@@ -311,7 +361,7 @@ pub fn make_devices(devices: &[DeviceNode]) -> Result<(), String> {
     for d in devices {
         if let Some((parent, _)) = d.path.rsplit_once('/') {
             if !parent.is_empty() {
-                ensure_target(parent, true)?;
+                open_target(parent, true)?;
             }
         }
         let _ = std::fs::remove_file(&d.path);
@@ -363,16 +413,15 @@ pub fn readonly_root() -> Result<(), String> {
 /// The container's cgroups on /sys/fs/cgroup, read-only, as the host lays them out: cgroup
 /// v2 alone on a v2 host; on a v1 or hybrid host a tmpfs holding one cgroup v1 mount per
 /// hierarchy (symlinks for co-mounted controllers, as `cpu` -> `cpu,cpuacct`) and the v2 one
-/// at `unified`, as runc does. Read from /proc/self/cgroup (the container's fresh procfs;
-/// config mounts inside /proc are refused), which lists the hierarchies. Each shows the
+/// at `unified`, as runc does. `text` is /proc/self/cgroup, read from the fresh procfs before
+/// any mount of config.json was made, which lists the hierarchies. Each shows the
 /// container's own cgroup as its root: with a cgroup namespace (`own_ns`) that is what a new
 /// mount shows, without one the container's directory is cut out of the new mount and put in
 /// its place, so that the host's other cgroups stay out of sight (runc binds it likewise).
 ///
 /// Errors: the mount and the OS error.
-pub fn cgroup_mount(own_ns: bool) -> Result<(), String> {
+pub fn cgroup_mount(own_ns: bool, text: &str) -> Result<(), String> {
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     // (controllers, path) per hierarchy: "" names cgroup v2.
     let entries: Vec<(String, String)> = text
         .lines()
@@ -408,7 +457,9 @@ pub fn cgroup_mount(own_ns: bool) -> Result<(), String> {
         .map(|(c, _)| c.clone())
         .collect();
     let v2 = entries.iter().any(|(c, _)| c.is_empty());
-    ensure_target("/sys/fs/cgroup", true)?;
+    if !std::fs::symlink_metadata("/sys/fs/cgroup").is_ok_and(|m| m.is_dir()) {
+        return Err(String::from("/sys/fs/cgroup is missing in the fresh sysfs"));
+    }
     if v1.is_empty() {
         if v2 {
             m(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), ro, None)?;

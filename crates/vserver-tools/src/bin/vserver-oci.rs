@@ -223,8 +223,9 @@ enum Cmd {
     },
 }
 
-/// An error for the caller: printed, and logged to --log as containerd expects.
-fn report(cli_log: &Option<PathBuf>, format: &str, msg: &str) {
+/// An error for the caller: printed, and logged to --log (opened by `main` while this process
+/// is still in the host's mount namespace) as containerd expects.
+fn report(cli_log: Option<&std::fs::File>, format: &str, msg: &str) {
     if format == "json" && cli_log.is_none() {
         // No log file: the JSON line goes to stderr, as runc does.
         eprintln!(
@@ -234,7 +235,7 @@ fn report(cli_log: &Option<PathBuf>, format: &str, msg: &str) {
         return;
     }
     eprintln!("vserver-oci: {msg}");
-    if let Some(p) = cli_log {
+    if let Some(mut f) = cli_log {
         let line = if format == "json" {
             serde_json::json!({
                 "level": "error",
@@ -248,13 +249,7 @@ fn report(cli_log: &Option<PathBuf>, format: &str, msg: &str) {
                 libvserver::oci::state::rfc3339_now()
             )
         };
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            let _ = writeln!(f, "{line}");
-        }
+        let _ = writeln!(f, "{line}");
     }
 }
 
@@ -713,21 +708,30 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
 fn main() -> ExitCode {
     vserver_tools::generate_if_asked(<Cli as clap::CommandFactory>::command());
     let cli = Cli::parse();
-    let (log, format) = (cli.log.clone(), cli.log_format.clone());
+    let format = cli.log_format.clone();
     // Guest code runs in create, run and exec: our binary must not be writable from there.
     if matches!(
         cli.cmd,
         Some(Cmd::Create { .. } | Cmd::Run { .. } | Cmd::Exec { .. })
     ) {
         if let Err(e) = libvserver::security::exe::reexec_readonly() {
-            report(&log, &format, &e);
+            report(None, &format, &e);
             return ExitCode::from(1);
         }
     }
+    // Opened now: exec joins the container's mount namespace, where the path would name the
+    // container's file (or a FIFO that hangs us).
+    let log = cli.log.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     match run(cli) {
         Ok(c) => c,
         Err(e) => {
-            report(&log, &format, &e.to_string());
+            report(log.as_ref(), &format, &e.to_string());
             ExitCode::from(1)
         }
     }
