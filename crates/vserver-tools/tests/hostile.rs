@@ -210,7 +210,10 @@ fn exec_relay_neither_deadlocks_nor_spins_and_a_stopped_command_times_out() {
     );
     assert_eq!(st.code(), Some(141));
     // A guest that stops every new exec before it runs cannot hang the client forever.
-    let watcher = "(while :; do for p in /proc/[0-9]*; do grep -q 'vserver-e[x]ec' $p/cmdline 2>/dev/null && kill -STOP ${p#/proc/}; done; done >/dev/null 2>&1 &)";
+    // A process stopped just as it became the command is let go again (once it is stopped
+    // its cmdline no longer changes): the guest stopping its own commands mid-run is not what
+    // this checks.
+    let watcher = "(while :; do for p in /proc/[0-9]*; do grep -q 'vserver-e[x]ec' $p/cmdline 2>/dev/null || continue; kill -STOP ${p#/proc/}; while [ -e $p/status ] && ! grep -q '^State:.*T' $p/status; do :; done; grep -q 'vserver-e[x]ec' $p/cmdline 2>/dev/null || kill -CONT ${p#/proc/}; done; done >/dev/null 2>&1 &)";
     assert_ok(&env.exec(&name, watcher), "watcher");
     let t = Instant::now();
     let o = env.exec(&name, "true");

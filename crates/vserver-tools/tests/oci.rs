@@ -1491,6 +1491,52 @@ fn what_a_third_review_found_in_configs() {
 /// symlink into /proc in between (a fake /proc/self/cgroup then made the runtime show the
 /// host's cgroups and create a hierarchy). Targets are resolved by descriptor now, symlinks
 /// refused, /proc and /sys refused: however the swaps fall, nothing lands there.
+/// A thread exchanging two paths (renameat2 RENAME_EXCHANGE) as fast as it can, as a hostile
+/// container would under the runtime's feet; stopped when dropped.
+struct Exchanger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Exchanger {
+    fn start(a: &Path, b: &Path) -> Exchanger {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, b) = (
+            std::ffi::CString::new(a.to_str().unwrap()).unwrap(),
+            std::ffi::CString::new(b.to_str().unwrap()).unwrap(),
+        );
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2(2) with valid C strings; RENAME_EXCHANGE = 2.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_renameat2,
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        2,
+                    )
+                };
+            }
+        });
+        Exchanger {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Exchanger {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[test]
 fn mount_targets_cannot_be_swapped_for_symlinks_while_they_are_made() {
     if !require_root() {
@@ -1519,29 +1565,7 @@ fn mount_targets_cannot_be_swapped_for_symlinks_while_they_are_made() {
     ]);
     c["process"]["args"] = json!(["cat", "/proc/self/cgroup"]);
     b.set_config(&c);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let swapper = {
-        let stop = stop.clone();
-        let (a, bb) = (
-            std::ffi::CString::new(vol.join("a").to_str().unwrap()).unwrap(),
-            std::ffi::CString::new(vol.join("b").to_str().unwrap()).unwrap(),
-        );
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: renameat2(2) with valid C strings; RENAME_EXCHANGE = 2.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        bb.as_ptr(),
-                        2,
-                    )
-                };
-            }
-        })
-    };
+    let swapper = Exchanger::start(&vol.join("a"), &vol.join("b"));
     for i in 0..40 {
         let o = b.oci(&["run", "--bundle", b.b(), &id(&format!("swap{i}"))]);
         assert!(
@@ -1550,8 +1574,209 @@ fn mount_targets_cannot_be_swapped_for_symlinks_while_they_are_made() {
             text(&o)
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    swapper.join().unwrap();
+    drop(swapper);
     let host = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     assert!(!host.contains("vstswap"), "a hierarchy was created: {host}");
+}
+
+/// Found by a fourth hostile review: the checks that keep one container's cgroup from being
+/// another's looked only at containers of the same state root, after the fact (two `create`s
+/// at once, or with different `--root`s, could share a cgroup). Claims are now host-wide,
+/// made under a lock, and released by `delete` or found stale when the container is gone.
+#[test]
+fn cgroup_claims_hold_across_state_roots_and_concurrent_creates() {
+    if !require_root() {
+        return;
+    }
+    let bundles: Vec<Bundle> = (0..4).map(|i| Bundle::new(&format!("claim{i}"))).collect();
+    let parent = format!("vst-oci-claim-{}", std::process::id());
+    for b in &bundles {
+        let mut c = b.config();
+        c["process"]["args"] = json!(["sleep", "1000"]);
+        c["linux"]["cgroupsPath"] = json!(format!("/{parent}/x"));
+        b.set_config(&c);
+    }
+    let cid = id("claim");
+    // Four creates at once, each with its own state root: one wins.
+    let results: Vec<bool> = std::thread::scope(|s| {
+        let hs: Vec<_> = bundles
+            .iter()
+            .map(|b| s.spawn(|| b.oci(&["create", "--bundle", b.b(), &cid]).status.success()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|ok| **ok).count(),
+        1,
+        "creates that won the same cgroup: {results:?}"
+    );
+    let winner = results.iter().position(|ok| *ok).unwrap();
+    let other = &bundles[(winner + 1) % 4];
+    // Within and around the winner's, from another state root: refused, naming it.
+    for path in [format!("/{parent}/x/in"), format!("/{parent}")] {
+        let mut c = other.config();
+        c["linux"]["cgroupsPath"] = json!(path);
+        other.set_config(&c);
+        let o = other.oci(&["create", "--bundle", other.b(), &cid]);
+        assert!(
+            !o.status.success() && text(&o).contains(&cid),
+            "{path}: {}",
+            text(&o)
+        );
+        assert!(!other.root.join(&cid).exists());
+    }
+    let mut c = other.config();
+    c["linux"]["cgroupsPath"] = json!(format!("/{parent}/x"));
+    other.set_config(&c);
+    // The winner's state removed by hand (its processes killed first): its claim is stale.
+    let w = &bundles[winner];
+    let pid = init_pid_of(w, &cid);
+    assert_ok(&w.oci(&["kill", &cid, "KILL"]), "kill");
+    wait_until(10, "the init to die", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    std::fs::remove_dir_all(w.root.join(&cid)).unwrap();
+    assert_ok(
+        &other.oci(&["create", "--bundle", other.b(), &cid]),
+        "create after the holder's state was removed",
+    );
+    // delete releases the claim.
+    assert_ok(&other.oci(&["delete", "--force", &cid]), "delete");
+    assert_ok(
+        &w.oci(&["create", "--bundle", w.b(), &cid]),
+        "create after delete",
+    );
+    assert_ok(&w.oci(&["delete", "--force", &cid]), "delete");
+    // The engine's own guests' cgroups are not a container's.
+    let mut c = other.config();
+    c["linux"]["cgroupsPath"] = json!("/vservers/4242");
+    other.set_config(&c);
+    let o = other.oci(&["create", "--bundle", other.b(), &cid]);
+    assert!(
+        !o.status.success() && text(&o).contains("vservers"),
+        "{}",
+        text(&o)
+    );
+    drop(bundles);
+    for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(e.path().join(&parent).join("x"));
+        let _ = std::fs::remove_dir(e.path().join(&parent));
+    }
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&parent));
+}
+
+/// Found by a fourth hostile review: device nodes were made and given their mode by path (a
+/// node swapped for a symlink in between had the symlink's target chmod'ed); `ps` of a
+/// container without processes listed every host process; exec's terminal came from
+/// whatever the container's /dev/ptmx led to.
+#[test]
+fn device_nodes_ps_and_exec_terminals_hold_against_the_container() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("review4");
+    // A host file the container can name, and a directory below /dev it can change.
+    let data = b.dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let victim = data.join("victim");
+    std::fs::write(&victim, "secret").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let vol = b.dir.join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let mut c = b.config();
+    c["process"]["args"] = json!(["true"]);
+    c["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/data", "type": "bind", "source": data.to_str().unwrap(),
+               "options": ["rbind"]}),
+        json!({"destination": "/dev/vol", "type": "bind", "source": vol.to_str().unwrap(),
+               "options": ["rbind"]}),
+    ]);
+    c["linux"]["devices"] = json!([{"path": "/dev/vol/n", "type": "c", "major": 1, "minor": 3,
+                                    "fileMode": 0o666, "uid": 0, "gid": 0}]);
+    b.set_config(&c);
+    let swapper = Exchanger::start(&vol.join("n"), &vol.join("s"));
+    for i in 0..60 {
+        let _ = std::fs::remove_file(vol.join("n"));
+        let _ = std::fs::remove_file(vol.join("s"));
+        let _ = std::os::unix::fs::symlink("/data/victim", vol.join("s"));
+        let _ = b.oci(&["run", "--bundle", b.b(), &id(&format!("dev{i}"))]);
+        let mode = std::fs::metadata(&victim).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777,
+            0o600,
+            "run {i}: a host file took the device node's mode"
+        );
+    }
+    drop(swapper);
+
+    // ps of a container with no processes lists none.
+    let mut c = b.config();
+    let n = c["mounts"].as_array().unwrap().len();
+    c["mounts"].as_array_mut().unwrap().truncate(n - 2);
+    c["linux"]["devices"] = json!([]);
+    c["process"]["args"] = json!(["true"]);
+    b.set_config(&c);
+    let cid = id("review4");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &cid]), "run -d");
+    wait_until(10, "the container to stop", || {
+        b.state(&cid)["status"] == "stopped"
+    });
+    let o = b.oci(&["ps", &cid]);
+    assert_ok(&o, "ps");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(out.lines().count(), 1, "ps of an empty container: {out}");
+    assert_ok(&b.oci(&["delete", &cid]), "delete");
+
+    // exec --tty takes the pty from the container's devpts, not from its /dev/ptmx.
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "rm -f /dev/ptmx && ln -s /dev/null /dev/ptmx && sleep 1000"
+    ]);
+    b.set_config(&c);
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &cid]), "run -d");
+    wait_until(10, "/dev/ptmx to be replaced", || {
+        let pid = init_pid_of(&b, &cid);
+        std::fs::symlink_metadata(format!("/proc/{pid}/root/dev/ptmx"))
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+    });
+    let sock = b.dir.join("exec.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut e = b.cmd();
+    e.args([
+        "exec",
+        "-t",
+        "-d",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &cid,
+        "sh",
+        "-c",
+        "tty; sleep 2",
+    ]);
+    let (dir, sock2) = (b.dir.clone(), sock.clone());
+    let t = std::thread::spawn(move || {
+        let o = run_to_files(&mut e, &dir);
+        if !o.status.success() {
+            // Wake the accept below: the test fails instead of hanging.
+            let _ = std::os::unix::net::UnixStream::connect(&sock2);
+        }
+        o
+    });
+    let master = receive_fd(&listener);
+    let o = t.join().unwrap();
+    assert_ok(&o, "exec -t with /dev/ptmx replaced");
+    let mut f = std::fs::File::from(master);
+    let mut out = String::new();
+    let mut buf = [0u8; 256];
+    while !out.contains('\n') {
+        use std::io::Read;
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert_ok(&b.oci(&["delete", "--force", &cid]), "delete");
 }

@@ -26,7 +26,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// What to run in the guest.
 #[derive(Debug, Clone, Default)]
@@ -115,51 +115,6 @@ fn read_small(path: &str) -> String {
         }
     }
     s
-}
-
-/// Open a new pty pair in the current mount namespace's devpts: (master, slave).
-fn open_guest_pty(name: &str) -> Result<(OwnedFd, OwnedFd), GuestError> {
-    let master = nix::fcntl::open(
-        "/dev/ptmx",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| failed(name, format!("open /dev/ptmx in the guest: {e}")))?;
-    let st =
-        nix::sys::stat::fstat(&master).map_err(|e| failed(name, format!("fstat ptmx: {e}")))?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFCHR
-        || nix::sys::stat::major(st.st_rdev) != 5
-        || nix::sys::stat::minor(st.st_rdev) != 2
-    {
-        return Err(failed(
-            name,
-            "/dev/ptmx in the guest is not the pty multiplexer",
-        ));
-    }
-    let mut unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK takes a pointer to int; master is a ptmx fd.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } != 0 {
-        return Err(failed(
-            name,
-            format!("unlock pty: {}", nix::errno::Errno::last()),
-        ));
-    }
-    // SAFETY: TIOCGPTPEER opens the slave without a path lookup; returns a new fd or -1.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY,
-        )
-    };
-    if slave < 0 {
-        return Err(failed(
-            name,
-            format!("open the pty slave: {}", nix::errno::Errno::last()),
-        ));
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
 }
 
 /// Restores the host terminal mode when dropped.
@@ -324,7 +279,8 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
         env: child::guest_env(&extra),
     };
     let stdio = if req.tty {
-        let (master, slave) = open_guest_pty(name)?;
+        let (master, slave) = crate::rootfs::open_pty_pair()
+            .map_err(|e| failed(name, format!("{e} in the guest")))?;
         if let Some(base) = userns_base {
             // The pty belongs to the user it runs for and the tty group (gid 5), as the guest
             // sees them; made by host root, it would show as nobody's inside.

@@ -88,6 +88,18 @@ fn cgroup_rel(spec: &Spec, id: &str) -> Result<String, OciError> {
         .filter(|c| !c.is_empty())
         .collect::<Vec<_>>()
         .join("/");
+    if rel == crate::cgroup::CGROUP_BASE
+        || rel.starts_with(&format!("{}/", crate::cgroup::CGROUP_BASE))
+    {
+        return Err(OciError::Spec(SpecError::Unsupported {
+            path: "config.json".into(),
+            field: "linux.cgroupsPath".into(),
+            message: format!(
+                "'{p}' lies within {}, the virtual servers' cgroups",
+                crate::cgroup::CGROUP_BASE
+            ),
+        }));
+    }
     if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
         return Err(OciError::Spec(SpecError::Unsupported {
             path: "config.json".into(),
@@ -530,6 +542,8 @@ pub(crate) fn context_spec(
 struct Undo {
     dir: Option<Container>,
     cgroup: Option<GuestCgroup>,
+    /// Released last: no other create takes the cgroup before it is removed.
+    claim: Option<super::claim::Claim>,
 }
 
 impl Drop for Undo {
@@ -540,6 +554,7 @@ impl Drop for Undo {
         if let Some(c) = self.dir.take() {
             let _ = c.remove();
         }
+        drop(self.claim.take());
     }
 }
 
@@ -578,6 +593,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     let mut undo = Undo {
         dir: Some(c.clone()),
         cgroup: None,
+        claim: None,
     };
     std::fs::copy(&cfg, c.file("config.json"))
         .map_err(|e| failed(&o.id, format!("keep a copy of {cfg_s}: {e}")))?;
@@ -600,25 +616,11 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
             format!("linux.cgroupsPath {rel}: the cgroup is not empty (it has processes or cgroups below it)"),
         ));
     }
-    for other in super::state::list(&o.root) {
-        if other == o.id {
-            continue;
-        }
-        let Ok(ost) = Container::at(&o.root, &other).and_then(|oc| oc.load()) else {
-            continue;
-        };
-        let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
-        if nested(&rel, &ost.cgroup) || nested(&ost.cgroup, &rel) {
-            return Err(failed(
-                &o.id,
-                format!(
-                    "linux.cgroupsPath {rel}: container {other} has cgroup {}; one container's \
-                     cgroup cannot be another's, or lie within it",
-                    ost.cgroup
-                ),
-            ));
-        }
-    }
+    // Host-wide, across state roots and concurrent creates: held from here until delete.
+    undo.claim = Some(
+        super::claim::claim(Path::new(super::claim::CLAIMS_DIR), &rel, &o.root, &o.id)
+            .map_err(|e| failed(&o.id, format!("linux.cgroupsPath {rel}: {e}")))?,
+    );
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
     undo.cgroup = Some(cg.clone());
     let no_resources = Resources::default();
@@ -765,6 +767,9 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     }
     undo.dir = None;
     undo.cgroup = None;
+    if let Some(claim) = undo.claim.take() {
+        claim.keep();
+    }
     Ok(spawned.pidfd)
 }
 
@@ -940,6 +945,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     cg.remove().map_err(|e| failed(id, e.to_string()))?;
     let spec = spec_of(&c);
     c.remove()?;
+    super::claim::release(Path::new(super::claim::CLAIMS_DIR), &st.cgroup, root, id);
     if let Some(spec) = spec {
         // The init is gone: its pid may already be another process's.
         let gone = State {

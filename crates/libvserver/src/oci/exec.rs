@@ -168,28 +168,8 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         .map_err(|e| failed(id, format!("join the namespaces of pid {}: {e}", st.pid)))?;
     // A terminal from the container's own devpts, its master sent to the caller.
     let tty = if let Some(sock) = &console {
-        let master =
-            nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
-                .map_err(|e| failed(id, format!("open /dev/ptmx in the container: {e}")))?;
-        nix::pty::grantpt(&master)
-            .and_then(|()| nix::pty::unlockpt(&master))
-            .map_err(|e| failed(id, format!("unlock the pty: {e}")))?;
-        // SAFETY: TIOCGPTPEER on our master: the peer opened by fd, never by a path.
-        let slave = unsafe {
-            libc::ioctl(
-                master.as_raw_fd(),
-                libc::TIOCGPTPEER,
-                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-            )
-        };
-        if slave < 0 {
-            return Err(failed(
-                id,
-                format!("open the pty peer: {}", nix::errno::Errno::last()),
-            ));
-        }
-        // SAFETY: a new fd the kernel returned.
-        let slave: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(slave) };
+        let (master, slave) = crate::rootfs::open_pty_pair()
+            .map_err(|e| failed(id, format!("{e} in the container")))?;
         if let Some(sz) = &p.console_size {
             let ws = libc::winsize {
                 ws_row: sz.height,
@@ -200,8 +180,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             // SAFETY: TIOCSWINSZ with a valid winsize.
             unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         }
-        let m: OwnedFd = master.into();
-        super::container::send_console_on(sock, &m).map_err(|e| failed(id, e))?;
+        super::container::send_console_on(sock, &master).map_err(|e| failed(id, e))?;
         Some(slave)
     } else {
         None

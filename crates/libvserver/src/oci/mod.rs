@@ -4,6 +4,7 @@
 //! see the runtime-spec's runtime.md and config.md).
 
 pub mod check;
+pub mod claim;
 pub mod container;
 pub mod devices;
 pub mod exec;

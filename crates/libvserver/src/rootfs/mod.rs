@@ -52,6 +52,70 @@ pub(crate) fn m(
     })
 }
 
+/// Open a new pty master in the current mount namespace's devpts: `/dev/pts/ptmx`, resolved
+/// without following any symlink (a guest's `/dev/ptmx` is its own to replace), opened
+/// without blocking and checked to be the multiplexer (character device 5:2) of a devpts
+/// file system (statfs(2) `DEVPTS_SUPER_MAGIC`); see pts(4). The fd is blocking on return.
+///
+/// Errors: a text naming what is missing or wrong.
+pub(crate) fn open_ptmx() -> Result<OwnedFd, String> {
+    use nix::fcntl::{fcntl, openat2, FcntlArg, OFlag, OpenHow, ResolveFlag};
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open /: {e}"))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(&root, "dev/pts/ptmx", how).map_err(|e| {
+        format!("open /dev/pts/ptmx (a devpts at /dev/pts, no symlinks on the way): {e}")
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("stat /dev/pts/ptmx: {e}"))?;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| format!("statfs /dev/pts/ptmx: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || nix::sys::stat::major(st.st_rdev) != 5
+        || nix::sys::stat::minor(st.st_rdev) != 2
+        || fs.filesystem_type().0 as i64 != DEVPTS_SUPER_MAGIC
+    {
+        return Err(String::from(
+            "/dev/pts/ptmx is not the pty multiplexer of a devpts",
+        ));
+    }
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| format!("fcntl ptmx: {e}"))?;
+    Ok(fd)
+}
+
+/// A new pty pair from the current mount namespace's devpts ([`open_ptmx`]): (master,
+/// slave), both close-on-exec, the slave unlocked and opened from the master (TIOCGPTPEER,
+/// never by a path; see ioctl_tty(2)).
+///
+/// Errors: a text naming the step and the OS error.
+pub(crate) fn open_pty_pair() -> Result<(OwnedFd, OwnedFd), String> {
+    use std::os::fd::FromRawFd;
+    let master = open_ptmx()?;
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to int; master is a ptmx fd.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } != 0 {
+        return Err(format!("unlock the pty: {}", nix::errno::Errno::last()));
+    }
+    // SAFETY: TIOCGPTPEER on our master returns a new fd or -1.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(format!("open the pty peer: {}", nix::errno::Errno::last()));
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
 /// Make sure `p` is a directory (create it if missing) and not a symlink.
 pub(crate) fn ensure_dir(p: &str) -> Result<(), String> {
     match std::fs::symlink_metadata(p) {

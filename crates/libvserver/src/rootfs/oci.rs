@@ -354,38 +354,73 @@ fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
     Ok(())
 }
 
-/// Create the device nodes of `linux.devices` (after /dev is built).
+/// Create the device nodes of `linux.devices` (after /dev is built), each by descriptor: its
+/// directory resolved as mount targets are (no symlink followed), whatever is there unlinked
+/// (a directory is refused), the node made with exactly `mode` (umask cleared), then opened
+/// without following and checked to be the node just made before it is given its owner.
 ///
 /// Errors: the path and the OS error.
 pub fn make_devices(devices: &[DeviceNode]) -> Result<(), String> {
+    use nix::errno::Errno;
+    use std::os::fd::AsRawFd;
     for d in devices {
-        if let Some((parent, _)) = d.path.rsplit_once('/') {
-            if !parent.is_empty() {
-                open_target(parent, true)?;
+        let (parent, name) = d
+            .path
+            .rsplit_once('/')
+            .ok_or_else(|| format!("device path {} is not absolute", d.path))?;
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(format!("device path {} names no file", d.path));
+        }
+        let dir = open_target(if parent.is_empty() { "/" } else { parent }, true)?;
+        let c = std::ffi::CString::new(name)
+            .map_err(|_| format!("device path {} contains NUL", d.path))?;
+        // SAFETY: a valid C string relative to a directory fd we own.
+        if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            let e = Errno::last();
+            if e != Errno::ENOENT {
+                return Err(format!("replace {} in the container: {e}", d.path));
             }
         }
-        let _ = std::fs::remove_file(&d.path);
-        let c = std::ffi::CString::new(d.path.as_str())
-            .map_err(|_| format!("device path {} contains NUL", d.path))?;
-        // SAFETY: valid C string; plain syscalls with integer arguments.
+        let dev = libc::makedev(d.major as u32, d.minor as u32);
+        // The setup process is single-threaded: the umask is ours alone to clear.
+        // SAFETY: plain syscalls with integer arguments and a valid C string.
         let r = unsafe {
-            libc::mknod(
-                c.as_ptr(),
-                d.kind | (d.mode & 0o7777),
-                libc::makedev(d.major as u32, d.minor as u32),
-            )
+            let old = libc::umask(0);
+            let r = libc::mknodat(dir.as_raw_fd(), c.as_ptr(), d.kind | (d.mode & 0o7777), dev);
+            libc::umask(old);
+            r
         };
         if r != 0 {
-            return Err(format!("mknod {}: {}", d.path, nix::errno::Errno::last()));
+            return Err(format!("mknod {}: {}", d.path, Errno::last()));
         }
-        // SAFETY: as above; the node was just made by us (no symlink can be there).
-        if unsafe { libc::lchown(c.as_ptr(), d.uid, d.gid) } != 0 {
-            return Err(format!("chown {}: {}", d.path, nix::errno::Errno::last()));
+        let node = nix::fcntl::openat(
+            &dir,
+            name,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open {} in the container: {e}", d.path))?;
+        let st = nix::sys::stat::fstat(&node).map_err(|e| format!("stat {}: {e}", d.path))?;
+        if st.st_mode & libc::S_IFMT != d.kind || (d.kind != libc::S_IFIFO && st.st_rdev != dev) {
+            return Err(format!(
+                "{} in the container was replaced while it was made",
+                d.path
+            ));
         }
-        // mknod honours the umask: set the mode exactly.
-        // SAFETY: as above.
-        if unsafe { libc::chmod(c.as_ptr(), d.mode & 0o7777) } != 0 {
-            return Err(format!("chmod {}: {}", d.path, nix::errno::Errno::last()));
+        // SAFETY: an O_PATH fd we own, the empty path with AT_EMPTY_PATH.
+        if unsafe {
+            libc::fchownat(
+                node.as_raw_fd(),
+                c"".as_ptr(),
+                d.uid,
+                d.gid,
+                libc::AT_EMPTY_PATH,
+            )
+        } != 0
+        {
+            return Err(format!("chown {}: {}", d.path, Errno::last()));
         }
     }
     Ok(())

@@ -627,21 +627,35 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
             if format == "json" {
                 println!("{}", serde_json::to_string(&pids).unwrap_or_default());
             } else {
-                let mut c = std::process::Command::new("ps");
-                c.args(if ps_args.is_empty() {
-                    vec!["-f".to_string()]
-                } else {
-                    ps_args
-                });
-                if !pids.is_empty() {
-                    c.arg("-p").arg(
-                        pids.iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    );
+                // ps(1) selects by its own arguments: its table is filtered here to the
+                // container's processes by the PID column, whatever the arguments were.
+                let out = std::process::Command::new("ps")
+                    .args(if ps_args.is_empty() {
+                        vec!["-ef".to_string()]
+                    } else {
+                        ps_args
+                    })
+                    .output()
+                    .map_err(|e| bad(format!("ps: {e}")))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut lines = text.lines();
+                let header = lines.next().unwrap_or("");
+                let col = header
+                    .split_whitespace()
+                    .position(|w| w == "PID")
+                    .ok_or_else(|| {
+                        bad("ps: its output has no PID column (keep one in the format)")
+                    })?;
+                println!("{header}");
+                for l in lines {
+                    let pid = l
+                        .split_whitespace()
+                        .nth(col)
+                        .and_then(|w| w.parse::<i32>().ok());
+                    if pid.is_some_and(|p| pids.contains(&p)) {
+                        println!("{l}");
+                    }
                 }
-                let _ = c.status();
             }
         }
         Cmd::Pause { id } => container::freeze(root, &id, true)?,
