@@ -1172,7 +1172,8 @@ fn the_device_policy_holds_on_a_cgroup_that_existed_before() {
     c["process"]["args"] = json!([
         "sh",
         "-c",
-        "mknod /dev/km c 1 11 && echo vserver-test > /dev/km && echo WROTE; true"
+        "mknod /dev/km c 1 11 && echo vserver-test > /dev/km && echo WROTE; \
+         mknod /dev/kc c 5 1 && (exec 3<>/dev/kc) && echo CONSOLE; true"
     ]);
     b.set_config(&c);
     let o = b.oci(&["run", "--bundle", b.b(), &id("devpre")]);
@@ -1180,6 +1181,12 @@ fn the_device_policy_holds_on_a_cgroup_that_existed_before() {
     assert!(
         !String::from_utf8_lossy(&o.stdout).contains("WROTE"),
         "the container wrote to /dev/kmsg: {}",
+        text(&o)
+    );
+    // Found by a fifth review: 5:1, the host's system console, was on the allowlist.
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("CONSOLE"),
+        "the container opened the host's console: {}",
         text(&o)
     );
     for d in made.iter().rev() {
@@ -1779,4 +1786,106 @@ fn device_nodes_ps_and_exec_terminals_hold_against_the_container() {
     }
     assert!(out.contains("/dev/pts/"), "{out}");
     assert_ok(&b.oci(&["delete", "--force", &cid]), "delete");
+}
+
+/// Found by a fifth hostile review: prestart and createRuntime hooks ran before the init had
+/// joined the namespaces its config names by path (a pod's sandbox network, IPC and UTS) and,
+/// with a user namespace, before its id maps were written: a hook entering `$pid`'s network
+/// namespace configured the host's.
+#[test]
+fn prestart_and_create_runtime_hooks_see_the_containers_namespaces() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("hookns");
+    // A sandbox of its own: network, IPC and UTS namespaces held by a host process.
+    let mut holder = Command::new("unshare")
+        .args(["-n", "-i", "-u", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let hp = holder.id();
+    let ns_of = |pid: u32, kind: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    wait_until(10, "the sandbox's namespaces", || {
+        ns_of(hp, "net") != ns_of(std::process::id(), "net")
+    });
+    let log = b.dir.join("hooks.log");
+    let hook = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!(
+            "pid=$(sed 's/.*\"pid\":\\([0-9]*\\).*/\\1/'); echo {name} $(readlink /proc/$pid/ns/net) \
+             $(readlink /proc/$pid/ns/ipc) $(readlink /proc/$pid/ns/uts) \
+             maps=$(wc -l < /proc/$pid/uid_map) >> {}", log.display())]})
+    };
+    let mut c = b.config();
+    let mut ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !matches!(n["type"].as_str(), Some("network" | "ipc" | "uts")))
+        .cloned()
+        .collect();
+    for (kind, file) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts")] {
+        ns.push(json!({"type": kind, "path": format!("/proc/{hp}/ns/{file}")}));
+    }
+    c["linux"]["namespaces"] = json!(ns);
+    c["process"]["args"] = json!(["true"]);
+    c["hooks"] = json!({"prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")]});
+    b.set_config(&c);
+    let want = format!(
+        "{} {} {}",
+        ns_of(hp, "net"),
+        ns_of(hp, "ipc"),
+        ns_of(hp, "uts")
+    );
+    let o = b.oci(&["run", "--bundle", b.b(), &id("hookns")]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_ok(&o, "run");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let seen: Vec<String> = text
+        .lines()
+        .map(|l| l.rsplit_once(" maps=").unwrap().0.to_string())
+        .collect();
+    assert_eq!(
+        seen,
+        [format!("prestart {want}"), format!("createRuntime {want}")],
+        "the hooks saw other namespaces than the container's"
+    );
+    // A new user namespace: its id maps are written when the hooks run.
+    let base = 400_000 + (std::process::id() % 1000) * 65536;
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{base}:{base}"))
+        .arg(b.dir.join("rootfs"))
+        .output()
+        .unwrap();
+    assert_ok(&chown, "chown the root file system to the mapped range");
+    let mut c = b.config();
+    let mut ns: Vec<Value> = c["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n.get("path").is_none())
+        .cloned()
+        .collect();
+    for kind in ["network", "ipc", "uts", "user"] {
+        ns.push(json!({ "type": kind }));
+    }
+    c["linux"]["namespaces"] = json!(ns);
+    c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
+    c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
+    b.set_config(&c);
+    std::fs::remove_file(&log).unwrap();
+    assert_ok(&b.oci(&["run", "--bundle", b.b(), &id("hookns2")]), "run");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines()
+            .map(|l| l.rsplit_once(' ').unwrap().1)
+            .collect::<Vec<_>>(),
+        ["maps=1", "maps=1"],
+        "{text}"
+    );
 }

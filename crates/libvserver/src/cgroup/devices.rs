@@ -10,7 +10,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Character devices a guest may make and open: (major, minor or None for all minors):
-/// null zero full random urandom, tty, console, ptmx, the devpts slaves.
+/// null zero full random urandom, tty, ptmx, the devpts slaves. Not 5:1, the host's system
+/// console: a guest's /dev/console is a bind of one of its ptys (136:N), and a 5:1 node a
+/// guest made would open the host's console. Both the v2 program and the v1 `devices.allow`
+/// rules are made from this list.
 pub const GUEST_CHAR_DEVICES: &[(u32, Option<u32>)] = &[
     (1, Some(3)),
     (1, Some(5)),
@@ -18,7 +21,6 @@ pub const GUEST_CHAR_DEVICES: &[(u32, Option<u32>)] = &[
     (1, Some(8)),
     (1, Some(9)),
     (5, Some(0)),
-    (5, Some(1)),
     (5, Some(2)),
     (136, None),
 ];

@@ -130,8 +130,13 @@ impl Hierarchy {
                 }
                 if !is_base && controllers.iter().any(|c| c == "devices") {
                     write_file(xid, &dir.join("devices.deny"), "a")?;
-                    for rule in GUEST_DEVICES_V1 {
-                        write_file(xid, &dir.join("devices.allow"), rule)?;
+                    for (major, minor) in super::devices::GUEST_CHAR_DEVICES {
+                        let minor = minor.map_or_else(|| String::from("*"), |m| m.to_string());
+                        write_file(
+                            xid,
+                            &dir.join("devices.allow"),
+                            &format!("c {major}:{minor} rwm"),
+                        )?;
                     }
                 }
             }
@@ -139,20 +144,6 @@ impl Hierarchy {
         Ok(())
     }
 }
-
-/// Devices a guest may use (v1 devices controller syntax): null zero full random urandom tty,
-/// ptmx, console and the devpts slaves.
-const GUEST_DEVICES_V1: &[&str] = &[
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
 
 /// The cgroup hierarchies of a host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,9 @@
 //!    rlimits, and sent the detached mounts of our root and binds): then, in a user namespace,
 //!    become uid/gid 0 inside and receive those mounts;
 //! 2. unshare the cgroup namespace, so /proc/self/cgroup shows `/` inside;
-//! 3. network: loopback up, then each interface's address, link and default route;
+//! 3. network: loopback up, then each interface's address, link and default route; an OCI
+//!    container first joins the namespaces its config names by path, and after this step
+//!    waits while the runtime runs the prestart and createRuntime hooks;
 //! 4. host name and domain name (UTS namespace);
 //! 5. the root: pivot_root into the guest root with /proc, /sys, /dev and the masks
 //!    ([`crate::rootfs`]); chcontext keeps the host tree and only mounts a fresh /proc;
@@ -34,8 +36,16 @@ pub fn fail(err: &OwnedFd, msg: &str) -> ! {
 
 /// Run the setup sequence of a new context and exec its payload. Never returns.
 ///
-/// `mounts` is the channel of [`super::userns_prepare`] (a user namespace only).
-pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Option<OwnedFd>) -> ! {
+/// `mounts` is the channel of [`super::userns_prepare`] (a user namespace only). `stop`, when
+/// given, is (in place, resume): once in all its namespaces the child writes a byte on the
+/// first and waits for one on the second (see [`super::spawn`]'s `joined`).
+pub fn setup_and_run(
+    spec: &ContextSpec,
+    go: OwnedFd,
+    err: OwnedFd,
+    mounts: Option<OwnedFd>,
+    stop: Option<(OwnedFd, OwnedFd)>,
+) -> ! {
     // A monitor killed during the setup takes the half-made guest with it (set before waiting
     // for "go": a monitor already dead closed the pipe, so wait_go fails). Cleared just before
     // the guest's program runs, whose life no longer depends on the monitor's.
@@ -112,6 +122,12 @@ pub fn setup_and_run(spec: &ContextSpec, go: OwnedFd, err: OwnedFd, mounts: Opti
         };
         if let Err(e) = r {
             fail(&err, &e);
+        }
+    }
+    if let Some((in_place, resume)) = stop {
+        if super::sync::send_go(&in_place).is_err() || !super::sync::wait_go(&resume) {
+            // SAFETY: see fail().
+            unsafe { libc::_exit(1) }
         }
     }
     // In a user namespace the parent has set these (they need the host's capabilities).

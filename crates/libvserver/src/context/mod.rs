@@ -219,7 +219,10 @@ pub enum SpawnError {
 /// `prepare(pid)` (v1 cgroups, veths) → with a user namespace, the parent writes the child's id
 /// maps, sets its nice level, I/O priority and rlimits (which need the host's capabilities)
 /// and sends it the detached mounts of its root and binds ([`userns_prepare`]) → "go" → child
-/// runs [`child::setup_and_run`] → parent waits
+/// runs [`child::setup_and_run`] → with `joined`, the child stops once it is in all its
+/// namespaces (joined by path, a new cgroup namespace, loopback up; id maps written) and the
+/// parent runs `joined(pid)` (OCI's prestart and createRuntime hooks, which the runtime-spec
+/// runs in that environment), then lets it go on → parent waits
 /// until the child has exec'd (or its built-in init is running) or reports an error. On any
 /// error the child is killed and reaped before returning, so nothing of it remains.
 ///
@@ -228,6 +231,7 @@ pub fn spawn(
     spec: &ContextSpec,
     cgroup_fd: Option<&OwnedFd>,
     prepare: &mut dyn FnMut(i32) -> Result<(), String>,
+    joined: Option<&mut dyn FnMut(i32) -> Result<(), String>>,
 ) -> Result<Spawned, SpawnError> {
     let label = spec.label.clone();
     let xid = spec.xid;
@@ -235,6 +239,19 @@ pub fn spawn(
         label: label.clone(),
         source,
     })?;
+    // The second handshake, for `joined`: (child says "in place", parent says "go on").
+    let stop = match joined {
+        Some(_) => {
+            let pipe = || {
+                sync::pipe().map_err(|source| SpawnError::Pipe {
+                    label: label.clone(),
+                    source,
+                })
+            };
+            Some((pipe()?, pipe()?))
+        }
+        None => None,
+    };
     let (err_r, err_w) = sync::pipe().map_err(|source| SpawnError::Pipe {
         label: label.clone(),
         source,
@@ -281,12 +298,14 @@ pub fn spawn(
             drop(go_w);
             drop(err_r);
             drop(mounts_parent);
-            child::setup_and_run(spec, go_r, err_w, mounts_child)
+            let stop = stop.map(|((_, in_place), (resume, _))| (in_place, resume));
+            child::setup_and_run(spec, go_r, err_w, mounts_child, stop)
         }
         clone::Forked::Parent { pid, pidfd } => {
             drop(go_r);
             drop(err_w);
             drop(mounts_child);
+            let stop = stop.map(|((in_place, _), (_, resume))| (in_place, resume));
             let kill = |pidfd: &OwnedFd| {
                 let _ = clone::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                 let _ = clone::wait_pidfd(pidfd.as_fd());
@@ -336,6 +355,27 @@ pub fn spawn(
                 });
             }
             drop(go_w);
+            if let (Some(joined), Some((in_place, resume))) = (joined, stop) {
+                // EOF instead of the byte: the child failed before (its report follows).
+                if sync::wait_go(&in_place) {
+                    if let Err(message) = joined(pid) {
+                        kill(&pidfd);
+                        return Err(SpawnError::Prepare {
+                            label,
+                            xid,
+                            message,
+                        });
+                    }
+                    if let Err(e) = sync::send_go(&resume) {
+                        kill(&pidfd);
+                        return Err(SpawnError::Prepare {
+                            label,
+                            xid,
+                            message: format!("cannot release the child: {e}"),
+                        });
+                    }
+                }
+            }
             let report = sync::read_to_end(err_r);
             if !report.is_empty() {
                 kill(&pidfd);

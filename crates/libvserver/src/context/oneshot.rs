@@ -136,6 +136,6 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
-    let s = spawn(&spec, cg_fd.as_ref(), &mut prepare).map_err(|e| e.to_string())?;
+    let s = spawn(&spec, cg_fd.as_ref(), &mut prepare, None).map_err(|e| e.to_string())?;
     super::clone::wait_pidfd(s.pidfd.as_fd()).map_err(|e| format!("wait: {e}"))
 }

@@ -693,7 +693,7 @@ fn monitor_main(
             .map_err(|e| e.to_string())?;
         super::network::attach(g, &net, pid, cg_fd.as_ref())
     };
-    let spawned = context::spawn(&spec, cg_fd.as_ref(), &mut prepare);
+    let spawned = context::spawn(&spec, cg_fd.as_ref(), &mut prepare, None);
     if let Err(e) = crate::context::timens::restore_for_children(&host_time) {
         eprintln!("{}: {e}", g.name);
     }

@@ -731,6 +731,11 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
             std::fs::write(format!("/proc/{pid}/oom_score_adj"), a.to_string())
                 .map_err(|e| format!("process.oomScoreAdj {a}: {e}"))?;
         }
+        Ok(())
+    };
+    // The runtime-spec runs these once the init is in all its namespaces (those joined by
+    // path too, with its id maps written), before its root changes.
+    let mut joined = |pid: i32| -> Result<(), String> {
         let mut s = st_for_hooks.clone();
         s.pid = pid;
         let state = hook_state(&s, Status::Creating);
@@ -745,7 +750,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         }
         Ok(())
     };
-    let spawned = context::spawn(&cspec, cg_fd.as_ref(), &mut prepare)
+    let spawned = context::spawn(&cspec, cg_fd.as_ref(), &mut prepare, Some(&mut joined))
         .map_err(|e| failed(&o.id, spawn_message(e)))?;
     drop(cspec);
     st.pid = spawned.pid;
