@@ -350,6 +350,41 @@ pub(crate) fn runs_in_root(g: &Guest, pids: &[i32]) -> bool {
     })
 }
 
+/// File in the run directory naming the port-forward relay of the current run: `PID START`
+/// (START in clock ticks since boot, field 22 of proc_pid_stat(5)).
+const RELAY_FILE: &str = "relay";
+
+/// Record the relay the monitor forked (pid `pid`) so that a later cleanup can end it.
+pub(crate) fn record_relay(rd: &state::RunDir, pid: i32) {
+    if let Some(start) = crate::context::clone::proc_start_time(pid) {
+        let _ = std::fs::write(rd.file(RELAY_FILE), format!("{pid} {start}\n"));
+    }
+}
+
+/// End the relay of a dead run, if it still lives, and wait (up to 10 s) until it is gone:
+/// it dies with its monitor (`PR_SET_PDEATHSIG`), but a start right after a crash must not
+/// find the forwarded ports still bound. The record names the process by pid and start time,
+/// so a reused pid is never signalled.
+fn end_relay(rd: &state::RunDir) {
+    use crate::context::clone;
+    let path = rd.file(RELAY_FILE);
+    let Ok(s) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let mut words = s.split_whitespace();
+    let pid = words.next().and_then(|w| w.parse::<i32>().ok());
+    let start = words.next().and_then(|w| w.parse::<u64>().ok());
+    if let (Some(pid), Some(start)) = (pid, start) {
+        if let Ok(fd) = clone::pidfd_open(pid) {
+            if clone::same_process(pid, start) {
+                let _ = clone::pidfd_kill(std::os::fd::AsFd::as_fd(&fd), libc::SIGKILL);
+                let _ = stop::wait_exit(&fd, std::time::Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(path);
+}
+
 /// Remove what a dead run of this guest left behind: its processes, cgroup, host veths and
 /// state file. Safe to call on a clean guest. It never touches another guest: processes in
 /// `vservers/<xid>` that do not run in this guest's root belong to someone else with the same
@@ -375,6 +410,7 @@ pub fn repair(g: &Guest) -> Result<(), GuestError> {
             ),
         });
     }
+    end_relay(&rd);
     // Before the cgroup goes: a classic guest's traffic counters live on it.
     network::teardown(g, xid, st.as_ref());
     crate::testhook::pause("repair-links-gone");

@@ -782,11 +782,19 @@ fn monitor_main(
     let relay = super::network::relay_forwards(g);
     if !relay.is_empty() {
         // SAFETY: the monitor is single-threaded; the child only runs the relay.
-        if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-            drop(console);
-            drop(console_peer);
-            drop(boot);
-            crate::net::relay::run(&relay)
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(console);
+                drop(console_peer);
+                drop(boot);
+                crate::net::relay::run(&relay)
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                // It dies with this monitor, but not in the same instant: the next command
+                // that cleans up after us ends it for sure (see `repair`).
+                super::record_relay(&g.run_dir(), child.as_raw());
+            }
+            Err(_) => {}
         }
     }
     let netns = super::network::macvlan_netns(g, spawned.pid);
