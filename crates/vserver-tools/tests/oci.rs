@@ -1889,3 +1889,39 @@ fn prestart_and_create_runtime_hooks_see_the_containers_namespaces() {
         "{text}"
     );
 }
+
+/// `readonlyPaths` cover every mount under the path, not just the top one (a tmpfs mounted
+/// below a read-only path stays read-only), as the engine's own masks do.
+#[test]
+fn readonly_paths_hold_for_the_mounts_below_them() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("rosub");
+    let mut c = b.config();
+    c["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/rw", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
+        json!({"destination": "/rw/sub", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
+    ]);
+    c["linux"]["readonlyPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/rw"));
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "touch /rw/top 2>/dev/null && echo TOP-WRITABLE; touch /rw/sub/below 2>/dev/null && echo SUB-WRITABLE; echo checked"
+    ]);
+    b.set_config(&c);
+    let id = id("rosub");
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_ok(&o, "run");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("checked"), "{}", text(&o));
+    assert!(!out.contains("TOP-WRITABLE"), "{}", text(&o));
+    assert!(
+        !out.contains("SUB-WRITABLE"),
+        "a mount below a read-only path stayed writable: {}",
+        text(&o)
+    );
+}

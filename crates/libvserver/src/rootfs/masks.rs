@@ -314,6 +314,10 @@ fn empty_readonly_tmpfs() -> Result<OwnedFd, Errno> {
 /// One line of /proc/PID/mountinfo (proc(5)): mount point, per-mount options, fs type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// Mount id (field 1).
+    pub id: u64,
+    /// Id of the parent mount (field 2; the mount's own id for the root of the tree).
+    pub parent: u64,
     /// Mount point, octal escapes (`\040`) decoded.
     pub mount_point: String,
     /// Per-mount options (`ro,nosuid,...`).
@@ -356,6 +360,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let f: Vec<&str> = left.split(' ').collect();
             let fstype = right.split(' ').next()?;
             Some(MountEntry {
+                id: f.first()?.parse().ok()?,
+                parent: f.get(1)?.parse().ok()?,
                 mount_point: unescape(f.get(4)?),
                 options: f.get(5)?.split(',').map(str::to_string).collect(),
                 fstype: fstype.to_string(),

@@ -127,30 +127,56 @@ pub(crate) fn ensure_dir(p: &str) -> Result<(), String> {
     }
 }
 
-/// Bind-mount `path` onto itself read-only; skipped when `path` does not exist.
+/// Bind `path` onto itself read-only, with every mount below it (a recursive clone made
+/// read-only, nosuid, nodev and noexec by mount_setattr(2) with AT_RECURSIVE, then attached
+/// over `path`); skipped when `path` does not exist. The result is checked in
+/// /proc/self/mountinfo: the mount at `path` and each one under it must be read-only.
+///
+/// Errors: the path and the OS error of the failing step, or a mount left writable.
 pub(crate) fn bind_readonly(path: &str) -> Result<(), String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    m(
-        Some(path),
-        path,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    m(
-        None,
-        path,
-        None,
-        MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC,
+    // mountinfo names the resolved path.
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("resolve {path}: {e}"))?
+        .to_string_lossy()
+        .into_owned();
+    let c = std::ffi::CString::new(real.as_str())
+        .map_err(|_| format!("read-only path {path} contains NUL"))?;
+    let tree = open_tree_clone(libc::AT_FDCWD, &c, libc::AT_RECURSIVE as libc::c_uint)
+        .map_err(|e| format!("open_tree {path}: {e}"))?;
+    set_tree_attrs(
+        &tree,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         None,
     )
+    .map_err(|e| format!("make {path} read-only: {e}"))?;
+    move_mount(&tree, &real)?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo to check {path}: {e}"))?;
+    // The clone is the topmost mount at the path; it and its descendants must be read-only
+    // (the hidden mount it covers, and that one's submounts, are still listed).
+    let entries = masks::parse_mountinfo(&text);
+    let Some(top) = entries.iter().rev().find(|e| e.mount_point == real) else {
+        return Err(format!(
+            "{path} has no mount of its own after the read-only bind"
+        ));
+    };
+    let mut tree = vec![top];
+    let mut i = 0;
+    while i < tree.len() {
+        let id = tree[i].id;
+        tree.extend(entries.iter().filter(|e| e.parent == id && e.id != id));
+        i += 1;
+    }
+    if let Some(w) = tree.iter().find(|e| !e.readonly()) {
+        return Err(format!(
+            "{} is still writable after the read-only bind of {path}",
+            w.mount_point
+        ));
+    }
+    Ok(())
 }
 
 /// True if the file system holding `path` is mounted read-only.
