@@ -21,6 +21,10 @@ fn open_dir_at(dir: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
     )
 }
 
+/// How many directory entries [`subdirs`] returned (tests count the walks' work).
+#[cfg(test)]
+static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Names of the subdirectories of the open directory `dir` (a cgroup's children).
 fn subdirs(dir: &OwnedFd) -> Vec<String> {
     let Ok(copy) = nix::unistd::dup(dir.as_fd()) else {
@@ -29,12 +33,16 @@ fn subdirs(dir: &OwnedFd) -> Vec<String> {
     let Ok(mut d) = nix::dir::Dir::from_fd(copy) else {
         return Vec::new();
     };
-    d.iter()
+    let names: Vec<String> = d
+        .iter()
         .flatten()
         .filter(|e| e.file_type() == Some(nix::dir::Type::Directory))
         .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))
         .filter(|n| n != "." && n != "..")
-        .collect()
+        .collect();
+    #[cfg(test)]
+    READS.fetch_add(names.len(), std::sync::atomic::Ordering::Relaxed);
+    names
 }
 
 /// Call `visit` with a descriptor of every cgroup below `dir` (not `dir` itself), parents
@@ -116,22 +124,28 @@ pub(super) fn remove_tree(dir: &Path) -> std::io::Result<()> {
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    // The names from `dir` down to the current directory.
+    // Each directory is read once (a container may have made tens of thousands of cgroups:
+    // re-reading a parent for each child removed would be quadratic). `names` holds the
+    // names from `dir` down to the current directory, `pending` the children of each level
+    // still to remove.
     let mut names: Vec<String> = Vec::new();
+    let mut pending = vec![subdirs(&top)];
     let mut cur = top;
-    loop {
-        if let Some(child) = subdirs(&cur).pop() {
+    while let Some(level) = pending.last_mut() {
+        if let Some(child) = level.pop() {
             match open_dir_at(&cur, &child) {
                 Ok(d) => {
+                    pending.push(subdirs(&d));
                     names.push(child);
                     cur = d;
-                    continue;
                 }
-                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(nix::errno::Errno::ENOENT) => {}
                 Err(e) => return Err(e.into()),
             }
+            continue;
         }
-        // A leaf: remove it from its parent and go on there.
+        // Every child of the current directory is gone: remove it from its parent.
+        pending.pop();
         let Some(name) = names.pop() else { break };
         let up = open_dir_at(&cur, "..")?;
         rmdir_at(&up, &name)?;
@@ -176,5 +190,23 @@ mod tests {
         remove_tree(&base).unwrap();
         assert!(!base.exists());
         remove_tree(&base).unwrap();
+    }
+
+    #[test]
+    fn removal_reads_each_directory_once() {
+        // A container can make tens of thousands of sibling cgroups: a walk that re-reads the
+        // parent per child removed is quadratic (a delete of hours).
+        let base = std::env::temp_dir().join(format!("vs-cgwide-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        for i in 0..300 {
+            std::fs::create_dir_all(base.join(format!("w{i}/x"))).unwrap();
+        }
+        let before = READS.load(std::sync::atomic::Ordering::Relaxed);
+        remove_tree(&base).unwrap();
+        let reads = READS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(!base.exists());
+        // 300 children and 300 grandchildren, each listed once (the other test of this module
+        // may add its own 43 meanwhile).
+        assert!(reads <= 600 + 43, "{reads} entries read for 600 cgroups");
     }
 }
