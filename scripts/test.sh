@@ -13,10 +13,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --no-fail-fast -- --test-threads=4 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-# The escape tests again, every guest in its own user namespace (escapes.md: a user-namespace
+# The escape and guest tests again, every guest in its own user namespace (escapes.md: a user-namespace
 # guest must be at least as strict).
-echo "== escapes.rs and hostile.rs with user-namespace guests (VSERVER_TEST_USERNS=1)"
-VSERVER_TEST_USERNS=1 cargo test -p vserver-tools --no-fail-fast --test escapes --test hostile \
+echo "== escapes.rs, hostile.rs and guest.rs with user-namespace guests (VSERVER_TEST_USERNS=1)"
+VSERVER_TEST_USERNS=1 cargo test -p vserver-tools --no-fail-fast --test escapes --test hostile --test guest \
   -- --test-threads=4 2>&1 | tee -a "$log"
 urc=${PIPESTATUS[0]}
 [ "$urc" -eq 0 ] || rc=$urc

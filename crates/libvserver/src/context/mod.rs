@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod clone;
+pub mod join;
 pub(crate) mod oci_child;
 pub mod oneshot;
 pub mod sync;

@@ -1,15 +1,15 @@
 //! `vserver NAME exec|suexec|enter`: a new process inside a running guest.
 //!
-//! Three processes, so that nothing of the host's power is ever visible inside the guest:
+//! The three-process protocol of [`crate::context::join`], shared with `vserver-oci exec`:
 //! 1. the client (host pid namespace, invisible to the guest) opens the guest's cgroup files,
 //!    compiles its seccomp filter, joins the guest's mount, IPC, UTS, network and cgroup
 //!    namespaces, reads the user from the guest's passwd, and opens a pty from the guest's
 //!    devpts (`enter`) or pipes (`exec`): the command never gets a host fd;
-//! 2. an intermediate, still invisible, joins the guest's pid namespace, sets the guest's nice
-//!    level, I/O priority and rlimits, joins the guest's user namespace when it has one (and
-//!    becomes uid/gid 0 there, the guest's root as the host sees it), closes every other fd,
-//!    drops the bounding set, loads the seccomp filter, drops its effective capabilities to the
-//!    guest's, becomes non-dumpable and forks;
+//! 2. the intermediate, still invisible, joins the guest's pid and time namespaces, then (this
+//!    module's steps) sets the guest's nice level, I/O priority and rlimits, joins the guest's
+//!    user namespace when it has one (and becomes uid/gid 0 there), drops the bounding set,
+//!    takes a fresh session keyring, loads the seccomp filter, drops its effective
+//!    capabilities to the guest's, becomes non-dumpable and forks;
 //! 3. the command, born in the guest's pid namespace already in its final state, waits until
 //!    the client has moved it into the guest's cgroups, then execs.
 //!
@@ -18,14 +18,14 @@
 
 use super::{failed, Guest, GuestError};
 use crate::context::child::{self, UserSpec};
-use crate::context::clone::{self, pidfd_kill, pidfd_open};
+use crate::context::clone::{pidfd_kill, pidfd_open};
+use crate::context::join::{self, JoinPlan, Joined};
 use crate::context::{sync, Payload};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::ffi::CString;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// What to run in the guest.
@@ -311,74 +311,66 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
     }
     set.thread_block()
         .map_err(|e| failed(name, format!("block signals: {e}")))?;
-    let (err_r, err_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
-    let (go_r, go_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
-    let (pid_r, pid_w) = sync::pipe().map_err(|e| failed(name, format!("pipe: {e}")))?;
-    let me = nix::unistd::getpid();
-    // SAFETY: single-threaded; the child runs only this function's code and exits.
-    let fork = unsafe { nix::unistd::fork() }.map_err(|e| failed(name, format!("fork: {e}")))?;
-    let nix::unistd::ForkResult::Parent { child: mid } = fork else {
-        intermediate(
-            me,
-            &init,
-            &stdio,
-            &cap_drop,
-            &seccomp,
-            user.as_ref(),
-            &home,
-            area,
-            g.config.limits.nice,
-            super::start::ioprio_of(g),
-            &super::start::rlimits_of(g, st.systemd),
-            userns_base.is_some(),
-            &payload,
-            &set,
-            &err_w,
-            &go_r,
-            &pid_w,
+    let (fds, controlling_tty) = match &stdio {
+        Stdio::Pty { slave, .. } => ([slave.as_raw_fd(); 3], true),
+        Stdio::Pipes { child, .. } => (
+            [
+                child[0].as_raw_fd(),
+                child[1].as_raw_fd(),
+                child[2].as_raw_fd(),
+            ],
+            false,
+        ),
+    };
+    let plan = JoinPlan {
+        init: &init,
+        pidns: true,
+        timens: true,
+        stdio: Some(fds),
+        controlling_tty,
+        keep: Vec::new(),
+        procs,
+        dies_with_client: true,
+        detach: false,
+    };
+    let rlimits = super::start::rlimits_of(g, st.systemd);
+    let (nice, ioprio) = (g.config.limits.nice, super::start::ioprio_of(g));
+    let userns = userns_base.is_some();
+    let mut reduce = |_: &OwnedFd| -> Result<(), String> {
+        reduce_intermediate(
+            &init, &cap_drop, &seccomp, area, nice, ioprio, &rlimits, userns,
         )
     };
-    drop((err_w, go_r, pid_w, init));
-    let mid_fd =
-        pidfd_open(mid.as_raw()).map_err(|e| failed(name, format!("open pid {mid}: {e}")))?;
+    let mut run = |err: OwnedFd| -> std::convert::Infallible {
+        let _ = set.thread_unblock();
+        let _ = nix::unistd::chdir(home.as_str()).or_else(|_| nix::unistd::chdir("/"));
+        // SAFETY: umask only changes this process's file creation mask.
+        unsafe { libc::umask(0o022) };
+        crate::testhook::pause("exec-pre-exec");
+        child::exec_as(user.as_ref(), &payload, &err)
+    };
+    let joined =
+        join::join(plan, &mut reduce, &mut run, &mut |_| Ok(())).map_err(|m| failed(name, m))?;
     let abort = |msg: String| -> GuestError {
-        let _ = pidfd_kill(mid_fd.as_fd(), libc::SIGKILL);
-        let _ = nix::sys::wait::waitpid(mid, None);
+        joined.abort();
         failed(name, msg)
     };
-    let mut b = [0u8; 4];
-    let got = nix::unistd::read(&pid_r, &mut b).unwrap_or(0);
-    if got != 4 {
-        let report = sync::read_to_end(err_r);
-        return Err(abort(if report.is_empty() {
-            String::from("the exec helper died")
-        } else {
-            report
-        }));
-    }
-    let cmd_pid = i32::from_ne_bytes(b);
-    // The intermediate does not reap the command before our go: this pid is still the command.
-    let cmd_fd = pidfd_open(cmd_pid).map_err(|e| abort(format!("open pid {cmd_pid}: {e}")))?;
-    for mut f in procs {
-        if let Err(e) = f.write_all(cmd_pid.to_string().as_bytes()) {
-            return Err(abort(format!(
-                "move the command into the guest's cgroup: {e}"
-            )));
-        }
-    }
-    // One go byte for the command, one for the intermediate.
-    let _ = nix::unistd::write(&go_w, b"GG");
-    drop(go_w);
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| abort(format!("signalfd: {e}")))?;
     // Bounded and interruptible: a guest may stop the command before it execs.
-    if let Err(msg) = wait_report(err_r, &sfd, &mid_fd, std::time::Duration::from_secs(10)) {
+    let Joined {
+        mid_fd,
+        cmd_fd,
+        err,
+        ..
+    } = &joined;
+    if let Err(msg) = wait_report(err, &sfd, mid_fd, std::time::Duration::from_secs(10)) {
         return Err(abort(msg));
     }
     match stdio {
         Stdio::Pty { master, slave } => {
             drop(slave);
-            relay(&mid_fd, &cmd_fd, &sfd, Streams::Pty(&master));
+            relay(mid_fd, cmd_fd, &sfd, Streams::Pty(&master));
         }
         Stdio::Pipes {
             child,
@@ -388,8 +380,8 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
         } => {
             drop(child);
             relay(
-                &mid_fd,
-                &cmd_fd,
+                mid_fd,
+                cmd_fd,
                 &sfd,
                 Streams::Pipes {
                     stdin_w: Some(stdin_w),
@@ -399,161 +391,57 @@ pub fn exec(g: &Guest, req: &ExecRequest) -> Result<i32, GuestError> {
             );
         }
     }
-    match nix::sys::wait::waitpid(mid, None) {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => Ok(c),
-        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => Ok(128 + s as i32),
-        Ok(other) => Err(failed(name, format!("unexpected wait status {other:?}"))),
-        Err(e) => Err(failed(name, format!("wait: {e}"))),
-    }
+    joined
+        .wait()
+        .map_err(|e| failed(name, format!("wait: {e}")))
 }
 
-/// Step 2: the invisible intermediate. Never returns.
+/// The guest's steps in the intermediate (see [`join`]): its nice level, I/O priority and
+/// rlimits while it still has the host's CAP_SYS_NICE and CAP_SYS_RESOURCE, then its user
+/// namespace (uid/gid 0 there), the bounding set, a fresh session keyring, the seccomp filter
+/// and the guest's effective capabilities; non-dumpable, the host's command line scrubbed. The
+/// command forked next is born in that state.
 #[allow(clippy::too_many_arguments)]
-fn intermediate(
-    client: nix::unistd::Pid,
+fn reduce_intermediate(
     init: &OwnedFd,
-    stdio: &Stdio,
     cap_drop: &[::caps::Capability],
     seccomp: &crate::security::seccomp::SeccompProgram,
-    user: Option<&UserSpec>,
-    home: &str,
     area: Option<[usize; 4]>,
     nice: Option<i32>,
     ioprio: Option<u32>,
     rlimits: &[child::Rlimit],
     userns: bool,
-    payload: &Payload,
-    set: &SigSet,
-    err: &OwnedFd,
-    go: &OwnedFd,
-    pid_w: &OwnedFd,
-) -> ! {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if nix::unistd::getppid() != client {
-        exit_now(1);
-    }
-    if let Err(e) = nix::sched::setns(
-        init.as_fd(),
-        CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
-    ) {
-        child::fail(err, &format!("join the guest's pid namespace: {e}"));
-    }
-    // The command's stdio on 0, 1, 2; everything else but the three sync pipes is closed.
-    let (a, b, c) = match stdio {
-        Stdio::Pty { slave, .. } => (slave.as_raw_fd(), slave.as_raw_fd(), slave.as_raw_fd()),
-        Stdio::Pipes { child, .. } => (
-            child[0].as_raw_fd(),
-            child[1].as_raw_fd(),
-            child[2].as_raw_fd(),
-        ),
-    };
-    for (src, dst) in [(a, 0), (b, 1), (c, 2)] {
-        // SAFETY: dup2 onto the standard fds from fds we hold.
-        if unsafe { libc::dup2(src, dst) } < 0 {
-            child::fail(
-                err,
-                &format!("dup2 to fd {dst}: {}", nix::errno::Errno::last()),
-            );
-        }
-    }
-    // With the host's CAP_SYS_NICE and CAP_SYS_RESOURCE, before a user namespace takes them.
+) -> Result<(), String> {
     if let Some(n) = nice {
-        if let Err(e) = child::set_nice(n) {
-            child::fail(err, &e);
-        }
+        child::set_nice(n)?;
     }
     if let Some(v) = ioprio {
-        if let Err(e) = child::set_ioprio(v) {
-            child::fail(err, &e);
-        }
+        child::set_ioprio(v)?;
     }
-    if let Err(e) = child::set_rlimits(rlimits) {
-        child::fail(err, &e);
-    }
+    child::set_rlimits(rlimits)?;
     if userns {
-        if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER) {
-            child::fail(err, &format!("join the guest's user namespace: {e}"));
-        }
-        if let Err(e) = crate::security::userns::become_root_inside() {
-            child::fail(err, &e);
-        }
+        nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("join the guest's user namespace: {e}"))?;
+        crate::security::userns::become_root_inside()?;
     }
-    let mut keep = vec![err.as_raw_fd(), go.as_raw_fd(), pid_w.as_raw_fd()];
-    keep.extend(crate::testhook::fd());
-    if let Err(e) = clone::close_all_but(&keep) {
-        child::fail(err, &format!("close inherited fds: {e}"));
-    }
-    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
-        child::fail(err, &e);
-    }
-    if let Err(e) = crate::security::keyring::fresh_session_keyring() {
-        child::fail(err, &format!("join a fresh session keyring: {e}"));
-    }
-    if let Err(e) = seccomp.load() {
-        child::fail(err, &format!("load the seccomp filter: {e}"));
-    }
-    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, true) {
-        child::fail(err, &e);
-    }
+    crate::security::caps::apply_bounding(cap_drop, false)?;
+    crate::security::keyring::fresh_session_keyring()
+        .map_err(|e| format!("join a fresh session keyring: {e}"))?;
+    seccomp
+        .load()
+        .map_err(|e| format!("load the seccomp filter: {e}"))?;
+    crate::security::caps::apply_bounding(cap_drop, true)?;
     let _ = nix::sys::prctl::set_dumpable(false);
     if let Some(a) = area {
         child::scrub_arg_env(a, b"vserver-exec");
     }
-    // SAFETY: single-threaded; the child only execs or exits.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => child::fail(err, &format!("fork into the guest: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => {
-            // Step 3: born in the guest's pid namespace, already reduced.
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            if !sync::wait_go(go) {
-                exit_now(1);
-            }
-            let _ = set.thread_unblock();
-            let _ = nix::unistd::setsid();
-            if matches!(stdio, Stdio::Pty { .. }) {
-                // SAFETY: TIOCSCTTY on our stdin, the guest pty's slave.
-                unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-            }
-            let _ = nix::unistd::chdir(home).or_else(|_| nix::unistd::chdir("/"));
-            // SAFETY: umask only changes this process's file creation mask.
-            unsafe { libc::umask(0o022) };
-            crate::testhook::pause("exec-pre-exec");
-            child::exec_as(user, payload, err)
-        }
-        Ok(nix::unistd::ForkResult::Parent { child: cmd }) => {
-            let _ = nix::unistd::write(pid_w, &cmd.as_raw().to_ne_bytes());
-            // The command's pid must stay reserved (as a zombie at worst) until the client has
-            // written it into the cgroups: a guest that kills the command must not let the
-            // client move a host process that reused the pid. So no reaping before our "go".
-            let _ = sync::wait_go(go);
-            // SAFETY: closing our copies; the command keeps its own.
-            unsafe {
-                libc::close(pid_w.as_raw_fd());
-                libc::close(err.as_raw_fd());
-                libc::close(go.as_raw_fd());
-                libc::close(0);
-                libc::close(1);
-                libc::close(2);
-            }
-            let code = loop {
-                match nix::sys::wait::waitpid(cmd, None) {
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => break c,
-                    Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
-                    Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
-                    Err(_) => break 1,
-                }
-            };
-            exit_now(code)
-        }
-    }
+    Ok(())
 }
 
 /// Wait until the command has exec'd (EOF on the error pipe), reporting its setup error, the
 /// intermediate's death, an interrupting signal or `limit` running out.
 fn wait_report(
-    err_r: OwnedFd,
+    err_r: &OwnedFd,
     sfd: &SignalFd,
     mid: &OwnedFd,
     limit: std::time::Duration,
@@ -585,7 +473,7 @@ fn wait_report(
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         if !ev[0].is_empty() {
-            match nix::unistd::read(&err_r, &mut buf) {
+            match nix::unistd::read(err_r, &mut buf) {
                 Ok(0) => {
                     return if report.is_empty() {
                         Ok(())

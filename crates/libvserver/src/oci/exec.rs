@@ -1,20 +1,22 @@
 //! `exec`: a new process in a running container, described by an OCI `process` object
-//! (`--process FILE`, as containerd's shim passes it). Like `vserver NAME exec`, the host-side
-//! part never shows inside: this process joins the init's mount, IPC, UTS, network and cgroup
-//! namespaces, an intermediate joins its pid (and time) namespace and forks the command, which
-//! is moved into the container's cgroup before it takes the process's user, capability sets,
-//! no_new_privs and the container's seccomp filter (the same last steps as the init's) and
-//! execs. Its stdio are this process's own (or a pty sent to `--console-socket`); with
+//! (`--process FILE`, as containerd's shim passes it), through the protocol `vserver NAME exec`
+//! uses ([`crate::context::join`]): this process opens every host file it needs (log, pid
+//! file's directory, cgroup files, /proc), joins the init's mount, IPC, UTS, network and
+//! cgroup namespaces; the intermediate joins its pid (and time) namespace as host root, then
+//! its user namespace, and forks the command, which is moved into the container's cgroup, gets
+//! its oom_score_adj and pid file written, and then takes the process's rlimits, user,
+//! capability sets, no_new_privs and the container's seccomp filter (the init's last steps)
+//! and execs. Its stdio are this process's own (or a pty sent to `--console-socket`); with
 //! `--detach` this process and the intermediate exit once it runs, so it is reparented to the
 //! caller's subreaper.
 
 use super::container::{live_status, OciError};
 use super::spec::{Process, Spec, SpecError};
 use super::state::{Container, Status};
+use crate::context::join::{self, JoinPlan};
 use crate::context::{OciExtras, Payload};
 use nix::sched::CloneFlags;
 use std::ffi::CString;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -42,11 +44,6 @@ fn failed(id: &str, m: impl Into<String>) -> OciError {
         id: id.to_string(),
         message: m.into(),
     }
-}
-
-fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
-    unsafe { libc::_exit(code) }
 }
 
 /// Run `o.process` in the container. Returns its exit status as a shell would (128 + signal),
@@ -130,6 +127,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     }
     let userns_differs = differs("user")?;
     let pidns_differs = differs("pid")?;
+    let timens_differs = differs("time").unwrap_or(false);
     // Host paths are opened before we enter the container's mount namespace.
     let console = match (&o.console_socket, p.terminal) {
         (Some(sock), true) => {
@@ -185,184 +183,54 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     } else {
         None
     };
-    let (go_r, go_w) =
-        crate::context::sync::pipe().map_err(|e| failed(id, format!("pipe: {e}")))?;
-    let (pid_r, pid_w) =
-        crate::context::sync::pipe().map_err(|e| failed(id, format!("pipe: {e}")))?;
-    let (err_r, err_w) =
-        crate::context::sync::pipe().map_err(|e| failed(id, format!("pipe: {e}")))?;
-    // SAFETY: single-threaded; the child runs only the code below and exits.
-    let mid = match unsafe { nix::unistd::fork() }.map_err(|e| failed(id, format!("fork: {e}")))? {
-        nix::unistd::ForkResult::Child => {
-            drop((go_w, pid_r, err_r));
-            intermediate(
-                &init,
-                userns_differs,
-                pidns_differs,
-                o.detach,
-                tty.as_ref(),
-                &extras,
-                &cap_drop,
-                seccomp.as_ref(),
-                &rlimits,
-                &payload,
-                go_r,
-                pid_w,
-                err_w,
-            )
-        }
-        nix::unistd::ForkResult::Parent { child } => child,
+    let plan = JoinPlan {
+        init: &init,
+        pidns: pidns_differs,
+        timens: timens_differs,
+        stdio: tty.as_ref().map(|t| [t.as_raw_fd(); 3]),
+        controlling_tty: tty.is_some(),
+        keep: (3..3 + o.preserve_fds as i32).collect(),
+        procs,
+        dies_with_client: false,
+        detach: o.detach,
     };
-    drop((go_r, pid_w, err_w, tty, init));
-    let kill_mid = || {
-        let _ = nix::sys::signal::kill(mid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(mid, None);
-    };
-    let mut b = [0u8; 4];
-    if nix::unistd::read(&pid_r, &mut b).unwrap_or(0) != 4 {
-        let report = crate::context::sync::read_to_end(err_r);
-        kill_mid();
-        return Err(failed(
-            id,
-            if report.is_empty() {
-                "the exec helper died".to_string()
-            } else {
-                report
-            },
-        ));
-    }
-    let cmd = i32::from_ne_bytes(b);
-    for mut f in procs {
-        if let Err(e) = f.write_all(cmd.to_string().as_bytes()) {
-            kill_mid();
-            return Err(failed(
-                id,
-                format!("move the process into the container's cgroup: {e}"),
-            ));
+    // The container's user namespace, after its pid namespace was joined as host root.
+    let mut enter_userns = |_: &OwnedFd| -> Result<(), String> {
+        if userns_differs {
+            nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| format!("join the container's user namespace: {e}"))?;
         }
-    }
+        Ok(())
+    };
+    // The init's own last steps: bounding set, cwd, fds, no_new_privs, seccomp, user and
+    // capability sets, exec (errors go to `err` until then).
+    let mut run = |err: OwnedFd| -> std::convert::Infallible {
+        if let Err(e) = crate::context::child::set_rlimits(&rlimits) {
+            crate::context::child::fail(&err, &e);
+        }
+        crate::context::oci_child::finish(&extras, &cap_drop, seccomp.as_ref(), &payload, err)
+    };
     // Set from here, with the host's privileges, before the process runs.
-    if let Err(e) = set_priorities(&host_proc, cmd, p.oom_score_adj, parts.ioprio) {
-        kill_mid();
-        return Err(failed(id, e));
-    }
-    if let Some((dir, name)) = &pid_dir {
-        if let Err(e) = write_at(dir, name, &cmd.to_string()) {
-            kill_mid();
-            return Err(failed(
-                id,
-                format!("pid file {}: {e}", name.to_string_lossy()),
-            ));
+    let mut host = |cmd: i32| -> Result<(), String> {
+        set_priorities(&host_proc, cmd, p.oom_score_adj, parts.ioprio)?;
+        if let Some((dir, name)) = &pid_dir {
+            write_at(dir, name, &cmd.to_string())
+                .map_err(|e| format!("pid file {}: {e}", name.to_string_lossy()))?;
         }
-    }
-    let _ = nix::unistd::write(&go_w, b"G");
-    drop(go_w);
-    let report = crate::context::sync::read_to_end(err_r);
+        Ok(())
+    };
+    let joined =
+        join::join(plan, &mut enter_userns, &mut run, &mut host).map_err(|m| failed(id, m))?;
+    drop(tty);
+    let report = joined.report();
     if !report.is_empty() {
-        kill_mid();
+        joined.abort();
         return Err(failed(id, report));
     }
-    // The intermediate exits as soon as the command is forked and released (detach), or
-    // reports the command's status.
-    let code = match nix::sys::wait::waitpid(mid, None) {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
-        Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-        _ => 1,
-    };
+    // The intermediate exits as soon as the command is released (detach), or reports the
+    // command's status.
+    let code = joined.wait().unwrap_or(1);
     Ok(if o.detach { 0 } else { code })
-}
-
-/// Between the client and the command: joins the pid namespace, forks the command, reports
-/// its host pid, and either exits (detach) or waits for it. Never returns.
-#[allow(clippy::too_many_arguments)]
-fn intermediate(
-    init: &OwnedFd,
-    userns: bool,
-    pidns: bool,
-    detach: bool,
-    tty: Option<&OwnedFd>,
-    x: &OciExtras,
-    cap_drop: &[caps::Capability],
-    seccomp: Option<&crate::security::seccomp::SeccompProgram>,
-    rlimits: &[crate::context::child::Rlimit],
-    payload: &Payload,
-    go: OwnedFd,
-    pid_w: OwnedFd,
-    err: OwnedFd,
-) -> ! {
-    // Nothing of this process may be read or traced from the container (/proc/PID/fd would
-    // show the host's directories and cgroup files the client holds): non-dumpable from here
-    // on (ptrace(2) access mode checks), and those fds closed once the namespaces are joined.
-    let _ = nix::sys::prctl::set_dumpable(false);
-    // The container's user namespace first: the others are owned by it.
-    if userns {
-        if let Err(e) = nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER) {
-            crate::context::child::fail(&err, &format!("join the container's user namespace: {e}"));
-        }
-    }
-    let mut ns = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
-    if pidns {
-        ns |= CloneFlags::CLONE_NEWPID;
-    }
-    if let Err(e) = nix::sched::setns(init.as_fd(), ns) {
-        // The time namespace may be the host's: join the pid namespace alone.
-        if let Err(e2) = nix::sched::setns(init.as_fd(), ns & CloneFlags::CLONE_NEWPID) {
-            crate::context::child::fail(
-                &err,
-                &format!("join the container's pid namespace: {e} / {e2}"),
-            );
-        }
-    }
-    let mut keep: Vec<i32> = (3..3 + x.preserve_fds as i32).collect();
-    keep.extend([go.as_raw_fd(), pid_w.as_raw_fd(), err.as_raw_fd()]);
-    keep.extend(tty.map(|t| t.as_raw_fd()));
-    keep.extend(crate::testhook::fd());
-    if let Err(e) = crate::context::clone::close_all_but(&keep) {
-        crate::context::child::fail(&err, &format!("close the client's fds: {e}"));
-    }
-    // SAFETY: single-threaded; the child only sets itself up and execs.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => crate::context::child::fail(&err, &format!("fork into the container: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => {
-            drop(pid_w);
-            if !crate::context::sync::wait_go(&go) {
-                exit_now(1);
-            }
-            drop(go);
-            if let Some(t) = tty {
-                let _ = nix::unistd::setsid();
-                for n in 0..3 {
-                    // SAFETY: dup2 of our pty slave onto the standard fds.
-                    unsafe { libc::dup2(t.as_raw_fd(), n) };
-                }
-                // SAFETY: TIOCSCTTY on our stdin, the pty slave, in our new session.
-                unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-            }
-            if let Err(e) = crate::context::child::set_rlimits(rlimits) {
-                crate::context::child::fail(&err, &e);
-            }
-            // The init's own last steps: bounding set, cwd, fds, no_new_privs, seccomp, user
-            // and capability sets, exec (errors go to `err` until then).
-            crate::context::oci_child::finish(x, cap_drop, seccomp, payload, err)
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
-            let _ = nix::unistd::write(&pid_w, &child.as_raw().to_ne_bytes());
-            drop(pid_w);
-            drop(go);
-            drop(err);
-            if detach {
-                exit_now(0);
-            }
-            loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => exit_now(c),
-                    Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => exit_now(128 + s as i32),
-                    Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
-                    Err(_) => exit_now(1),
-                }
-            }
-        }
-    }
 }
 
 /// Read `exec --process FILE`.
