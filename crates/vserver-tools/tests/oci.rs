@@ -1925,3 +1925,61 @@ fn readonly_paths_hold_for_the_mounts_below_them() {
         text(&o)
     );
 }
+
+/// Found by a seventh hostile review: on cgroup v1 a container with no capability made a user
+/// namespace, a cgroup namespace (rooted at its own cgroup) and mounted the v1 hierarchies,
+/// whose root files are not kept from their owner as on v2: it lifted its own memory, pids and
+/// CPU limits. Its processes now live in a leaf below the cgroup that carries the limits.
+#[test]
+fn a_container_cannot_lift_its_own_cgroup_limits() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("lift");
+    install_with_libs(
+        &bin("vserver-oci-check"),
+        &b.dir.join("rootfs"),
+        "/vserver-oci-check",
+    );
+    let mut c = b.config();
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "/vserver-oci-check --lift-cgroup-limits > /lift.log 2>&1"
+    ]);
+    c["root"]["readonly"] = json!(false);
+    // containerd's default set has CAP_SETFCAP, which mapping uid 0 into a user namespace
+    // needs (Linux 5.12, user_namespaces(7)).
+    for set in ["bounding", "effective", "permitted"] {
+        c["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SETFCAP"));
+    }
+    c["linux"]["resources"] = json!({
+        "pids": {"limit": 50},
+        "memory": {"limit": 67108864},
+        "cpu": {"quota": 20000, "period": 100000}
+    });
+    b.set_config(&c);
+    let id = id("lift");
+    assert_ok(&b.oci(&["create", "--bundle", b.b(), &id]), "create");
+    assert_ok(&b.oci(&["start", &id]), "start");
+    let log = b.dir.join("rootfs/lift.log");
+    wait_until(20, "the container tried to lift its limits", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("LIFTED"))
+    });
+    let tried = std::fs::read_to_string(&log).unwrap();
+    let pids = cgroup_file(&id, "pids", "pids.max");
+    let mem = cgroup_file(&id, "memory", "memory.limit_in_bytes")
+        .or_else(|| cgroup_file(&id, "memory", "memory.max"));
+    let cpu =
+        cgroup_file(&id, "cpu", "cpu.cfs_quota_us").or_else(|| cgroup_file(&id, "cpu", "cpu.max"));
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete");
+    assert_eq!(pids.as_deref(), Some("50"), "{tried}");
+    assert_eq!(mem.as_deref(), Some("67108864"), "{tried}");
+    assert!(
+        cpu.as_deref().is_some_and(|c| c.starts_with("20000")),
+        "{cpu:?} {tried}"
+    );
+}

@@ -14,25 +14,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Copy `bin` and the shared libraries `ldd` names into `root`, at the same paths.
-fn install_with_libs(bin: &Path, root: &Path, dest: &str) {
-    std::fs::copy(bin, root.join(dest.trim_start_matches('/'))).unwrap();
-    let o = Command::new("ldd").arg(bin).output().unwrap();
-    for l in String::from_utf8_lossy(&o.stdout).lines() {
-        let path = l
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(String::from);
-        if let Some(p) = path {
-            let to = root.join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            if !to.exists() {
-                std::fs::copy(&p, &to).unwrap();
-            }
-        }
-    }
-}
-
 struct Case {
     dir: PathBuf,
     root: PathBuf,

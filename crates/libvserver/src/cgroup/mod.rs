@@ -25,6 +25,9 @@ pub const CGROUP_BASE: &str = "vservers";
 /// neither see nor write: the interface files of a cgroup namespace's root are writable from
 /// inside unless the host mounted cgroup2 with `nsdelegate`.
 pub const DELEGATED_LEAF: &str = "guest";
+/// The cgroup below an OCI container's own, on each cgroup v1 hierarchy, that holds its
+/// processes (see [`GuestCgroup::with_v1_leaf`]).
+pub const V1_LEAF: &str = "payload";
 /// Most cgroups a delegated guest may make below its own (`cgroup.max.descendants` of the
 /// context's directory): systemd makes one per unit and session, a busy server a few hundred;
 /// each costs kernel memory.
@@ -115,6 +118,8 @@ pub struct GuestCgroup {
     dirs: Vec<(Hierarchy, PathBuf)>,
     /// The guest's processes start in [`DELEGATED_LEAF`] below the v2 directory.
     delegated: bool,
+    /// On v1 hierarchies the processes live in [`V1_LEAF`] below the directory.
+    v1_leaf: bool,
 }
 
 fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -157,6 +162,7 @@ impl GuestCgroup {
             xid,
             dirs,
             delegated: false,
+            v1_leaf: false,
         }
     }
 
@@ -184,12 +190,74 @@ impl GuestCgroup {
             xid,
             dirs,
             delegated: false,
+            v1_leaf: false,
         }
     }
 
-    /// True if a cgroup exists below this one in any hierarchy.
+    /// The same cgroup whose processes live in [`V1_LEAF`] below it on every cgroup v1
+    /// hierarchy (the v2 directory is unchanged). A process that makes a cgroup namespace and
+    /// mounts a v1 hierarchy in a user namespace of its own sees the leaf as its root: on v1
+    /// the kernel does not keep a namespace root's files from their owner, as v2 does
+    /// (cgroup-v2.rst, "Namespace"), so the limits must sit one level higher, where they bound
+    /// the leaf hierarchically. The leaf carries the same limits (see [`GuestCgroup::v1_leaf`])
+    /// so that the processes see them in their own cgroup.
+    pub fn with_v1_leaf(mut self) -> GuestCgroup {
+        self.v1_leaf = true;
+        self
+    }
+
+    /// The leaves of [`GuestCgroup::with_v1_leaf`] as a cgroup of their own (v1 hierarchies
+    /// only); None without them or without a v1 hierarchy.
+    pub fn v1_leaf(&self) -> Option<GuestCgroup> {
+        if !self.v1_leaf {
+            return None;
+        }
+        let dirs: Vec<(Hierarchy, PathBuf)> = self
+            .dirs
+            .iter()
+            .filter(|(h, _)| !h.is_v2())
+            .map(|(h, d)| (h.clone(), d.join(V1_LEAF)))
+            .collect();
+        (!dirs.is_empty()).then_some(GuestCgroup {
+            xid: self.xid,
+            dirs,
+            delegated: false,
+            v1_leaf: false,
+        })
+    }
+
+    /// Where processes go in hierarchy `h` whose directory is `d`.
+    fn proc_dir(&self, h: &Hierarchy, d: &Path) -> PathBuf {
+        if self.v1_leaf && !h.is_v2() {
+            d.join(V1_LEAF)
+        } else {
+            d.to_path_buf()
+        }
+    }
+
+    /// True if a cgroup exists below this one in any hierarchy, other than an empty
+    /// [`V1_LEAF`] of a cgroup made [`GuestCgroup::with_v1_leaf`] (left by an earlier
+    /// container of the same cgroup).
     pub fn has_children(&self) -> bool {
-        self.dirs.iter().any(|(_, d)| has_subdir(d))
+        self.dirs.iter().any(|(h, d)| {
+            let leaf = d.join(V1_LEAF);
+            let own_leaf = self.v1_leaf
+                && !h.is_v2()
+                && leaf.is_dir()
+                && !has_subdir(&leaf)
+                && read_pids(&leaf.join("cgroup.procs")).is_ok_and(|p| p.is_empty());
+            if own_leaf {
+                fs::read_dir(d)
+                    .map(|rd| {
+                        rd.flatten().any(|e| {
+                            e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != V1_LEAF
+                        })
+                    })
+                    .unwrap_or(false)
+            } else {
+                has_subdir(d)
+            }
+        })
     }
 
     /// Absolute directories of this cgroup, one per hierarchy.
@@ -328,7 +396,7 @@ impl GuestCgroup {
         self.dirs
             .iter()
             .filter(|(h, _)| !(v1_only && h.is_v2()))
-            .map(|(_, d)| self.open_procs(d))
+            .map(|(h, d)| self.open_procs(&self.proc_dir(h, d)))
             .collect()
     }
 
@@ -383,7 +451,11 @@ impl GuestCgroup {
                 write_file(self.xid, &d.join("cgroup.procs"), &pid.to_string())?;
                 continue;
             }
-            write_file(self.xid, &d.join("cgroup.procs"), &pid.to_string())?;
+            write_file(
+                self.xid,
+                &self.proc_dir(h, d).join("cgroup.procs"),
+                &pid.to_string(),
+            )?;
         }
         Ok(())
     }

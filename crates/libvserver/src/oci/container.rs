@@ -131,8 +131,10 @@ fn layout(id: &str) -> Result<CgroupLayout, OciError> {
     CgroupLayout::detect_cached().map_err(|e| failed(id, e.to_string()))
 }
 
+/// A container's cgroup: on cgroup v1 its processes live in a leaf below it, out of reach of
+/// the limits (see [`GuestCgroup::with_v1_leaf`]).
 fn cgroup_of(id: &str, rel: &str) -> Result<GuestCgroup, OciError> {
-    Ok(GuestCgroup::at_path(&layout(id)?, 0, rel))
+    Ok(GuestCgroup::at_path(&layout(id)?, 0, rel).with_v1_leaf())
 }
 
 /// Convert `linux.resources` into the engine's limits and write them.
@@ -146,6 +148,30 @@ pub fn apply_resources(
     cg: &GuestCgroup,
     r: &Resources,
     extra_devices: &[super::spec::Device],
+) -> Result<(), OciError> {
+    // On v1 the processes' leaf carries the same limits (they see them in their own cgroup),
+    // bounded by the container's cgroup above it. A narrower cpuset or limit must reach the
+    // leaf before its parent and a wider one after it: the leaf is written before (as far as
+    // it goes) and after.
+    let leaf = cg.v1_leaf();
+    if let Some(l) = leaf.as_ref().filter(|l| l.exists()) {
+        let _ = apply_to(id, l, r, extra_devices, false);
+    }
+    apply_to(id, cg, r, extra_devices, true)?;
+    if let Some(l) = &leaf {
+        l.create().map_err(|e| failed(id, e.to_string()))?;
+        apply_to(id, l, r, extra_devices, false)?;
+    }
+    Ok(())
+}
+
+/// [`apply_resources`] on one cgroup; `unified` writes `linux.resources.unified` too.
+fn apply_to(
+    id: &str,
+    cg: &GuestCgroup,
+    r: &Resources,
+    extra_devices: &[super::spec::Device],
+    unified: bool,
 ) -> Result<(), OciError> {
     let mut l = crate::config::LimitsConfig::default();
     if let Some(m) = &r.memory {
@@ -198,7 +224,7 @@ pub fn apply_resources(
             }
         }
     }
-    for (k, v) in &r.unified {
+    for (k, v) in r.unified.iter().filter(|_| unified) {
         // Controller files only: `cgroup.procs` and its kin would move processes or change
         // the cgroup's type and delegation.
         if k.contains('/') || k.starts_with('.') || !k.contains('.') || k.starts_with("cgroup.") {
@@ -621,6 +647,10 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         super::claim::claim(Path::new(super::claim::CLAIMS_DIR), &rel, &o.root, &o.id)
             .map_err(|e| failed(&o.id, format!("linux.cgroupsPath {rel}: {e}")))?,
     );
+    // An empty leaf left by an earlier container of this cgroup starts afresh.
+    if let Some(leaf) = cg.v1_leaf() {
+        leaf.remove().map_err(|e| failed(&o.id, e.to_string()))?;
+    }
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
     undo.cgroup = Some(cg.clone());
     let no_resources = Resources::default();

@@ -75,14 +75,43 @@ pub fn apply(
         if !allow.exists() {
             continue;
         }
-        for r in rules {
+        // v1 refuses a rule for all devices (a change of the default) on a cgroup with
+        // children (EINVAL): a container's cgroup above the leaf its processes live in (see
+        // GuestCgroup::with_v1_leaf) at `update`, or a leaf below which the container made
+        // cgroups. Such a cgroup keeps its default; the leaf, written after it, gets the whole
+        // list, and a child is never allowed more than its parent.
+        let has_children = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            })
+            .unwrap_or(false);
+        let for_all = |r: &DeviceRule| matches!(r.kind.as_deref(), None | Some("a"));
+        for r in rules.iter().filter(|r| !(has_children && for_all(r))) {
             let f = if r.allow {
                 "devices.allow"
             } else {
                 "devices.deny"
             };
-            std::fs::write(dir.join(f), v1_rule(r))
-                .map_err(|e| format!("linux.resources.devices: {} {}: {e}", f, v1_rule(r)))?;
+            // A child removed just before (an old leaf) stays online for the kernel until its
+            // removal completes (RCU): a rule for all devices is refused meanwhile.
+            let mut tries = 0;
+            loop {
+                match std::fs::write(dir.join(f), v1_rule(r)) {
+                    Err(e)
+                        if for_all(r) && e.raw_os_error() == Some(libc::EINVAL) && tries < 100 =>
+                    {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    res => {
+                        res.map_err(|e| {
+                            format!("linux.resources.devices: {} {}: {e}", f, v1_rule(r))
+                        })?;
+                        break;
+                    }
+                }
+            }
         }
     }
     if let Some(d) = cg.unified_dir() {

@@ -138,7 +138,124 @@ fn readonly(p: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// `--lift-cgroup-limits`: what a hostile container tries against its own limits. In a user
+/// namespace of its own (no capability needed), a new cgroup namespace and mount namespace,
+/// mount each hierarchy holding pids, memory or cpu (v1 by controller, else cgroup2) and write
+/// "no limit" into the root's files: the root is the cgroup the container's processes are in.
+/// Prints `wrote FILE` or `refused FILE: ERROR` per file, then `LIFTED`, and sleeps until
+/// killed (the driver reads the container's cgroup from the host meanwhile).
+fn lift_cgroup_limits() -> ! {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        println!("no user namespace: {e}");
+    } else {
+        for (f, v) in [
+            ("setgroups", String::from("deny")),
+            ("uid_map", format!("0 {uid} 1")),
+            ("gid_map", format!("0 {gid} 1")),
+        ] {
+            if let Err(e) = std::fs::write(format!("/proc/self/{f}"), v) {
+                println!("write /proc/self/{f}: {e}");
+            }
+        }
+    }
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP) {
+        println!("no mount or cgroup namespace: {e}");
+    }
+    let _ = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    );
+    // Mount points of its own, whatever the root file system allows.
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    ) {
+        println!("no tmpfs on /tmp: {e}");
+    }
+    let lifts: [(&str, &[(&str, &str)]); 3] = [
+        ("pids", &[("pids.max", "max")]),
+        (
+            "memory",
+            &[("memory.limit_in_bytes", "-1"), ("memory.max", "max")],
+        ),
+        (
+            "cpu",
+            &[
+                ("cpu.cfs_quota_us", "-1"),
+                ("cpu.shares", "262144"),
+                ("cpu.max", "max"),
+            ],
+        ),
+    ];
+    for (i, (ctrl, files)) in lifts.iter().enumerate() {
+        let dir = format!("/tmp/lift{i}");
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            println!("mkdir {dir}: {e}");
+        }
+        // v1 mounts name the whole set of controllers of a hierarchy (cpu is often with
+        // cpuacct).
+        let mut v1 = mount(
+            Some("none"),
+            dir.as_str(),
+            Some("cgroup"),
+            MsFlags::empty(),
+            Some(*ctrl),
+        );
+        if v1.is_err() && *ctrl == "cpu" {
+            v1 = mount(
+                Some("none"),
+                dir.as_str(),
+                Some("cgroup"),
+                MsFlags::empty(),
+                Some("cpu,cpuacct"),
+            );
+        }
+        if let Err(e) = v1 {
+            if mount(
+                Some("none"),
+                dir.as_str(),
+                Some("cgroup2"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .is_err()
+            {
+                println!("no {ctrl} hierarchy mounted: {e}");
+                continue;
+            }
+        }
+        for (f, v) in files.iter() {
+            let path = format!("{dir}/{f}");
+            if std::fs::metadata(&path).is_err() {
+                continue;
+            }
+            match std::fs::write(&path, v) {
+                Ok(()) => println!("wrote {ctrl}/{f}"),
+                Err(e) => println!("refused {ctrl}/{f}: {e}"),
+            }
+        }
+    }
+    println!("LIFTED");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--lift-cgroup-limits") {
+        lift_cgroup_limits();
+    }
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "/config.json".into());

@@ -691,3 +691,22 @@ pub fn debootstrap_seed(tag: &str, dist: &str, include: &str) -> Option<PathBuf>
     std::fs::write(&ok, b"").unwrap();
     Some(root)
 }
+
+/// Copy `bin` and the shared libraries `ldd` names into `root`, at the same paths.
+pub fn install_with_libs(bin: &Path, root: &Path, dest: &str) {
+    std::fs::copy(bin, root.join(dest.trim_start_matches('/'))).unwrap();
+    let o = Command::new("ldd").arg(bin).output().unwrap();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let path = l
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(String::from);
+        if let Some(p) = path {
+            let to = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            if !to.exists() {
+                std::fs::copy(&p, &to).unwrap();
+            }
+        }
+    }
+}
