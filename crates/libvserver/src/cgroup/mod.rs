@@ -495,11 +495,40 @@ impl GuestCgroup {
     }
 
     /// Signal every process of the cgroup with `sig` (a snapshot of the pids; the guest's pid
-    /// namespace keeps them from forking out of reach).
+    /// namespace keeps them from forking out of reach). See [`GuestCgroup::signal_number`].
     pub fn signal_all(&self, sig: nix::sys::signal::Signal) {
+        self.signal_number(sig as i32);
+    }
+
+    /// Signal every process of the cgroup and below it with signal number `sig` (real-time
+    /// ones too). A pid from the snapshot is signalled through a pidfd, and only if, once that
+    /// pidfd is open, the process is still in this cgroup's tree: a process that exited in
+    /// between and whose pid a host process took is never hit (pidfd_open(2),
+    /// pidfd_send_signal(2)).
+    pub fn signal_number(&self, sig: i32) {
         for pid in self.all_pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+            let Ok(fd) = crate::context::clone::pidfd_open(pid) else {
+                continue;
+            };
+            if self.holds(pid) {
+                let _ = crate::context::clone::pidfd_kill(std::os::fd::AsFd::as_fd(&fd), sig);
+            }
         }
+    }
+
+    /// True if process `pid` (host pid) is in this cgroup or below it in some hierarchy,
+    /// by /proc/PID/cgroup.
+    fn holds(&self, pid: i32) -> bool {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        self.dirs.iter().any(|(h, d)| {
+            let Ok(rel) = d.strip_prefix(h.mount()) else {
+                return false;
+            };
+            let base = format!("/{}", rel.display());
+            cgroup_path_of(&text, h).is_some_and(|p| nested_below(&p, &base).is_some())
+        })
     }
 
     /// Kill every process of the cgroup and below it: `cgroup.kill` on v2 (Linux 5.14), and

@@ -937,10 +937,7 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> 
         if live_status(&st) == Status::Stopped && cg.all_pids().is_empty() {
             return Err(OciError::NotRunning(id.to_string()));
         }
-        for p in cg.all_pids() {
-            // SAFETY: kill(2) with integer arguments; any signal number, real-time ones too.
-            unsafe { libc::kill(p, sig) };
-        }
+        cg.signal_number(sig);
         return Ok(());
     }
     if live_status(&st) == Status::Stopped {
