@@ -1926,10 +1926,13 @@ fn readonly_paths_hold_for_the_mounts_below_them() {
     );
 }
 
-/// Found by a seventh hostile review: on cgroup v1 a container with no capability made a user
-/// namespace, a cgroup namespace (rooted at its own cgroup) and mounted the v1 hierarchies,
-/// whose root files are not kept from their owner as on v2: it lifted its own memory, pids and
-/// CPU limits. Its processes now live in a leaf below the cgroup that carries the limits.
+/// Found by the seventh and eighth hostile reviews: on cgroup v1 a container with no
+/// capability but containerd's CAP_SETFCAP made a user namespace, a cgroup namespace (rooted at
+/// its own cgroup) and mounted the v1 hierarchies, whose root files are not kept from their
+/// owner as on v2: it lifted its own memory, pids and CPU limits, from its init and then from
+/// an exec'd process (exec still put processes in the limited cgroup itself); and it froze its
+/// own cgroup so that `delete --force` failed for ever. Its processes now live in a leaf below
+/// the cgroup that carries the limits, and a kill thaws every freezer below first.
 #[test]
 fn a_container_cannot_lift_its_own_cgroup_limits() {
     if !require_root() {
@@ -1945,7 +1948,8 @@ fn a_container_cannot_lift_its_own_cgroup_limits() {
     c["process"]["args"] = json!([
         "sh",
         "-c",
-        "/vserver-oci-check --lift-cgroup-limits > /lift.log 2>&1"
+        // A child of the init (which keeps the container's namespaces for exec to join).
+        "/vserver-oci-check --lift-cgroup-limits > /lift.log 2>&1; true"
     ]);
     c["root"]["readonly"] = json!(false);
     // containerd's default set has CAP_SETFCAP, which mapping uid 0 into a user namespace
@@ -1965,17 +1969,59 @@ fn a_container_cannot_lift_its_own_cgroup_limits() {
     let id = id("lift");
     assert_ok(&b.oci(&["create", "--bundle", b.b(), &id]), "create");
     assert_ok(&b.oci(&["start", &id]), "start");
-    let log = b.dir.join("rootfs/lift.log");
-    wait_until(20, "the container tried to lift its limits", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("LIFTED"))
-    });
-    let tried = std::fs::read_to_string(&log).unwrap();
+    // The same from a process of `exec`, as a probe or `kubectl exec` runs one.
+    let mut p = c["process"].clone();
+    p["args"] = json!([
+        "sh",
+        "-c",
+        "/vserver-oci-check --lift-cgroup-limits > /lift-exec.log 2>&1"
+    ]);
+    let pf = b.dir.join("process.json");
+    std::fs::write(&pf, p.to_string()).unwrap();
+    assert_ok(
+        &b.oci(&["exec", "--detach", "--process", pf.to_str().unwrap(), &id]),
+        "exec",
+    );
+    let mut tried = String::new();
+    for log in ["lift.log", "lift-exec.log"] {
+        let log = b.dir.join("rootfs").join(log);
+        wait_until(20, "the container tried to lift its limits", || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("LIFTED"))
+        });
+        tried += &std::fs::read_to_string(&log).unwrap();
+    }
     let pids = cgroup_file(&id, "pids", "pids.max");
     let mem = cgroup_file(&id, "memory", "memory.limit_in_bytes")
         .or_else(|| cgroup_file(&id, "memory", "memory.max"));
     let cpu =
         cgroup_file(&id, "cpu", "cpu.cfs_quota_us").or_else(|| cgroup_file(&id, "cpu", "cpu.max"));
-    assert_ok(&b.oci(&["delete", "--force", &id]), "delete");
+    // Then it freezes the cgroup its processes are in.
+    p["args"] = json!([
+        "sh",
+        "-c",
+        "/vserver-oci-check --freeze-own-cgroup > /freeze.log 2>&1"
+    ]);
+    std::fs::write(&pf, p.to_string()).unwrap();
+    assert_ok(
+        &b.oci(&["exec", "--detach", "--process", pf.to_str().unwrap(), &id]),
+        "exec",
+    );
+    let flog = b.dir.join("rootfs/freeze.log");
+    wait_until(20, "the container tried to freeze itself", || {
+        std::fs::read_to_string(&flog)
+            .is_ok_and(|t| t.contains("FREEZING") || t.contains("no freezer"))
+    });
+    if let Some(state) = cgroup_file(&id, "freezer", "payload/freezer.state") {
+        wait_until(10, "the leaf to freeze", || {
+            cgroup_file(&id, "freezer", "payload/freezer.state").as_deref() == Some("FROZEN")
+        });
+        let _ = state;
+    }
+    assert_ok(
+        &b.oci(&["delete", "--force", &id]),
+        "delete of a frozen container",
+    );
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
     assert_eq!(pids.as_deref(), Some("50"), "{tried}");
     assert_eq!(mem.as_deref(), Some("67108864"), "{tried}");
     assert!(

@@ -25,9 +25,9 @@ pub const CGROUP_BASE: &str = "vservers";
 /// neither see nor write: the interface files of a cgroup namespace's root are writable from
 /// inside unless the host mounted cgroup2 with `nsdelegate`.
 pub const DELEGATED_LEAF: &str = "guest";
-/// The cgroup below an OCI container's own, on each cgroup v1 hierarchy, that holds its
-/// processes (see [`GuestCgroup::with_v1_leaf`]).
-pub const V1_LEAF: &str = "payload";
+/// The cgroup below an OCI container's own that holds its processes, on each hierarchy where
+/// the container could otherwise write its own limits (see [`GuestCgroup::with_process_leaf`]).
+pub const PROCESS_LEAF: &str = "payload";
 /// Most cgroups a delegated guest may make below its own (`cgroup.max.descendants` of the
 /// context's directory): systemd makes one per unit and session, a busy server a few hundred;
 /// each costs kernel memory.
@@ -118,8 +118,13 @@ pub struct GuestCgroup {
     dirs: Vec<(Hierarchy, PathBuf)>,
     /// The guest's processes start in [`DELEGATED_LEAF`] below the v2 directory.
     delegated: bool,
-    /// On v1 hierarchies the processes live in [`V1_LEAF`] below the directory.
-    v1_leaf: bool,
+    /// The processes live in [`PROCESS_LEAF`] below the directory on v1 hierarchies...
+    leaf: bool,
+    /// ... and on the v2 one too (mounted without `nsdelegate`).
+    leaf_v2: bool,
+    /// This is such a leaf: the device program of the cgroup above governs it (a program of
+    /// its own cannot be attached below one that does not allow it).
+    is_leaf: bool,
 }
 
 fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -162,7 +167,9 @@ impl GuestCgroup {
             xid,
             dirs,
             delegated: false,
-            v1_leaf: false,
+            leaf: false,
+            leaf_v2: false,
+            is_leaf: false,
         }
     }
 
@@ -190,59 +197,91 @@ impl GuestCgroup {
             xid,
             dirs,
             delegated: false,
-            v1_leaf: false,
+            leaf: false,
+            leaf_v2: false,
+            is_leaf: false,
         }
     }
 
-    /// The same cgroup whose processes live in [`V1_LEAF`] below it on every cgroup v1
-    /// hierarchy (the v2 directory is unchanged). A process that makes a cgroup namespace and
-    /// mounts a v1 hierarchy in a user namespace of its own sees the leaf as its root: on v1
-    /// the kernel does not keep a namespace root's files from their owner, as v2 does
-    /// (cgroup-v2.rst, "Namespace"), so the limits must sit one level higher, where they bound
-    /// the leaf hierarchically. The leaf carries the same limits (see [`GuestCgroup::v1_leaf`])
-    /// so that the processes see them in their own cgroup.
-    pub fn with_v1_leaf(mut self) -> GuestCgroup {
-        self.v1_leaf = true;
+    /// The same cgroup whose processes live in [`PROCESS_LEAF`] below it on every hierarchy
+    /// where a cgroup namespace's root is writable by its owner: every cgroup v1 hierarchy, and
+    /// the v2 one when it is mounted without `nsdelegate` (cgroup-v2.rst, "Namespace"). A
+    /// process that makes a user namespace of its own (mapping its uid 0), a cgroup namespace
+    /// and mounts the hierarchies sees the leaf as its root and can write the leaf's files: the
+    /// limits sit one level higher, where they bound the leaf hierarchically. The leaf carries
+    /// the same limits (see [`GuestCgroup::leaf`]) so that the processes see them in their own
+    /// cgroup.
+    pub fn with_process_leaf(mut self) -> GuestCgroup {
+        self.leaf = true;
+        self.leaf_v2 = self
+            .dirs
+            .iter()
+            .find(|(h, _)| h.is_v2())
+            .is_some_and(|(h, _)| !v2_delegates_namespaces(h.mount()));
         self
     }
 
-    /// The leaves of [`GuestCgroup::with_v1_leaf`] as a cgroup of their own (v1 hierarchies
-    /// only); None without them or without a v1 hierarchy.
-    pub fn v1_leaf(&self) -> Option<GuestCgroup> {
-        if !self.v1_leaf {
-            return None;
-        }
+    /// True if processes of hierarchy `h` live in the leaf.
+    fn uses_leaf(&self, h: &Hierarchy) -> bool {
+        self.leaf && (!h.is_v2() || self.leaf_v2)
+    }
+
+    /// The leaves of [`GuestCgroup::with_process_leaf`] as a cgroup of their own (the
+    /// hierarchies that have one); None without.
+    pub fn leaf(&self) -> Option<GuestCgroup> {
         let dirs: Vec<(Hierarchy, PathBuf)> = self
             .dirs
             .iter()
-            .filter(|(h, _)| !h.is_v2())
-            .map(|(h, d)| (h.clone(), d.join(V1_LEAF)))
+            .filter(|(h, _)| self.uses_leaf(h))
+            .map(|(h, d)| (h.clone(), d.join(PROCESS_LEAF)))
             .collect();
         (!dirs.is_empty()).then_some(GuestCgroup {
             xid: self.xid,
             dirs,
             delegated: false,
-            v1_leaf: false,
+            leaf: false,
+            leaf_v2: false,
+            is_leaf: true,
         })
+    }
+
+    /// Create the leaves (after the cgroup itself): on v2 the cgroup passes its controllers
+    /// down first (it holds no process itself, so it may).
+    ///
+    /// Errors: [`CgroupError::Io`] naming the directory.
+    pub fn create_leaf(&self) -> Result<()> {
+        if self.leaf_v2 {
+            if let Some(d) = self.unified_dir() {
+                layout::enable_v2_controllers_of(self.xid, d);
+            }
+        }
+        match self.leaf() {
+            Some(l) => l.create(),
+            None => Ok(()),
+        }
+    }
+
+    /// True for the cgroup [`GuestCgroup::leaf`] returns.
+    pub fn is_leaf(&self) -> bool {
+        self.is_leaf
     }
 
     /// Where processes go in hierarchy `h` whose directory is `d`.
     fn proc_dir(&self, h: &Hierarchy, d: &Path) -> PathBuf {
-        if self.v1_leaf && !h.is_v2() {
-            d.join(V1_LEAF)
+        if self.uses_leaf(h) {
+            d.join(PROCESS_LEAF)
         } else {
             d.to_path_buf()
         }
     }
 
     /// True if a cgroup exists below this one in any hierarchy, other than an empty
-    /// [`V1_LEAF`] of a cgroup made [`GuestCgroup::with_v1_leaf`] (left by an earlier
-    /// container of the same cgroup).
+    /// [`PROCESS_LEAF`] of a cgroup made [`GuestCgroup::with_process_leaf`] (left by an
+    /// earlier container of the same cgroup).
     pub fn has_children(&self) -> bool {
         self.dirs.iter().any(|(h, d)| {
-            let leaf = d.join(V1_LEAF);
-            let own_leaf = self.v1_leaf
-                && !h.is_v2()
+            let leaf = d.join(PROCESS_LEAF);
+            let own_leaf = self.uses_leaf(h)
                 && leaf.is_dir()
                 && !has_subdir(&leaf)
                 && read_pids(&leaf.join("cgroup.procs")).is_ok_and(|p| p.is_empty());
@@ -250,7 +289,7 @@ impl GuestCgroup {
                 fs::read_dir(d)
                     .map(|rd| {
                         rd.flatten().any(|e| {
-                            e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != V1_LEAF
+                            e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != PROCESS_LEAF
                         })
                     })
                     .unwrap_or(false)
@@ -284,6 +323,8 @@ impl GuestCgroup {
         self.unified_dir().map(|d| {
             if self.delegated {
                 d.join(DELEGATED_LEAF)
+            } else if self.leaf_v2 {
+                d.join(PROCESS_LEAF)
             } else {
                 d.to_path_buf()
             }
@@ -304,6 +345,8 @@ impl GuestCgroup {
                 // Every directory above the leaf is a parent that must pass controllers down.
                 let is_base = i + 1 < comps.len();
                 match fs::create_dir(&d) {
+                    // A leaf's device policy is its parent's program (v2).
+                    Ok(()) if self.is_leaf && h.is_v2() => {}
                     Ok(()) => h.init_new_dir(self.xid, &d, is_base)?,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         if is_base && h.is_v2() {
@@ -534,6 +577,7 @@ impl GuestCgroup {
     /// Kill every process of the cgroup and below it: `cgroup.kill` on v2 (Linux 5.14), and
     /// SIGKILL to every pid found in any hierarchy (v1-only members included).
     pub fn kill_all(&self) {
+        self.thaw_v1_tree();
         if let Some(d) = self.unified_dir() {
             let k = d.join("cgroup.kill");
             if k.exists() {
@@ -541,6 +585,29 @@ impl GuestCgroup {
             }
         }
         self.signal_all(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Thaw the cgroup and every cgroup below it on a v1 freezer hierarchy: there a frozen
+    /// task does not die of SIGKILL, thawing a parent does not thaw a child that was frozen
+    /// on its own, and a container can freeze the cgroups below its own (its leaf, through a
+    /// cgroup namespace of its own). On v2 a fatal signal ends a frozen task.
+    fn thaw_v1_tree(&self) {
+        for (h, d) in &self.dirs {
+            if h.is_v2() || !h.has_controller("freezer") {
+                continue;
+            }
+            let _ = fs::write(d.join("freezer.state"), "THAWED");
+            tree::for_each_below(d, &mut |fd| {
+                if let Ok(f) = nix::fcntl::openat(
+                    fd,
+                    "freezer.state",
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                ) {
+                    let _ = nix::unistd::write(&f, b"THAWED");
+                }
+            });
+        }
     }
 
     /// Wait until the cgroup has no process, killing again every 100 ms, at most `timeout`.
@@ -931,6 +998,20 @@ fn has_subdir(d: &Path) -> bool {
 
 /// The cgroup path of hierarchy `h` in the text of a `/proc/PID/cgroup` file: the `0::` line
 /// for v2, the line naming exactly `h`'s controllers for v1.
+/// True if the cgroup2 file system at `mount` is mounted with `nsdelegate` (the kernel then
+/// refuses writes from inside a cgroup namespace to its root's files), by /proc/self/mounts.
+fn v2_delegates_namespaces(mount: &Path) -> bool {
+    let text = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let want = mount.to_string_lossy();
+    text.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3
+            && f[2] == "cgroup2"
+            && f[1] == want
+            && f[3].split(',').any(|o| o == "nsdelegate")
+    })
+}
+
 fn cgroup_path_of(text: &str, h: &Hierarchy) -> Option<String> {
     for line in text.lines() {
         let mut it = line.splitn(3, ':');

@@ -131,10 +131,10 @@ fn layout(id: &str) -> Result<CgroupLayout, OciError> {
     CgroupLayout::detect_cached().map_err(|e| failed(id, e.to_string()))
 }
 
-/// A container's cgroup: on cgroup v1 its processes live in a leaf below it, out of reach of
-/// the limits (see [`GuestCgroup::with_v1_leaf`]).
-fn cgroup_of(id: &str, rel: &str) -> Result<GuestCgroup, OciError> {
-    Ok(GuestCgroup::at_path(&layout(id)?, 0, rel).with_v1_leaf())
+/// A container's cgroup: on cgroup v1 (and v2 without `nsdelegate`) its processes live in a
+/// leaf below it, out of reach of the limits (see [`GuestCgroup::with_process_leaf`]).
+pub(crate) fn cgroup_of(id: &str, rel: &str) -> Result<GuestCgroup, OciError> {
+    Ok(GuestCgroup::at_path(&layout(id)?, 0, rel).with_process_leaf())
 }
 
 /// Convert `linux.resources` into the engine's limits and write them.
@@ -149,17 +149,18 @@ pub fn apply_resources(
     r: &Resources,
     extra_devices: &[super::spec::Device],
 ) -> Result<(), OciError> {
-    // On v1 the processes' leaf carries the same limits (they see them in their own cgroup),
+    // The processes' leaf (v1, v2 without nsdelegate) carries the same limits (they see them
+    // in their own cgroup),
     // bounded by the container's cgroup above it. A narrower cpuset or limit must reach the
     // leaf before its parent and a wider one after it: the leaf is written before (as far as
     // it goes) and after.
-    let leaf = cg.v1_leaf();
+    let leaf = cg.leaf();
     if let Some(l) = leaf.as_ref().filter(|l| l.exists()) {
         let _ = apply_to(id, l, r, extra_devices, false);
     }
     apply_to(id, cg, r, extra_devices, true)?;
     if let Some(l) = &leaf {
-        l.create().map_err(|e| failed(id, e.to_string()))?;
+        cg.create_leaf().map_err(|e| failed(id, e.to_string()))?;
         apply_to(id, l, r, extra_devices, false)?;
     }
     Ok(())
@@ -648,7 +649,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
             .map_err(|e| failed(&o.id, format!("linux.cgroupsPath {rel}: {e}")))?,
     );
     // An empty leaf left by an earlier container of this cgroup starts afresh.
-    if let Some(leaf) = cg.v1_leaf() {
+    if let Some(leaf) = cg.leaf() {
         leaf.remove().map_err(|e| failed(&o.id, e.to_string()))?;
     }
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;

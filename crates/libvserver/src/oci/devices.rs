@@ -77,7 +77,7 @@ pub fn apply(
         }
         // v1 refuses a rule for all devices (a change of the default) on a cgroup with
         // children (EINVAL): a container's cgroup above the leaf its processes live in (see
-        // GuestCgroup::with_v1_leaf) at `update`, or a leaf below which the container made
+        // GuestCgroup::with_process_leaf) at `update`, or a leaf below which the container made
         // cgroups. Such a cgroup keeps its default; the leaf, written after it, gets the whole
         // list, and a child is never allowed more than its parent.
         let has_children = std::fs::read_dir(dir)
@@ -114,7 +114,8 @@ pub fn apply(
             }
         }
     }
-    if let Some(d) = cg.unified_dir() {
+    // A leaf is governed by the program on the container's cgroup above it.
+    if let Some(d) = cg.unified_dir().filter(|_| !cg.is_leaf()) {
         let v2: Vec<crate::cgroup::devices::DeviceRule> = rules.iter().map(to_bpf).collect();
         crate::cgroup::devices::attach_rules(d, &v2)
             .map_err(|e| format!("linux.resources.devices: {e}"))?;

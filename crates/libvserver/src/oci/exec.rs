@@ -95,11 +95,8 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             .filter_map(|a| CString::new(a.as_str()).ok())
             .collect(),
     };
-    let cg = crate::cgroup::GuestCgroup::at_path(
-        &crate::cgroup::CgroupLayout::detect_cached().map_err(|e| failed(id, e.to_string()))?,
-        0,
-        &st.cgroup,
-    );
+    // The container's cgroup as create made it (on v1 its processes go to the leaf below).
+    let cg = super::container::cgroup_of(id, &st.cgroup)?;
     let procs = cg
         .open_procs_files(false)
         .map_err(|e| failed(id, e.to_string()))?;

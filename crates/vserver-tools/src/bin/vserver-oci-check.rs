@@ -144,7 +144,11 @@ fn readonly(p: &str) -> bool {
 /// "no limit" into the root's files: the root is the cgroup the container's processes are in.
 /// Prints `wrote FILE` or `refused FILE: ERROR` per file, then `LIFTED`, and sleeps until
 /// killed (the driver reads the container's cgroup from the host meanwhile).
-fn lift_cgroup_limits() -> ! {
+/// A user namespace of its own mapping uid and gid 0 (CAP_SETFCAP, in containerd's default
+/// set, lets it map 0), then new mount and cgroup namespaces (the cgroup namespace is rooted
+/// at the cgroup the process is in) and a tmpfs on /tmp for mount points. Failures are
+/// printed; what follows tries anyway.
+fn own_cgroup_namespace() {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
@@ -181,6 +185,78 @@ fn lift_cgroup_limits() -> ! {
     ) {
         println!("no tmpfs on /tmp: {e}");
     }
+}
+
+/// Mount the hierarchy holding `ctrl` at `dir` (v1 by controller, cpu also with cpuacct, else
+/// cgroup2). False (printed) when none could be mounted.
+fn mount_hierarchy(ctrl: &str, dir: &str) -> bool {
+    use nix::mount::{mount, MsFlags};
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        println!("mkdir {dir}: {e}");
+    }
+    let mut v1 = mount(
+        Some("none"),
+        dir,
+        Some("cgroup"),
+        MsFlags::empty(),
+        Some(ctrl),
+    );
+    if v1.is_err() && ctrl == "cpu" {
+        v1 = mount(
+            Some("none"),
+            dir,
+            Some("cgroup"),
+            MsFlags::empty(),
+            Some("cpu,cpuacct"),
+        );
+    }
+    if let Err(e) = v1 {
+        if mount(
+            Some("none"),
+            dir,
+            Some("cgroup2"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .is_err()
+        {
+            println!("no {ctrl} hierarchy mounted: {e}");
+            return false;
+        }
+    }
+    true
+}
+
+/// `--freeze-own-cgroup`: freeze the root of its own cgroup namespace (v1 freezer.state, or
+/// v2 cgroup.freeze), the cgroup it is in: prints `FREEZING` first, since it freezes itself.
+fn freeze_own_cgroup() -> ! {
+    own_cgroup_namespace();
+    if mount_hierarchy("freezer", "/tmp/frz") {
+        println!("FREEZING");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        for (f, v) in [("freezer.state", "FROZEN"), ("cgroup.freeze", "1")] {
+            let path = format!("/tmp/frz/{f}");
+            if std::fs::metadata(&path).is_ok() {
+                if let Err(e) = std::fs::write(&path, v) {
+                    println!("refused {f}: {e}");
+                }
+            }
+        }
+    }
+    println!("NOT FROZEN");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// `--lift-cgroup-limits`: what a hostile container tries against its own limits. In its own
+/// cgroup namespace ([`own_cgroup_namespace`]), mount each hierarchy holding pids, memory or
+/// cpu and write "no limit" into the root's files: the root is the cgroup the process is in.
+/// Prints `wrote FILE` or `refused FILE: ERROR` per file, then `LIFTED`, and sleeps until
+/// killed (the driver reads the container's cgroup from the host meanwhile).
+fn lift_cgroup_limits() -> ! {
+    own_cgroup_namespace();
     let lifts: [(&str, &[(&str, &str)]); 3] = [
         ("pids", &[("pids.max", "max")]),
         (
@@ -198,40 +274,8 @@ fn lift_cgroup_limits() -> ! {
     ];
     for (i, (ctrl, files)) in lifts.iter().enumerate() {
         let dir = format!("/tmp/lift{i}");
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            println!("mkdir {dir}: {e}");
-        }
-        // v1 mounts name the whole set of controllers of a hierarchy (cpu is often with
-        // cpuacct).
-        let mut v1 = mount(
-            Some("none"),
-            dir.as_str(),
-            Some("cgroup"),
-            MsFlags::empty(),
-            Some(*ctrl),
-        );
-        if v1.is_err() && *ctrl == "cpu" {
-            v1 = mount(
-                Some("none"),
-                dir.as_str(),
-                Some("cgroup"),
-                MsFlags::empty(),
-                Some("cpu,cpuacct"),
-            );
-        }
-        if let Err(e) = v1 {
-            if mount(
-                Some("none"),
-                dir.as_str(),
-                Some("cgroup2"),
-                MsFlags::empty(),
-                None::<&str>,
-            )
-            .is_err()
-            {
-                println!("no {ctrl} hierarchy mounted: {e}");
-                continue;
-            }
+        if !mount_hierarchy(ctrl, &dir) {
+            continue;
         }
         for (f, v) in files.iter() {
             let path = format!("{dir}/{f}");
@@ -253,8 +297,10 @@ fn lift_cgroup_limits() -> ! {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--lift-cgroup-limits") {
-        lift_cgroup_limits();
+    match std::env::args().nth(1).as_deref() {
+        Some("--lift-cgroup-limits") => lift_cgroup_limits(),
+        Some("--freeze-own-cgroup") => freeze_own_cgroup(),
+        _ => {}
     }
     let path = std::env::args()
         .nth(1)
