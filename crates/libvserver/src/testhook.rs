@@ -24,7 +24,8 @@
 //! `exec-joined` (exec client joined the guest's namespaces), `exec-pre-exec` (the exec'd
 //! command, in the guest's pid namespace and reduced, before its execve), `oci-pre-exec` (an
 //! OCI container's init after `start`, or a process of `vserver-oci exec`, with its user and
-//! capability sets, before its execve).
+//! capability sets, before its execve), `lxcfs-probe` (the child of `start` that asks LXCFS which
+//! /proc files it serves, before it asks).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::OnceLock;

@@ -1039,6 +1039,12 @@ fn sc01_denied_syscalls_fail_inside_a_running_guest() {
             vec![nr(libc::SYS_clone3), s("b:88"), s("88")],
             ENOSYS,
         ),
+        // Linux AIO contexts are a host-wide pool (fs.aio-max-nr): issue 16's finding 3.
+        (
+            "io_setup",
+            vec![nr(libc::SYS_io_setup), s("65536"), s("b:8")],
+            ENOSYS,
+        ),
         ("setns", vec![nr(libc::SYS_setns), s("0"), s("0")], EPERM),
         (
             "mount",

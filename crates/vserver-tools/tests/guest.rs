@@ -708,3 +708,46 @@ fn init_command_gets_a_clean_signal_state_and_stops_on_term() {
         t.elapsed()
     );
 }
+
+/// Issue 16: LXCFS is one daemon for every guest and the host, and a plain guest could stall
+/// it; `start` stat'ed its files without bound and hung. It now asks a child that is killed
+/// after a bounded wait, and starts the guest without LXCFS's views (with a warning) when
+/// LXCFS does not answer: here the child is paused at its first step, as a stalled LXCFS
+/// would hold it.
+#[test]
+fn a_stalled_lxcfs_never_blocks_a_start() {
+    if !require_root() || !lxcfs_running() {
+        return;
+    }
+    let mut env = Env::new("lxstall", 17);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let file = env.dir.join("pause-lxcfs-probe");
+    let o = env
+        .cmd("vserver")
+        .args([name.as_str(), "start"])
+        .env("VSERVER_PAUSE_AT", "lxcfs-probe")
+        .env("VSERVER_PAUSE_FILE", &file)
+        .output()
+        .unwrap();
+    assert_ok(&o, "start with LXCFS not answering");
+    assert!(text(&o).contains("did not answer"), "{}", text(&o));
+    let paused = std::fs::read_to_string(&file).unwrap_or_default();
+    let pid = paused
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("the probe never paused: {paused}"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the probe was left running"
+    );
+    // The guest runs, with the host's /proc/meminfo (no LXCFS mount on it).
+    let mounts = text(&env.exec(&name, "cat /proc/self/mountinfo"));
+    assert!(!mounts.contains("/proc/meminfo"), "{mounts}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    // With LXCFS answering, the views are there.
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let mounts = text(&env.exec(&name, "cat /proc/self/mountinfo"));
+    assert!(mounts.contains("/proc/meminfo"), "{mounts}");
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}

@@ -84,20 +84,32 @@ pub(crate) fn ioprio_of(g: &Guest) -> Option<u32> {
         .and_then(|v| crate::config::parse_ionice(v).ok())
 }
 
-/// LXCFS's /proc files for the guest, when LXCFS runs on the host (else the host-wide ones stay).
-fn proc_views() -> Vec<crate::rootfs::BindMount> {
+/// Longest a start waits for LXCFS to say which /proc files it serves.
+pub const LXCFS_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// LXCFS's /proc files for the guest, when LXCFS runs on the host and answers within
+/// [`LXCFS_PROBE_LIMIT`] (else the host-wide ones stay, with a warning on stderr).
+fn proc_views(name: &str) -> Vec<crate::rootfs::BindMount> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let Some(dir) = crate::rootfs::lxcfs_dir(&mounts) else {
+    let Some(dir) = crate::rootfs::lxcfs_mount(&mounts) else {
         return Vec::new();
     };
-    crate::rootfs::LXCFS_PROC_FILES
-        .iter()
+    let Some(files) = crate::rootfs::probe_lxcfs(&dir, LXCFS_PROBE_LIMIT) else {
+        eprintln!(
+            "vserver: {name}: warning: LXCFS at {} did not answer within {} s; the guest sees \
+             the host's /proc/meminfo, cpuinfo, stat, swaps, diskstats and loadavg",
+            dir.display(),
+            LXCFS_PROBE_LIMIT.as_secs()
+        );
+        return Vec::new();
+    };
+    files
+        .into_iter()
         .map(|f| crate::rootfs::BindMount {
             source: dir.join("proc").join(f),
             target: format!("/proc/{f}"),
             readonly: true,
         })
-        .filter(|b| b.source.exists())
         .collect()
 }
 
@@ -106,6 +118,14 @@ fn proc_views() -> Vec<crate::rootfs::BindMount> {
 /// (journald and logind set LimitNOFILE=524288; systemd takes the closest it can get). A
 /// host without CAP_SYS_RESOURCE cannot raise the hard limit: its own is kept then.
 pub const SYSTEMD_NOFILE: (u64, u64) = (1024, 524_288);
+
+/// A guest's RLIMIT_MSGQUEUE unless `[rlimits] msgqueue` says otherwise: bytes of POSIX
+/// message queues its uids may hold (mq_overview(7)); 256 KiB, three queues of the default
+/// size (10 messages of 8 KiB), a quarter of the kernel's default for the host's users.
+pub const GUEST_MSGQUEUE: u64 = 256 * 1024;
+/// A guest's RLIMIT_SIGPENDING unless `[rlimits] sigpending` says otherwise: signals queued
+/// for its uids (signal(7)); the host's default is about the number of threads it may run.
+pub const GUEST_SIGPENDING: u64 = 8192;
 
 /// The guest's `[rlimits]`, resolved (the config was validated when loaded); `systemd` adds
 /// [`SYSTEMD_NOFILE`] where the config has no `nofile`.
@@ -132,6 +152,19 @@ pub(crate) fn rlimits_of(g: &Guest, systemd: bool) -> Vec<crate::context::child:
             }
         }
         v.push((libc::RLIMIT_NOFILE, SYSTEMD_NOFILE.0.min(hard), hard));
+    }
+    // Counters the kernel keeps per user and checks against the caller's own limit: a plain
+    // guest's root is uid 0 like the host's, so what its processes hold counts against host
+    // root too (issue 16: a guest's POSIX message queues made the host's mq_open fail with
+    // EMFILE, its queued real-time signals the host's timer_create). Guests get low hard
+    // limits unless the config says otherwise; see GUEST_MSGQUEUE and GUEST_SIGPENDING.
+    for (res, lim) in [
+        (libc::RLIMIT_MSGQUEUE, GUEST_MSGQUEUE),
+        (libc::RLIMIT_SIGPENDING, GUEST_SIGPENDING),
+    ] {
+        if !v.iter().any(|r| r.0 == res) {
+            v.push((res, lim, lim));
+        }
     }
     // RLIMIT_NICE and RLIMIT_RTPRIO are 0 unless the config says otherwise: inherited from a
     // vserver started with raised ones (systemd LimitNICE=, pam_limits), they would let guest
@@ -539,7 +572,7 @@ fn start_created(
         namespaces,
         root: Some(g.root()),
         binds,
-        proc_views: proc_views(),
+        proc_views: proc_views(&name),
         nice: g.config.limits.nice,
         ioprio: ioprio_of(g),
         rlimits: rlimits_of(g, systemd.is_some()),
@@ -592,9 +625,12 @@ fn start_created(
             }
             let mut report = String::new();
             let _ = std::fs::File::from(rep_r).read_to_string(&mut report);
-            if report == "OK" {
-                g.run_dir()
-                    .read_state()
+            if let Some(rest) = report.strip_prefix("OK") {
+                // The state comes with the report: a guest whose init ended at once may be
+                // cleaned up (state.json gone) by its monitor before we could read the file.
+                rest.strip_prefix('\n')
+                    .and_then(|j| serde_json::from_str::<RunState>(j).ok())
+                    .or_else(|| g.run_dir().read_state())
                     .ok_or_else(|| failed(&name, "the monitor reported success but wrote no state"))
             } else if report.is_empty() {
                 let _ = cg;
@@ -611,6 +647,14 @@ fn start_created(
             }
         }
     }
+}
+
+/// Tell the starting command that the guest runs: `OK`, a newline and `state` as JSON (the
+/// start returns it without reading state.json, which the monitor may already have removed
+/// for an init that ended at once). False when the command is gone (the pipe is closed).
+pub(crate) fn report_ok(w: &OwnedFd, state: &RunState) -> bool {
+    let json = serde_json::to_string(state).unwrap_or_default();
+    nix::unistd::write(w, format!("OK\n{json}").as_bytes()).is_ok()
 }
 
 /// The monitor process: detach, spawn the guest, report, supervise.
@@ -750,7 +794,7 @@ fn monitor_main(
             let mut report = Some(report);
             if secs == 0 {
                 if let Some(r) = report.take() {
-                    let _ = nix::unistd::write(&r, b"OK");
+                    report_ok(&r, &state);
                 }
             }
             lock.forget_in_child();
@@ -766,7 +810,7 @@ fn monitor_main(
             })
         }
         None => {
-            if nix::unistd::write(&report, b"OK").is_err() {
+            if !report_ok(&report, &state) {
                 // The starting command died: do not leave a guest nobody asked for. Clean up
                 // while still holding the lock.
                 let _ = crate::context::clone::pidfd_kill(spawned.pidfd.as_fd(), libc::SIGKILL);

@@ -293,7 +293,11 @@ pub fn run(
                 }
                 if n.ready && boot_failed.is_none() {
                     if let Some(r) = b.report.take() {
-                        if nix::unistd::write(&r, b"OK").is_err() {
+                        let ok = match g.run_dir().read_state() {
+                            Some(st) => crate::guest::start::report_ok(&r, &st),
+                            None => nix::unistd::write(&r, b"OK").is_ok(),
+                        };
+                        if !ok {
                             // The starting command died before the guest was up: do not leave
                             // a guest nobody asked for (cleaned up below once its init ends).
                             note(g, "the start was interrupted: stopping the guest");

@@ -461,16 +461,82 @@ pub const LXCFS_PROC_FILES: &[&str] = &[
     "loadavg",
 ];
 
-/// Where LXCFS is mounted, if it runs: the first `fuse.lxcfs` mount in `mounts_text`
-/// (the text of /proc/self/mounts) that serves `proc/meminfo`.
+/// Where LXCFS is mounted: the first `fuse.lxcfs` mount in `mounts_text` (the text of
+/// /proc/self/mounts), without touching it (a stalled LXCFS blocks whoever stats its files).
+pub fn lxcfs_mount(mounts_text: &str) -> Option<std::path::PathBuf> {
+    mounts_text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "fuse.lxcfs").then(|| std::path::PathBuf::from(f[1]))
+    })
+}
+
+/// Where LXCFS is mounted, if it runs: [`lxcfs_mount`] when it serves `proc/meminfo`. The
+/// check may block as long as LXCFS does: the engine asks [`probe_lxcfs`] instead.
 pub fn lxcfs_dir(mounts_text: &str) -> Option<std::path::PathBuf> {
-    mounts_text
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "fuse.lxcfs").then(|| std::path::PathBuf::from(f[1]))
-        })
-        .filter(|d| d.join("proc/meminfo").exists())
+    lxcfs_mount(mounts_text).filter(|d| d.join("proc/meminfo").exists())
+}
+
+/// Which of [`LXCFS_PROC_FILES`] LXCFS at `dir` serves, asked by a child process that is
+/// killed after `limit`: LXCFS is one daemon for every guest and the host, and any of them can
+/// stall it (issue 16), so a start never waits on it longer than that. None when it did not
+/// answer in time (or the child could not be made). Call single-threaded.
+pub fn probe_lxcfs(dir: &Path, limit: std::time::Duration) -> Option<Vec<&'static str>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+    // SAFETY: single-threaded (the caller's contract); the child only stats and exits.
+    match unsafe { nix::unistd::fork() }.ok()? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            crate::testhook::pause("lxcfs-probe");
+            let answer: Vec<u8> = LXCFS_PROC_FILES
+                .iter()
+                .map(|f| {
+                    if dir.join("proc").join(f).exists() {
+                        b'1'
+                    } else {
+                        b'0'
+                    }
+                })
+                .collect();
+            let _ = nix::unistd::write(&w, &answer);
+            // SAFETY: leave the forked child without the parent's atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let deadline = std::time::Instant::now() + limit;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            while got.len() < LXCFS_PROC_FILES.len() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&r), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break,
+                    Ok(_) => {}
+                }
+                match nix::unistd::read(&r, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            // A child stuck in a FUSE request dies on SIGKILL (the wait is killable).
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+            (got.len() == LXCFS_PROC_FILES.len()).then(|| {
+                LXCFS_PROC_FILES
+                    .iter()
+                    .zip(got)
+                    .filter(|(_, b)| *b == b'1')
+                    .map(|(f, _)| *f)
+                    .collect()
+            })
+        }
+    }
 }
 
 /// A host directory to bind into the guest: detached with open_tree(2) while the host tree is

@@ -544,14 +544,16 @@ fn rules(
     let allow = ScmpAction::Allow;
     let mut rules: Vec<Rule> = ALLOWED
         .iter()
-        .filter(|&&n| !matches!(n, "ioprio_set" | "io_setup") || ioprio_allowed.is_empty())
+        .filter(|&&n| n != "io_setup")
+        .filter(|&&n| n != "ioprio_set" || ioprio_allowed.is_empty())
         .map(|&n| rule(n, allow, vec![]))
         .collect();
-    if !ioprio_allowed.is_empty() {
-        // Linux AIO carries a priority per request (IOCB_FLAG_IOPRIO) that no filter can see:
-        // with an I/O priority set, io_setup says ENOSYS and programs use their fallback.
-        rules.push(rule("io_setup", ScmpAction::Errno(libc::ENOSYS), vec![]));
-    }
+    // Linux AIO contexts come from one host-wide pool (fs.aio-max-nr): one io_setup(65536)
+    // took all of it from the host and every other guest. io_setup says ENOSYS, so programs
+    // use their fallback (MariaDB, QEMU and fio have one); `[seccomp] allow = ["io_setup"]`
+    // gives it back to a guest that needs it (sharing the pool). Linux AIO also carries a
+    // priority per request (IOCB_FLAG_IOPRIO) that no filter can see.
+    rules.push(rule("io_setup", ScmpAction::Errno(libc::ENOSYS), vec![]));
     // ioprio_set(which, who, ioprio): only the allowed priorities (low 32 bits, an int).
     rules.extend(
         ioprio_allowed
@@ -862,6 +864,7 @@ mod tests {
                 r => eperm(r),
             }),
             ("clone3", || sys(libc::SYS_clone3, 0, 0, 0) == Err(Errno::ENOSYS)),
+            ("io_setup", || sys(libc::SYS_io_setup, 1, 0, 0) == Err(Errno::ENOSYS)),
             ("keyctl", || eperm(sys(libc::SYS_keyctl, 0, SESSION_KEYRING, 0))),
             ("bpf", || eperm(sys(libc::SYS_bpf, 0, 0, 0))),
             ("io_uring_setup", || eperm(sys(libc::SYS_io_uring_setup, 1, 0, 0))),
@@ -915,11 +918,13 @@ mod tests {
     #[rustfmt::skip]
     fn overrides_allow_and_deny_by_name() {
         let o = Overrides {
-            allow: vec!["keyctl".into(), "socket".into()],
+            allow: vec!["keyctl".into(), "socket".into(), "io_setup".into()],
             deny: vec!["uname".into()],
         };
         let prog = SeccompProgram::guest_profile_with(&docker_caps(), &[], &[], &o).expect("profile");
         run(&prog, &[
+            // io_setup(1, NULL): the kernel's own answer (EFAULT), not the filter's ENOSYS.
+            ("io_setup reaches the kernel", || sys(libc::SYS_io_setup, 1, 0, 0) == Err(Errno::EFAULT)),
             ("keyctl reaches the kernel", || !eperm(sys(libc::SYS_keyctl, 0, SESSION_KEYRING, 0))),
             ("socket(AF_TIPC) reaches the kernel", || !eperm(sys(libc::SYS_socket, 30, libc::SOCK_DGRAM as u64, 0))),
             ("uname denied", || { let mut u = [0u8; 390]; eperm(sys(libc::SYS_uname, u.as_mut_ptr() as u64, 0, 0)) }),
