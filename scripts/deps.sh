@@ -11,6 +11,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The CRI test (tests/oci_cri.rs): Debian's CNI plugins, and its CRI client's Python packages in a
+# virtualenv of their own (crictl is built from Go modules, which this machine cannot fetch).
+if ! dpkg -s containernetworking-plugins python3-venv >/dev/null 2>&1; then
+  apt-get update -qq || true
+  apt-get install -y -qq containernetworking-plugins python3-venv >/dev/null
+fi
+cri_venv=/opt/vserver-test/cri-venv
+if ! "$cri_venv/bin/python3" -c 'import grpc, cri_api.v1.api_pb2' >/dev/null 2>&1; then
+  rm -rf "$cri_venv"
+  /usr/bin/python3 -m venv "$cri_venv"
+  "$cri_venv/bin/pip" install -q --disable-pip-version-check 'container-runtime-interface-api==2.0.1'
+fi
 # LXCFS gives guests their own /proc/meminfo, cpuinfo, stat...; start it where no init system did.
 # A mount left by an LXCFS that died answers "Transport endpoint is not connected": drop it.
 if grep -q ' /var/lib/lxcfs fuse.lxcfs ' /proc/self/mounts && ! head -c1 /var/lib/lxcfs/proc/meminfo >/dev/null 2>&1; then

@@ -300,10 +300,10 @@ fn a_bad_config_names_the_field_and_leaves_nothing() {
         (
             {
                 let mut c = good.clone();
-                c["process"]["bogus"] = json!(1);
+                c["process"]["terminal"] = json!("yes");
                 c
             },
-            "bogus",
+            "process.terminal",
         ),
         (
             {
@@ -677,6 +677,65 @@ fn what_a_first_trial_tripped_over() {
 /// fds (the pid file's directory, cgroup files): container root could open them through
 /// /proc/PID/fd and write anywhere on the host. Now it holds only its stdio and pipes, and
 /// nothing of it can be read from the container.
+/// `exec ID true` started in a thread and held at the pause point `step` (testhook) until
+/// [`PausedExec::resume`]; its pid file is `held.pid` in the bundle.
+struct PausedExec {
+    pause: PathBuf,
+    step: &'static str,
+    thread: std::thread::JoinHandle<Output>,
+}
+
+impl PausedExec {
+    fn start(b: &Bundle, id: &str, step: &'static str) -> PausedExec {
+        let pause = b.dir.join(format!("pause-{step}"));
+        let pidf = b.dir.join("held.pid");
+        let mut held = b.cmd();
+        held.args(["exec", "--pid-file", pidf.to_str().unwrap(), id, "true"])
+            .env("VSERVER_PAUSE_AT", step)
+            .env("VSERVER_PAUSE_FILE", &pause);
+        let dir = b.dir.clone();
+        let thread = std::thread::spawn(move || run_to_files(&mut held, &dir));
+        let want = format!("paused {step} ");
+        wait_until(20, "the exec'd process to pause", || {
+            std::fs::read_to_string(&pause)
+                .unwrap_or_default()
+                .contains(&want)
+        });
+        PausedExec {
+            pause,
+            step,
+            thread,
+        }
+    }
+
+    /// The pid the pause point reported (as the paused process sees itself).
+    fn reported_pid(&self) -> String {
+        let want = format!("paused {} ", self.step);
+        std::fs::read_to_string(&self.pause)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Let it go on; the exec's output once it ended.
+    fn resume(self) -> Output {
+        use std::io::Write;
+        writeln!(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.pause)
+                .unwrap(),
+            "resume {}",
+            self.step
+        )
+        .unwrap();
+        self.thread.join().unwrap()
+    }
+}
+
 #[test]
 fn an_exec_helper_paused_before_execve_shows_the_container_nothing() {
     if !require_root() {
@@ -686,19 +745,8 @@ fn an_exec_helper_paused_before_execve_shows_the_container_nothing() {
     b.args(&["sleep", "1000"]);
     let id = id("exechold");
     assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
-    let pause = b.dir.join("pause");
+    let held = PausedExec::start(&b, &id, "oci-pre-exec");
     let pidf = b.dir.join("held.pid");
-    let mut held = b.cmd();
-    held.args(["exec", "--pid-file", pidf.to_str().unwrap(), &id, "true"])
-        .env("VSERVER_PAUSE_AT", "oci-pre-exec")
-        .env("VSERVER_PAUSE_FILE", &pause);
-    let dir = b.dir.clone();
-    let t = std::thread::spawn(move || run_to_files(&mut held, &dir));
-    wait_until(20, "the exec'd process to pause", || {
-        std::fs::read_to_string(&pause)
-            .unwrap_or_default()
-            .contains("paused oci-pre-exec ")
-    });
     // From inside: every fd of every process is the container's own, or unreadable.
     let o = b.oci(&[
         "exec", &id, "sh", "-c",
@@ -734,18 +782,76 @@ fn an_exec_helper_paused_before_execve_shows_the_container_nothing() {
             .all(|f| *f != host && !f.contains("cgroup") && !f.contains("/state")),
         "{fds:?}"
     );
-    {
-        use std::io::Write;
-        writeln!(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&pause)
-                .unwrap(),
-            "resume oci-pre-exec"
-        )
-        .unwrap();
+    assert_ok(&held.resume(), "the paused exec");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}
+
+/// Found by a ninth hostile review: the exec'd process was born in the container's pid
+/// namespace with the runtime's full power (every capability, no seccomp filter) and kept it
+/// until the go byte; a container with CAP_SYS_PTRACE attached to it, made it run its own
+/// program and read the host's files. Now the command is born reduced: paused before its
+/// execve it has the container's capability sets, its filter and its user already.
+#[test]
+fn an_exec_helper_is_born_with_no_more_power_than_the_container() {
+    if !require_root() {
+        return;
     }
-    assert_ok(&t.join().unwrap(), "the paused exec");
+    let b = Bundle::new("execborn");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    let kill_only = json!(["CAP_KILL"]);
+    c["process"]["capabilities"] =
+        json!({"bounding": kill_only, "effective": kill_only, "permitted": kill_only});
+    c["process"]["noNewPrivileges"] = json!(false);
+    c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO"}]});
+    b.set_config(&c);
+    let id = id("execborn");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let held = PausedExec::start(&b, &id, "exec-command-born");
+    // Before the go byte: the hook names the process by its pid in the container; its host
+    // pid is the one whose NSpid ends with it, in the init's pid namespace.
+    let inner = held.reported_pid();
+    let init_ns = std::fs::read_link(format!("/proc/{}/ns/pid", init_pid_of(&b, &id))).unwrap();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|p| p.parse::<u32>().is_ok())
+        .find(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&init_ns)
+                && std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        l.starts_with("NSpid:")
+                            && l.split_whitespace().last() == Some(inner.as_str())
+                    })
+        })
+        .expect("the paused command in the host's /proc");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    // CAP_KILL is bit 5.
+    for k in ["CapBnd:", "CapEff:", "CapPrm:"] {
+        assert_eq!(
+            field(k),
+            "0000000000000020",
+            "{k} of the paused exec: {status}"
+        );
+    }
+    assert_eq!(field("Seccomp:"), "2", "no filter before execve: {status}");
+    assert!(field("Uid:").starts_with("1000"), "{status}");
+    assert_ok(&held.resume(), "the paused exec");
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
 }
 
@@ -2011,11 +2117,23 @@ fn a_container_cannot_lift_its_own_cgroup_limits() {
         std::fs::read_to_string(&flog)
             .is_ok_and(|t| t.contains("FREEZING") || t.contains("no freezer"))
     });
-    if let Some(state) = cgroup_file(&id, "freezer", "payload/freezer.state") {
+    if cgroup_file(&id, "freezer", "payload/freezer.state").is_some() {
         wait_until(10, "the leaf to freeze", || {
             cgroup_file(&id, "freezer", "payload/freezer.state").as_deref() == Some("FROZEN")
         });
-        let _ = state;
+        // A container frozen by itself is paused (as runc says), exec says so instead of
+        // hanging, and kill KILL ends it (the v1 tree is thawed first).
+        assert_eq!(b.state(&id)["status"], "paused");
+        let o = b.oci(&["exec", &id, "true"]);
+        assert!(
+            !o.status.success() && text(&o).contains("paused"),
+            "{}",
+            text(&o)
+        );
+        assert_ok(&b.oci(&["kill", &id, "KILL"]), "kill KILL");
+        wait_until(10, "the self-frozen container to stop", || {
+            b.state(&id)["status"] == "stopped"
+        });
     }
     assert_ok(
         &b.oci(&["delete", "--force", &id]),

@@ -405,6 +405,17 @@ fn user_namespace_mappings_hold_and_exec_joins_them() {
     s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
     s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": base, "size": 65536}]);
     c.expect_pass("a user namespace", &s);
+    // Without a network namespace of its own sysfs cannot be mounted there: the host's /sys
+    // is bound read-only instead (as runc does).
+    let mut host_net = s.clone();
+    host_net["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    c.expect_pass(
+        "a user namespace in the host's network namespace",
+        &host_net,
+    );
     // A service in it; exec joins the user namespace: root inside, the mapped id outside.
     s["process"]["args"] = json!(["sleep", "1000"]);
     std::fs::write(
@@ -517,4 +528,159 @@ fn rslave_root_propagation_shows_host_mounts_made_later() {
         text(&o)
     );
     assert_ok(&c.oci(&["delete", "--force", &c.id]), "delete --force");
+}
+
+/// A tmpfs mounted by the test (on `dir`), unmounted when dropped.
+struct TestMount(PathBuf);
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// What the conformance suites and containerd found where vserver-oci differed from the spec
+/// or from runc: unknown properties ignored, `exec -e` replacing a variable, `exec
+/// --ignore-paused`, `linux.personality` for exec'd processes, each masked and read-only path
+/// mounted once, `rbind,ro` read-only at the top only and `rro` everywhere, data options on a
+/// bind ignored, CPU shares written as given, and `kill --all` of a stopped container.
+#[test]
+fn runc_semantics_hold_where_the_suites_found_differences() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("runcsem");
+    // A host directory with a mount below it, bound twice: `rbind,ro` and `rbind,rro`.
+    let vol = c.dir.join("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &vol.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _sub = TestMount(vol.join("sub"));
+    let mut s = c.base();
+    s["process"]["args"] = json!(["sleep", "1000"]);
+    s["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("MY_VAR=one"));
+    s["process"]["bogus"] = json!(1);
+    s["futureTopLevel"] = json!({"x": 1});
+    s["linux"]["personality"] = json!({"domain": "LINUX32"});
+    s["linux"]["resources"]["cpu"] = json!({"shares": 512});
+    let mounts = s["mounts"].as_array_mut().unwrap();
+    for (dst, opts) in [
+        ("/top", json!(["rbind", "ro", "mode=755"])),
+        ("/all", json!(["rbind", "rro"])),
+    ] {
+        mounts.push(json!({"destination": dst, "type": "bind", "source": vol.to_str().unwrap(), "options": opts}));
+    }
+    std::fs::write(
+        c.dir.join("config.json"),
+        serde_json::to_string(&s).unwrap(),
+    )
+    .unwrap();
+    let o = c.oci(&["run", "-d", "--bundle", c.dir.to_str().unwrap(), &c.id]);
+    assert_ok(&o, "run -d with unknown properties");
+    assert!(
+        text(&o).contains("process.bogus") && text(&o).contains("futureTopLevel"),
+        "the ignored properties are not named: {}",
+        text(&o)
+    );
+    let sh = |cmd: &str| c.oci(&["exec", &c.id, "sh", "-c", cmd]);
+    // -e replaces the variable of the container's environment.
+    let o = c.oci(&[
+        "exec",
+        "-e",
+        "MY_VAR=two",
+        &c.id,
+        "sh",
+        "-c",
+        "env | grep ^MY_VAR=",
+    ]);
+    assert_ok(&o, "exec -e");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "MY_VAR=two");
+    // The container's personality holds for exec'd processes.
+    let o = sh("cat /proc/self/personality");
+    assert_ok(&o, "exec cat personality");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "00000008");
+    // One mount each for a masked and a read-only path that the engine masks too.
+    // (A path this kernel lacks has none.)
+    for p in [
+        "/proc/keys",
+        "/proc/acpi",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ] {
+        let o = sh(&format!("grep -c ' {p} ' /proc/self/mountinfo"));
+        let n: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        let exists = std::path::Path::new(p).exists();
+        assert_eq!(n, u32::from(exists), "mounts on {p}");
+    }
+    // rbind,ro: the top read-only, the mount below it as it was; rro: all of it.
+    assert!(!sh("touch /top/x").status.success(), "/top is writable");
+    assert_ok(&sh("touch /top/sub/x"), "touch below an rbind,ro");
+    assert!(!sh("touch /all/x").status.success(), "/all is writable");
+    assert!(
+        !sh("touch /all/sub/y").status.success(),
+        "below an rro is writable"
+    );
+    // CPU shares as given (v1), or by the documented conversion (v2).
+    let pid = c.oci(&["state", &c.id]);
+    let pid = serde_json::from_slice::<Value>(&pid.stdout).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = cg.lines().find_map(|l| {
+        let f: Vec<&str> = l.splitn(3, ':').collect();
+        f[1].split(',')
+            .any(|c| c == "cpu")
+            .then(|| format!("/sys/fs/cgroup/cpu{}/cpu.shares", f[2]))
+    });
+    match v1 {
+        Some(f) => assert_eq!(std::fs::read_to_string(f).unwrap().trim(), "512"),
+        None => {
+            let p = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            let w = std::fs::read_to_string(format!("/sys/fs/cgroup{p}/cpu.weight")).unwrap();
+            assert_eq!(w.trim(), (1 + (510 * 9999) / 262_142).to_string());
+        }
+    }
+    // exec --ignore-paused: accepted, and the process runs once the container is resumed.
+    assert_ok(&c.oci(&["pause", &c.id]), "pause");
+    let paused = Command::new(bin("vserver-oci"))
+        .arg("--root")
+        .arg(&c.root)
+        .args(["exec", "--ignore-paused", &c.id, "sh", "-c", "echo ran"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_ok(&c.oci(&["resume", &c.id]), "resume");
+    let o = paused.wait_with_output().unwrap();
+    assert_ok(&o, "exec --ignore-paused");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ran");
+    // kill --all of a stopped container succeeds (containerd's shim sends it after every
+    // exit); a plain kill says what runc says.
+    assert_ok(&c.oci(&["kill", &c.id, "KILL"]), "kill");
+    wait_until(10, "the init to stop", || {
+        serde_json::from_slice::<Value>(&c.oci(&["state", &c.id]).stdout)
+            .is_ok_and(|v| v["status"] == "stopped")
+    });
+    assert_ok(
+        &c.oci(&["kill", "--all", &c.id, "KILL"]),
+        "kill --all stopped",
+    );
+    let o = c.oci(&["kill", &c.id, "KILL"]);
+    assert!(
+        !o.status.success() && text(&o).contains("container not running"),
+        "{}",
+        text(&o)
+    );
+    assert_ok(&c.oci(&["delete", &c.id]), "delete");
 }

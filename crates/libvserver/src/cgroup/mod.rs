@@ -591,7 +591,7 @@ impl GuestCgroup {
     /// task does not die of SIGKILL, thawing a parent does not thaw a child that was frozen
     /// on its own, and a container can freeze the cgroups below its own (its leaf, through a
     /// cgroup namespace of its own). On v2 a fatal signal ends a frozen task.
-    fn thaw_v1_tree(&self) {
+    pub(crate) fn thaw_v1_tree(&self) {
         for (h, d) in &self.dirs {
             if h.is_v2() || !h.has_controller("freezer") {
                 continue;
@@ -814,6 +814,41 @@ impl GuestCgroup {
         Ok(())
     }
 
+    /// Set the CPU share of an OCI container: v1 `cpu.shares` exactly as given (2..262144), v2
+    /// `cpu.weight` from it by the conversion runc and crun use (1 + (shares - 2) * 9999 /
+    /// 262142, so 1024 is weight 39; Documentation/admin-guide/cgroup-v2.rst "Weights").
+    ///
+    /// Errors: [`CgroupError::Unsupported`] when no hierarchy has either file;
+    /// [`CgroupError::Io`] when the kernel refuses the value.
+    pub fn set_cpu_shares(&self, shares: u64) -> Result<()> {
+        let shares = shares.clamp(2, 262_144);
+        let mut done = false;
+        for (h, d) in &self.dirs {
+            let (file, value) = if h.is_v2() {
+                ("cpu.weight", 1 + ((shares - 2) * 9999) / 262_142)
+            } else {
+                ("cpu.shares", shares)
+            };
+            let p = d.join(file);
+            let Ok(now) = fs::read_to_string(&p) else {
+                continue;
+            };
+            if now.trim() != value.to_string() {
+                write_file(self.xid, &p, &value.to_string())?;
+            }
+            done = true;
+        }
+        if done {
+            Ok(())
+        } else {
+            Err(CgroupError::Unsupported {
+                xid: self.xid,
+                key: "linux.resources.cpu.shares",
+                needs: "cpu.weight or cpu.shares",
+            })
+        }
+    }
+
     /// Write the bandwidth and IOPS caps of `l` (`io_read_bps`, `io_write_bps`, `io_read_iops`,
     /// `io_write_iops`) for the block device `dev` (major, minor): v2 `io.max`, v1
     /// `blkio.throttle.{read,write}_{bps,iops}_device` (Documentation/admin-guide/cgroup-v2.rst
@@ -957,6 +992,11 @@ impl GuestCgroup {
 
     /// True if the guest is frozen (v2 `cgroup.events`, or v1 `freezer.state`).
     pub fn is_frozen(&self) -> bool {
+        // The processes' leaf counts: a container may freeze its own (v1, v2 without
+        // nsdelegate), and its state is then paused whatever its parent says.
+        if self.leaf && self.leaf().is_some_and(|l| l.is_frozen()) {
+            return true;
+        }
         self.dirs.iter().any(|(h, d)| {
             if h.is_v2() {
                 fs::read_to_string(d.join("cgroup.events"))

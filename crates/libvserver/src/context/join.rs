@@ -278,6 +278,7 @@ fn run_intermediate(
                 // then at EOF.)
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             }
+            crate::testhook::pause("exec-command-born");
             if !sync::wait_go(&go) {
                 exit_now(1);
             }

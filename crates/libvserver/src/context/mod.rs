@@ -113,6 +113,9 @@ pub struct OciExtras {
     pub readonly: Vec<String>,
     /// Remount the root read-only once everything is mounted.
     pub readonly_root: bool,
+    /// The order of the engine's /proc, /sys and /dev as config.json lists them (empty: the
+    /// engine's own, [`crate::rootfs::ENGINE_ORDER`]).
+    pub engine_order: Vec<crate::rootfs::EngineMount>,
     /// Mount a read-only cgroup file system on /sys/fs/cgroup.
     pub cgroup_mount: bool,
     /// Working directory inside (absolute, resolved after pivot_root).

@@ -183,6 +183,99 @@ fn path_of(env: &[std::ffi::CString]) -> String {
         .unwrap_or_else(|| super::child::GUEST_PATH.to_string())
 }
 
+/// A session keyring of its own (never the caller's: containerd's, shared by every pod) and
+/// `linux.personality`.
+///
+/// Errors: the step and the OS error.
+fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
+    crate::security::keyring::fresh_session_keyring()
+        .map_err(|e| format!("join a fresh session keyring: {e}"))?;
+    if let Some(p) = x.personality {
+        // SAFETY: plain syscall with an integer argument.
+        if unsafe { libc::personality(p) } < 0 {
+            return Err(format!("personality {p:#x}: {}", nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
+}
+
+/// chdir(2) to `process.cwd`, required to be inside the root (outside a pivot_root'ed tree a
+/// cwd could be anywhere).
+///
+/// Errors: the path and the OS error.
+fn enter_cwd(x: &OciExtras) -> Result<(), String> {
+    nix::unistd::chdir(x.cwd.as_str()).map_err(|e| format!("process.cwd {}: {e}", x.cwd))?;
+    nix::unistd::getcwd()
+        .map(drop)
+        .map_err(|_| format!("process.cwd {} is outside the container", x.cwd))
+}
+
+/// An exec'd process's reductions, made in the join protocol's intermediate (host pid
+/// namespace, never visible in the container) before it forks the command: rlimits, a fresh
+/// session keyring, the personality, no_new_privs, the bounding set, the seccomp filter and
+/// the user with its capability sets. The command is born with the container's power and
+/// nothing more: a container that may trace processes in its pid namespace finds no moment
+/// where the exec'd process holds the runtime's (it waits for the go byte already reduced).
+/// The filter is loaded before the user switch when no_new_privs is not asked for (loading it
+/// then needs CAP_SYS_ADMIN), else after it, as for the init.
+///
+/// Errors: the step and the OS error.
+pub(crate) fn reduce_for_exec(
+    x: &OciExtras,
+    cap_drop: &[Capability],
+    seccomp: Option<&SeccompProgram>,
+    rlimits: &[super::child::Rlimit],
+) -> Result<(), String> {
+    super::child::set_rlimits(rlimits)?;
+    keyring_and_personality(x)?;
+    if x.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    }
+    crate::security::caps::apply_bounding(cap_drop, false)?;
+    let load = || -> Result<(), String> {
+        match seccomp {
+            Some(s) => s
+                .load()
+                .map_err(|e| format!("load the seccomp filter: {e}")),
+            None => Ok(()),
+        }
+    };
+    if !x.no_new_privs {
+        load()?;
+    }
+    become_user(x)?;
+    let _ = nix::sys::prctl::set_dumpable(false);
+    if x.no_new_privs {
+        load()?;
+    }
+    Ok(())
+}
+
+/// An exec'd process's last steps once released (after [`reduce_for_exec`] in its parent):
+/// its working directory (inside the container), umask, signal dispositions and the program;
+/// never returns. Failures are reported on `err` until execve(2).
+pub(crate) fn finish_exec(x: &OciExtras, payload: &Payload, err: OwnedFd) -> ! {
+    let Payload::Exec { argv, env } = payload else {
+        fail(&err, "an OCI exec runs a program")
+    };
+    if let Err(e) = enter_cwd(x) {
+        fail(&err, &e);
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(x.umask as libc::mode_t) };
+    let Some(prog) = argv.first() else {
+        fail(&err, "process.args is empty")
+    };
+    if let Err(e) = find_program(&prog.to_string_lossy(), &path_of(env)) {
+        fail(&err, &e);
+    }
+    crate::testhook::pause("oci-pre-exec");
+    reset_signals();
+    std::env::set_var("PATH", path_of(env));
+    let e = nix::unistd::execvpe(prog, argv, env).unwrap_err();
+    fail(&err, &format!("exec {}: {e}", prog.to_string_lossy()))
+}
+
 /// Last steps of an OCI container's init; never returns. `err` reports setup failures to
 /// `create`; it is closed (the "ready" signal) before the gate, and later failures go to the
 /// container's stderr.
@@ -202,15 +295,8 @@ pub(crate) fn finish(
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         fail(&err, &e);
     }
-    if let Err(e) = nix::unistd::chdir(x.cwd.as_str()) {
-        fail(&err, &format!("process.cwd {}: {e}", x.cwd));
-    }
-    // Outside a pivot_root'ed tree a cwd could be anywhere: require it inside.
-    if nix::unistd::getcwd().is_err() {
-        fail(
-            &err,
-            &format!("process.cwd {} is outside the container", x.cwd),
-        );
+    if let Err(e) = enter_cwd(x) {
+        fail(&err, &e);
     }
     // Every inherited fd but stdio, the passed ones, the gate and the error pipe is closed
     // now, not only at execve: the init waits at the gate while exec may already run
@@ -234,18 +320,8 @@ pub(crate) fn finish(
     // /dev/tty a container could type into the administrator's shell with TIOCSTI) nor its
     // process group. A console was made the controlling terminal of a new session already.
     let _ = nix::unistd::setsid();
-    // A session keyring of its own: never the caller's (containerd's, shared by every pod).
-    if let Err(e) = crate::security::keyring::fresh_session_keyring() {
-        fail(&err, &format!("join a fresh session keyring: {e}"));
-    }
-    if let Some(p) = x.personality {
-        // SAFETY: plain syscall with an integer argument.
-        if unsafe { libc::personality(p) } < 0 {
-            fail(
-                &err,
-                &format!("personality {p:#x}: {}", nix::errno::Errno::last()),
-            );
-        }
+    if let Err(e) = keyring_and_personality(x) {
+        fail(&err, &e);
     }
     // The process is what config.json says before it reports ready and waits for `start`:
     // nothing waits at the gate with the runtime's power (a process sharing its pid

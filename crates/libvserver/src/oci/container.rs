@@ -25,7 +25,8 @@ pub enum OciError {
     #[error(transparent)]
     State(#[from] StateError),
     /// The container is not running (or created) where that is needed.
-    #[error("container {0} is not running")]
+    /// Worded as runc words it: containerd's shim matches `container not running`.
+    #[error("container not running ({0})")]
     NotRunning(String),
     /// `delete` of a running container without `--force`.
     #[error("cannot delete container {0} that is not stopped: {1} (use --force)")]
@@ -189,11 +190,6 @@ fn apply_to(
             let period = c.period.filter(|p| *p > 0).unwrap_or(100_000);
             l.cpu = Some(format!("{}", q as f64 / period as f64));
         }
-        if let Some(s) = c.shares.filter(|s| *s > 0) {
-            // cgroup v1 shares 2..262144 onto v2 weights 1..10000 (runc's formula).
-            let s = s.clamp(2, 262_144);
-            l.cpu_weight = Some((1 + ((s - 2) * 9999) / 262_142) as u32);
-        }
         l.cpuset = c.cpus.clone().filter(|c| !c.is_empty());
     }
     if let Some(p) = &r.pids {
@@ -205,6 +201,11 @@ fn apply_to(
         l.io_weight = b.weight.map(u32::from);
     }
     cg.apply_limits(&l).map_err(|e| failed(id, e.to_string()))?;
+    // Shares as given on v1 (a round trip through a v2 weight loses them: 512 became 204).
+    if let Some(s) = r.cpu.as_ref().and_then(|c| c.shares).filter(|s| *s > 0) {
+        cg.set_cpu_shares(s)
+            .map_err(|e| failed(id, e.to_string()))?;
+    }
     if let Some(b) = &r.block_io {
         for (list, which) in [
             (&b.throttle_read_bps_device, 0),
@@ -432,12 +433,22 @@ pub(crate) fn context_spec(
     let mut mounts = Vec::new();
     let mut mount_fields = Vec::new();
     let mut cgroup_mount = false;
+    let mut engine_order = Vec::new();
     for (i, mnt) in spec.mounts.iter().enumerate() {
         let kind = mnt.kind.clone().unwrap_or_default();
-        if ENGINE_MOUNTS
-            .iter()
-            .any(|(d, _)| *d == mnt.destination.trim_end_matches('/'))
-        {
+        let dest = mnt.destination.trim_end_matches('/');
+        // The pod's /dev/shm that containerd binds into each container of a sandbox is
+        // honoured (over the engine's own); the engine's file systems are otherwise its own.
+        let bindish = kind == "bind" || mnt.options.iter().any(|o| o == "bind" || o == "rbind");
+        if ENGINE_MOUNTS.iter().any(|(d, _)| *d == dest) && !(dest == "/dev/shm" && bindish) {
+            let which = match dest {
+                "/proc" => crate::rootfs::EngineMount::Proc,
+                "/sys" => crate::rootfs::EngineMount::Sys,
+                _ => crate::rootfs::EngineMount::Dev,
+            };
+            if !engine_order.contains(&which) {
+                engine_order.push(which);
+            }
             continue;
         }
         if mnt.destination.trim_end_matches('/') == "/sys/fs/cgroup"
@@ -500,18 +511,21 @@ pub(crate) fn context_spec(
         masked: linux.map(|l| l.masked_paths.clone()).unwrap_or_default(),
         readonly: linux.map(|l| l.readonly_paths.clone()).unwrap_or_default(),
         readonly_root: spec.root.as_ref().is_some_and(|r| r.readonly),
+        engine_order: {
+            // Those the config does not list keep the engine's order, after the others.
+            for w in crate::rootfs::ENGINE_ORDER {
+                if !engine_order.contains(&w) {
+                    engine_order.push(w);
+                }
+            }
+            engine_order
+        },
         cgroup_mount,
         gate: Some(gate),
         create_container: hooks.create_container.clone(),
         start_container: hooks.start_container.clone(),
         hook_state: hook_state(st, Status::Created),
-        personality: linux.and_then(|l| l.personality.as_ref()).map(|p| {
-            if p.domain == "LINUX32" {
-                0x0008
-            } else {
-                0
-            }
-        }),
+        personality: personality_of(linux),
         preserve_fds,
         rootfs_slave: linux
             .and_then(|l| l.rootfs_propagation.as_deref())
@@ -542,7 +556,7 @@ pub(crate) fn context_spec(
         console,
         payload: Payload::Exec {
             argv: cstrings(&process.args),
-            env: cstrings(&process.env),
+            env: cstrings(&super::spec::dedup_env(&process.env)),
         },
         userns: creates(linux, "user").then(|| {
             let text = |maps: &[super::spec::IdMapping]| -> String {
@@ -585,6 +599,21 @@ impl Drop for Undo {
     }
 }
 
+/// The personality(2) value of `linux.personality` (PER_LINUX32 = 0x0008 or PER_LINUX = 0),
+/// for the init and every exec'd process alike.
+pub(crate) fn personality_of(linux: Option<&super::spec::Linux>) -> Option<libc::c_ulong> {
+    linux
+        .and_then(|l| l.personality.as_ref())
+        .map(|p| if p.domain == "LINUX32" { 0x0008 } else { 0 })
+}
+
+/// Say on stderr which properties of `path` the spec does not define and were ignored.
+pub fn warn_ignored(path: &str, ignored: &[String]) {
+    for p in ignored {
+        eprintln!("vserver-oci: {path}: ignored {p}: not a property of the OCI runtime spec");
+    }
+}
+
 /// `create`: see the module doc. Returns the init's pidfd (`run` waits on it).
 ///
 /// Errors: [`OciError`]; nothing is left behind (state directory, cgroup, process).
@@ -596,6 +625,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     let cfg = bundle.join("config.json");
     let cfg_s = cfg.display().to_string();
     let spec = Spec::load(&cfg)?;
+    warn_ignored(&cfg_s, &spec.ignored);
     spec.check_supported(&cfg_s)?;
     let root = spec
         .root
@@ -842,10 +872,9 @@ pub fn live_status(st: &State) -> Status {
     if st.pid <= 0 || !crate::context::clone::same_process(st.pid, st.init_start) {
         return Status::Stopped;
     }
-    if let Ok(l) = CgroupLayout::detect_cached() {
-        if GuestCgroup::at_path(&l, 0, &st.cgroup).is_frozen() {
-            return Status::Paused;
-        }
+    // Paused by `pause`, or by the container itself (its leaf frozen from inside).
+    if cgroup_of(&st.id, &st.cgroup).is_ok_and(|cg| cg.is_frozen()) {
+        return Status::Paused;
     }
     match st.status {
         Status::Creating | Status::Created => Status::Created,
@@ -925,18 +954,28 @@ pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
     Ok(())
 }
 
-/// `kill`: send `sig` to the init, or with `all` to every process of the container.
+/// `kill`: send `sig` to the init, or with `all` to every process of the container (a stopped
+/// container without processes is then left as it is, successfully).
 ///
-/// Errors: the container is stopped ("container not running").
+/// Errors: without `all`, the container is stopped ("container not running").
 pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> {
     let c = Container::at(root, id)?;
     let st = c.load()?;
+    // On a v1 freezer a frozen task does not die of SIGKILL: thaw the whole tree first, also
+    // what the container froze itself (as runc's kill ends a paused container).
+    if sig == libc::SIGKILL {
+        if let Ok(cg) = cgroup_of(id, &st.cgroup) {
+            cg.thaw_v1_tree();
+        }
+    }
     if all {
         // Also after the init ended, while processes of the container remain (a container
         // sharing the host's pid namespace): what containerd's shim relies on.
+        // A stopped container with nothing left is a success, as with runc: containerd's
+        // shim sends `kill --all` after every exit and retries on an error.
         let cg = cgroup_of(id, &st.cgroup)?;
         if live_status(&st) == Status::Stopped && cg.all_pids().is_empty() {
-            return Err(OciError::NotRunning(id.to_string()));
+            return Ok(());
         }
         cg.signal_number(sig);
         return Ok(());
@@ -1019,9 +1058,16 @@ pub fn freeze(root: &Path, id: &str, frozen: bool) -> Result<(), OciError> {
         }
         _ => {}
     }
-    cgroup_of(id, &st.cgroup)?
-        .freeze(frozen)
-        .map_err(|e| failed(id, e.to_string()))
+    let cg = cgroup_of(id, &st.cgroup)?;
+    if !frozen {
+        // Resume thaws what the container froze below its cgroup too (v1: a child stays
+        // frozen when its parent thaws; v2: its own leaf).
+        cg.thaw_v1_tree();
+        if let Some(l) = cg.leaf() {
+            let _ = l.freeze(false);
+        }
+    }
+    cg.freeze(frozen).map_err(|e| failed(id, e.to_string()))
 }
 
 /// `update --resources`: write new limits.

@@ -3,12 +3,13 @@
 //! uses ([`crate::context::join`]): this process opens every host file it needs (log, pid
 //! file's directory, cgroup files, /proc), joins the init's mount, IPC, UTS, network and
 //! cgroup namespaces; the intermediate joins its pid (and time) namespace as host root, then
-//! its user namespace, and forks the command, which is moved into the container's cgroup, gets
-//! its oom_score_adj and pid file written, and then takes the process's rlimits, user,
-//! capability sets, no_new_privs and the container's seccomp filter (the init's last steps)
-//! and execs. Its stdio are this process's own (or a pty sent to `--console-socket`); with
-//! `--detach` this process and the intermediate exit once it runs, so it is reparented to the
-//! caller's subreaper.
+//! its user namespace, takes the process's rlimits, personality, no_new_privs, bounding set,
+//! seccomp filter, user and capability sets (it is never visible in the container), and forks
+//! the command, which is thus born with the container's power and nothing more. The command
+//! is moved into the container's cgroup, gets its oom_score_adj and pid file written, and
+//! then takes its working directory and umask and execs. Its stdio are this process's own (or
+//! a pty sent to `--console-socket`); with `--detach` this process and the intermediate exit
+//! once it runs, so it is reparented to the caller's subreaper.
 
 use super::container::{live_status, OciError};
 use super::spec::{Process, Spec, SpecError};
@@ -37,6 +38,9 @@ pub struct ExecOptions {
     pub console_socket: Option<PathBuf>,
     /// Extra fds 3..3+N passed on.
     pub preserve_fds: u32,
+    /// Run the process in a paused container too (`--ignore-paused`): it joins the frozen
+    /// cgroup and runs once the container is resumed.
+    pub ignore_paused: bool,
 }
 
 fn failed(id: &str, m: impl Into<String>) -> OciError {
@@ -60,7 +64,13 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     let st = c.load()?;
     match live_status(&st) {
         Status::Running | Status::Created => {}
-        Status::Paused => return Err(failed(id, "is paused; resume it first")),
+        Status::Paused if o.ignore_paused => {}
+        Status::Paused => {
+            return Err(failed(
+                id,
+                "is paused; resume it first (or exec --ignore-paused)",
+            ))
+        }
         _ => return Err(OciError::NotRunning(id.to_string())),
     }
     let cfg = c.file("config.json");
@@ -81,6 +91,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     let (cap_drop, rlimits) = (parts.cap_drop, parts.rlimits);
     let extras = OciExtras {
         preserve_fds: o.preserve_fds,
+        personality: super::container::personality_of(spec.linux.as_ref()),
         ..parts.extras
     };
     let payload = Payload::Exec {
@@ -89,8 +100,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
             .iter()
             .filter_map(|a| CString::new(a.as_str()).ok())
             .collect(),
-        env: p
-            .env
+        env: super::spec::dedup_env(&p.env)
             .iter()
             .filter_map(|a| CString::new(a.as_str()).ok())
             .collect(),
@@ -191,21 +201,20 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         dies_with_client: false,
         detach: o.detach,
     };
-    // The container's user namespace, after its pid namespace was joined as host root.
-    let mut enter_userns = |_: &OwnedFd| -> Result<(), String> {
+    // In the intermediate (host pid namespace, invisible in the container), after the
+    // container's pid namespace was joined as host root: its user namespace, then every
+    // reduction (rlimits, keyring, personality, no_new_privs, bounding set, seccomp, user and
+    // capability sets), so that the command is born with no more power than the container.
+    let mut reduce = |_: &OwnedFd| -> Result<(), String> {
         if userns_differs {
             nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| format!("join the container's user namespace: {e}"))?;
         }
-        Ok(())
+        crate::context::oci_child::reduce_for_exec(&extras, &cap_drop, seccomp.as_ref(), &rlimits)
     };
-    // The init's own last steps: bounding set, cwd, fds, no_new_privs, seccomp, user and
-    // capability sets, exec (errors go to `err` until then).
+    // The command's last steps: cwd, umask, exec (errors go to `err` until then).
     let mut run = |err: OwnedFd| -> std::convert::Infallible {
-        if let Err(e) = crate::context::child::set_rlimits(&rlimits) {
-            crate::context::child::fail(&err, &e);
-        }
-        crate::context::oci_child::finish(&extras, &cap_drop, seccomp.as_ref(), &payload, err)
+        crate::context::oci_child::finish_exec(&extras, &payload, err)
     };
     // Set from here, with the host's privileges, before the process runs.
     let mut host = |cmd: i32| -> Result<(), String> {
@@ -216,8 +225,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
         }
         Ok(())
     };
-    let joined =
-        join::join(plan, &mut enter_userns, &mut run, &mut host).map_err(|m| failed(id, m))?;
+    let joined = join::join(plan, &mut reduce, &mut run, &mut host).map_err(|m| failed(id, m))?;
     drop(tty);
     let report = joined.report();
     if !report.is_empty() {
@@ -239,7 +247,9 @@ pub fn load_process(path: &Path) -> Result<Process, SpecError> {
         path: p.clone(),
         source,
     })?;
-    super::spec::parse_process(&p, &text)
+    let (process, ignored) = super::spec::parse_process(&p, &text)?;
+    super::container::warn_ignored(&p, &ignored);
+    Ok(process)
 }
 
 /// Write `text` to `name` in the directory `dir` (a temporary file renamed over it), by

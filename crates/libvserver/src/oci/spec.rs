@@ -1,7 +1,9 @@
 //! `config.json` of an OCI bundle (opencontainers/runtime-spec 1.x, config.md and
-//! config-linux.md), read strictly: every field of the spec is known here, a field the spec does
-//! not define is an error naming it (`process.capabilities.bogus`), and a defined field vserver
-//! cannot honour is refused by [`Spec::check_supported`] with its path, never ignored.
+//! config-linux.md). Every field of the spec is known here; a property the spec does not define
+//! is ignored, as the spec requires ("runtimes MUST NOT generate an error if they encounter an
+//! unknown property"), and its dotted path is kept in [`Spec::ignored`] for a warning. A defined
+//! field vserver cannot honour is refused by [`Spec::check_supported`] with its path, never
+//! ignored.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,7 +43,7 @@ pub enum SpecError {
 
 /// The whole configuration (config.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Spec {
     /// Spec version; any `1.x` is accepted.
     pub oci_version: String,
@@ -84,11 +86,15 @@ pub struct Spec {
     /// FreeBSD section: refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freebsd: Option<serde_json::Value>,
+    /// Dotted paths of the properties the spec does not define, ignored while parsing
+    /// (`process.bogus`); never read from or written to JSON.
+    #[serde(skip)]
+    pub ignored: Vec<String>,
 }
 
 /// `root`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Root {
     /// Path of the root file system, relative to the bundle or absolute.
     pub path: String,
@@ -99,7 +105,7 @@ pub struct Root {
 
 /// One entry of `mounts`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Mount {
     /// Absolute path inside the container.
     pub destination: String,
@@ -122,7 +128,7 @@ pub struct Mount {
 
 /// `process` (also the whole of `exec --process FILE`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Process {
     /// Allocate a pty (sent through `--console-socket`).
     #[serde(default)]
@@ -184,7 +190,6 @@ fn slash() -> String {
 
 /// `process.consoleSize`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ConsoleSize {
     /// Rows.
     pub height: u16,
@@ -194,7 +199,7 @@ pub struct ConsoleSize {
 
 /// `process.user`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct User {
     /// uid in the container.
     #[serde(default)]
@@ -215,7 +220,6 @@ pub struct User {
 
 /// `process.capabilities`: names like `CAP_NET_RAW`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Capabilities {
     /// Bounding set.
     #[serde(default)]
@@ -236,7 +240,6 @@ pub struct Capabilities {
 
 /// One of `process.rlimits`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Rlimit {
     /// `RLIMIT_NOFILE` etc.
     #[serde(rename = "type")]
@@ -249,7 +252,6 @@ pub struct Rlimit {
 
 /// `process.ioPriority`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct IoPriority {
     /// `IOPRIO_CLASS_RT`, `IOPRIO_CLASS_BE` or `IOPRIO_CLASS_IDLE`.
     pub class: String,
@@ -260,7 +262,7 @@ pub struct IoPriority {
 
 /// `hooks`: each a list run in order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Hooks {
     /// Deprecated alias run with createRuntime.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -284,7 +286,6 @@ pub struct Hooks {
 
 /// One hook: a host program that gets the state JSON on stdin.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Hook {
     /// Absolute path of the program.
     pub path: String,
@@ -301,7 +302,7 @@ pub struct Hook {
 
 /// `linux` (config-linux.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Linux {
     /// Namespaces to create (no path) or join (path).
     #[serde(default)]
@@ -359,7 +360,6 @@ pub struct Linux {
 
 /// One of `linux.namespaces`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Namespace {
     /// `pid`, `network`, `mount`, `ipc`, `uts`, `user`, `cgroup`, `time`.
     #[serde(rename = "type")]
@@ -371,7 +371,7 @@ pub struct Namespace {
 
 /// A uid or gid range mapping.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct IdMapping {
     /// First id inside.
     #[serde(rename = "containerID")]
@@ -385,7 +385,7 @@ pub struct IdMapping {
 
 /// One of `linux.devices`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Device {
     /// `c`, `u`, `b` or `p`.
     #[serde(rename = "type")]
@@ -411,7 +411,7 @@ pub struct Device {
 
 /// `linux.resources`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// Device cgroup rules, applied in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -444,7 +444,6 @@ pub struct Resources {
 
 /// One device cgroup rule.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct DeviceRule {
     /// Allow (true) or deny.
     pub allow: bool,
@@ -464,7 +463,7 @@ pub struct DeviceRule {
 
 /// `linux.resources.memory`, bytes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Memory {
     /// Hard limit (memory.max), -1 unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,7 +500,7 @@ pub struct Memory {
 
 /// `linux.resources.cpu`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Cpu {
     /// v1 shares (2..262144), mapped to a v2 weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -534,7 +533,6 @@ pub struct Cpu {
 
 /// `linux.resources.pids`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Pids {
     /// pids.max, -1 or 0 unlimited.
     pub limit: i64,
@@ -542,7 +540,7 @@ pub struct Pids {
 
 /// `linux.resources.blockIO`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct BlockIo {
     /// Weight 10..1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -577,7 +575,6 @@ pub struct BlockIo {
 
 /// One per-device I/O cap.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ThrottleDevice {
     /// Device major.
     pub major: i64,
@@ -589,7 +586,7 @@ pub struct ThrottleDevice {
 
 /// `linux.seccomp` (config-linux.md "Seccomp").
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Seccomp {
     /// `SCMP_ACT_ERRNO`, `SCMP_ACT_ALLOW` ...
     pub default_action: String,
@@ -615,7 +612,7 @@ pub struct Seccomp {
 
 /// One seccomp rule.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SeccompRule {
     /// System call names.
     pub names: Vec<String>,
@@ -631,7 +628,7 @@ pub struct SeccompRule {
 
 /// One argument condition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SeccompArg {
     /// Argument index 0..5.
     pub index: u32,
@@ -646,7 +643,6 @@ pub struct SeccompArg {
 
 /// `linux.personality`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Personality {
     /// `LINUX` or `LINUX32`.
     pub domain: String,
@@ -656,16 +652,14 @@ pub struct Personality {
 }
 
 impl Spec {
-    /// Parse `text` (the content of `path`, named in errors).
+    /// Parse `text` (the content of `path`, named in errors); the properties the spec does not
+    /// define are listed in [`Spec::ignored`].
     ///
     /// Errors: [`SpecError::Parse`] with the dotted field path, line and column.
     pub fn parse(path: &str, text: &str) -> Result<Spec, SpecError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
-            path: path.to_string(),
-            field: e.path().to_string(),
-            message: e.inner().to_string(),
-        })
+        let (mut spec, ignored) = parse_lenient::<Spec>(path, text)?;
+        spec.ignored = ignored;
+        Ok(spec)
     }
 
     /// Read and parse `path`.
@@ -681,26 +675,88 @@ impl Spec {
     }
 }
 
-/// Parse `exec --process FILE`: one [`Process`].
+/// Parse one object of the spec from `text` (the content of `path`), ignoring the properties
+/// the spec does not define; returns it with their dotted paths.
 ///
-/// Errors: as [`Spec::parse`].
-pub fn parse_process(path: &str, text: &str) -> Result<Process, SpecError> {
+/// Errors: [`SpecError::Parse`] with the dotted field path, line and column.
+fn parse_lenient<T: serde::de::DeserializeOwned>(
+    path: &str,
+    text: &str,
+) -> Result<(T, Vec<String>), SpecError> {
+    let mut ignored = Vec::new();
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
+    // serde_ignored names an Option's content `?`: not part of the dotted path.
+    let mut note = |p: serde_ignored::Path<'_>| {
+        let p = p.to_string();
+        let parts: Vec<&str> = p.split('.').filter(|c| *c != "?").collect();
+        ignored.push(parts.join("."))
+    };
+    let de = serde_ignored::Deserializer::new(de, &mut note);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
         path: path.to_string(),
         field: e.path().to_string(),
         message: e.inner().to_string(),
-    })
+    })?;
+    Ok((value, ignored))
 }
 
-/// Parse `update --resources`: one [`Resources`] object.
+/// Parse `exec --process FILE`: one [`Process`]; the properties the spec does not define are
+/// ignored (returned by dotted path).
 ///
 /// Errors: as [`Spec::parse`].
-pub fn parse_resources(path: &str, text: &str) -> Result<Resources, SpecError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
-        path: path.to_string(),
-        field: e.path().to_string(),
-        message: e.inner().to_string(),
-    })
+pub fn parse_process(path: &str, text: &str) -> Result<(Process, Vec<String>), SpecError> {
+    parse_lenient(path, text)
+}
+
+/// Parse `update --resources`: one [`Resources`] object; the properties the spec does not
+/// define are ignored (returned by dotted path).
+///
+/// Errors: as [`Spec::parse`].
+pub fn parse_resources(path: &str, text: &str) -> Result<(Resources, Vec<String>), SpecError> {
+    parse_lenient(path, text)
+}
+
+/// `process.env` with each variable once: a later `NAME=value` replaces an earlier one in
+/// place (as `exec -e NAME=value` over the container's own environment expects, and as runc
+/// does). An entry without `=` is kept as it is, once.
+pub fn dedup_env(env: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(env.len());
+    for e in env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        match out
+            .iter_mut()
+            .find(|o| o.split_once('=').map_or(o.as_str(), |(k, _)| k) == key)
+        {
+            Some(slot) => *slot = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_variable_replaces_an_earlier_one_in_place() {
+        let env: Vec<String> = ["PATH=/bin", "A=1", "B=2", "A=3", "C"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(dedup_env(&env), ["PATH=/bin", "A=3", "B=2", "C"]);
+    }
+
+    #[test]
+    fn unknown_properties_are_ignored_and_named() {
+        let s = Spec::parse(
+            "config.json",
+            r#"{"ociVersion":"1.0.2","process":{"args":["x"],"bogus":1},"future":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.process.unwrap().args, ["x"]);
+        let mut ignored = s.ignored.clone();
+        ignored.sort();
+        assert_eq!(ignored, ["future", "process.bogus"]);
+    }
 }

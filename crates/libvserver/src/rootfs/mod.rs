@@ -186,6 +186,21 @@ pub(crate) fn is_readonly(path: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The file systems the engine builds in every root, in the order [`enter_guest_root`] makes
+/// them (an OCI config may give another: [`crate::context::OciExtras::engine_order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineMount {
+    /// A fresh procfs on /proc, with the LXCFS views over it.
+    Proc,
+    /// sysfs (or a read-only bind of the host's) on /sys.
+    Sys,
+    /// The minimal /dev: tmpfs, nodes, devpts, shm, mqueue, console.
+    Dev,
+}
+
+/// The engine's own order of [`EngineMount`]s.
+pub const ENGINE_ORDER: [EngineMount; 3] = [EngineMount::Proc, EngineMount::Sys, EngineMount::Dev];
+
 /// In a fresh mount namespace: pivot into `root` and build /proc, /sys, /dev and the masks.
 /// `console`, if given, is bind-mounted on /dev/console; `systemd`, for a guest whose init is
 /// systemd, adds what it needs ([`systemd::mount_all`], with the notify socket's tree).
@@ -302,40 +317,59 @@ pub fn enter_guest_root(
     drop(bind_fds);
     crate::testhook::pause("child-mounts");
 
-    ensure_dir("/proc")?;
-    match &early {
-        Some(e) => move_mount(&e.proc, "/proc")?,
-        None => m(
-            Some("proc"),
-            "/proc",
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None,
-        )?,
-    }
-    // The guest's own view of memory, CPUs and load where LXCFS serves one: its files replace
-    // the host-wide ones (each target is a file of the fresh procfs).
-    for (b, fd) in proc_views.iter().zip(&view_fds) {
-        move_mount(fd, &b.target)?;
+    // /proc (with the views over it), /sys and /dev, in the order an OCI config lists them
+    // (runtime-spec: mounts are made in order), else in this one.
+    let order = oci
+        .map(|x| x.engine_order.as_slice())
+        .filter(|o| !o.is_empty())
+        .unwrap_or(&ENGINE_ORDER);
+    for which in order {
+        match which {
+            EngineMount::Proc => {
+                ensure_dir("/proc")?;
+                match &early {
+                    Some(e) => move_mount(&e.proc, "/proc")?,
+                    None => m(
+                        Some("proc"),
+                        "/proc",
+                        Some("proc"),
+                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                        None,
+                    )?,
+                }
+                // The guest's own view of memory, CPUs and load where LXCFS serves one: its
+                // files replace the host-wide ones (each target is a file of the fresh procfs).
+                for (b, fd) in proc_views.iter().zip(&view_fds) {
+                    move_mount(fd, &b.target)?;
+                }
+                crate::testhook::pause("child-proc");
+            }
+            EngineMount::Sys => {
+                ensure_dir("/sys")?;
+                match &early {
+                    Some(e) => move_mount(&e.sys, "/sys")?,
+                    None => m(
+                        Some("sysfs"),
+                        "/sys",
+                        Some("sysfs"),
+                        MsFlags::MS_NOSUID
+                            | MsFlags::MS_NODEV
+                            | MsFlags::MS_NOEXEC
+                            | MsFlags::MS_RDONLY,
+                        None,
+                    )?,
+                }
+            }
+            EngineMount::Dev => {
+                build_dev(
+                    console_tree.as_ref(),
+                    early.as_ref().map(|e| e.devices.as_slice()),
+                )?;
+                crate::testhook::pause("child-dev");
+            }
+        }
     }
     drop(view_fds);
-    crate::testhook::pause("child-proc");
-    ensure_dir("/sys")?;
-    match &early {
-        Some(e) => move_mount(&e.sys, "/sys")?,
-        None => m(
-            Some("sysfs"),
-            "/sys",
-            Some("sysfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-            None,
-        )?,
-    }
-    build_dev(
-        console_tree.as_ref(),
-        early.as_ref().map(|e| e.devices.as_slice()),
-    )?;
-    crate::testhook::pause("child-dev");
     if let Some((s, notify)) = systemd {
         systemd::mount_all(s, notify)?;
     }
@@ -584,6 +618,16 @@ pub(crate) const MOUNT_ATTR_NOSUID: u64 = 2;
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 4;
 /// mount_setattr(2) attribute: no program execution.
 pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 8;
+/// mount_setattr(2) atime mode mask (relatime is 0 in it).
+pub(crate) const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+/// mount_setattr(2) atime mode: never update access times.
+pub(crate) const MOUNT_ATTR_NOATIME: u64 = 0x10;
+/// mount_setattr(2) atime mode: always update access times.
+pub(crate) const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+/// mount_setattr(2) attribute: no access times on directories.
+pub(crate) const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+/// mount_setattr(2) attribute: symlinks are not followed in path resolution.
+pub(crate) const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 /// mount_setattr(2) attribute: owners mapped through the user namespace `userns_fd`.
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
@@ -707,10 +751,21 @@ impl EarlyMounts {
             "proc",
             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         )?;
-        let sys = new_fs_mount(
-            "sysfs",
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        )?;
+        let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        // sysfs needs the network namespace to be owned by the user namespace: a container
+        // that keeps the host's network namespace gets a read-only recursive bind of the
+        // host's /sys instead, as runc gives it (the masks go over it as over a sysfs).
+        let sys = match new_fs_mount("sysfs", ro) {
+            Ok(fd) => fd,
+            Err(e) if e.contains("EPERM") => {
+                let fd = open_tree_clone(libc::AT_FDCWD, c"/sys", libc::AT_RECURSIVE as u32)
+                    .map_err(|b| format!("{e}; bind the host's /sys instead: {b}"))?;
+                change_mount_attrs(&fd, ro, 0, true)
+                    .map_err(|b| format!("make the bind of the host's /sys read-only: {b}"))?;
+                fd
+            }
+            Err(e) => return Err(e),
+        };
         let devices = DEVICES
             .iter()
             .map(|(name, _, _)| {
@@ -770,6 +825,21 @@ fn new_fs_mount(fstype: &str, attrs: u64) -> Result<OwnedFd, String> {
 /// mount_setattr(2): set the `MOUNT_ATTR_*` bits `attr_set` on the (detached) mount `fd`, on
 /// every mount below it too when `recursive`.
 fn set_mount_attr(fd: &OwnedFd, attr_set: u64, recursive: bool) -> Result<(), nix::errno::Errno> {
+    change_mount_attrs(fd, attr_set, 0, recursive)
+}
+
+/// mount_setattr(2): set the `MOUNT_ATTR_*` bits `attr_set` and clear `attr_clr` on the mount
+/// `fd`, on every mount below it too when `recursive`. An atime mode (`MOUNT_ATTR_NOATIME`,
+/// `MOUNT_ATTR_STRICTATIME`, relatime = 0) replaces the mount's when `attr_clr` holds
+/// `MOUNT_ATTR__ATIME`.
+///
+/// Errors: the OS error (EPERM for a flag locked by a user namespace).
+pub(crate) fn change_mount_attrs(
+    fd: &OwnedFd,
+    attr_set: u64,
+    attr_clr: u64,
+    recursive: bool,
+) -> Result<(), nix::errno::Errno> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -779,7 +849,7 @@ fn set_mount_attr(fd: &OwnedFd, attr_set: u64, recursive: bool) -> Result<(), ni
     }
     let attr = MountAttr {
         attr_set,
-        attr_clr: 0,
+        attr_clr,
         propagation: 0,
         userns_fd: 0,
     };

@@ -3,7 +3,7 @@
 //! open_tree(2) before pivot_root; every target is resolved and created after pivot_root, where
 //! no path leads out of the root (as for guests' binds). Options follow mount(8)'s words.
 
-use super::{is_readonly, m, open_tree_clone, set_tree_attrs};
+use super::{is_readonly, m, open_tree_clone};
 use nix::mount::MsFlags;
 use std::os::fd::OwnedFd;
 
@@ -18,8 +18,19 @@ pub enum SpecMount {
         target: String,
         /// `rbind`: with the mounts below the source.
         recursive: bool,
-        /// mount_setattr(2) MOUNT_ATTR_* bits (RDONLY, NOSUID, NODEV, NOEXEC).
+        /// mount_setattr(2) MOUNT_ATTR_* bits set on the top mount only (`ro`, `nosuid`,
+        /// `nodev`, `noexec`, `nosymfollow`, `nodiratime`, an atime mode), as mount(8) and runc
+        /// apply them to a bind: the mounts below an `rbind` keep theirs.
         attrs: u64,
+        /// MOUNT_ATTR_* bits the words cleared (`rw`, `suid`, `dev`, `exec` ...; the atime
+        /// mask when an atime mode is set): they undo an earlier word; on the mount only the
+        /// atime mask is cleared (a read-only source stays read-only, as with runc).
+        clear: u64,
+        /// Bits set on the top mount and every mount below it (`rro`, `rnosuid` ...: the
+        /// recursive words of mount(8) and the runtime spec).
+        rattrs: u64,
+        /// Bits cleared on every mount of the tree (`rrw`, `rsuid` ...).
+        rclear: u64,
     },
     /// A new file system (`tmpfs`, `mqueue`, ...).
     Fs {
@@ -89,6 +100,33 @@ const FLAG_WORDS: &[(&str, MsFlags, bool)] = &[
     ("nomand", MsFlags::MS_MANDLOCK, false),
 ];
 
+/// mount(8) option words of a bind that set or clear a mount attribute: (word, set, clear).
+/// Each also has a recursive form, `r` + word (`rro`, `rnosuid`).
+const ATTR_WORDS: &[(&str, u64, u64)] = {
+    use super::{
+        MOUNT_ATTR_ATIME_MASK as AT, MOUNT_ATTR_NODEV as DEV, MOUNT_ATTR_NODIRATIME as DIRA,
+        MOUNT_ATTR_NOEXEC as EX, MOUNT_ATTR_NOSUID as SUID, MOUNT_ATTR_NOSYMFOLLOW as SYM,
+        MOUNT_ATTR_RDONLY as RO,
+    };
+    &[
+        ("ro", RO, 0),
+        ("rw", 0, RO),
+        ("nosuid", SUID, 0),
+        ("suid", 0, SUID),
+        ("nodev", DEV, 0),
+        ("dev", 0, DEV),
+        ("noexec", EX, 0),
+        ("exec", 0, EX),
+        ("nosymfollow", SYM, 0),
+        ("symfollow", 0, SYM),
+        ("nodiratime", DIRA, 0),
+        ("diratime", 0, DIRA),
+        ("noatime", super::MOUNT_ATTR_NOATIME, AT),
+        ("relatime", 0, AT),
+        ("strictatime", super::MOUNT_ATTR_STRICTATIME, AT),
+    ]
+};
+
 /// Propagation words: accepted and ignored (every container mount is private; the root's
 /// propagation is `linux.rootfsPropagation`).
 const PROPAGATION_WORDS: &[&str] = &[
@@ -103,9 +141,11 @@ const PROPAGATION_WORDS: &[&str] = &[
 ];
 
 /// Sort one config.json mount (`kind` as given, `options` mount(8) words) into a
-/// [`SpecMount`].
+/// [`SpecMount`]. On a bind, the flag words apply to its top mount and their recursive forms
+/// (`rro`, `rnosuid` ...) to every mount of it; other words (`mode=755`, `size=`) mean
+/// nothing to a bind and are ignored, as runc ignores them.
 ///
-/// Errors: a message naming the option vserver does not know for a bind mount.
+/// Errors: a recursive word (`rro`) on a mount that is not a bind.
 pub fn parse_mount(
     kind: &str,
     source: &str,
@@ -116,43 +156,58 @@ pub fn parse_mount(
     let mut data = Vec::new();
     let mut bind = kind == "bind";
     let mut recursive = false;
+    let (mut attrs, mut clear, mut rattrs, mut rclear) = (0u64, 0u64, 0u64, 0u64);
+    let attr_word = |w: &str| ATTR_WORDS.iter().find(|(x, _, _)| *x == w);
     for o in options {
+        if o == "bind" {
+            bind = true;
+        } else if o == "rbind" {
+            bind = true;
+            recursive = true;
+        } else if PROPAGATION_WORDS.contains(&o.as_str()) {
+        } else if let Some((_, set, clr)) = o.strip_prefix('r').and_then(attr_word) {
+            // Recursive attribute words: only a bind has mounts below it.
+            rattrs = (rattrs & !clr) | set;
+            rclear = (rclear & !set) | clr;
+            continue;
+        }
+        if let Some((_, set, clr)) = attr_word(o) {
+            attrs = (attrs & !clr) | set;
+            clear = (clear & !set) | clr;
+        }
         if let Some((_, f, on)) = FLAG_WORDS.iter().find(|(w, _, _)| w == o) {
             if *on {
                 flags |= *f;
             } else {
                 flags &= !*f;
             }
-        } else if o == "bind" {
-            bind = true;
-        } else if o == "rbind" {
-            bind = true;
-            recursive = true;
-        } else if PROPAGATION_WORDS.contains(&o.as_str()) {
-        } else if bind {
-            return Err(format!("option '{o}' is not known for a bind mount"));
-        } else {
+        } else if !["bind", "rbind"].contains(&o.as_str())
+            && !PROPAGATION_WORDS.contains(&o.as_str())
+        {
             data.push(o.clone());
         }
     }
     if bind {
-        let mut attrs = 0;
-        for (f, a) in [
-            (MsFlags::MS_RDONLY, super::MOUNT_ATTR_RDONLY),
-            (MsFlags::MS_NOSUID, super::MOUNT_ATTR_NOSUID),
-            (MsFlags::MS_NODEV, super::MOUNT_ATTR_NODEV),
-            (MsFlags::MS_NOEXEC, super::MOUNT_ATTR_NOEXEC),
-        ] {
-            if flags.contains(f) {
-                attrs |= a;
-            }
-        }
         return Ok(SpecMount::Bind {
             source: source.to_string(),
             target: target.to_string(),
             recursive,
             attrs,
+            clear,
+            rattrs,
+            rclear,
         });
+    }
+    if rattrs | rclear != 0 {
+        return Err(format!(
+            "recursive mount attributes ({}) need a bind mount",
+            options
+                .iter()
+                .filter(|o| o.strip_prefix('r').and_then(attr_word).is_some())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
     }
     Ok(SpecMount::Fs {
         fstype: kind.to_string(),
@@ -190,6 +245,9 @@ fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
         source,
         recursive,
         attrs,
+        clear,
+        rattrs,
+        rclear,
         ..
     } = mnt
     else {
@@ -204,8 +262,17 @@ fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
     };
     let fd = open_tree_clone(libc::AT_FDCWD, &c, extra)
         .map_err(|e| format!("open_tree {source}: {e}"))?;
-    if *attrs != 0 {
-        set_tree_attrs(&fd, *attrs, None)
+    // The whole tree first, then the top mount: `rbind,rro,rw` leaves only the top writable.
+    if *rattrs | *rclear != 0 {
+        super::change_mount_attrs(&fd, *rattrs, *rclear, true)
+            .map_err(|e| format!("set the attributes of the mounts of {source}: {e}"))?;
+    }
+    // Plain clearing words (`rw`, `suid`, `dev`, `exec`) only undo an earlier word of the same
+    // list: a bind of a read-only host mount stays read-only, as with runc. An atime mode
+    // replaces the mount's.
+    let top_clear = clear & super::MOUNT_ATTR_ATIME_MASK;
+    if *attrs | top_clear != 0 {
+        super::change_mount_attrs(&fd, *attrs, top_clear, false)
             .map_err(|e| format!("set the attributes of the bind of {source}: {e}"))?;
     }
     Ok(Some(fd))
@@ -310,7 +377,15 @@ pub fn attach(mounts: &[SpecMount], binds: Vec<Option<OwnedFd>>) -> Result<(), (
 
 fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
     match (mnt, fd) {
-        (SpecMount::Bind { target, attrs, .. }, Some(fd)) => {
+        (
+            SpecMount::Bind {
+                target,
+                attrs,
+                rattrs,
+                ..
+            },
+            Some(fd),
+        ) => {
             let is_dir = nix::sys::stat::fstat(&fd)
                 .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
                 .unwrap_or(true);
@@ -320,7 +395,7 @@ fn attach_one(mnt: &SpecMount, fd: Option<OwnedFd>) -> Result<(), String> {
             let ro = nix::sys::statvfs::fstatvfs(&fd)
                 .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
                 .unwrap_or(false);
-            if attrs & super::MOUNT_ATTR_RDONLY != 0 && !ro {
+            if (attrs | rattrs) & super::MOUNT_ATTR_RDONLY != 0 && !ro {
                 return Err(format!("{target} is writable after its read-only bind"));
             }
         }
@@ -592,7 +667,18 @@ fn only_subtree(target: &str, path: &str) -> Result<(), String> {
 ///
 /// Errors: the path and the OS error, or a mask that did not take.
 pub fn mask_paths(masked: &[String], readonly: &[String]) -> Result<(), String> {
+    // What the engine masked for every container already ([`super::apply_masks`]) is not
+    // mounted over a second time (one mountinfo entry each, as with runc).
+    let dirs = super::masks::masked_dirs(std::path::Path::new("/sys"));
+    let engine_masked = |p: &str| {
+        let p = p.trim_end_matches('/');
+        super::masks::PROC_MASKED_FILES.contains(&p) || dirs.iter().any(|d| d == p)
+    };
+    let engine_readonly = |p: &str| super::masks::READONLY_PATHS.contains(&p.trim_end_matches('/'));
     for p in masked {
+        if engine_masked(p) {
+            continue;
+        }
         let Ok(md) = std::fs::symlink_metadata(p) else {
             continue;
         };
@@ -621,6 +707,9 @@ pub fn mask_paths(masked: &[String], readonly: &[String]) -> Result<(), String> 
         }
     }
     for p in readonly {
+        if engine_readonly(p) || engine_masked(p) {
+            continue;
+        }
         super::bind_readonly(p)?;
         if std::fs::symlink_metadata(p).is_ok() && !is_readonly(p) {
             return Err(format!("{p} is still writable after the read-only bind"));
@@ -663,15 +752,40 @@ mod tests {
             &s(&["rbind", "ro", "nosuid", "rprivate"]),
         )
         .unwrap();
+        use crate::rootfs::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
         assert_eq!(
             b,
             SpecMount::Bind {
                 source: "/src".into(),
                 target: "/dst".into(),
                 recursive: true,
-                attrs: crate::rootfs::MOUNT_ATTR_RDONLY | crate::rootfs::MOUNT_ATTR_NOSUID,
+                attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                clear: 0,
+                rattrs: 0,
+                rclear: 0,
             }
         );
-        assert!(parse_mount("bind", "/a", "/b", &s(&["size=1"])).is_err());
+        // Recursive words reach every mount; a later word undoes an earlier one; data
+        // options mean nothing to a bind.
+        let r = parse_mount(
+            "bind",
+            "/a",
+            "/b",
+            &s(&["rbind", "rro", "rnodev", "rw", "mode=755", "rdev"]),
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            SpecMount::Bind {
+                source: "/a".into(),
+                target: "/b".into(),
+                recursive: true,
+                attrs: 0,
+                clear: MOUNT_ATTR_RDONLY,
+                rattrs: MOUNT_ATTR_RDONLY,
+                rclear: MOUNT_ATTR_NODEV,
+            }
+        );
+        assert!(parse_mount("tmpfs", "tmpfs", "/b", &s(&["rro"])).is_err());
     }
 }

@@ -160,7 +160,7 @@ enum Cmd {
         /// Pass fds 3..3+N.
         #[arg(long = "preserve-fds", default_value_t = 0)]
         preserve_fds: u32,
-        /// Accepted for compatibility.
+        /// Exec into a paused container too (the process runs once it is resumed).
         #[arg(long = "ignore-paused")]
         ignore_paused: bool,
         /// Refused when set (no SELinux support).
@@ -551,7 +551,7 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
             apparmor,
             id,
             command,
-            ..
+            ignore_paused,
         } => {
             if process_label.is_some_and(|l| !l.is_empty()) {
                 return Err(bad("--process-label: SELinux labels are not supported"));
@@ -615,6 +615,7 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
                 pid_file,
                 console_socket,
                 preserve_fds,
+                ignore_paused,
             })?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
@@ -671,7 +672,8 @@ fn run(cli: Cli) -> Result<ExitCode, OciError> {
                 }
                 Some(f) => std::fs::read_to_string(f).map_err(|e| bad(format!("read {f}: {e}")))?,
             };
-            let r = libvserver::oci::spec::parse_resources("--resources", &text)?;
+            let (r, ignored) = libvserver::oci::spec::parse_resources("--resources", &text)?;
+            container::warn_ignored("--resources", &ignored);
             container::update(root, &id, &r)?;
         }
         Cmd::List { format, quiet } => {
