@@ -814,20 +814,34 @@ impl GuestCgroup {
         Ok(())
     }
 
-    /// Set the CPU share of an OCI container: v1 `cpu.shares` exactly as given (2..262144), v2
-    /// `cpu.weight` from it by the conversion runc and crun use (1 + (shares - 2) * 9999 /
-    /// 262142, so 1024 is weight 39; Documentation/admin-guide/cgroup-v2.rst "Weights").
+    /// Set v1 `memory.swappiness` (0..100, the cgroup's vm.swappiness;
+    /// Documentation/admin-guide/cgroup-v1/memory.rst 5.3). cgroup v2 has no such file.
     ///
-    /// Errors: [`CgroupError::Unsupported`] when no hierarchy has either file;
+    /// Errors: [`CgroupError::Unsupported`] without a v1 memory hierarchy;
     /// [`CgroupError::Io`] when the kernel refuses the value.
-    pub fn set_cpu_shares(&self, shares: u64) -> Result<()> {
-        let shares = shares.clamp(2, 262_144);
+    pub fn set_swappiness(&self, value: u64) -> Result<()> {
+        self.write_where_found(
+            "linux.resources.memory.swappiness",
+            "memory.swappiness (cgroup v1; v2 has no per-cgroup swappiness)",
+            &|h| (!h.is_v2()).then_some(("memory.swappiness", value)),
+        )
+    }
+
+    /// Write, in each hierarchy, the file and value `pick` gives for it (None: skip), when
+    /// the file exists and holds another value.
+    ///
+    /// Errors: [`CgroupError::Unsupported`] (`key`, `needs`) when no hierarchy had the file;
+    /// [`CgroupError::Io`] when the kernel refuses a value.
+    fn write_where_found(
+        &self,
+        key: &'static str,
+        needs: &'static str,
+        pick: &dyn Fn(&Hierarchy) -> Option<(&'static str, u64)>,
+    ) -> Result<()> {
         let mut done = false;
         for (h, d) in &self.dirs {
-            let (file, value) = if h.is_v2() {
-                ("cpu.weight", 1 + ((shares - 2) * 9999) / 262_142)
-            } else {
-                ("cpu.shares", shares)
+            let Some((file, value)) = pick(h) else {
+                continue;
             };
             let p = d.join(file);
             let Ok(now) = fs::read_to_string(&p) else {
@@ -843,10 +857,31 @@ impl GuestCgroup {
         } else {
             Err(CgroupError::Unsupported {
                 xid: self.xid,
-                key: "linux.resources.cpu.shares",
-                needs: "cpu.weight or cpu.shares",
+                key,
+                needs,
             })
         }
+    }
+
+    /// Set the CPU share of an OCI container: v1 `cpu.shares` exactly as given (2..262144), v2
+    /// `cpu.weight` from it by the conversion runc and crun use (1 + (shares - 2) * 9999 /
+    /// 262142, so 1024 is weight 39; Documentation/admin-guide/cgroup-v2.rst "Weights").
+    ///
+    /// Errors: [`CgroupError::Unsupported`] when no hierarchy has either file;
+    /// [`CgroupError::Io`] when the kernel refuses the value.
+    pub fn set_cpu_shares(&self, shares: u64) -> Result<()> {
+        let shares = shares.clamp(2, 262_144);
+        self.write_where_found(
+            "linux.resources.cpu.shares",
+            "cpu.weight or cpu.shares",
+            &|h| {
+                Some(if h.is_v2() {
+                    ("cpu.weight", 1 + ((shares - 2) * 9999) / 262_142)
+                } else {
+                    ("cpu.shares", shares)
+                })
+            },
+        )
     }
 
     /// Write the bandwidth and IOPS caps of `l` (`io_read_bps`, `io_write_bps`, `io_read_iops`,

@@ -9,6 +9,7 @@ pub mod clone;
 pub mod join;
 pub(crate) mod oci_child;
 pub mod oneshot;
+pub mod sched;
 pub mod sync;
 pub mod timens;
 
@@ -145,12 +146,22 @@ pub struct OciExtras {
     pub host_pid: std::cell::Cell<i32>,
     /// personality(2) domain for LINUX32.
     pub personality: Option<libc::c_ulong>,
+    /// `process.scheduler`, applied before the user switch.
+    pub scheduler: Option<sched::SchedAttr>,
+    /// `linux.memoryPolicy`, applied before the user switch.
+    pub mempolicy: Option<sched::MemPolicy>,
+    /// `process.execCPUAffinity` of an exec'd process: (initial, final) CPU lists.
+    pub exec_affinity: (Option<Vec<usize>>, Option<Vec<usize>>),
     /// Extra fds passed to the program as 3, 4, ... (`--preserve-fds`).
     pub preserve_fds: u32,
     /// Keep the container's mounts slaves of the host's (`rootfsPropagation` `slave` or
     /// `rslave`: mounts made on the host below a bound directory appear inside), instead of
     /// private.
     pub rootfs_slave: bool,
+    /// Make the container's root unbindable once it is built (`rootfsPropagation`
+    /// `unbindable`: the root mount; `runbindable`: every mount), as mount(8)'s
+    /// --make-unbindable.
+    pub rootfs_unbindable: Option<bool>,
 }
 
 /// How a guest runs in its own user namespace (see [`crate::security::userns`]).

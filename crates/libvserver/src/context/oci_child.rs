@@ -183,8 +183,9 @@ fn path_of(env: &[std::ffi::CString]) -> String {
         .unwrap_or_else(|| super::child::GUEST_PATH.to_string())
 }
 
-/// A session keyring of its own (never the caller's: containerd's, shared by every pod) and
-/// `linux.personality`.
+/// A session keyring of its own (never the caller's: containerd's, shared by every pod),
+/// `linux.personality`, `linux.memoryPolicy` and `process.scheduler` (the last two while still
+/// privileged: a real-time policy needs CAP_SYS_NICE).
 ///
 /// Errors: the step and the OS error.
 fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
@@ -195,6 +196,12 @@ fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
         if unsafe { libc::personality(p) } < 0 {
             return Err(format!("personality {p:#x}: {}", nix::errno::Errno::last()));
         }
+    }
+    if let Some(m) = &x.mempolicy {
+        m.apply().map_err(|e| format!("linux.memoryPolicy: {e}"))?;
+    }
+    if let Some(s) = &x.scheduler {
+        s.apply().map_err(|e| format!("process.scheduler: {e}"))?;
     }
     Ok(())
 }
@@ -228,6 +235,10 @@ pub(crate) fn reduce_for_exec(
 ) -> Result<(), String> {
     super::child::set_rlimits(rlimits)?;
     keyring_and_personality(x)?;
+    if let Some(cpus) = &x.exec_affinity.0 {
+        super::sched::set_affinity(cpus)
+            .map_err(|e| format!("process.execCPUAffinity.initial: {e}"))?;
+    }
     if x.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
@@ -263,6 +274,12 @@ pub(crate) fn finish_exec(x: &OciExtras, payload: &Payload, err: OwnedFd) -> ! {
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(x.umask as libc::mode_t) };
+    // In the container's cgroup now (its cpuset applies).
+    if let Some(cpus) = &x.exec_affinity.1 {
+        if let Err(e) = super::sched::set_affinity(cpus) {
+            fail(&err, &format!("process.execCPUAffinity.final: {e}"));
+        }
+    }
     let Some(prog) = argv.first() else {
         fail(&err, "process.args is empty")
     };

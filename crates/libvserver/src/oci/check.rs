@@ -187,14 +187,17 @@ fn check_process(c: &Ctx<'_>, p: &Process, field: &str) -> Result<(), SpecError>
             "SELinux labels are not supported by vserver",
         ));
     }
-    if set(&p.scheduler) {
-        return Err(c.refuse(format!("{field}.scheduler"), "not supported by vserver"));
+    if let Some(s) = &p.scheduler {
+        super::container::sched_attr_of(s)
+            .map_err(|e| c.refuse(format!("{field}.scheduler"), e))?;
     }
-    if set(&p.exec_cpu_affinity) {
-        return Err(c.refuse(
-            format!("{field}.execCPUAffinity"),
-            "not supported by vserver",
-        ));
+    if let Some(a) = &p.exec_cpu_affinity {
+        for (name, v) in [("initial", &a.initial), ("final", &a.final_cpus)] {
+            if let Some(l) = v {
+                crate::context::sched::parse_list(l)
+                    .map_err(|e| c.refuse(format!("{field}.execCPUAffinity.{name}"), e))?;
+            }
+        }
     }
     if !p.cwd.starts_with('/') {
         return Err(c.refuse(
@@ -435,13 +438,13 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
         ("linux.timeOffsets", set(&l.time_offsets)),
         ("linux.netDevices", set(&l.net_devices)),
         ("linux.intelRdt", set(&l.intel_rdt)),
-        ("linux.memoryPolicy", set(&l.memory_policy)),
         ("linux.mountLabel", nonempty(&l.mount_label)),
     ] {
         if v {
             return Err(c.refuse(name, "not supported by vserver"));
         }
     }
+    super::container::mempolicy_of(Some(l)).map_err(|e| c.refuse("linux.memoryPolicy", e))?;
     if let Some(p) = &l.personality {
         if !matches!(p.domain.as_str(), "LINUX" | "LINUX32") {
             return Err(c.refuse(
@@ -454,10 +457,16 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
         }
     }
     if let Some(p) = &l.rootfs_propagation {
-        if !matches!(p.as_str(), "private" | "rprivate" | "slave" | "rslave") {
+        if !matches!(
+            p.as_str(),
+            "private" | "rprivate" | "slave" | "rslave" | "unbindable" | "runbindable"
+        ) {
             return Err(c.refuse(
                 "linux.rootfsPropagation",
-                format!("'{p}': only private and slave propagation are supported"),
+                format!(
+                    "'{p}': only private, slave and unbindable propagation are supported (a \
+                     shared root would let the container's mounts reach the host's)"
+                ),
             ));
         }
     }
@@ -544,8 +553,8 @@ fn check_linux(c: &Ctx<'_>, l: &Linux) -> Result<(), SpecError> {
             if m.kernel_tcp.is_some() {
                 return refuse("memory.kernelTCP");
             }
-            if m.swappiness.is_some() {
-                return refuse("memory.swappiness");
+            if m.swappiness.is_some_and(|v| v > 100) {
+                return Err(c.refuse("linux.resources.memory.swappiness", "must be 0..100"));
             }
             if m.disable_oom_killer == Some(true) {
                 return refuse("memory.disableOOMKiller");

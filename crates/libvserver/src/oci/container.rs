@@ -201,6 +201,10 @@ fn apply_to(
         l.io_weight = b.weight.map(u32::from);
     }
     cg.apply_limits(&l).map_err(|e| failed(id, e.to_string()))?;
+    if let Some(v) = r.memory.as_ref().and_then(|m| m.swappiness) {
+        cg.set_swappiness(v)
+            .map_err(|e| failed(id, e.to_string()))?;
+    }
     // Shares as given on v1 (a round trip through a v2 weight loses them: 512 became 204).
     if let Some(s) = r.cpu.as_ref().and_then(|c| c.shares).filter(|s| *s > 0) {
         cg.set_cpu_shares(s)
@@ -350,6 +354,19 @@ pub(crate) fn process_parts(p: &super::spec::Process) -> ProcessParts {
             no_new_privs: p.no_new_privileges,
             umask: p.user.umask.unwrap_or(0o022),
             ctty: p.terminal,
+            // Checked by `check_supported` / `check_process_at`: errors cannot happen here.
+            scheduler: p.scheduler.as_ref().and_then(|s| sched_attr_of(s).ok()),
+            exec_affinity: p
+                .exec_cpu_affinity
+                .as_ref()
+                .map(|a| {
+                    let list = |v: &Option<String>| {
+                        v.as_deref()
+                            .and_then(|l| crate::context::sched::parse_list(l).ok())
+                    };
+                    (list(&a.initial), list(&a.final_cpus))
+                })
+                .unwrap_or_default(),
             ..Default::default()
         },
     }
@@ -526,10 +543,16 @@ pub(crate) fn context_spec(
         start_container: hooks.start_container.clone(),
         hook_state: hook_state(st, Status::Created),
         personality: personality_of(linux),
+        mempolicy: mempolicy_of(linux).ok().flatten(),
         preserve_fds,
         rootfs_slave: linux
             .and_then(|l| l.rootfs_propagation.as_deref())
             .is_some_and(|p| p.ends_with("slave")),
+        rootfs_unbindable: match linux.and_then(|l| l.rootfs_propagation.as_deref()) {
+            Some("unbindable") => Some(false),
+            Some("runbindable") => Some(true),
+            _ => None,
+        },
         ..parts.extras
     };
     Ok(ContextSpec {
@@ -597,6 +620,33 @@ impl Drop for Undo {
         }
         drop(self.claim.take());
     }
+}
+
+/// sched_setattr(2)'s values of `process.scheduler`.
+///
+/// Errors: an unknown policy or flag.
+pub(crate) fn sched_attr_of(
+    s: &super::spec::Scheduler,
+) -> Result<crate::context::sched::SchedAttr, String> {
+    crate::context::sched::SchedAttr::from_spec(
+        &s.policy,
+        &s.flags,
+        s.nice,
+        s.priority,
+        (s.runtime, s.deadline, s.period),
+    )
+}
+
+/// set_mempolicy(2)'s values of `linux.memoryPolicy`.
+///
+/// Errors: an unknown mode or flag, a malformed node list.
+pub(crate) fn mempolicy_of(
+    linux: Option<&super::spec::Linux>,
+) -> Result<Option<crate::context::sched::MemPolicy>, String> {
+    linux
+        .and_then(|l| l.memory_policy.as_ref())
+        .map(|m| crate::context::sched::MemPolicy::from_spec(&m.mode, &m.nodes, &m.flags))
+        .transpose()
 }
 
 /// The personality(2) value of `linux.personality` (PER_LINUX32 = 0x0008 or PER_LINUX = 0),

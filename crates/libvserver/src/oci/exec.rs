@@ -92,6 +92,9 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     let extras = OciExtras {
         preserve_fds: o.preserve_fds,
         personality: super::container::personality_of(spec.linux.as_ref()),
+        mempolicy: super::container::mempolicy_of(spec.linux.as_ref())
+            .ok()
+            .flatten(),
         ..parts.extras
     };
     let payload = Payload::Exec {

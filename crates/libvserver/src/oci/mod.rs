@@ -37,6 +37,9 @@ pub fn features() -> serde_json::Value {
             "dirsync", "noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime",
             "strictatime", "nostrictatime", "mand", "nomand", "bind", "rbind", "private",
             "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable",
+            "nosymfollow", "symfollow", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev",
+            "rnoexec", "rexec", "rnosymfollow", "rsymfollow", "rnodiratime", "rdiratime",
+            "rnoatime", "rrelatime", "rstrictatime",
         ]),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],

@@ -172,16 +172,65 @@ pub struct Process {
     /// I/O priority (ioprio_set(2)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_priority: Option<IoPriority>,
-    /// Scheduler (sched_setattr(2)): refused when set.
+    /// Scheduler (sched_setattr(2)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler: Option<serde_json::Value>,
-    /// CPU affinity at exec: refused when set.
+    pub scheduler: Option<Scheduler>,
+    /// CPU affinity of an exec'd process (not the init).
     #[serde(
         default,
         rename = "execCPUAffinity",
         skip_serializing_if = "Option::is_none"
     )]
-    pub exec_cpu_affinity: Option<serde_json::Value>,
+    pub exec_cpu_affinity: Option<ExecCpuAffinity>,
+}
+
+/// `process.scheduler` (sched_setattr(2)).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Scheduler {
+    /// `SCHED_OTHER`, `SCHED_FIFO`, `SCHED_RR`, `SCHED_BATCH`, `SCHED_IDLE`, `SCHED_DEADLINE`.
+    pub policy: String,
+    /// Nice value (SCHED_OTHER, SCHED_BATCH).
+    #[serde(default)]
+    pub nice: i32,
+    /// Static priority (SCHED_FIFO, SCHED_RR).
+    #[serde(default)]
+    pub priority: u32,
+    /// `SCHED_FLAG_*` words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// SCHED_DEADLINE runtime, nanoseconds.
+    #[serde(default)]
+    pub runtime: u64,
+    /// SCHED_DEADLINE deadline, nanoseconds.
+    #[serde(default)]
+    pub deadline: u64,
+    /// SCHED_DEADLINE period, nanoseconds.
+    #[serde(default)]
+    pub period: u64,
+}
+
+/// `process.execCPUAffinity`: CPU lists (`0-3,7`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecCpuAffinity {
+    /// While the process joins the container (before it is in its cgroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<String>,
+    /// Once it is in the container's cgroup, before its program runs.
+    #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
+    pub final_cpus: Option<String>,
+}
+
+/// `linux.memoryPolicy` (set_mempolicy(2)).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryPolicy {
+    /// `MPOL_DEFAULT`, `MPOL_BIND`, `MPOL_INTERLEAVE`, `MPOL_PREFERRED` ...
+    pub mode: String,
+    /// Node list (`0-3`).
+    #[serde(default)]
+    pub nodes: String,
+    /// `MPOL_F_*` words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 fn slash() -> String {
@@ -332,9 +381,9 @@ pub struct Linux {
     /// Intel RDT: refused when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intel_rdt: Option<serde_json::Value>,
-    /// Memory policy: refused when set.
+    /// Memory policy of the container's processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_policy: Option<serde_json::Value>,
+    pub memory_policy: Option<MemoryPolicy>,
     /// Namespaced sysctls (`net.*` with a network namespace, IPC ones with an IPC namespace).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctl: BTreeMap<String, String>,

@@ -390,6 +390,14 @@ pub fn enter_guest_root(
         if x.readonly_root {
             oci::readonly_root()?;
         }
+        if let Some(recursive) = x.rootfs_unbindable {
+            let rec = if recursive {
+                MsFlags::MS_REC
+            } else {
+                MsFlags::empty()
+            };
+            m(None, "/", None, MsFlags::MS_UNBINDABLE | rec, None)?;
+        }
     }
     Ok(())
 }
