@@ -169,12 +169,21 @@ fn busybox_guest_lifecycle_and_exit_status() {
     let o = env.vserver(&name, &["suexec", "nobody", "id", "-u"]);
     assert_eq!(text(&o).trim(), "65534");
     // Signals to the exec client reach the command.
+    // (Sent once the command runs: it says so; a slow machine may take seconds to get there.)
     let mut child = env
         .cmd("vserver")
-        .args([&name, "exec", "sleep", "100"])
+        .args([&name, "exec", "sh", "-c", "echo started; exec sleep 100"])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "started");
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

