@@ -795,3 +795,56 @@ fn scheduler_memory_policy_affinity_unbindable_root_and_swappiness() {
         text(&o)
     );
 }
+
+/// Mounts are made in the config's order, the engine's /proc, /sys and /dev included (a spec
+/// MUST; suites compare mountinfo's order with the config's), and `linux.devices` nodes are
+/// made and usable whatever `resources.devices` says (empty here: no rule at all).
+#[test]
+fn mounts_follow_the_configs_order_and_devices_need_no_rule() {
+    if !require_root() {
+        return;
+    }
+    let c = Case::new("order");
+    let mut s = c.base();
+    // /sys first, then /dev and its mounts, then /proc, then a tmpfs of the config's own.
+    let mounts = s["mounts"].as_array().unwrap().clone();
+    let pos = |d: &str| mounts.iter().position(|m| m["destination"] == d).unwrap();
+    let mut ordered = vec![mounts[pos("/sys")].clone()];
+    ordered.extend(
+        mounts
+            .iter()
+            .filter(|m| m["destination"].as_str().unwrap().starts_with("/dev"))
+            .cloned(),
+    );
+    ordered.push(mounts[pos("/proc")].clone());
+    ordered.push(
+        json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
+    );
+    s["mounts"] = json!(ordered);
+    s["linux"]["devices"] = json!([
+        {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o644, "uid": 0, "gid": 0},
+        {"path": "/dev/test1", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}
+    ]);
+    s["linux"]["resources"]["devices"] = json!([]);
+    s["process"]["args"] = json!(["sleep", "1000"]);
+    assert_ok(&c.run_detached(&s), "run -d");
+    let o = c.oci(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "echo x > /dev/test1 && echo wrote; while read -r a b c d e rest; do echo $e; done < /proc/self/mountinfo",
+    ]);
+    assert_ok(&o, "exec");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.starts_with("wrote\n"), "{out}");
+    let at = |p: &str| {
+        out.lines()
+            .position(|l| l == p)
+            .unwrap_or_else(|| panic!("{p} not mounted: {out}"))
+    };
+    assert!(at("/sys") < at("/dev"), "{out}");
+    assert!(at("/dev") < at("/proc"), "{out}");
+    assert!(at("/proc") < at("/mnt"), "{out}");
+    assert_ok(&c.oci(&["delete", "--force", &c.id]), "delete");
+}
