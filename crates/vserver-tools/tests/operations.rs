@@ -223,6 +223,18 @@ fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Again, with every guest running: each counts as started, nothing is run.
+    let o = env
+        .cmd("vservers")
+        .args(["--mark", "web", "-j", "3", "start"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{base}g2: already running")),
+        "{}",
+        text(&o)
+    );
     let events = || -> Vec<(u128, String, String)> {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -343,18 +355,36 @@ fn a_mark_starts_in_dependency_order_in_parallel_and_stops_in_reverse() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let _ = env.vserver(g(0), &["stop"]);
-    // A broken dependency refuses a start but never a stop (shutdown must stop guests).
+    // A dependency that is not configured fails its guest only, a configuration that does not
+    // load (of a guest outside the mark here) fails that guest only, with its file and line;
+    // the rest start (g5, running already, counts as started). A stop never fails on either
+    // (shutdown must stop guests).
     assert_ok(&env.vserver(g(5), &["start"]), "start g5");
+    std::fs::write(&sh, "#!/bin/sh\nexit 0\n").unwrap();
     let p = env.config_path(g(3));
     let cfg = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, cfg.replace("depends = [", "depends = [\"nosuch\", ")).unwrap();
+    let broken = env.dir.join("etc").join(format!("{base}bad.toml"));
+    std::fs::write(&broken, "context = 5\nmark = [\"web\"\n").unwrap();
     let o = env
         .cmd("vservers")
         .args(["--mark", "web", "start"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("nosuch"), "{}", text(&o));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("{}: start failed (depends on nosuch", g(3))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{base}bad: start failed"))
+            && out.contains(&format!("{base}bad.toml")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{}: already running", g(5))), "{out}");
+    assert!(out.contains(&format!("{}: start ok", g(1))), "{out}");
+    std::fs::remove_file(&broken).unwrap();
     let o = env
         .cmd("vservers")
         .args(["--mark", "web", "stop"])

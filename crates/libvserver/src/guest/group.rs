@@ -41,24 +41,39 @@ pub enum GroupError {
     Cycle(String),
 }
 
+/// A group operation's order: each selected guest with the guests it must wait for, and the
+/// guests that failed before any work (a configuration that does not load, a dependency that
+/// is not configured), each with why. A failed guest is in `waits` too, so that what depends
+/// on it is skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// For a start, a guest's dependencies; for a stop, the selected guests that depend on it.
+    pub waits: BTreeMap<String, Vec<String>>,
+    /// Guests to report failed without running anything, with the reason (file:line: key for
+    /// a configuration error).
+    pub failed: BTreeMap<String, String>,
+}
+
 /// The guests of `mark` to start (with their dependencies) or to stop, each with the guests it
-/// must wait for. For a start, waits are its dependencies; for a stop, the selected guests that
-/// depend on it. Names are sorted for a stable order.
+/// must wait for. Names are sorted for a stable order.
 ///
-/// Errors: [`GroupError`] for a configuration that does not load, and for a start an unknown
-/// dependency or a cycle (a stop goes on without the ordering they spoil).
-pub fn plan(
-    paths: &Paths,
-    mark: &str,
-    start: bool,
-) -> Result<BTreeMap<String, Vec<String>>, GroupError> {
+/// A configuration that does not load fails only its own guest (its marks are unknown, so for
+/// a start it is reported failed, and what depends on it is skipped; a stop leaves it out with
+/// a warning); a start of a guest whose dependency is not configured fails that guest only.
+///
+/// Errors: [`GroupError::Cycle`] for a start whose dependencies form a cycle (a stop goes on
+/// without the ordering it spoils).
+pub fn plan(paths: &Paths, mark: &str, start: bool) -> Result<Plan, GroupError> {
     let mut configs: BTreeMap<String, Guest> = BTreeMap::new();
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
     for (name, _) in super::configured_guests(paths) {
         match Guest::load(paths, &name) {
             Ok(g) => {
                 configs.insert(name, g);
             }
-            Err(e) if start => return Err(GroupError::Config(e.to_string())),
+            Err(e) if start => {
+                failed.insert(name, e.to_string());
+            }
             // Its marks are unknown: a stop or status goes on with the others.
             Err(e) => eprintln!("vservers: {e}; left out"),
         }
@@ -69,31 +84,34 @@ pub fn plan(
         .filter(|g| !(start && g.config.disabled))
         .map(|g| g.name.clone())
         .collect();
-    let deps_of = |name: &str| -> Result<Vec<String>, GroupError> {
-        let g = &configs[name];
+    // A guest's dependencies that can be ordered against (configured, or broken: then it is
+    // skipped); for a start, one that is not configured at all fails the guest.
+    let mut missing: BTreeMap<String, String> = BTreeMap::new();
+    let mut deps_of = |name: &str| -> Vec<String> {
+        let Some(g) = configs.get(name) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
         for d in &g.config.depends {
-            // A stop never fails on a dependency: guests must stop at shutdown however their
-            // configuration was edited. Unknown ones are not ordered against.
-            if !configs.contains_key(d) && start {
-                return Err(GroupError::UnknownDependency {
-                    guest: name.to_string(),
-                    missing: d.clone(),
-                });
+            if configs.contains_key(d) || failed.contains_key(d) {
+                v.push(d.clone());
+            } else if start {
+                // A stop never fails on a dependency: guests must stop at shutdown however
+                // their configuration was edited.
+                missing
+                    .entry(name.to_string())
+                    .or_insert_with(|| format!("depends on {d}, which is not configured"));
             }
         }
-        Ok(g.config
-            .depends
-            .iter()
-            .filter(|d| configs.contains_key(*d))
-            .cloned()
-            .collect())
+        v
     };
     let mut selected = marked.clone();
     if start {
-        // Close over dependencies.
+        // Close over dependencies; a broken configuration may be of a marked guest.
+        selected.extend(failed.keys().cloned());
         let mut todo: Vec<String> = marked.iter().cloned().collect();
         while let Some(n) = todo.pop() {
-            for d in deps_of(&n)? {
+            for d in deps_of(&n) {
                 if selected.insert(d.clone()) {
                     todo.push(d);
                 }
@@ -103,7 +121,7 @@ pub fn plan(
     let mut waits: BTreeMap<String, Vec<String>> =
         selected.iter().map(|n| (n.clone(), Vec::new())).collect();
     for n in &selected {
-        for d in deps_of(n)? {
+        for d in deps_of(n) {
             if !selected.contains(&d) {
                 continue;
             }
@@ -114,6 +132,7 @@ pub fn plan(
             }
         }
     }
+    failed.extend(missing);
     if let Err(e) = check_acyclic(&waits) {
         if start {
             return Err(e);
@@ -124,7 +143,7 @@ pub fn plan(
             w.clear();
         }
     }
-    Ok(waits)
+    Ok(Plan { waits, failed })
 }
 
 fn check_acyclic(waits: &BTreeMap<String, Vec<String>>) -> Result<(), GroupError> {

@@ -59,6 +59,8 @@ struct NotStarted(String);
 enum Work {
     Proc(Proc),
     NotStarted(NotStarted),
+    /// Already in the state asked for.
+    Done,
 }
 
 impl Job for Work {
@@ -66,6 +68,7 @@ impl Job for Work {
         match self {
             Work::Proc(p) => p.poll(),
             Work::NotStarted(n) => Some(Outcome::Failed(n.0.clone())),
+            Work::Done => Some(Outcome::Ok),
         }
     }
 }
@@ -76,13 +79,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let paths = cli.paths.paths();
     let start = cli.action == Action::Start;
-    let waits = match group::plan(&paths, &cli.mark, start) {
-        Ok(w) => w,
+    let plan = match group::plan(&paths, &cli.mark, start) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("vservers: {e}");
             return ExitCode::from(1);
         }
     };
+    let waits = &plan.waits;
     if waits.is_empty() {
         eprintln!(
             "vservers: no guest has mark '{}' (mark = [...] in NAME.toml)",
@@ -123,10 +127,23 @@ fn main() -> ExitCode {
         .filter(|p| p.exists())
         .unwrap_or_else(|| "vserver".into());
     let verb = if start { "start" } else { "stop" };
+    // A guest already in the state asked for counts as done (a dependency already running is
+    // satisfied): nothing is run for it.
+    let already = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let outcomes = group::run(
-        &waits,
+        waits,
         cli.jobs,
         |name| {
+            if let Some(why) = plan.failed.get(name) {
+                return Work::NotStarted(NotStarted(why.clone()));
+            }
+            let running = Guest::load(&paths, name)
+                .ok()
+                .map(|g| g.running().is_some());
+            if running == Some(start) {
+                already.borrow_mut().insert(name.to_string());
+                return Work::Done;
+            }
             let spawned = Command::new(&vserver)
                 .arg(name)
                 .arg(verb)
@@ -145,6 +162,14 @@ fn main() -> ExitCode {
                 return;
             }
             match outcome {
+                Outcome::Ok if already.borrow().contains(name) => println!(
+                    "{name}: {}",
+                    if start {
+                        "already running"
+                    } else {
+                        "already stopped"
+                    }
+                ),
                 Outcome::Ok => println!("{name}: {verb} ok"),
                 Outcome::Failed(why) => println!("{name}: {verb} failed ({why})"),
                 Outcome::Skipped(by) => println!("{name}: skipped ({by} failed)"),
@@ -156,6 +181,11 @@ fn main() -> ExitCode {
             .iter()
             .map(|(n, o)| {
                 let v = match o {
+                    Outcome::Ok if already.borrow().contains(n) => String::from(if start {
+                        "already running"
+                    } else {
+                        "already stopped"
+                    }),
                     Outcome::Ok => String::from("ok"),
                     Outcome::Failed(why) => format!("failed: {why}"),
                     Outcome::Skipped(by) => format!("skipped: {by} failed"),
