@@ -909,3 +909,130 @@ fn fifty_start_stop_cycles_leave_nothing() {
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
     no_leftovers(xid);
 }
+
+/// The addresses of link `dev` (`ip -o addr show`), as ADDR/PREFIX.
+fn addrs_of(dev: &str) -> Vec<String> {
+    let o = Command::new("ip")
+        .args(["-o", "addr", "show", "dev", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.iter()
+                .position(|w| *w == "inet" || *w == "inet6")
+                .map(|i| f[i + 1].to_string())
+        })
+        .filter(|a| !a.starts_with("fe80:"))
+        .collect()
+}
+
+/// An administrator's bridge (made here by the test, as a host's LAN bridge) is used as it is:
+/// start, stop and delete of a guest on it add, change or remove none of its addresses or
+/// settings (vserver used to put the guests' .1 gateway on it and leave it there). A NIC
+/// named as a bridge (util-vserver's `--interface eth0:IP/24`) is refused at build, saying
+/// which mode fits.
+#[test]
+fn an_existing_bridge_is_used_as_it_is_and_a_nic_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("exb", 55);
+    let (name, xid) = (env.name.clone(), env.xid);
+    let br = env.bridge.clone();
+    let lan = env.ip(254);
+    assert!(ip(&["link", "add", &br, "type", "bridge"]));
+    assert!(ip(&["addr", "add", &format!("{lan}/24"), "dev", &br]));
+    assert!(ip(&["link", "set", &br, "up"]));
+    let forwarding = format!("/proc/sys/net/ipv4/conf/{br}/forwarding");
+    let before = (addrs_of(&br), std::fs::read_to_string(&forwarding).unwrap());
+    env.guests.push(name.clone());
+    let tree = env.dir.join("bb");
+    busybox_tree(&tree);
+    let ifc = format!("{br}:{}/24", env.ip(50));
+    let x = xid.to_string();
+    assert_ok(
+        &env.build_rootfs(
+            &name,
+            &tree,
+            &["--context", &x, "--interface", &ifc, "--nat"],
+        ),
+        "build on an existing bridge",
+    );
+    env.userns_if_asked(&name);
+    let o = env.vserver(&name, &["start"]);
+    assert_ok(&o, "start");
+    assert!(
+        text(&o).contains(&format!("bridge {br} is not vserver's")),
+        "no warning: {}",
+        text(&o)
+    );
+    // NAT with the host's forwarding off is said (the test reads the setting, never sets it).
+    let off = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .unwrap()
+        .trim()
+        == "0";
+    assert_eq!(
+        text(&o).contains("net.ipv4.ip_forward = 0"),
+        off,
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        (addrs_of(&br), std::fs::read_to_string(&forwarding).unwrap()),
+        before,
+        "the bridge was changed by start"
+    );
+    // The guest is on the administrator's segment: it reaches the bridge's own address.
+    let listener = TcpListener::bind(format!("{lan}:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let serve = std::thread::spawn(move || {
+        // At most 20 s: a guest that cannot reach the bridge must not hang the test.
+        for _ in 0..200 {
+            if let Ok((mut c, _)) = listener.accept() {
+                let _ = c.write_all(b"lan\n");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let o = env.exec(&name, &format!("busybox nc -w 5 {lan} {port} </dev/null"));
+    serve.join().unwrap();
+    assert_eq!(
+        text(&o).trim(),
+        "lan",
+        "the guest reaching the bridge's address"
+    );
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert_ok(&env.vserver(&name, &["delete", "--force"]), "delete");
+    env.guests.retain(|g| g != &name);
+    assert_eq!(addrs_of(&br).as_slice(), before.0.as_slice());
+    no_leftovers(xid);
+    // A link that is not a bridge, named where a bridge goes.
+    let nic = format!("{br}n");
+    assert!(ip(&[
+        "link",
+        "add",
+        &nic,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{br}p")
+    ]));
+    let o = env.build_rootfs(
+        &format!("{name}n"),
+        &tree,
+        &["--interface", &format!("{nic}:{}/24", env.ip(51))],
+    );
+    ip(&["link", "del", &nic]);
+    ip(&["link", "del", &br]);
+    assert!(!o.status.success(), "a veth taken as a bridge");
+    assert!(
+        text(&o).contains("not a bridge") && text(&o).contains(&format!("macvlan:{nic}:")),
+        "{}",
+        text(&o)
+    );
+}

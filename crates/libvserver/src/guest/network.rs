@@ -336,7 +336,14 @@ pub(crate) fn prepare(g: &Guest) -> Result<NetPlan, GuestError> {
     for (i, ifc) in g.config.interface.iter().enumerate() {
         let addrs = ifc.addrs().map_err(|m| failed(&g.name, m))?;
         let mut gateways = Vec::new();
-        if ifc.mode == NetMode::Veth {
+        if ifc.mode == NetMode::Veth
+            && bridge_use(&mut nl, &ifc.bridge).map_err(|m| failed(&g.name, m))?
+                == BridgeUse::Foreign
+        {
+            // The administrator's bridge (the LAN's, say) is used as it is: no address, state
+            // or sysctl of it is changed; the guest's gateway is what its config says.
+            nl.ensure_bridge(&ifc.bridge).map_err(err)?;
+        } else if ifc.mode == NetMode::Veth {
             let br = nl.ensure_bridge(&ifc.bridge).map_err(err)?;
             for (a, p) in &addrs {
                 if let Some(gw) = ifc.gateway_for(*a, *p) {
@@ -380,6 +387,85 @@ pub(crate) fn prepare(g: &Guest) -> Result<NetPlan, GuestError> {
         });
     }
     Ok(plan)
+}
+
+/// Whose a veth interface's bridge is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BridgeUse {
+    /// It does not exist: vserver makes it (and it is then vserver's).
+    Create,
+    /// vserver made it: it carries [`crate::net::netlink::stable_mac`] of its name. vserver
+    /// gives it the guests' gateway addresses and the forwarding sysctls.
+    Managed,
+    /// The administrator's: used as it is, never changed.
+    Foreign,
+}
+
+/// Whose bridge `name` is (see [`BridgeUse`]).
+///
+/// Errors: `name` exists but is not a bridge (a NIC, a veth): the message says what it is and
+/// which interface mode fits a host NIC; netlink errors.
+pub(crate) fn bridge_use(nl: &mut Netlink, name: &str) -> Result<BridgeUse, String> {
+    match nl.link_kind_and_mac(name).map_err(|e| e.to_string())? {
+        None => Ok(BridgeUse::Create),
+        Some((kind, mac)) if kind == "bridge" => {
+            Ok(if mac == crate::net::netlink::stable_mac(name) {
+                BridgeUse::Managed
+            } else {
+                BridgeUse::Foreign
+            })
+        }
+        Some((kind, _)) => Err(format!(
+            "{name} is {}, not a bridge: a veth interface needs a bridge; for a host NIC use \
+             mode macvlan (--interface macvlan:{name}:IP/PREFIX, the guest on the NIC's \
+             segment) or classic (--interface classic:{name}:IP/PREFIX, the host's own stack)",
+            if kind == "none" {
+                String::from("a host network interface")
+            } else {
+                format!("a {kind} link")
+            }
+        )),
+    }
+}
+
+/// What the host's settings will spoil of `g`'s network, said at start: `nat` while the
+/// host's IPv4 forwarding is off (replies to the guest's masqueraded traffic would be
+/// dropped on the uplink), and a bridge of the administrator's that vserver will not
+/// configure for NAT or forwards.
+pub(crate) fn host_warnings(g: &Guest) -> Vec<String> {
+    let mut out = Vec::new();
+    let forwarding_off = |key: &str| {
+        std::fs::read_to_string(format!("/proc/sys/{key}"))
+            .map(|v| v.trim() == "0")
+            .unwrap_or(false)
+    };
+    if g.config.interface.iter().any(|i| i.nat) && forwarding_off("net/ipv4/ip_forward") {
+        out.push(String::from(
+            "nat = true but the host's IPv4 forwarding is off (sysctl net.ipv4.ip_forward = 0): \
+             the guest's traffic through NAT gets no replies; enable it with \
+             `sysctl -w net.ipv4.ip_forward=1` (and a file in /etc/sysctl.d)",
+        ));
+    }
+    let Ok(mut nl) = Netlink::open() else {
+        return out;
+    };
+    for ifc in g
+        .config
+        .interface
+        .iter()
+        .filter(|i| i.mode == NetMode::Veth)
+    {
+        if (ifc.nat || !g.config.forward.is_empty())
+            && bridge_use(&mut nl, &ifc.bridge).ok() == Some(BridgeUse::Foreign)
+        {
+            out.push(format!(
+                "bridge {} is not vserver's: it is used as it is, so its addresses, \
+                 forwarding and route_localnet (for nat and forwards) are yours to set",
+                ifc.bridge
+            ));
+        }
+    }
+    out
 }
 
 fn set_sysctl(key: &str, value: &str) -> Result<(), String> {

@@ -273,7 +273,7 @@ pub(crate) fn start_locked(
     // From here on every failure removes what was made: the disk mount, cgroup, veths, state.
     match check_root_and_launch(g, &root, lock, progress) {
         Ok(state) => {
-            let mut warnings = Vec::new();
+            let mut warnings = super::network::host_warnings(g);
             if let Err(e) = scripts::run(g, "post-start") {
                 warnings.push(e.to_string());
             }

@@ -282,6 +282,27 @@ impl Netlink {
         Ok(self.get_link(name, "look up link")?.map(|l| l.header.index))
     }
 
+    /// What link `name` is: its kind (`IFLA_INFO_KIND`: "bridge", "veth", "dummy" ...; "none"
+    /// for a physical NIC or `lo`, which have none) and its hardware address; None when no such
+    /// link exists.
+    ///
+    /// Errors: [`NetlinkError::Invalid`] for a bad name, [`NetlinkError::Os`] from the kernel.
+    pub fn link_kind_and_mac(&mut self, name: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let Some(link) = self.get_link(name, "look up link")? else {
+            return Ok(None);
+        };
+        let kind = link_kind(&link).map_or_else(|| "none".into(), |k| k.to_string());
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(Some((kind, mac)))
+    }
+
     /// Create a bridge `name` (`IFLA_INFO_KIND` "bridge", with the fixed MAC [`stable_mac`]) and
     /// return its index; no error if it already exists as a bridge. Errors: [`NetlinkError::WrongKind`] if it exists as another
     /// kind, [`NetlinkError::Os`] from the kernel (e.g. `EPERM` without `CAP_NET_ADMIN`).

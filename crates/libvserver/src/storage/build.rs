@@ -268,6 +268,13 @@ pub fn build(
     }
     for i in o.interfaces.iter().filter(|i| *i != "none") {
         let mut ifc = parse_interface_arg(i).map_err(|m| err(format!("--interface {i}: {m}")))?;
+        // util-vserver's `--interface eth0:IP/24` names a NIC: say so now, not at start.
+        if ifc.mode == config::NetMode::Veth {
+            if let Ok(mut nl) = crate::net::netlink::Netlink::open() {
+                crate::guest::network::bridge_use(&mut nl, &ifc.bridge)
+                    .map_err(|m| err(format!("--interface {i}: {m}")))?;
+            }
+        }
         ifc.nat = o.nat && ifc.mode == config::NetMode::Veth;
         if ifc.mode != config::NetMode::Classic {
             ifc.mtu = o.mtu;
