@@ -572,7 +572,22 @@ pub fn cgroup_mount(own_ns: bool, text: &str) -> Result<(), String> {
     }
     if v1.is_empty() {
         if v2 {
-            m(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), ro, None)?;
+            if let Err(e) = m(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), ro, None) {
+                // The host's /sys bound in (a user namespace without a network namespace of
+                // its own) brings the host's cgroup2 mount there, and the kernel refuses the
+                // same file system twice on one mount point: cover it first.
+                if !e.contains("EBUSY") {
+                    return Err(e);
+                }
+                m(
+                    Some("tmpfs"),
+                    "/sys/fs/cgroup",
+                    Some("tmpfs"),
+                    ro,
+                    Some("mode=755,size=4k"),
+                )?;
+                m(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), ro, None)?;
+            }
             own("")?;
         }
         return Ok(());
