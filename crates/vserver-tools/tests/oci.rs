@@ -2147,3 +2147,59 @@ fn a_container_cannot_lift_its_own_cgroup_limits() {
         "{cpu:?} {tried}"
     );
 }
+
+/// Found by a reading against runc: a container that manages its own cgroups (systemd, Docker
+/// in a pod) moves its processes into cgroups below its own and may enable controllers there,
+/// after which its own cgroup takes no process (EBUSY on v2) and every exec failed. An exec'd
+/// process now goes where the init is, within the container's tree. (The test moves the init
+/// from the host, as the container would from inside.)
+#[test]
+fn exec_follows_an_init_that_moved_into_its_own_child_cgroup() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("inner");
+    b.args(&["sleep", "1000"]);
+    let id = id("inner");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let init = init_pid_of(&b, &id);
+    for dir in cgroups_of(&id) {
+        let holds = |d: &Path| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == init.to_string())
+        };
+        let base = if holds(&dir.join("payload")) {
+            dir.join("payload")
+        } else {
+            dir.clone()
+        };
+        if !holds(&base) {
+            continue;
+        }
+        std::fs::create_dir(base.join("inner")).unwrap();
+        std::fs::write(base.join("inner/cgroup.procs"), init.to_string()).unwrap();
+        // On v2 with controllers: the container's cgroup becomes an inner node.
+        let _ = std::fs::write(base.join("cgroup.subtree_control"), "+pids");
+    }
+    let pidf = b.dir.join("exec.pid");
+    assert_ok(
+        &b.oci(&[
+            "exec",
+            "-d",
+            "--pid-file",
+            pidf.to_str().unwrap(),
+            &id,
+            "sleep",
+            "30",
+        ]),
+        "exec into a container whose init moved below its cgroup",
+    );
+    let pid = std::fs::read_to_string(&pidf).unwrap().trim().to_string();
+    let cg = |p: &str| std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+    assert_eq!(cg(&pid), cg(&init.to_string()));
+    assert!(cg(&pid).contains("/inner"), "{}", cg(&pid));
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+}

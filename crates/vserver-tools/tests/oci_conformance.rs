@@ -432,6 +432,16 @@ fn user_namespace_mappings_hold_and_exec_joins_them() {
         "a user namespace in the host's network namespace",
         &host_net,
     );
+    // The host's cgroup trees that came with its /sys are hidden (no cgroup mount asked).
+    let mut probe = host_net.clone();
+    probe["process"]["args"] = json!(["sh", "-c", "ls /sys/fs/cgroup | wc -l"]);
+    probe["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/sys/fs/cgroup");
+    let (o, out) = c.run(&probe);
+    assert_ok(&o, "list /sys/fs/cgroup");
+    assert_eq!(out.trim(), "0", "the host's cgroups are visible");
     // A service in it; exec joins the user namespace: root inside, the mapped id outside.
     s["process"]["args"] = json!(["sleep", "1000"]);
     assert_ok(&c.run_detached(&s), "run -d");
@@ -612,6 +622,47 @@ fn runc_semantics_hold_where_the_suites_found_differences() {
     ]);
     assert_ok(&o, "exec -e");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "MY_VAR=two");
+    // HOME from the container's /etc/passwd when the environment has none (runc, crun).
+    let o = c.oci(&["exec", "-u", "65534:65534", &c.id, "sh", "-c", "echo $HOME"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "/",
+        "{}",
+        text(&o)
+    );
+    // A cwd reached through a directory only root may search is entered before the user
+    // switch, as runc does.
+    std::fs::create_dir_all(c.dir.join("rootfs/secret/inner")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            c.dir.join("rootfs/secret"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            c.dir.join("rootfs/secret/inner"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+    }
+    let o = c.oci(&[
+        "exec",
+        "-u",
+        "65534:65534",
+        "--cwd",
+        "/secret/inner",
+        &c.id,
+        "sh",
+        "-c",
+        "pwd",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "/secret/inner",
+        "{}",
+        text(&o)
+    );
     // The container's personality holds for exec'd processes.
     let o = sh("cat /proc/self/personality");
     assert_ok(&o, "exec cat personality");
@@ -654,7 +705,8 @@ fn runc_semantics_hold_where_the_suites_found_differences() {
         None => {
             let p = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
             let w = std::fs::read_to_string(format!("/sys/fs/cgroup{p}/cpu.weight")).unwrap();
-            assert_eq!(w.trim(), (1 + (510 * 9999) / 262_142).to_string());
+            // runc's and crun's fit: 512 shares are weight 59 (1024 would be 100).
+            assert_eq!(w.trim(), "59");
         }
     }
     // exec --ignore-paused: accepted, and the process runs once the container is resumed.

@@ -482,6 +482,39 @@ impl GuestCgroup {
         Ok(v)
     }
 
+    /// Open, in every hierarchy, `cgroup.procs` of the cgroup where process `pid` (an OCI
+    /// container's init, host pid) is now, when that lies at or below this cgroup's process
+    /// directory (`rel` is this cgroup's path from each hierarchy's root, as in
+    /// `/proc/PID/cgroup`); else the process directory's own. A container that manages its
+    /// cgroups (systemd, Docker in a pod) moves its processes below its own and may enable
+    /// controllers there, after which its own cgroup takes no process (EBUSY): an exec'd
+    /// process goes where the init is, as with runc. Opened with openat2(2)
+    /// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` from the process directory.
+    ///
+    /// Errors: [`CgroupError::Io`] naming the file.
+    pub fn open_procs_files_following(&self, pid: i32, rel: &str) -> Result<Vec<fs::File>> {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let rel = format!("/{}", rel.trim_matches('/'));
+        let mut v = Vec::new();
+        for (h, d) in &self.dirs {
+            let dir = self.proc_dir(h, d);
+            let base = if self.uses_leaf(h) {
+                format!("{}/{PROCESS_LEAF}", rel.trim_end_matches('/'))
+            } else {
+                rel.clone()
+            };
+            let nested = cgroup_path_of(&text, h)
+                .and_then(|p| nested_below(&p, &base))
+                .filter(|r| !r.is_empty())
+                .and_then(|r| open_beneath(&dir, &format!("{r}/cgroup.procs")).ok());
+            v.push(match nested {
+                Some(f) => f,
+                None => self.open_procs(&dir)?,
+            });
+        }
+        Ok(v)
+    }
+
     /// Move process `pid` into the cgroup (v1 only when `v1_only`); on v2 into
     /// [`GuestCgroup::init_dir`].
     pub fn add_pid(&self, pid: i32, v1_only: bool) -> Result<()> {
@@ -864,8 +897,7 @@ impl GuestCgroup {
     }
 
     /// Set the CPU share of an OCI container: v1 `cpu.shares` exactly as given (2..262144), v2
-    /// `cpu.weight` from it by the conversion runc and crun use (1 + (shares - 2) * 9999 /
-    /// 262142, so 1024 is weight 39; Documentation/admin-guide/cgroup-v2.rst "Weights").
+    /// `cpu.weight` by [`shares_to_weight`].
     ///
     /// Errors: [`CgroupError::Unsupported`] when no hierarchy has either file;
     /// [`CgroupError::Io`] when the kernel refuses the value.
@@ -876,7 +908,7 @@ impl GuestCgroup {
             "cpu.weight or cpu.shares",
             &|h| {
                 Some(if h.is_v2() {
-                    ("cpu.weight", 1 + ((shares - 2) * 9999) / 262_142)
+                    ("cpu.weight", shares_to_weight(shares))
                 } else {
                     ("cpu.shares", shares)
                 })
@@ -1085,6 +1117,17 @@ fn v2_delegates_namespaces(mount: &Path) -> bool {
             && f[1] == want
             && f[3].split(',').any(|o| o == "nsdelegate")
     })
+}
+
+/// cgroup v2 `cpu.weight` (1..10000) for v1 `cpu.shares` (2..262144), by the quadratic fit
+/// in log2 that runc (opencontainers/cgroups) and crun use today: the ends map to the ends and
+/// the default 1024 to the default 100 (the older linear formula gave 39 for 1024, less than a
+/// container's uncontained siblings).
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
 }
 
 fn cgroup_path_of(text: &str, h: &Hierarchy) -> Option<String> {

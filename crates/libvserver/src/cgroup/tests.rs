@@ -84,3 +84,18 @@ fn real_host_layout_creates_and_removes_a_cgroup() {
     let _ = child.wait();
     assert!(!cg.exists());
 }
+
+#[test]
+fn cpu_shares_map_onto_weights_end_to_end_and_default_to_default() {
+    assert_eq!(shares_to_weight(2), 1);
+    assert_eq!(shares_to_weight(1024), 100);
+    assert_eq!(shares_to_weight(262_144), 10_000);
+    assert_eq!(shares_to_weight(0), 1);
+    // Monotonic in between.
+    let mut last = 0;
+    for s in [2, 10, 102, 512, 1024, 2048, 100_000, 262_144] {
+        let w = shares_to_weight(s);
+        assert!(w >= last, "{s} -> {w}");
+        last = w;
+    }
+}

@@ -189,6 +189,7 @@ fn path_of(env: &[std::ffi::CString]) -> String {
 ///
 /// Errors: the step and the OS error.
 fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
+    super::sched::reset_affinity();
     crate::security::keyring::fresh_session_keyring()
         .map_err(|e| format!("join a fresh session keyring: {e}"))?;
     if let Some(p) = x.personality {
@@ -231,9 +232,7 @@ pub(crate) fn reduce_for_exec(
     x: &OciExtras,
     cap_drop: &[Capability],
     seccomp: Option<&SeccompProgram>,
-    rlimits: &[super::child::Rlimit],
 ) -> Result<(), String> {
-    super::child::set_rlimits(rlimits)?;
     keyring_and_personality(x)?;
     if let Some(cpus) = &x.exec_affinity.0 {
         super::sched::set_affinity(cpus)
@@ -254,12 +253,61 @@ pub(crate) fn reduce_for_exec(
     if !x.no_new_privs {
         load()?;
     }
+    // The working directory while still root (a user's cwd may be reachable by root only
+    // on the way, as runc tries it first); the command enters it again if this failed.
+    let _ = enter_cwd(x);
     become_user(x)?;
     let _ = nix::sys::prctl::set_dumpable(false);
     if x.no_new_privs {
         load()?;
     }
     Ok(())
+}
+
+/// The rlimits of an exec'd process, set in the intermediate before it joins the container's
+/// user namespace (raising a hard limit needs CAP_SYS_RESOURCE in the initial one). The soft
+/// RLIMIT_NPROC is kept at its hard value until [`finish_exec`] (the intermediate forks as the
+/// container's user, and would count against the limit itself); returns that soft value.
+///
+/// Errors: the resource and the OS error.
+pub(crate) fn exec_rlimits(rlimits: &[super::child::Rlimit]) -> Result<Option<u64>, String> {
+    let mut nproc_soft = None;
+    let lifted: Vec<super::child::Rlimit> = rlimits
+        .iter()
+        .map(|&(res, soft, hard)| {
+            if res == libc::RLIMIT_NPROC {
+                nproc_soft = Some(soft);
+                (res, hard, hard)
+            } else {
+                (res, soft, hard)
+            }
+        })
+        .collect();
+    super::child::set_rlimits(&lifted)?;
+    Ok(nproc_soft)
+}
+
+/// `HOME` from the container's /etc/passwd for `uid` (else `/`) when `env` has none, as runc
+/// and crun add it; `env` otherwise as it is.
+fn with_home(env: &[std::ffi::CString], uid: u32) -> Vec<std::ffi::CString> {
+    if env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
+        return env.to_vec();
+    }
+    let home = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty())
+                    .then(|| f[5].to_string())
+            })
+        })
+        .unwrap_or_else(|| String::from("/"));
+    let mut v = env.to_vec();
+    if let Ok(c) = std::ffi::CString::new(format!("HOME={home}")) {
+        v.push(c);
+    }
+    v
 }
 
 /// An exec'd process's last steps once released (after [`reduce_for_exec`] in its parent):
@@ -269,8 +317,14 @@ pub(crate) fn finish_exec(x: &OciExtras, payload: &Payload, err: OwnedFd) -> ! {
     let Payload::Exec { argv, env } = payload else {
         fail(&err, "an OCI exec runs a program")
     };
-    if let Err(e) = enter_cwd(x) {
-        fail(&err, &e);
+    let env = &with_home(env, x.user.uid);
+    let here = nix::unistd::getcwd().ok();
+    if here.as_deref() != Some(std::path::Path::new(x.cwd.trim_end_matches('/')))
+        && here.as_deref() != Some(std::path::Path::new(&x.cwd))
+    {
+        if let Err(e) = enter_cwd(x) {
+            fail(&err, &e);
+        }
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(x.umask as libc::mode_t) };
@@ -309,6 +363,7 @@ pub(crate) fn finish(
             "an OCI container runs a program, not the built-in init",
         )
     };
+    let env = &with_home(env, x.user.uid);
     if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
         fail(&err, &e);
     }

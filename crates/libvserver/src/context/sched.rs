@@ -108,12 +108,15 @@ impl SchedAttr {
     }
 }
 
+/// Bits in one word of a node mask (an unsigned long).
+const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+
 /// A memory policy for set_mempolicy(2): mode with its flags, and the node mask.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemPolicy {
     /// MPOL_* mode ORed with MPOL_F_* flags.
     pub mode: i32,
-    /// Node bit mask, 64 nodes per word.
+    /// Node bit mask, one bit per node, [`WORD_BITS`] nodes per word.
     pub mask: Vec<libc::c_ulong>,
 }
 
@@ -155,7 +158,7 @@ impl MemPolicy {
         }
         let mut mask: Vec<libc::c_ulong> = Vec::new();
         for n in parse_list(nodes)? {
-            let (w, b) = (n / 64, n % 64);
+            let (w, b) = (n / WORD_BITS, n % WORD_BITS);
             if mask.len() <= w {
                 mask.resize(w + 1, 0);
             }
@@ -168,7 +171,7 @@ impl MemPolicy {
     ///
     /// Errors: the OS error (EINVAL for nodes that do not exist or a mode that needs nodes).
     pub fn apply(&self) -> Result<(), String> {
-        let maxnode = (self.mask.len() * 64 + 1) as libc::c_ulong;
+        let maxnode = (self.mask.len() * WORD_BITS + 1) as libc::c_ulong;
         let ptr = if self.mask.is_empty() {
             std::ptr::null()
         } else {
@@ -206,6 +209,18 @@ pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
         out.extend(a..=b);
     }
     Ok(out)
+}
+
+/// Let the calling thread run on every CPU (sched_setaffinity(2) with the whole set: the
+/// kernel keeps those its cpuset allows), so that a container does not inherit the affinity of
+/// the runtime's caller (a containerd pinned to housekeeping CPUs), as runc resets it.
+/// Best-effort: errors are ignored.
+pub fn reset_affinity() {
+    let mut set = nix::sched::CpuSet::new();
+    for c in 0..nix::sched::CpuSet::count() {
+        let _ = set.set(c);
+    }
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
 }
 
 /// sched_setaffinity(2) of the calling thread to the CPUs `cpus`.

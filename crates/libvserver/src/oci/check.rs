@@ -193,9 +193,16 @@ fn check_process(c: &Ctx<'_>, p: &Process, field: &str) -> Result<(), SpecError>
     }
     if let Some(a) = &p.exec_cpu_affinity {
         for (name, v) in [("initial", &a.initial), ("final", &a.final_cpus)] {
-            if let Some(l) = v {
-                crate::context::sched::parse_list(l)
+            if let Some(l) = v.as_deref().filter(|l| !l.trim().is_empty()) {
+                let cpus = crate::context::sched::parse_list(l)
                     .map_err(|e| c.refuse(format!("{field}.execCPUAffinity.{name}"), e))?;
+                let most = nix::sched::CpuSet::count();
+                if let Some(big) = cpus.iter().find(|c| **c >= most) {
+                    return Err(c.refuse(
+                        format!("{field}.execCPUAffinity.{name}"),
+                        format!("CPU {big} is beyond the {most} an affinity mask holds here"),
+                    ));
+                }
             }
         }
     }

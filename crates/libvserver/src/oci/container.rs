@@ -360,8 +360,10 @@ pub(crate) fn process_parts(p: &super::spec::Process) -> ProcessParts {
                 .exec_cpu_affinity
                 .as_ref()
                 .map(|a| {
+                    // An empty list is no list (as runc reads it).
                     let list = |v: &Option<String>| {
                         v.as_deref()
+                            .filter(|l| !l.trim().is_empty())
                             .and_then(|l| crate::context::sched::parse_list(l).ok())
                     };
                     (list(&a.initial), list(&a.final_cpus))
@@ -1027,7 +1029,13 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<(), OciError> 
         if live_status(&st) == Status::Stopped && cg.all_pids().is_empty() {
             return Ok(());
         }
-        cg.signal_number(sig);
+        if sig == libc::SIGKILL {
+            // cgroup.kill on v2 takes every process at once (a forking workload cannot slip
+            // past a snapshot of pids), and the pidfd walk gets what v1 alone holds.
+            cg.kill_all();
+        } else {
+            cg.signal_number(sig);
+        }
         return Ok(());
     }
     if live_status(&st) == Status::Stopped {
@@ -1109,15 +1117,17 @@ pub fn freeze(root: &Path, id: &str, frozen: bool) -> Result<(), OciError> {
         _ => {}
     }
     let cg = cgroup_of(id, &st.cgroup)?;
+    cg.freeze(frozen).map_err(|e| failed(id, e.to_string()))?;
     if !frozen {
         // Resume thaws what the container froze below its cgroup too (v1: a child stays
-        // frozen when its parent thaws; v2: its own leaf).
+        // frozen when its parent thaws; v2: its own leaf), once the cgroup itself is thawed
+        // (a child of a frozen v2 cgroup stays frozen whatever it says).
         cg.thaw_v1_tree();
         if let Some(l) = cg.leaf() {
             let _ = l.freeze(false);
         }
     }
-    cg.freeze(frozen).map_err(|e| failed(id, e.to_string()))
+    Ok(())
 }
 
 /// `update --resources`: write new limits.

@@ -110,8 +110,9 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     };
     // The container's cgroup as create made it (on v1 its processes go to the leaf below).
     let cg = super::container::cgroup_of(id, &st.cgroup)?;
+    // Where the init is now, within the container's tree (see open_procs_files_following).
     let procs = cg
-        .open_procs_files(false)
+        .open_procs_files_following(st.pid, &st.cgroup)
         .map_err(|e| failed(id, e.to_string()))?;
     // The namespaces the init has and we do not share (comparing inodes): join those.
     let differs = |name: &str| -> Result<bool, OciError> {
@@ -208,15 +209,26 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     // container's pid namespace was joined as host root: its user namespace, then every
     // reduction (rlimits, keyring, personality, no_new_privs, bounding set, seccomp, user and
     // capability sets), so that the command is born with no more power than the container.
+    // (Set in the intermediate, read in the command it forks: the same memory image.)
+    let nproc_soft = std::cell::Cell::new(None);
     let mut reduce = |_: &OwnedFd| -> Result<(), String> {
+        // Before the user namespace: raising a hard limit needs the initial one's privilege.
+        nproc_soft.set(crate::context::oci_child::exec_rlimits(&rlimits)?);
         if userns_differs {
             nix::sched::setns(init.as_fd(), CloneFlags::CLONE_NEWUSER)
                 .map_err(|e| format!("join the container's user namespace: {e}"))?;
         }
-        crate::context::oci_child::reduce_for_exec(&extras, &cap_drop, seccomp.as_ref(), &rlimits)
+        crate::context::oci_child::reduce_for_exec(&extras, &cap_drop, seccomp.as_ref())
     };
-    // The command's last steps: cwd, umask, exec (errors go to `err` until then).
+    // The command's last steps: its soft RLIMIT_NPROC (lowering needs no privilege), cwd,
+    // umask, exec (errors go to `err` until then).
     let mut run = |err: OwnedFd| -> std::convert::Infallible {
+        let nproc = rlimits.iter().find(|(r, _, _)| *r == libc::RLIMIT_NPROC);
+        if let (Some(soft), Some(&(res, _, hard))) = (nproc_soft.get(), nproc) {
+            if let Err(e) = crate::context::child::set_rlimits(&[(res, soft, hard)]) {
+                crate::context::child::fail(&err, &e);
+            }
+        }
         crate::context::oci_child::finish_exec(&extras, &payload, err)
     };
     // Set from here, with the host's privileges, before the process runs.

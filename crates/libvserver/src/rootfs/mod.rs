@@ -347,7 +347,23 @@ pub fn enter_guest_root(
             EngineMount::Sys => {
                 ensure_dir("/sys")?;
                 match &early {
-                    Some(e) => move_mount(&e.sys, "/sys")?,
+                    Some(e) => {
+                        move_mount(&e.sys, "/sys")?;
+                        // The host's cgroup trees came with its /sys: hidden unless the config
+                        // mounts the container's own there (as crun hides them).
+                        if e.sys_is_host_bind && !oci.is_some_and(|x| x.cgroup_mount) {
+                            m(
+                                Some("tmpfs"),
+                                "/sys/fs/cgroup",
+                                Some("tmpfs"),
+                                MsFlags::MS_RDONLY
+                                    | MsFlags::MS_NOSUID
+                                    | MsFlags::MS_NODEV
+                                    | MsFlags::MS_NOEXEC,
+                                Some("mode=555,size=4k"),
+                            )?;
+                        }
+                    }
                     None => m(
                         Some("sysfs"),
                         "/sys",
@@ -750,6 +766,9 @@ pub struct UsernsTrees {
 struct EarlyMounts {
     proc: OwnedFd,
     sys: OwnedFd,
+    /// `sys` is a bind of the host's /sys (sysfs could not be made: no network namespace of
+    /// its own), which brings the host's cgroup mounts along.
+    sys_is_host_bind: bool,
     devices: Vec<OwnedFd>,
 }
 
@@ -763,14 +782,14 @@ impl EarlyMounts {
         // sysfs needs the network namespace to be owned by the user namespace: a container
         // that keeps the host's network namespace gets a read-only recursive bind of the
         // host's /sys instead, as runc gives it (the masks go over it as over a sysfs).
-        let sys = match new_fs_mount("sysfs", ro) {
-            Ok(fd) => fd,
+        let (sys, sys_is_host_bind) = match new_fs_mount("sysfs", ro) {
+            Ok(fd) => (fd, false),
             Err(e) if e.contains("EPERM") => {
                 let fd = open_tree_clone(libc::AT_FDCWD, c"/sys", libc::AT_RECURSIVE as u32)
                     .map_err(|b| format!("{e}; bind the host's /sys instead: {b}"))?;
                 change_mount_attrs(&fd, ro, 0, true)
                     .map_err(|b| format!("make the bind of the host's /sys read-only: {b}"))?;
-                fd
+                (fd, true)
             }
             Err(e) => return Err(e),
         };
@@ -783,7 +802,12 @@ impl EarlyMounts {
                     .map_err(|e| format!("open_tree the host's /dev/{name}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(EarlyMounts { proc, sys, devices })
+        Ok(EarlyMounts {
+            proc,
+            sys,
+            sys_is_host_bind,
+            devices,
+        })
     }
 }
 

@@ -98,7 +98,19 @@ const FLAG_WORDS: &[(&str, MsFlags, bool)] = &[
     ("nostrictatime", MsFlags::MS_STRICTATIME, false),
     ("mand", MsFlags::MS_MANDLOCK, true),
     ("nomand", MsFlags::MS_MANDLOCK, false),
+    ("lazytime", MsFlags::MS_LAZYTIME, true),
+    ("nolazytime", MsFlags::MS_LAZYTIME, false),
+    ("iversion", MsFlags::MS_I_VERSION, true),
+    ("noiversion", MsFlags::MS_I_VERSION, false),
+    ("silent", MsFlags::MS_SILENT, true),
+    ("loud", MsFlags::MS_SILENT, false),
+    // mount(8)'s "rw,suid,dev,exec,auto,nouser,async": nothing to set on a new mount.
+    ("defaults", MsFlags::empty(), true),
 ];
+
+/// Words runc knows that mean nothing for a mount made anew here: ignored (not passed to the
+/// file system as data, which would refuse them).
+const IGNORED_WORDS: &[&str] = &["remount", "auto", "noauto", "user", "nouser", "nofail"];
 
 /// mount(8) option words of a bind that set or clear a mount attribute: (word, set, clear).
 /// Each also has a recursive form, `r` + word (`rro`, `rnosuid`).
@@ -145,7 +157,7 @@ const PROPAGATION_WORDS: &[&str] = &[
 /// (`rro`, `rnosuid` ...) to every mount of it; other words (`mode=755`, `size=`) mean
 /// nothing to a bind and are ignored, as runc ignores them.
 ///
-/// Errors: a recursive word (`rro`) on a mount that is not a bind.
+/// Errors: `tmpcopyup` (not supported).
 pub fn parse_mount(
     kind: &str,
     source: &str,
@@ -164,7 +176,12 @@ pub fn parse_mount(
         } else if o == "rbind" {
             bind = true;
             recursive = true;
-        } else if PROPAGATION_WORDS.contains(&o.as_str()) {
+        } else if PROPAGATION_WORDS.contains(&o.as_str()) || IGNORED_WORDS.contains(&o.as_str()) {
+            continue;
+        } else if o == "tmpcopyup" {
+            return Err(String::from(
+                "'tmpcopyup' (copying the directory's files into a new tmpfs) is not supported",
+            ));
         } else if let Some((_, set, clr)) = o.strip_prefix('r').and_then(attr_word) {
             // Recursive attribute words: only a bind has mounts below it.
             rattrs = (rattrs & !clr) | set;
@@ -198,17 +215,9 @@ pub fn parse_mount(
             rclear,
         });
     }
-    if rattrs | rclear != 0 {
-        return Err(format!(
-            "recursive mount attributes ({}) need a bind mount",
-            options
-                .iter()
-                .filter(|o| o.strip_prefix('r').and_then(attr_word).is_some())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
-    }
+    // Recursive attribute words mean nothing to a new file system (it has no mounts below
+    // it yet): ignored, as runc ignores them.
+    let _ = (rattrs, rclear);
     Ok(SpecMount::Fs {
         fstype: kind.to_string(),
         source: if source.is_empty() { kind } else { source }.to_string(),
@@ -262,7 +271,8 @@ fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
     };
     let fd = open_tree_clone(libc::AT_FDCWD, &c, extra)
         .map_err(|e| format!("open_tree {source}: {e}"))?;
-    // The whole tree first, then the top mount: `rbind,rro,rw` leaves only the top writable.
+    // The whole tree first, then the top mount (`rbind,rro,nosuid`: everything read-only,
+    // the top nosuid too).
     if *rattrs | *rclear != 0 {
         super::change_mount_attrs(&fd, *rattrs, *rclear, true)
             .map_err(|e| format!("set the attributes of the mounts of {source}: {e}"))?;
@@ -801,6 +811,12 @@ mod tests {
                 rclear: MOUNT_ATTR_NODEV,
             }
         );
-        assert!(parse_mount("tmpfs", "tmpfs", "/b", &s(&["rro"])).is_err());
+        // On a new file system: recursive words and mount(8)'s no-ops are ignored, not data.
+        let t = parse_mount("tmpfs", "tmpfs", "/b", &s(&["rro", "defaults", "lazytime"])).unwrap();
+        assert!(
+            matches!(t, SpecMount::Fs { ref data, .. } if data.is_empty()),
+            "{t:?}"
+        );
+        assert!(parse_mount("tmpfs", "tmpfs", "/b", &s(&["tmpcopyup"])).is_err());
     }
 }
