@@ -64,6 +64,31 @@ impl Paths {
         self.config_dir.join(format!("{name}.toml"))
     }
 
+    /// Take the exclusive lock every read-modify-write of `CONFIG/NAME.toml` holds (flock(2)
+    /// on `CONFIG/.NAME.toml.lock`; NAME.toml itself is replaced by rename, so it cannot carry
+    /// the lock). Blocks while another command holds it; released when dropped or when the
+    /// process dies.
+    ///
+    /// Errors: the lock file cannot be opened.
+    pub fn lock_config(&self, name: &str) -> std::io::Result<ConfigLock> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.config_dir.join(format!(".{name}.toml.lock")))?;
+        loop {
+            // SAFETY: flock on a live fd we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(ConfigLock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     /// `CONFIG/NAME.sh`, the optional start/stop script.
     pub fn script_file(&self, name: &str) -> PathBuf {
         self.config_dir.join(format!("{name}.sh"))
@@ -121,6 +146,35 @@ pub fn validate_guest_name(name: &str) -> Result<(), String> {
 /// True when `p` exists (without following a final symlink).
 pub fn exists_nofollow(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
+}
+
+/// The lock of [`Paths::lock_config`], held while alive.
+pub struct ConfigLock(#[allow(dead_code)] std::fs::File);
+
+/// Write `text` to `path` so that the file is either the old one or the whole new one, also
+/// after a crash: a temporary named after this process in the same directory, fsync(2)ed,
+/// renamed over `path`, and the directory fsync(2)ed.
+///
+/// Errors: the step and the OS error (the temporary is removed).
+pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -599,9 +599,10 @@ fn vkill_signals_by_in_guest_pid_and_whole_context() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    // No pid: every process of the context; the init stops on TERM.
+    // No pid: every process of the context; the init stops on TERM. The guest's name stands
+    // for its context id.
     assert_ok(
-        &env.cmd("vkill").args(["--xid", &x]).output().unwrap(),
+        &env.cmd("vkill").args(["--xid", &name]).output().unwrap(),
         "vkill context",
     );
     wait_until(5, "guest still running after vkill of its context", || {

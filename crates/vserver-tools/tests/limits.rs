@@ -208,9 +208,18 @@ fn limits_change_live_persist_and_suspend_resume() {
         .find_map(|b| std::fs::read_to_string(format!("{b}/vservers/{xid}/pids.max")).ok())
         .unwrap_or_default();
     assert_eq!(max.trim(), "25");
+    // A bad value names the command line's value, not a line of the file it never reached.
     let o = env.vserver(&name, &["limit", "memory", "lots"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("key 'limits.memory'"), "{}", text(&o));
+    assert!(
+        text(&o).contains("limit memory lots:") && text(&o).contains("unchanged"),
+        "{}",
+        text(&o)
+    );
+    // A CPU cap above the host's CPUs is refused with the number.
+    let o = env.vserver(&name, &["limit", "cpu", "150"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("this host has"), "{}", text(&o));
     assert!(
         std::fs::read_to_string(env.config_path(&name))
             .unwrap()
@@ -566,4 +575,57 @@ fn ionice_applies_to_init_and_exec_and_root_inside_cannot_raise_it() {
         text(&o)
     );
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}
+
+/// Issue 20, point 2: eight `limit` commands at once on one (stopped) guest each keep their
+/// key (they lost half of them: each rewrote NAME.toml from what it had read), and no
+/// temporary is left.
+#[test]
+fn concurrent_limit_edits_lose_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("conc", 58);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let edits = [
+        ("memory", "300M"),
+        ("nproc", "77"),
+        ("cpu", "50%"),
+        ("nice", "3"),
+        ("memory_soft", "200M"),
+        ("io_weight", "300"),
+        ("cpu_weight", "200"),
+        ("cpuset", "0"),
+    ];
+    let children: Vec<std::process::Child> = edits
+        .iter()
+        .map(|(k, v)| {
+            env.cmd("vserver")
+                .args([name.as_str(), "limit", k, v])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
+    for (k, v) in edits {
+        let line = cfg
+            .lines()
+            .find(|l| l.split('=').next().map(str::trim) == Some(k))
+            .unwrap_or_else(|| panic!("{k} lost: {cfg}"));
+        assert!(line.contains(v), "{k}: {line}");
+    }
+    let left: Vec<String> = std::fs::read_dir(env.dir.join("etc"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporaries left: {left:?}");
 }

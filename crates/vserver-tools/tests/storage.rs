@@ -1055,6 +1055,11 @@ fn export_then_import_reproduces_the_root_bit_for_bit() {
     let file = env.dir.join("guest.tar.zst");
     let o = env.vserver(&name, &["export", p(&file)]);
     assert_ok(&o, "export");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "an export is the whole guest: for root alone");
+    }
     let head = std::fs::read(&file).unwrap();
     assert!(
         head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),

@@ -46,6 +46,30 @@ fn threads_of(pids: &[i32]) -> Vec<i32> {
         .collect()
 }
 
+/// Refuse a CPU cap above the host's CPUs (`cpu = "150"` on a 2-CPU host): the kernel would
+/// take it and cap nothing.
+///
+/// Errors: the cap and the host's number of CPUs.
+pub(crate) fn check_cpu_cap(name: &str, l: &LimitsConfig) -> Result<(), GuestError> {
+    let Some(c) = l.cpu.as_deref() else {
+        return Ok(());
+    };
+    let Ok((quota, period)) = crate::config::parse_cpu(c) else {
+        return Ok(()); // the config check names it
+    };
+    let host = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
+    if host > 0 && quota > host * period {
+        return Err(failed(
+            name,
+            format!(
+                "cpu = \"{c}\" asks for {:.2} CPUs; this host has {host}",
+                quota as f64 / period as f64
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Set `limits.KEY = VALUE` in NAME.toml (keeping the file's comments and layout), or remove it
 /// when VALUE is `none`, then apply the new limits to the running guest, if any.
 ///
@@ -59,6 +83,12 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
         ));
     }
     let path = g.paths.config_file(&g.name);
+    // Concurrent `limit` commands each change their key: one at a time, each reading what the
+    // one before wrote.
+    let _lock = g
+        .paths
+        .lock_config(&g.name)
+        .map_err(|e| failed(&g.name, format!("lock {}: {e}", path.display())))?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| failed(&g.name, format!("read {}: {e}", path.display())))?;
     let mut doc: toml_edit::DocumentMut = text
@@ -87,7 +117,24 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
         table[key] = toml_edit::value(value);
     }
     let new_text = doc.to_string();
-    let cfg = parse_guest_config(&path, &new_text)?;
+    // The value from the command line is what is wrong when the file was fine before: say
+    // so, not the line of the file it would have gone to.
+    let cfg = match parse_guest_config(&path, &new_text) {
+        Ok(c) => c,
+        Err(crate::config::ConfigError::Invalid {
+            key: k, message, ..
+        }) if parse_guest_config(&path, &text).is_ok() => {
+            return Err(failed(
+                &g.name,
+                format!(
+                    "limit {key} {value}: {message} (at {k}; {} unchanged)",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    check_cpu_cap(&g.name, &cfg.limits)?;
     if let Some(st) = g.running() {
         let cg = g.cgroup_of(st.xid)?;
         cg.apply_limits(&cfg.limits)
@@ -121,10 +168,7 @@ pub fn set_limit(g: &Guest, key: &str, value: &str) -> Result<LimitsConfig, Gues
             }
         }
     }
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, new_text)
-        .map_err(|e| failed(&g.name, format!("write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &path)
+    crate::paths::write_atomically(&path, &new_text)
         .map_err(|e| failed(&g.name, format!("write {}: {e}", path.display())))?;
     Ok(cfg.limits)
 }

@@ -342,6 +342,7 @@ fn check_root_and_launch(
                 source,
             })?;
     }
+    super::limits::check_cpu_cap(&g.name, &g.config.limits)?;
     cg.apply_limits(&g.config.limits)
         .and_then(|()| {
             // A fresh cgroup has no I/O rules to lift: the disk is looked up only for caps.

@@ -121,9 +121,18 @@ pub fn export(g: &Guest, out: Option<&Path>, progress: &mut dyn Progress) -> Res
         .map_err(|e| format!("write {}: {e}", meta.join(CONFIG_MEMBER).display()))?;
     let partial = out.map(|p| PathBuf::from(format!("{}.partial", p.display())));
     let sink: Stdio = match &partial {
-        Some(p) => std::fs::File::create(p)
-            .map_err(|e| format!("create {}: {e}", p.display()))?
-            .into(),
+        // 0600: a whole guest tree (its /etc/shadow, its keys) is not for every host user.
+        Some(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| format!("create {}: {e}", p.display()))?
+                .into()
+        }
         None => Stdio::inherit(),
     };
     let result = (|| -> Result<u64, String> {

@@ -15,9 +15,11 @@ use vserver_tools::parse_signal;
     about = "Send a signal to processes of a context"
 )]
 struct Cli {
-    /// Context id; PIDs are then in-guest pids (1 = the guest's init).
-    #[arg(long = "xid", short = 'c')]
-    xid: Option<u32>,
+    #[command(flatten)]
+    paths: vserver_tools::PathArgs,
+    /// Context id or guest name; PIDs are then in-guest pids (1 = the guest's init).
+    #[arg(long = "xid", short = 'c', value_name = "XID|NAME")]
+    xid: Option<String>,
     /// Signal name or number.
     #[arg(short = 's', default_value = "TERM")]
     signal: String,
@@ -36,7 +38,22 @@ fn main() -> ExitCode {
         }
     };
     let signal = nix::sys::signal::Signal::try_from(sig).ok();
-    let targets: Vec<i32> = match cli.xid {
+    // A guest's name stands for its context id wherever an id is taken.
+    let xid = match cli.xid.as_deref().map(|x| {
+        x.parse::<u32>().or_else(|_| {
+            libvserver::guest::Guest::load(&cli.paths.paths(), x)
+                .map(|g| g.config.context)
+                .map_err(|e| format!("--xid {x}: not a context id, and {e}"))
+        })
+    }) {
+        Some(Err(e)) => {
+            eprintln!("vkill: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(x)) => Some(x),
+        None => None,
+    };
+    let targets: Vec<i32> = match xid {
         Some(xid) => {
             let layout = match CgroupLayout::detect() {
                 Ok(l) => l,
