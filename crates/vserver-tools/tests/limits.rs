@@ -598,21 +598,16 @@ fn concurrent_limit_edits_lose_nothing() {
         ("cpu_weight", "200"),
         ("cpuset", "0"),
     ];
-    let children: Vec<std::process::Child> = edits
-        .iter()
-        .map(|(k, v)| {
-            env.cmd("vserver")
-                .args([name.as_str(), "limit", k, v])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    run_all_at_once(
+        edits
+            .iter()
+            .map(|(k, v)| {
+                let mut c = env.cmd("vserver");
+                c.args([name.as_str(), "limit", k, v]);
+                c
+            })
+            .collect(),
+    );
     let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
     for (k, v) in edits {
         let line = cfg

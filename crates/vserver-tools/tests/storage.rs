@@ -1812,3 +1812,58 @@ fn rootfs_copies_and_tarballs_keep_setuid_hardlinks_xattrs_and_capabilities() {
         );
     }
 }
+
+/// Issue 20, point 1: parallel builds each get a context id of their own (eight at a time gave
+/// eight guests the same one): the id is reserved under a lock until NAME.toml holds it.
+#[test]
+fn parallel_builds_get_distinct_context_ids() {
+    if !require_root() {
+        return;
+    }
+    let env = Env::new("parb", 57);
+    let tree = env.dir.join("tree");
+    busybox_tree(&tree);
+    let names: Vec<String> = (0..12).map(|i| format!("{}p{i}", env.name)).collect();
+    run_all_at_once(
+        names
+            .iter()
+            .map(|n| {
+                let mut c = env.cmd("vserver");
+                c.args([n.as_str(), "build", "-m", "rootfs", "--source"])
+                    .arg(&tree);
+                c
+            })
+            .collect(),
+    );
+    let mut xids: Vec<String> = names
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(env.config_path(n))
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("context"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    xids.sort();
+    let n = xids.len();
+    xids.dedup();
+    assert_eq!(xids.len(), n, "a context id given twice: {xids:?}");
+    // No reservation outlives its build.
+    let left: Vec<_> = std::fs::read_dir(env.dir.join("etc/.xid-reserved"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|f| f != "lock")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Issue 20, point 4: a start whose root went away meanwhile says so.
+    std::fs::remove_dir_all(env.dir.join("root").join(&names[0])).unwrap();
+    let o = env.vserver(&names[0], &["start"]);
+    assert!(
+        !o.status.success() && text(&o).contains("does not exist"),
+        "{}",
+        text(&o)
+    );
+}

@@ -298,17 +298,39 @@ fn check_root_and_launch(
 ) -> Result<RunState, GuestError> {
     scripts::run(g, "prepre-start")?;
     // The root itself, not what a symlink there points at (a guest root is never a link).
-    if !std::fs::symlink_metadata(root)
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
-        return Err(failed(
-            &g.name,
-            format!(
-                "guest root {} is not a directory (a symlink is refused)",
-                root.display()
-            ),
-        ));
+    match std::fs::symlink_metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        // Say what happened: a root removed meanwhile (a delete racing this start) is gone,
+        // not "not a directory".
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(failed(
+                &g.name,
+                format!(
+                    "guest root {} does not exist (deleted or moved meanwhile?)",
+                    root.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(failed(
+                &g.name,
+                format!("guest root {}: {e}", root.display()),
+            ))
+        }
+        Ok(m) => {
+            return Err(failed(
+                &g.name,
+                format!(
+                    "guest root {} is {}, not a directory (a symlink is refused)",
+                    root.display(),
+                    if m.file_type().is_symlink() {
+                        "a symlink"
+                    } else {
+                        "a file"
+                    }
+                ),
+            ))
+        }
     }
     if std::fs::read_dir(root)
         .map(|mut d| d.next().is_none())

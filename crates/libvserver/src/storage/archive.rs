@@ -498,14 +498,19 @@ fn import_staged(
         ));
     }
     let mut cfg = config::load_guest_config(&cfg_file).map_err(|e| e.to_string())?;
-    let xid = match o.context {
-        Some(x) => x,
-        None => match check_context_free(paths, &o.name, cfg.context) {
-            Ok(()) => cfg.context,
-            Err(_) if o.renumber => super::build::next_free_xid(paths),
+    // Reserved until NAME.toml is written (the end of this function): a parallel build or
+    // import never gets the same id.
+    let reservation = match o.context {
+        Some(x) => super::build::reserve_xid(paths, &o.name, Some(x))?,
+        None => match check_context_free(paths, &o.name, cfg.context)
+            .and_then(|()| super::build::reserve_xid(paths, &o.name, Some(cfg.context)))
+        {
+            Ok(r) => r,
+            Err(_) if o.renumber => super::build::reserve_xid(paths, &o.name, None)?,
             Err(m) => return Err(format!("{m}; give --renumber or --context N")),
         },
     };
+    let xid = reservation.xid;
     if xid != cfg.context {
         progress.line(&format!("context {} -> {xid}", cfg.context));
     }

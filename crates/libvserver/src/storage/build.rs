@@ -217,19 +217,118 @@ pub fn parse_forward_arg(s: &str) -> Result<config::ForwardConfig, String> {
     })
 }
 
-/// The lowest context id from 40000 not used by a guest in the config dir.
+/// The lowest context id from 40000 not used by a guest in the config dir nor reserved by a
+/// build or import in progress. Unlocked: [`reserve_xid`] is what allocates.
 pub fn next_free_xid(paths: &Paths) -> u32 {
-    let used: Vec<u32> = crate::guest::configured_guests(paths)
+    let used = used_xids(paths, "");
+    (config::XID_AUTO_START..=config::XID_MAX_STATIC)
+        .find(|x| !used.iter().any(|(u, _)| u == x))
+        .unwrap_or(config::XID_MAX_STATIC)
+}
+
+/// Context ids taken: (id, by whom) for every configured guest but `except`, and every live
+/// reservation of another guest.
+fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
+    let mut used: Vec<(u32, String)> = crate::guest::configured_guests(paths)
         .iter()
-        .filter_map(|(n, _)| {
-            crate::guest::Guest::load(paths, n)
+        .filter(|(n, _)| n != except)
+        .filter_map(|(n, p)| {
+            config::load_guest_config(p)
                 .ok()
-                .map(|g| g.config.context)
+                .map(|c| (c.context, format!("guest {n} ({})", p.display())))
         })
         .collect();
-    (config::XID_AUTO_START..=config::XID_MAX_STATIC)
-        .find(|x| !used.contains(x))
-        .unwrap_or(config::XID_MAX_STATIC)
+    for e in std::fs::read_dir(reservations_dir(paths))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(x) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let (name, pid) = text.trim().split_once(' ').unwrap_or(("", ""));
+        let alive = pid.parse::<i32>().is_ok_and(|p| {
+            p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+        });
+        if !alive {
+            let _ = std::fs::remove_file(e.path());
+        } else if name != except {
+            used.push((
+                x,
+                format!("guest {name}, being built or imported (pid {pid})"),
+            ));
+        }
+    }
+    used
+}
+
+fn reservations_dir(paths: &Paths) -> std::path::PathBuf {
+    paths.config_dir.join(".xid-reserved")
+}
+
+/// A context id held for a guest being built or imported, from allocation until its NAME.toml
+/// is written (then the config holds it): `CONFIG/.xid-reserved/XID` with "NAME PID". Removed
+/// when dropped; a reservation whose process died is dropped by the next allocation.
+pub struct XidReservation {
+    /// The context id.
+    pub xid: u32,
+    file: std::path::PathBuf,
+}
+
+impl Drop for XidReservation {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Allocate a context id for guest `name` atomically across processes (parallel builds and
+/// imports got the same one): under an exclusive flock(2) of `CONFIG/.xid-reserved/lock`,
+/// `wanted` (checked free) or the lowest free id from 40000 is reserved.
+///
+/// Errors: `wanted` is used by another guest or reservation (named); the reservation cannot be
+/// written.
+pub fn reserve_xid(
+    paths: &Paths,
+    name: &str,
+    wanted: Option<u32>,
+) -> Result<XidReservation, String> {
+    use std::os::fd::AsRawFd;
+    let dir = reservations_dir(paths);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| format!("open {}: {e}", dir.join("lock").display()))?;
+    // SAFETY: flock on a live fd we own; released when `lock` is dropped.
+    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!(
+                "lock {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let used = used_xids(paths, name);
+    let xid = match wanted {
+        Some(x) => {
+            if let Some((_, by)) = used.iter().find(|(u, _)| *u == x) {
+                return Err(format!("context {x} is already used by {by}"));
+            }
+            x
+        }
+        None => (config::XID_AUTO_START..=config::XID_MAX_STATIC)
+            .find(|x| !used.iter().any(|(u, _)| u == x))
+            .ok_or_else(|| String::from("no free context id left"))?,
+    };
+    let file = dir.join(xid.to_string());
+    std::fs::write(&file, format!("{name} {}\n", std::process::id()))
+        .map_err(|e| format!("write {}: {e}", file.display()))?;
+    drop(lock);
+    Ok(XidReservation { xid, file })
 }
 
 /// Build a guest. `progress` receives one line per step.
@@ -291,31 +390,19 @@ pub fn build(
     for f in &o.forwards {
         forwards.push(parse_forward_arg(f).map_err(|m| err(format!("--forward {f}: {m}")))?);
     }
-    let xid = match o.context {
-        Some(x) => {
-            if !(config::XID_MIN..=config::XID_MAX_STATIC).contains(&x) {
-                return Err(err(format!(
-                    "--context {x} is out of range {}-{}",
-                    config::XID_MIN,
-                    config::XID_MAX_STATIC
-                )));
-            }
-            for (other, p) in crate::guest::configured_guests(paths) {
-                if other != o.name
-                    && config::load_guest_config(&p)
-                        .map(|c| c.context == x)
-                        .unwrap_or(false)
-                {
-                    return Err(err(format!(
-                        "context {x} is already used by guest {other} ({})",
-                        p.display()
-                    )));
-                }
-            }
-            x
+    if let Some(x) = o.context {
+        if !(config::XID_MIN..=config::XID_MAX_STATIC).contains(&x) {
+            return Err(err(format!(
+                "--context {x} is out of range {}-{}",
+                config::XID_MIN,
+                config::XID_MAX_STATIC
+            )));
         }
-        None => next_free_xid(paths),
-    };
+    }
+    // Held until NAME.toml is written (to the end of this function): a parallel build
+    // never gets the same id.
+    let reservation = reserve_xid(paths, &o.name, o.context).map_err(err)?;
+    let xid = reservation.xid;
     let plan = plan_method(paths, o, &root).map_err(err)?;
     if let Some(other) = super::manage::other_guest_at(paths, &o.name, &root) {
         return Err(err(format!(

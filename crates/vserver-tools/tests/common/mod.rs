@@ -710,3 +710,20 @@ pub fn install_with_libs(bin: &Path, root: &Path, dest: &str) {
         }
     }
 }
+
+/// Run `cmds` all at once (stdout discarded) and assert that each succeeded, with its stderr.
+pub fn run_all_at_once(cmds: Vec<Command>) {
+    let children: Vec<std::process::Child> = cmds
+        .into_iter()
+        .map(|mut c| {
+            c.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
