@@ -54,6 +54,14 @@ pub struct GuestConfig {
     /// Port forwards from the host to the guest (veth guests).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward: Vec<ForwardConfig>,
+    /// Seconds between checkpoints of the running guest's traffic counters into
+    /// `ROOTBASE/.accounting/NAME.json` (the most a host crash can lose); 0 saves them at stop
+    /// only. Default 60.
+    #[serde(
+        default = "default_accounting_interval",
+        skip_serializing_if = "is_default_accounting_interval"
+    )]
+    pub accounting_interval: u32,
     /// Changes to the secure default capability bounding set.
     #[serde(default)]
     pub capabilities: CapabilitiesConfig,
@@ -397,6 +405,14 @@ pub struct MountConfig {
     /// Read-only (default true).
     #[serde(default = "default_true")]
     pub readonly: bool,
+}
+
+fn default_accounting_interval() -> u32 {
+    60
+}
+
+fn is_default_accounting_interval(v: &u32) -> bool {
+    *v == default_accounting_interval()
 }
 
 fn default_true() -> bool {

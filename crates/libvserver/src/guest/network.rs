@@ -7,7 +7,9 @@
 //! Accounting: the counters `rx` (bytes and packets into the guest) and `tx` (out of it) live in
 //! the guest's tables (classic guests: in the packet filter's map on the guest's cgroup) while it
 //! runs; stop adds them to `ROOTBASE/.accounting/NAME.json`, so the
-//! totals survive restarts until `vserver NAME reset-accounting`.
+//! totals survive restarts until `vserver NAME reset-accounting`. The monitor checkpoints the
+//! live counters there every `accounting_interval` seconds (60 by default), and a start adds a
+//! checkpoint left by a run that never stopped: a host crash loses at most one interval.
 
 use super::{failed, Guest, GuestError, RunState};
 use crate::config::NetMode;
@@ -63,11 +65,56 @@ fn accounting_file(g: &Guest) -> std::path::PathBuf {
         .join(format!("{}.json", g.name))
 }
 
-fn saved_traffic(g: &Guest) -> Traffic {
+/// `ROOTBASE/.accounting/NAME.json`: the totals of the guest's past runs, and the last
+/// checkpoint of the counters of the run in progress (added to the totals at stop, or at the
+/// next start after a host crash, so that a crash loses at most one checkpoint interval).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    totals: Traffic,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<Traffic>,
+}
+
+fn read_saved(g: &Guest) -> Saved {
     std::fs::read_to_string(accounting_file(g))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
+}
+
+fn write_saved(g: &Guest, s: &Saved) {
+    let f = accounting_file(g);
+    if let Some(d) = f.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let _ = crate::paths::write_atomically(&f, &serde_json::to_string(s).unwrap_or_default());
+}
+
+fn saved_traffic(g: &Guest) -> Traffic {
+    read_saved(g).totals
+}
+
+/// Record the live counters of the running guest as its checkpoint (the monitor does it every
+/// `accounting_interval` seconds): what a host crash would otherwise lose since the last stop.
+pub(crate) fn checkpoint_traffic(g: &Guest, xid: u32, netns: Option<&OwnedFd>) {
+    let live = live_traffic(g, xid, netns);
+    let mut s = read_saved(g);
+    if s.checkpoint.as_ref() == Some(&live) {
+        return;
+    }
+    s.checkpoint = Some(live);
+    write_saved(g, &s);
+}
+
+/// At start: a checkpoint left by a run that never stopped (the host crashed) joins the
+/// totals, once.
+pub(crate) fn recover_checkpoint(g: &Guest) {
+    let mut s = read_saved(g);
+    if let Some(cp) = s.checkpoint.take() {
+        s.totals.add(&cp);
+        write_saved(g, &s);
+    }
 }
 
 /// The `rx`/`tx` counters of the tables `vs<xid>` (every family) in network namespace `netns`
@@ -981,20 +1028,18 @@ pub(crate) fn save_netns_traffic(g: &Guest, xid: u32, netns: &OwnedFd) {
     save(g, &table_traffic(xid, Some(netns)));
 }
 
+/// At stop (and the repair of a dead run): the final counters join the totals, and the run's
+/// checkpoint goes, in one write. With no live counters left (the tables went with a host
+/// crash) the checkpoint is the best figure there is, and joins instead.
 fn save(g: &Guest, live: &Traffic) {
-    if *live == Traffic::default() {
-        return;
-    }
-    let mut t = saved_traffic(g);
-    t.add(live);
-    let f = accounting_file(g);
-    if let Some(d) = f.parent() {
-        let _ = std::fs::create_dir_all(d);
-    }
-    let tmp = f.with_extension("json.tmp");
-    if std::fs::write(&tmp, serde_json::to_string(&t).unwrap_or_default()).is_ok() {
-        let _ = std::fs::rename(&tmp, &f);
-    }
+    let mut s = read_saved(g);
+    let add = match s.checkpoint.take() {
+        Some(cp) if *live == Traffic::default() => cp,
+        None if *live == Traffic::default() => return,
+        _ => *live,
+    };
+    s.totals.add(&add);
+    write_saved(g, &s);
 }
 
 /// The network namespace of the guest's process `pid` when counters live there (macvlan

@@ -537,6 +537,8 @@ fn start_created(
                 .map_err(|e| failed(&name, format!("lock {}: {e}", rd.file("lock").display())))?,
         )
     };
+    // Counters checkpointed by a run that never stopped (a host crash) join the totals now.
+    super::network::recover_checkpoint(g);
     let net = super::network::prepare(g)?;
     let mut namespaces = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS

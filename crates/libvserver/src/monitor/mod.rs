@@ -175,6 +175,10 @@ pub fn run(
     // taking too long gets SIGKILL.
     let mut boot_failed: Option<String> = None;
     let mut kill_at: Option<Instant> = None;
+    // Traffic counters are checkpointed every accounting_interval seconds (0: never).
+    let interval = (g.config.accounting_interval > 0 && !g.config.interface.is_empty())
+        .then(|| Duration::from_secs(u64::from(g.config.accounting_interval)));
+    let mut checkpoint_at = interval.map(|i| Instant::now() + i);
     // The console's last lines when the boot was given up (before the halt's own lines).
     let mut tail_at_failure: Option<String> = None;
     let boot_file = rd_file(g, crate::guest::systemd::BOOT_STATE_FILE);
@@ -236,6 +240,7 @@ pub fn run(
                 .filter(|b| b.report.is_some() && boot_failed.is_none())
                 .map(|b| b.deadline),
             kill_at,
+            checkpoint_at,
         ]
         .into_iter()
         .flatten()
@@ -258,6 +263,12 @@ pub fn run(
                 .unwrap_or(PollFlags::empty())
         };
         let init_done = !ev(Some(0)).is_empty();
+        if let (Some(at), Some(i)) = (checkpoint_at, interval) {
+            if Instant::now() >= at && !init_done {
+                crate::guest::network::checkpoint_traffic(g, g.config.context, netns.as_ref());
+                checkpoint_at = Some(Instant::now() + i);
+            }
+        }
         let (con_ev, listen_ev, client_ev) = (ev(at_console), ev(at_listener), ev(at_client));
         let notify_ev = ev(at_notify);
         let report_ev = ev(at_report);

@@ -546,6 +546,7 @@ pub fn build(
         userns: o.userns,
         interface: interfaces,
         forward: forwards,
+        accounting_interval: 60,
         capabilities: Default::default(),
         init: config::InitConfig {
             style: o.init_style.unwrap_or_default(),
