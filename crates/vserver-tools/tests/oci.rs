@@ -2203,3 +2203,100 @@ fn exec_follows_an_init_that_moved_into_its_own_child_cgroup() {
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
     assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
 }
+
+/// Found by a tenth hostile review: with a seccomp filter that refuses setsid(2), an exec'd
+/// process stayed in the caller's session with its controlling terminal (TIOCSTI into the
+/// administrator's shell). The intermediate starts a session of its own before any filter, so
+/// the command is never in the caller's, filter or not.
+#[test]
+fn an_exec_never_holds_the_callers_terminal() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("notty");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["setsid"], "action": "SCMP_ACT_ERRNO"}]});
+    b.set_config(&c);
+    let id = id("notty");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    // The caller on a terminal of its own (script(1) gives it one as controlling terminal).
+    let inner = format!(
+        "{} --root {} exec {id} sh -c 'cut -d\" \" -f7 /proc/self/stat; echo x > /dev/tty && echo TTY-OPEN'",
+        bin("vserver-oci").display(),
+        b.root.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !out.contains("TTY-OPEN"),
+        "the caller's terminal was reachable: {out}"
+    );
+    assert_eq!(
+        out.lines().next().map(str::trim),
+        Some("0"),
+        "a controlling terminal inside: {out}"
+    );
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}
+
+/// Found by a tenth hostile review: a seccomp filter refusing write(2) made the intermediate
+/// unable to hand the command's pid over, and exec then waited forever for an error pipe the
+/// command (waiting for its go) still held. The exec now fails, and leaves no process.
+#[test]
+fn an_exec_whose_filter_refuses_write_fails_instead_of_hanging() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("nowrite");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["write", "writev"], "action": "SCMP_ACT_ERRNO"}]});
+    b.set_config(&c);
+    let id = id("nowrite");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let mut exec = b
+        .cmd()
+        .args(["exec", &id, "sh", "-c", "exit 3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut done = None;
+    for _ in 0..200 {
+        if let Some(s) = exec.try_wait().unwrap() {
+            done = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if done.is_none() {
+        let _ = exec.kill();
+        let _ = exec.wait();
+    }
+    let st = done.expect("exec hung");
+    assert!(!st.success());
+    // Nothing of the exec is left in the container's pid namespace (the command was there,
+    // outside its cgroup): only the init.
+    let ns = std::fs::read_link(format!("/proc/{}/ns/pid", init_pid_of(&b, &id))).unwrap();
+    let in_ns = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|p| p.parse::<u32>().is_ok())
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+            })
+            .count()
+    };
+    wait_until(5, "the exec's command to go", || in_ns() == 1);
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::process::Stdio;
 use std::time::Duration;
 
 fn init_pid(env: &Env, name: &str) -> Option<i64> {
@@ -971,4 +972,63 @@ fn run_starts_a_fresh_guest_for_one_command_and_returns_its_status() {
     assert_ok(&env.vserver(&name, &["start"]), "start");
     assert!(!env.vserver(&name, &["run", "/bin/true"]).status.success());
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
+}
+
+/// Issue 17, points 26 and 27, with the built-in init: a daemon started with `exec` gets
+/// SIGTERM at stop and time to act on it (the init used to exit at once, and the pid
+/// namespace's end killed it); signals sent to pid 1 from inside follow busybox init's
+/// conventions (TERM reboots, USR2 powers off), told apart from the host's stop by the sender.
+#[test]
+fn builtin_init_lets_daemons_end_and_follows_busybox_signals() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("bini", 16);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let root = env.root(&name);
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    // A daemon started from the host, which needs a moment to save its state on TERM.
+    let mut client = env
+        .cmd("vserver")
+        .args([
+            name.as_str(),
+            "exec",
+            "sh",
+            "-c",
+            "trap 'sleep 1; echo saved > /tmp/daemon-state; exit 0' TERM; echo up; while :; do sleep 1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(client.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "up");
+    }
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    let _ = client.wait();
+    assert_eq!(
+        std::fs::read_to_string(root.join("tmp/daemon-state"))
+            .unwrap_or_default()
+            .trim(),
+        "saved",
+        "the daemon was killed before it could act on SIGTERM"
+    );
+    // busybox's `reboot` and `poweroff` signal pid 1: TERM restarts the guest, USR2 stops it.
+    assert_ok(&env.vserver(&name, &["start"]), "start again");
+    let first = init_pid(&env, &name).expect("running");
+    let _ = env.exec(&name, "kill -TERM 1");
+    wait_until(20, "the guest came back with a new init", || {
+        init_pid(&env, &name).is_some_and(|p| p != first)
+            && env.vserver(&name, &["running"]).status.success()
+    });
+    let _ = env.exec(&name, "kill -USR2 1");
+    wait_until(20, "the guest stopped after a poweroff from inside", || {
+        env.vserver(&name, &["running"]).status.code() == Some(1)
+    });
+    wait_until(5, "cleanup after poweroff", || cgroup_left(xid).is_empty());
 }

@@ -156,8 +156,12 @@ pub fn join(
     };
     let mut b = [0u8; 4];
     if nix::unistd::read(&pid_r, &mut b).unwrap_or(0) != 4 {
-        let report = sync::read_to_end(err_r);
+        // No command pid (the intermediate failed, or a hostile seccomp filter refused its
+        // write): end the intermediate and close our go pipe first, so that a command it may
+        // have forked sees EOF there and lets go of the error pipe read below.
+        drop(go_w);
         kill_mid();
+        let report = sync::read_to_end(err_r);
         return Err(if report.is_empty() {
             String::from("the exec helper died")
         } else {
@@ -252,6 +256,10 @@ fn run_intermediate(
     if let Err(e) = clone::close_all_but(&keep) {
         child::fail(&err, &format!("close inherited fds: {e}"));
     }
+    // A session of its own before the front end's steps (which may load a seccomp filter that
+    // refuses setsid): the command is born outside the caller's session and without its
+    // controlling terminal, whatever it may do later (TIOCSTI into the administrator's shell).
+    let _ = nix::unistd::setsid();
     if let Err(e) = intermediate(&err) {
         child::fail(&err, &e);
     }

@@ -496,6 +496,10 @@ fn init_payload(g: &Guest, systemd: bool) -> Payload {
             Some(cstrings(v))
         }
     };
+    // The built-in init's own shutdown (a reboot from inside has no host stop to bound it).
+    let kill_timeout = g.config.stop.kill_timeout_secs(false);
+    let reboot_allowed = g.config.stop.on_reboot != crate::config::GuestAction::Ignore;
+    let halt_allowed = g.config.stop.on_halt != crate::config::GuestAction::Ignore;
     match ic.style {
         InitStyle::Plain => {
             let argv = if ic.command.is_empty() {
@@ -505,7 +509,12 @@ fn init_payload(g: &Guest, systemd: bool) -> Payload {
             };
             Payload::Exec { argv, env }
         }
-        InitStyle::Sysv => Payload::Builtin(sysv_plan(ic.runlevel.unwrap_or(3), env)),
+        InitStyle::Sysv => Payload::Builtin(InitPlan {
+            kill_timeout,
+            reboot_allowed,
+            halt_allowed,
+            ..sysv_plan(ic.runlevel.unwrap_or(3), env)
+        }),
         // A `systemd` guest whose tree has no systemd: its /sbin/init, as `plain`.
         InitStyle::Systemd => Payload::Exec {
             argv: cstrings(&["/sbin/init".to_string()]),
@@ -515,6 +524,9 @@ fn init_payload(g: &Guest, systemd: bool) -> Payload {
             command: opt(&ic.command),
             stop_command: opt(&ic.stop_command),
             env,
+            kill_timeout,
+            reboot_allowed,
+            halt_allowed,
         }),
     }
 }

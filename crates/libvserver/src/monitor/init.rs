@@ -1,7 +1,11 @@
 //! vserver's built-in init: pid 1 of guests without their own init (style `builtin`) and of
-//! `sysv` guests. It reaps every orphan, runs the guest's start command, forwards HUP, USR1,
-//! USR2 and QUIT to it, and on TERM, INT or PWR runs the stop command, signals every process of
-//! the guest with SIGTERM and exits when none is left.
+//! `sysv` guests. It reaps every orphan, runs the guest's start command and forwards HUP, USR1,
+//! USR2 and QUIT to it. On TERM, INT or PWR from the host (or INT and PWR from inside) it shuts
+//! the guest down: the stop command, then SIGTERM to every process of the guest, and it exits
+//! once none is left (SIGKILL to what remains after `stop.kill_timeout`). Signals sent from
+//! inside the guest follow busybox init's conventions: TERM reboots, USR2 powers off, USR1
+//! halts, each after the same shutdown, through reboot(2) (which the monitor turns into the
+//! guest's `on_reboot` / `on_halt`); a reboot or halt the guest may not do is ignored.
 
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -19,6 +23,13 @@ pub struct InitPlan {
     pub stop_command: Option<Vec<CString>>,
     /// Environment of both commands.
     pub env: Vec<CString>,
+    /// Seconds the shutdown waits for the guest's processes after SIGTERM before SIGKILL.
+    pub kill_timeout: u32,
+    /// A reboot from inside (TERM sent by a guest process) restarts the guest
+    /// (`on_reboot` is not `ignore`).
+    pub reboot_allowed: bool,
+    /// A poweroff or halt from inside (USR2, USR1) stops it (`on_halt` is not `ignore`).
+    pub halt_allowed: bool,
 }
 
 /// The SysV plan: run `/etc/init.d/rc RUNLEVEL` (or the `S*` scripts of `/etc/rcN.d`) at boot
@@ -41,6 +52,7 @@ pub fn sysv_plan(runlevel: u8, env: Vec<CString>) -> InitPlan {
         command: Some(sh(start)),
         stop_command: Some(sh(stop)),
         env,
+        ..Default::default()
     }
 }
 
@@ -91,6 +103,31 @@ fn reap(main: &mut Option<i32>) -> bool {
     }
 }
 
+/// True while a process other than this init lives in its pid namespace (`/proc` is the
+/// guest's own procfs): exec'd processes are not its children, but must end before it does
+/// (its exit kills them with SIGKILL).
+fn others_left() -> bool {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|p| p != 1)
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// What a shutdown ends in.
+#[derive(Clone, Copy, PartialEq)]
+enum Ending {
+    /// Exit 0 (a stop from the host).
+    Exit,
+    /// reboot(2) with this command (from inside: restart, power off, halt).
+    Reboot(libc::c_int),
+}
+
 /// Run as pid 1 of a guest. Never returns; exits 0 after a requested stop.
 pub fn run(plan: &InitPlan) -> ! {
     let _ = nix::sys::prctl::set_name(c"vserver-init");
@@ -117,39 +154,77 @@ pub fn run(plan: &InitPlan) -> ! {
         }
     };
     let mut main = plan.command.as_deref().and_then(|c| spawn(c, &plan.env));
-    let mut stopping = false;
+    let mut ending: Option<(Ending, std::time::Instant)> = None;
     loop {
+        if let Some((end, since)) = ending {
+            // Done once every process is gone; SIGKILL to what outlives the timeout.
+            if reap(&mut main) && !others_left() {
+                match end {
+                    Ending::Exit => std::process::exit(0),
+                    Ending::Reboot(cmd) => {
+                        // SAFETY: reboot(2) with a valid command; in a pid namespace it ends
+                        // this init with SIGHUP (restart) or SIGINT (halt, power off).
+                        unsafe { libc::reboot(cmd) };
+                        std::process::exit(0);
+                    }
+                }
+            }
+            if since.elapsed() > std::time::Duration::from_secs(u64::from(plan.kill_timeout.max(1)))
+            {
+                let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&sfd),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if !matches!(
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)),
+                Ok(n) if n > 0
+            ) {
+                continue;
+            }
+        }
         let Ok(Some(info)) = sfd.read_signal() else {
             continue;
         };
         let sig = Signal::try_from(info.ssi_signo as i32).unwrap_or(Signal::SIGCHLD);
-        match sig {
+        // A signal from the host (outside the pid namespace) carries sender pid 0.
+        let from_inside = info.ssi_pid != 0;
+        let wanted = match sig {
             Signal::SIGCHLD => {
-                if reap(&mut main) && stopping {
-                    std::process::exit(0);
-                }
+                reap(&mut main);
+                None
             }
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGPWR => {
-                if !stopping {
-                    stopping = true;
-                    if let Some(stop) = &plan.stop_command {
-                        if let Some(p) = spawn(stop, &plan.env) {
-                            let _ = waitpid(Pid::from_raw(p), None);
-                        }
-                    }
-                    // kill(-1) from pid 1 reaches every other process of the pid namespace.
-                    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
-                    let _ = kill(Pid::from_raw(-1), Signal::SIGCONT);
-                }
-                if reap(&mut main) {
-                    std::process::exit(0);
-                }
-            }
+            Signal::SIGTERM if from_inside => plan
+                .reboot_allowed
+                .then_some(Ending::Reboot(libc::RB_AUTOBOOT)),
+            Signal::SIGUSR2 if from_inside => plan
+                .halt_allowed
+                .then_some(Ending::Reboot(libc::RB_POWER_OFF)),
+            Signal::SIGUSR1 if from_inside => plan
+                .halt_allowed
+                .then_some(Ending::Reboot(libc::RB_HALT_SYSTEM)),
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGPWR => Some(Ending::Exit),
             other => {
                 if let Some(p) = main {
                     let _ = kill(Pid::from_raw(p), other);
                 }
+                None
             }
+        };
+        if let (Some(end), None) = (wanted, ending) {
+            ending = Some((end, std::time::Instant::now()));
+            if let Some(stop) = &plan.stop_command {
+                if let Some(p) = spawn(stop, &plan.env) {
+                    let _ = waitpid(Pid::from_raw(p), None);
+                }
+            }
+            // kill(-1) from pid 1 reaches every other process of the pid namespace.
+            let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(-1), Signal::SIGCONT);
+        } else if let (Some(Ending::Exit), Some((Ending::Reboot(_), since))) = (wanted, ending) {
+            // A stop from the host wins over a reboot in progress.
+            ending = Some((Ending::Exit, since));
         }
     }
 }
