@@ -849,8 +849,9 @@ fn scheduler_memory_policy_affinity_unbindable_root_and_swappiness() {
 }
 
 /// Mounts are made in the config's order, the engine's /proc, /sys and /dev included (a spec
-/// MUST; suites compare mountinfo's order with the config's), and `linux.devices` nodes are
-/// made and usable whatever `resources.devices` says (empty here: no rule at all).
+/// MUST; suites compare mountinfo's order with the config's), a /dev/shm bind (the pod's) is
+/// honoured, and `linux.devices` nodes are made and usable whatever `resources.devices` says
+/// (empty here: no rule at all).
 #[test]
 fn mounts_follow_the_configs_order_and_devices_need_no_rule() {
     if !require_root() {
@@ -872,6 +873,11 @@ fn mounts_follow_the_configs_order_and_devices_need_no_rule() {
     ordered.push(
         json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
     );
+    // The pod's /dev/shm, as containerd binds it into each container of a sandbox.
+    let shm = c.dir.join("podshm");
+    std::fs::create_dir_all(&shm).unwrap();
+    ordered.retain(|m| m["destination"] != "/dev/shm");
+    ordered.push(json!({"destination": "/dev/shm", "type": "bind", "source": shm.to_str().unwrap(), "options": ["rbind", "nosuid", "nodev", "noexec"]}));
     s["mounts"] = json!(ordered);
     s["linux"]["devices"] = json!([
         {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o644, "uid": 0, "gid": 0},
@@ -898,5 +904,14 @@ fn mounts_follow_the_configs_order_and_devices_need_no_rule() {
     assert!(at("/sys") < at("/dev"), "{out}");
     assert!(at("/dev") < at("/proc"), "{out}");
     assert!(at("/proc") < at("/mnt"), "{out}");
+    assert_ok(
+        &c.oci(&["exec", &c.id, "sh", "-c", "echo pod > /dev/shm/peer"]),
+        "write the pod's /dev/shm",
+    );
+    assert_eq!(
+        std::fs::read_to_string(shm.join("peer")).unwrap().trim(),
+        "pod",
+        "/dev/shm is not the pod's"
+    );
     assert_ok(&c.oci(&["delete", "--force", &c.id]), "delete");
 }
