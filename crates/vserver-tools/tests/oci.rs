@@ -2300,3 +2300,43 @@ fn an_exec_whose_filter_refuses_write_fails_instead_of_hanging() {
     wait_until(5, "the exec's command to go", || in_ns() == 1);
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
 }
+
+/// HOME comes from the container's /etc/passwd when the environment has none; an image whose
+/// /etc/passwd is a FIFO must hang neither create nor exec (HOME is then `/`).
+#[test]
+fn home_from_passwd_and_a_fifo_passwd_hangs_nothing() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("fifopw");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["process"]["env"] = json!(["PATH=/bin:/sbin"]);
+    b.set_config(&c);
+    let id = id("fifopw");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let o = b.oci(&["exec", &id, "sh", "-c", "echo $HOME"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "/root",
+        "{}",
+        text(&o)
+    );
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete");
+    let pw = b.dir.join("rootfs/etc/passwd");
+    std::fs::remove_file(&pw).unwrap();
+    nix::unistd::mkfifo(&pw, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let id = format!("{id}b");
+    assert_ok(
+        &b.oci(&["run", "-d", "--bundle", b.b(), &id]),
+        "run -d with a FIFO passwd",
+    );
+    let o = b.oci(&["exec", &id, "sh", "-c", "echo $HOME"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "/",
+        "{}",
+        text(&o)
+    );
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete");
+}

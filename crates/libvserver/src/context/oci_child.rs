@@ -287,14 +287,32 @@ pub(crate) fn exec_rlimits(rlimits: &[super::child::Rlimit]) -> Result<Option<u6
     Ok(nproc_soft)
 }
 
+/// The container's /etc/passwd, if it is a regular file: opened without blocking and without
+/// following a symlink at its last component (a FIFO planted by the image must not hang a
+/// create or an exec), at most 4 MiB read.
+fn read_passwd() -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open("/etc/passwd")
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(4 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// `HOME` from the container's /etc/passwd for `uid` (else `/`) when `env` has none, as runc
 /// and crun add it; `env` otherwise as it is.
 fn with_home(env: &[std::ffi::CString], uid: u32) -> Vec<std::ffi::CString> {
     if env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
         return env.to_vec();
     }
-    let home = std::fs::read_to_string("/etc/passwd")
-        .ok()
+    let home = read_passwd()
         .and_then(|t| {
             t.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
