@@ -890,6 +890,13 @@ fn unify_on_ext4_is_refused_with_advice() {
     assert_refused(&o, 1, "unify on ext4", &["reflink", "template-guest"]);
     let o = env.cmd("vhashify").arg(&name).output().unwrap();
     assert_refused(&o, 1, "vhashify on ext4", &["reflink"]);
+    // Several guests on such a file system: the advice is given once.
+    let second = format!("{name}b");
+    build_busybox_at(&mut env, &second, &fs.root(&second), None);
+    let o = env.cmd("vhashify").args([&name, &second]).output().unwrap();
+    let t = text(&o);
+    assert_eq!(t.matches("template-guest").count(), 1, "{t}");
+    assert!(t.contains("(see above)"), "{t}");
     assert_eq!(
         tree_manifest(&root),
         before,

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         ..Default::default()
     };
     let mut failed = false;
+    let mut explained = false;
     let mut stores = Vec::new();
     for name in &names {
         let g = match Guest::load(&paths, name) {
@@ -112,7 +113,15 @@ fn main() -> ExitCode {
                 total.add(&r);
             }
             Err(m) => {
-                eprintln!("vhashify: {name}: {m}");
+                // The explanation of a file system without reflinks is said once; later
+                // guests on such a file system get its first clause.
+                match m.split_once("; ") {
+                    Some((head, _)) if m.contains("cannot share blocks") && explained => {
+                        eprintln!("vhashify: {name}: {head} (see above)");
+                    }
+                    _ => eprintln!("vhashify: {name}: {m}"),
+                }
+                explained |= m.contains("cannot share blocks");
                 failed = true;
             }
         }
