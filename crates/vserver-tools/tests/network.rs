@@ -184,6 +184,23 @@ fn veth_guests_forwards_conflicts_and_accounting() {
     assert!(lo.contains(&want), "forward from 127.0.0.1: {lo}");
     let lo6 = http_get(&format!("[::1]:{port}")).unwrap_or_default();
     assert!(lo6.contains(&want), "forward from ::1: {lo6}");
+    // A service listening on IPv4 only is reached through ::1 too (issue 17, point 24: the
+    // relay tried the guest's IPv6 address alone and returned an empty reply).
+    let _ = env.exec(&a, "pkill -f 'http.server 80'");
+    serve(&env, &a, &format!("hello-{xa}"), "0.0.0.0", 80);
+    wait_until(10, "guest a answers on IPv4 only", || {
+        http_get(&format!("{a_ip}:80")).is_some_and(|b| b.contains(&want))
+    });
+    let lo6 = http_get(&format!("[::1]:{port}")).unwrap_or_default();
+    assert!(
+        lo6.contains(&want),
+        "forward from ::1 to an IPv4 service: {lo6}"
+    );
+    let _ = env.exec(&a, "pkill -f 'http.server 80'");
+    serve(&env, &a, &format!("hello-{xa}"), "::", 80);
+    wait_until(10, "guest a answers again on both", || {
+        http_get(&format!("{a_ip}:80")).is_some_and(|b| b.contains(&want))
+    });
     // UDP forwards, through 127.0.0.1 (nftables) and ::1 (the relay).
     assert_ok(
         &env.exec(

@@ -1056,8 +1056,9 @@ pub(crate) fn macvlan_netns(g: &Guest, pid: i32) -> Option<OwnedFd> {
     open_netns(pid).ok()
 }
 
-/// The forwards the ::1 relay serves: each `[[forward]]` to the guest's first IPv6 veth address
-/// (its first IPv4 one when it has none).
+/// The forwards the ::1 relay serves: each `[[forward]]` to the guest's first IPv4 veth address,
+/// then its first IPv6 one (TCP tries them in turn: a service listening on IPv4 only answers
+/// the first, an IPv6-only one the second; UDP goes to the first).
 pub(crate) fn relay_forwards(g: &Guest) -> Vec<crate::net::relay::RelayForward> {
     let addrs: Vec<IpAddr> = g
         .config
@@ -1067,16 +1068,27 @@ pub(crate) fn relay_forwards(g: &Guest) -> Vec<crate::net::relay::RelayForward> 
         .flat_map(|i| i.addrs().unwrap_or_default())
         .map(|(a, _)| a)
         .collect();
-    let Some(target) = addrs.iter().find(|a| a.is_ipv6()).or_else(|| addrs.first()) else {
+    let order: Vec<IpAddr> = [
+        addrs.iter().find(|a| a.is_ipv4()),
+        addrs.iter().find(|a| a.is_ipv6()),
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .collect();
+    if order.is_empty() {
         return Vec::new();
-    };
+    }
     g.config
         .forward
         .iter()
         .map(|f| crate::net::relay::RelayForward {
             protocol: f.protocol.clone(),
             host_port: f.host_port,
-            target: std::net::SocketAddr::new(*target, f.guest_port),
+            targets: order
+                .iter()
+                .map(|a| std::net::SocketAddr::new(*a, f.guest_port))
+                .collect(),
         })
         .collect()
 }

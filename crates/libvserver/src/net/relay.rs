@@ -29,12 +29,14 @@ pub struct RelayForward {
     pub protocol: String,
     /// Port on ::1.
     pub host_port: u16,
-    /// The guest's address and port.
-    pub target: SocketAddr,
+    /// The guest's addresses with the port, in the order tried: TCP connects to the first
+    /// that answers (a service bound to 0.0.0.0 only is reached over IPv4, one bound to an
+    /// IPv6-only socket over IPv6); UDP sends to the first.
+    pub targets: Vec<SocketAddr>,
 }
 
 enum Bound {
-    Tcp(TcpListener, SocketAddr),
+    Tcp(TcpListener, Vec<SocketAddr>),
     Udp(UdpSocket, SocketAddr),
 }
 
@@ -44,10 +46,13 @@ fn bind_all(forwards: &[RelayForward]) -> Vec<Bound> {
     let mut out = Vec::new();
     for f in forwards {
         let at = SocketAddr::from((Ipv6Addr::LOCALHOST, f.host_port));
+        let Some(first) = f.targets.first().copied() else {
+            continue;
+        };
         let res = if f.protocol == "udp" {
-            UdpSocket::bind(at).map(|s| Bound::Udp(s, f.target))
+            UdpSocket::bind(at).map(|s| Bound::Udp(s, first))
         } else {
-            TcpListener::bind(at).map(|s| Bound::Tcp(s, f.target))
+            TcpListener::bind(at).map(|s| Bound::Tcp(s, f.targets.clone()))
         };
         match res {
             Ok(b) => out.push(b),
@@ -90,7 +95,7 @@ fn take_slot(live: &Arc<AtomicUsize>) -> Option<Slot> {
     Some(Slot(live.clone()))
 }
 
-fn serve_tcp(l: TcpListener, target: SocketAddr) {
+fn serve_tcp(l: TcpListener, targets: Vec<SocketAddr>) {
     let live = Arc::new(AtomicUsize::new(0));
     loop {
         let client = match l.accept() {
@@ -104,9 +109,13 @@ fn serve_tcp(l: TcpListener, target: SocketAddr) {
         let Some(slot) = take_slot(&live) else {
             continue; // dropping the client closes it
         };
+        let targets = targets.clone();
         let spawned = std::thread::Builder::new().spawn(move || {
             let _slot = slot;
-            let Ok(guest) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
+            let Some(guest) = targets
+                .iter()
+                .find_map(|t| TcpStream::connect_timeout(t, Duration::from_secs(5)).ok())
+            else {
                 return;
             };
             for s in [&client, &guest] {
