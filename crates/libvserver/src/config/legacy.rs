@@ -429,6 +429,77 @@ pub fn load_dir(dir: &Path, name: &str) -> Result<Legacy, ConfigError> {
     if let Some(n) = num("rlimits/nproc")? {
         c.limits.nproc = Some(n as u64);
     }
+    // Memory: rlimits/rss and rlimits/as are pages (4 KiB) for the whole guest; the cgroup
+    // file is bytes (with a K/M/G suffix allowed, as the kernel reads it).
+    const PAGE: i64 = 4096;
+    let rss = num("rlimits/rss")?.filter(|n| *n > 0);
+    let all = num("rlimits/as")?.filter(|n| *n > 0);
+    if let Some(m) = value_of(&dir.join("cgroup/memory.limit_in_bytes")) {
+        c.limits.memory = Some(m);
+    } else if let Some(r) = rss {
+        c.limits.memory = Some((r * PAGE).to_string());
+    }
+    if let Some(a) = all {
+        // The whole address space: memory and swap together.
+        match rss {
+            Some(r) if a > r => c.limits.swap = Some(((a - r) * PAGE).to_string()),
+            Some(_) => {}
+            None if c.limits.memory.is_none() => c.limits.memory = Some((a * PAGE).to_string()),
+            None => {}
+        }
+    }
+    if let Some(sh) = num("cgroup/cpu.shares")?.filter(|n| *n > 0) {
+        // cpu.shares 1024 is the default weight 100.
+        c.limits.cpu_weight = Some(((sh * 100 / 1024).clamp(1, 10_000)) as u32);
+    }
+    // The CPU token bucket: fill-rate tokens every interval jiffies is that share of one CPU.
+    let fill = num("sched/fill-rate")?.filter(|n| *n > 0);
+    let interval = num("sched/interval")?.filter(|n| *n > 0);
+    if let (Some(f), Some(i)) = (fill, interval) {
+        let pct = (f as f64 / i as f64 * 100.0).clamp(1.0, 409_600.0);
+        c.limits.cpu = Some(format!("{pct:.0}%"));
+    }
+    if dir.join("sched/tokens-max").exists() {
+        warn.push(String::from(
+            "sched/tokens-max: the bucket's burst has no equivalent (cpu is a steady cap); ignored",
+        ));
+    }
+    // Disk limits: KiB and inodes of the guest's directory.
+    if let Some(kib) = num("dlimits/0/space_total")?.filter(|n| *n > 0) {
+        c.disk.size = Some(format!("{kib}K"));
+    }
+    if let Some(i) = num("dlimits/0/inodes_total")?.filter(|n| *n > 0) {
+        c.disk.inodes = Some(i as u64);
+    }
+    // fstab: bind mounts of host directories become [[mount]]; file systems the engine makes
+    // itself (proc, sysfs, devpts, tmpfs on /tmp) need nothing.
+    for (i, line) in lines_of(&dir.join("fstab")).iter().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 || f[0].starts_with('#') {
+            continue;
+        }
+        let opts: Vec<&str> = f.get(3).map(|o| o.split(',').collect()).unwrap_or_default();
+        let bind =
+            f[2] == "none" && opts.iter().any(|o| *o == "bind" || *o == "rbind") || f[2] == "bind";
+        if bind && f[0].starts_with('/') && f[1].starts_with('/') {
+            c.mount.push(super::MountConfig {
+                source: f[0].into(),
+                target: f[1].into(),
+                readonly: opts.contains(&"ro"),
+            });
+        } else if matches!(f[2], "proc" | "sysfs" | "devpts" | "tmpfs") {
+        } else {
+            warn.push(format!(
+                "fstab line {}: '{line}' (not a bind of a host directory) has no equivalent; ignored",
+                i + 1
+            ));
+        }
+    }
+    for f in lines_of(&dir.join("flags")) {
+        if f != "virt_mem" && f != "virt_uptime" && f != "virt_cpu" && f != "virt_load" {
+            warn.push(format!("flags: '{f}' has no equivalent; ignored"));
+        }
+    }
     // Interfaces: interfaces/<i>/ip, with defaults in interfaces/{dev,prefix,mask}.
     let ifdir = dir.join("interfaces");
     let def_dev = value_of(&ifdir.join("dev"));
@@ -508,6 +579,18 @@ pub fn load_dir(dir: &Path, name: &str) -> Result<Legacy, ConfigError> {
                 | "apps/init/mark"
                 | "apps/init/depends"
                 | "rlimits/nproc"
+                | "rlimits/rss"
+                | "rlimits/as"
+                | "cgroup/memory.limit_in_bytes"
+                | "cgroup/cpu.shares"
+                | "sched/fill-rate"
+                | "sched/interval"
+                | "sched/tokens-max"
+                | "dlimits/0/space_total"
+                | "dlimits/0/inodes_total"
+                | "dlimits/0/directory"
+                | "fstab"
+                | "flags"
                 | "run"
                 | "cache"
         ) || f.starts_with("interfaces/")

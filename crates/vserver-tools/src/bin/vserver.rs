@@ -290,9 +290,18 @@ fn load(paths: &libvserver::paths::Paths, name: &str) -> std::result::Result<Gue
 
 /// The warnings of a util-vserver configuration (keys without an equivalent), said once per
 /// start and conversion rather than on every command.
+/// A guest still read from util-vserver's configuration: one line saying that some of its
+/// settings have no equivalent (`convert-config` lists them, once, and writes NAME.toml).
 fn warn_legacy(g: &Guest) {
-    for w in &g.warnings {
-        eprintln!("vserver: warning: {w}");
+    if !g.warnings.is_empty() {
+        eprintln!(
+            "vserver: warning: {} is read from util-vserver's configuration, and {} of its \
+             settings have no equivalent here; `vserver {} convert-config` lists them and writes \
+             NAME.toml",
+            g.name,
+            g.warnings.len(),
+            g.name
+        );
     }
 }
 
@@ -620,7 +629,9 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         }
         Cmd::ConvertConfig => {
             let g = load(&paths, &cli.name)?;
-            warn_legacy(&g);
+            for w in &g.warnings {
+                eprintln!("vserver: {}: no equivalent: {w}", g.name);
+            }
             let to = paths.config_file(&g.name);
             if to.exists() {
                 eprintln!(
@@ -630,7 +641,19 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 );
                 return Err(ExitCode::from(1));
             }
-            std::fs::write(&to, g.config.to_toml(&g.name)).map_err(|e| {
+            // What has no equivalent stays on record in the file itself.
+            let mut text = String::new();
+            if !g.warnings.is_empty() {
+                text.push_str(
+                    "# Converted from util-vserver's configuration. Without an equivalent here:\n",
+                );
+                for w in &g.warnings {
+                    text.push_str(&format!("#   {}\n", w.replace('\n', " ")));
+                }
+                text.push('\n');
+            }
+            text.push_str(&g.config.to_toml(&g.name));
+            std::fs::write(&to, text).map_err(|e| {
                 eprintln!("vserver: write {}: {e}", to.display());
                 ExitCode::from(1)
             })?;
