@@ -635,7 +635,8 @@ fn classic_guest_uses_only_its_own_address() {
     ]));
     assert!(ip(&["link", "set", &env.bridge, "up"]));
     let gip = env.ip(5);
-    let ifc = format!("classic:{}:{gip}/24", env.bridge);
+    // Two addresses: a service bound to the wildcard answers on the first only, said at start.
+    let ifc = format!("classic:{}:{gip}/24,{}/24", env.bridge, env.ip(6));
     let xs = xid.to_string();
     assert_ok(
         &env.vserver(
@@ -644,7 +645,13 @@ fn classic_guest_uses_only_its_own_address() {
         ),
         "build",
     );
-    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let o = env.vserver(&name, &["start"]);
+    assert_ok(&o, "start");
+    assert!(
+        text(&o).contains(&format!("answers on {gip} only")),
+        "{}",
+        text(&o)
+    );
     let port = 21000 + (xid % 10000) as u16;
     serve(&env, &name, &format!("classic-{xid}"), "0.0.0.0", port);
     let want = format!("classic-{xid}");

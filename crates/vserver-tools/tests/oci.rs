@@ -2259,25 +2259,7 @@ fn an_exec_whose_filter_refuses_write_fails_instead_of_hanging() {
     b.set_config(&c);
     let id = id("nowrite");
     assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
-    let mut exec = b
-        .cmd()
-        .args(["exec", &id, "sh", "-c", "exit 3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut done = None;
-    for _ in 0..200 {
-        if let Some(s) = exec.try_wait().unwrap() {
-            done = Some(s);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    if done.is_none() {
-        let _ = exec.kill();
-        let _ = exec.wait();
-    }
+    let done = exits_within(b.cmd().args(["exec", &id, "sh", "-c", "exit 3"]), 20);
     let st = done.expect("exec hung");
     assert!(!st.success());
     // Nothing of the exec is left in the container's pid namespace (the command was there,
@@ -2339,4 +2321,120 @@ fn home_from_passwd_and_a_fifo_passwd_hangs_nothing() {
         text(&o)
     );
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete");
+}
+
+/// Found by an eleventh hostile review: a seccomp filter forging EINTR on read(2) made the exec
+/// intermediate and command retry forever, each spinning a CPU (the intermediate outside the
+/// container's cgroup). Waits give up after a run of EINTRs and the exec fails.
+#[test]
+fn an_exec_under_a_filter_forging_eintr_ends() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("eintr");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["process"]["noNewPrivileges"] = json!(true);
+    c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 4, "args": [{"index": 0, "value": 3, "op": "SCMP_CMP_GE"}]}]});
+    b.set_config(&c);
+    let id = id("eintr");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let done = exits_within(b.cmd().args(["exec", "--detach", &id, "true"]), 20);
+    assert!(done.is_some(), "exec spun forever");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}
+
+/// Found by an eleventh hostile review: `process.scheduler` was applied with the runtime's
+/// power, so a container without CAP_SYS_NICE got SCHED_DEADLINE, which its CPU quota does
+/// not bound. The policy is now set with the process's own credentials.
+#[test]
+fn a_real_time_scheduler_needs_the_containers_own_cap_sys_nice() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("dl");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["process"]["scheduler"] = json!({"policy": "SCHED_DEADLINE", "runtime": 900_000_000u64, "deadline": 1_000_000_000u64, "period": 1_000_000_000u64});
+    b.set_config(&c);
+    let id = id("dl");
+    let o = b.oci(&["run", "-d", "--bundle", b.b(), &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("process.scheduler"),
+        "{}",
+        text(&o)
+    );
+    let _ = b.oci(&["delete", "--force", &id]);
+}
+
+/// Found by an eleventh hostile review: a container that froze a cgroup of its own below its
+/// leaf, with its init in it, read as running and every exec followed the init into the frozen
+/// cgroup and hung. The state is paused, and an exec (with --ignore-paused) goes to the leaf.
+/// (The test freezes from the host, as the container would through its own namespaces.)
+#[test]
+fn an_init_in_a_frozen_child_cgroup_reads_paused_and_exec_does_not_follow() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("frzc");
+    b.args(&["sleep", "1000"]);
+    let id = id("frzc");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    let init = init_pid_of(&b, &id);
+    let Some(leaf) = cgroups_of(&id)
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/freezer"))
+        .map(|d| d.join("payload"))
+        .filter(|d| d.is_dir())
+    else {
+        eprintln!("skipped: no v1 freezer leaf on this host");
+        let _ = b.oci(&["delete", "--force", &id]);
+        return;
+    };
+    let x = leaf.join("x");
+    std::fs::create_dir(&x).unwrap();
+    std::fs::write(x.join("cgroup.procs"), init.to_string()).unwrap();
+    std::fs::write(x.join("freezer.state"), "FROZEN").unwrap();
+    wait_until(10, "the child cgroup to freeze", || {
+        std::fs::read_to_string(x.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+    });
+    assert_eq!(b.state(&id)["status"], "paused");
+    let pidf = b.dir.join("exec.pid");
+    assert_ok(
+        &b.oci(&[
+            "exec",
+            "--ignore-paused",
+            "-d",
+            "--pid-file",
+            pidf.to_str().unwrap(),
+            &id,
+            "sleep",
+            "30",
+        ]),
+        "exec beside a frozen init",
+    );
+    let pid = std::fs::read_to_string(&pidf).unwrap().trim().to_string();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(!cg.contains("/payload/x"), "{cg}");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+}
+
+/// Run `cmd` (output discarded) and wait at most `secs` seconds for it: its status, or None
+/// when it was still running then (it is killed).
+fn exits_within(cmd: &mut Command, secs: u64) -> Option<std::process::ExitStatus> {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..secs * 10 {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

@@ -503,9 +503,11 @@ impl GuestCgroup {
             } else {
                 rel.clone()
             };
+            // Never into a cgroup the container froze (the exec would hang there).
             let nested = cgroup_path_of(&text, h)
                 .and_then(|p| nested_below(&p, &base))
                 .filter(|r| !r.is_empty())
+                .filter(|r| !dir_frozen(h, &dir.join(r)))
                 .and_then(|r| open_beneath(&dir, &format!("{r}/cgroup.procs")).ok());
             v.push(match nested {
                 Some(f) => f,
@@ -513,6 +515,17 @@ impl GuestCgroup {
             });
         }
         Ok(v)
+    }
+
+    /// True when process `pid` (host pid) sits in a frozen cgroup of one of this cgroup's
+    /// hierarchies (v1 `freezer.state` FROZEN, v2 `cgroup.events` frozen 1): a container may
+    /// freeze a cgroup of its own below its leaf with its init in it.
+    pub fn process_frozen(&self, pid: i32) -> bool {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        self.dirs.iter().any(|(h, _)| {
+            cgroup_path_of(&text, h)
+                .is_some_and(|p| dir_frozen(h, &h.mount().join(p.trim_start_matches('/'))))
+        })
     }
 
     /// Move process `pid` into the cgroup (v1 only when `v1_only`); on v2 into
@@ -1128,6 +1141,17 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     let l = (shares as f64).log2();
     let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
     (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+}
+
+/// True when the cgroup directory `d` of hierarchy `h` is frozen: v1 `freezer.state` FROZEN
+/// (or FREEZING), v2 `cgroup.events` frozen 1.
+fn dir_frozen(h: &Hierarchy, d: &Path) -> bool {
+    if h.is_v2() {
+        fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("frozen 1"))
+    } else {
+        fs::read_to_string(d.join("freezer.state"))
+            .is_ok_and(|s| matches!(s.trim(), "FROZEN" | "FREEZING"))
+    }
 }
 
 fn cgroup_path_of(text: &str, h: &Hierarchy) -> Option<String> {

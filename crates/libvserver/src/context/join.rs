@@ -288,7 +288,12 @@ fn run_intermediate(
             }
             crate::testhook::pause("exec-command-born");
             if !sync::wait_go(&go) {
-                exit_now(1);
+                // The client gone (nobody reads this), or a filter that keeps the go from
+                // being read: say so rather than end silently.
+                child::fail(
+                    &err,
+                    "the command was never released (its go byte could not be read)",
+                );
             }
             drop(go);
             let _ = nix::unistd::setsid();
@@ -315,11 +320,16 @@ fn run_intermediate(
             if released && plan.detach {
                 exit_now(0);
             }
+            // Bounded: under the container's filter EINTR may be forged (see sync::MAX_EINTR).
+            let mut interrupted = 0;
             loop {
                 match nix::sys::wait::waitpid(cmd, None) {
                     Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => exit_now(c),
                     Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => exit_now(128 + s as i32),
-                    Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) if interrupted < sync::MAX_EINTR => {
+                        interrupted += 1
+                    }
+                    Ok(_) => continue,
                     Err(_) => exit_now(1),
                 }
             }

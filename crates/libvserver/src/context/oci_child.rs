@@ -184,8 +184,7 @@ fn path_of(env: &[std::ffi::CString]) -> String {
 }
 
 /// A session keyring of its own (never the caller's: containerd's, shared by every pod),
-/// `linux.personality`, `linux.memoryPolicy` and `process.scheduler` (the last two while still
-/// privileged: a real-time policy needs CAP_SYS_NICE).
+/// `linux.personality` and `linux.memoryPolicy`.
 ///
 /// Errors: the step and the OS error.
 fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
@@ -201,10 +200,20 @@ fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
     if let Some(m) = &x.mempolicy {
         m.apply().map_err(|e| format!("linux.memoryPolicy: {e}"))?;
     }
-    if let Some(s) = &x.scheduler {
-        s.apply().map_err(|e| format!("process.scheduler: {e}"))?;
-    }
     Ok(())
+}
+
+/// `process.scheduler`, applied with the process's own credentials (after the user switch):
+/// a real-time or deadline policy then needs CAP_SYS_NICE in the config's sets, as for the
+/// program itself. Applied as host root it let a container without it take SCHED_DEADLINE,
+/// which the cgroup's CPU quota does not bound.
+///
+/// Errors: the OS error (EPERM without the capability).
+fn apply_scheduler(x: &OciExtras) -> Result<(), String> {
+    match &x.scheduler {
+        Some(s) => s.apply().map_err(|e| format!("process.scheduler: {e}")),
+        None => Ok(()),
+    }
 }
 
 /// chdir(2) to `process.cwd`, required to be inside the root (outside a pivot_root'ed tree a
@@ -257,6 +266,7 @@ pub(crate) fn reduce_for_exec(
     // on the way, as runc tries it first); the command enters it again if this failed.
     let _ = enter_cwd(x);
     become_user(x)?;
+    apply_scheduler(x)?;
     let _ = nix::sys::prctl::set_dumpable(false);
     if x.no_new_privs {
         load()?;
@@ -434,6 +444,9 @@ pub(crate) fn finish(
         load(&err);
     }
     if let Err(e) = become_user(x) {
+        fail(&err, &e);
+    }
+    if let Err(e) = apply_scheduler(x) {
         fail(&err, &e);
     }
     // A change of credentials may have made us dumpable again (capabilities(7)); until execve

@@ -16,13 +16,20 @@ pub fn send_go(w: &OwnedFd) -> Result<(), nix::errno::Errno> {
     nix::unistd::write(w, b"G").map(|_| ())
 }
 
-/// Block until the parent says go. Returns false if the parent died (EOF) first.
+/// Most EINTRs in a row a wait takes before it gives up: none of our waiting processes
+/// installs a signal handler, so a run of them is a seccomp filter forging the errno, and an
+/// unbounded retry would spin a CPU outside any container's limits.
+pub const MAX_EINTR: u32 = 1000;
+
+/// Block until the parent says go. Returns false if the parent died (EOF) first, or if the
+/// read keeps failing with EINTR ([`MAX_EINTR`] times in a row).
 pub fn wait_go(r: &OwnedFd) -> bool {
     let mut b = [0u8; 1];
+    let mut interrupted = 0;
     loop {
         match nix::unistd::read(r, &mut b) {
             Ok(1) => return true,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINTR) if interrupted < MAX_EINTR => interrupted += 1,
             _ => return false,
         }
     }

@@ -493,6 +493,24 @@ pub(crate) fn host_warnings(g: &Guest) -> Vec<String> {
              `sysctl -w net.ipv4.ip_forward=1` (and a file in /etc/sysctl.d)",
         ));
     }
+    if g.config.classic_network() {
+        let addrs = guest_addrs(g);
+        for (fam, v4) in [("IPv4", true), ("IPv6", false)] {
+            let mine: Vec<&IpAddr> = addrs
+                .iter()
+                .map(|(a, _)| a)
+                .filter(|a| a.is_ipv4() == v4)
+                .collect();
+            if mine.len() > 1 {
+                out.push(format!(
+                    "classic guest with {} {fam} addresses: a service bound to the wildcard \
+                     answers on {} only (util-vserver answered on all); bind it to each address",
+                    mine.len(),
+                    mine[0]
+                ));
+            }
+        }
+    }
     let Ok(mut nl) = Netlink::open() else {
         return out;
     };

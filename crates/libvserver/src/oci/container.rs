@@ -925,7 +925,7 @@ pub fn live_status(st: &State) -> Status {
         return Status::Stopped;
     }
     // Paused by `pause`, or by the container itself (its leaf frozen from inside).
-    if cgroup_of(&st.id, &st.cgroup).is_ok_and(|cg| cg.is_frozen()) {
+    if cgroup_of(&st.id, &st.cgroup).is_ok_and(|cg| cg.is_frozen() || cg.process_frozen(st.pid)) {
         return Status::Paused;
     }
     match st.status {
