@@ -701,6 +701,10 @@ fn init_command_gets_a_clean_signal_state_and_stops_on_term() {
         );
     std::fs::write(env.config_path(&name), cfg).unwrap();
     assert_ok(&env.vserver(&name, &["start"]), "start");
+    // The init starts its command right after the start returns: wait until pid 2 is it.
+    wait_until(10, "the init's command to run as pid 2", || {
+        text(&env.exec(&name, "cat /proc/2/comm")).trim() == "sleep"
+    });
     let mut st = text(&env.exec(&name, "grep -E 'SigBlk|SigIgn' /proc/2/status"));
     st += &text(&env.vserver(
         &name,

@@ -196,6 +196,19 @@ fn limits_change_live_persist_and_suspend_resume() {
         &env.vserver(&name, &["limit", "memory", "200M"]),
         "limit memory",
     );
+    // The listing, one key, and the status line with use against the limits (issue 17, 8).
+    let list = text(&env.vserver(&name, &["limit"]));
+    assert!(
+        list.contains("memory = \"200M\"") && list.contains("nproc = 25"),
+        "{list}"
+    );
+    assert!(
+        list.contains("of 200M") && list.contains("of 25 processes"),
+        "{list}"
+    );
+    assert_eq!(text(&env.vserver(&name, &["limit", "nproc"])).trim(), "25");
+    let st = text(&env.vserver(&name, &["status"]));
+    assert!(st.contains("Limits:") && st.contains("of 200M"), "{st}");
     let cfg = std::fs::read_to_string(env.config_path(&name)).unwrap();
     assert!(
         cfg.contains("nproc = 25")

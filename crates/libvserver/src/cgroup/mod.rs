@@ -1090,6 +1090,22 @@ impl GuestCgroup {
         })
     }
 
+    /// Memory the cgroup uses now, bytes: v2 `memory.current`, else v1
+    /// `memory.usage_in_bytes` (page cache included, as the limit counts it); None without a
+    /// memory controller.
+    pub fn memory_usage(&self) -> Option<u64> {
+        self.dirs.iter().find_map(|(h, d)| {
+            let f = if h.is_v2() {
+                "memory.current"
+            } else {
+                "memory.usage_in_bytes"
+            };
+            fs::read_to_string(d.join(f))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
+    }
+
     /// CPU time used by the cgroup: v2 `cpu.stat` (always present), else v1 `cpuacct.stat`.
     pub fn cpu_times(&self) -> CpuTimes {
         for (h, d) in &self.dirs {

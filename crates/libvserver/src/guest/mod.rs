@@ -251,6 +251,9 @@ pub struct Status {
     pub forwards: Vec<String>,
     /// Suspended (`vserver NAME suspend`).
     pub suspended: bool,
+    /// Memory the guest uses now (bytes, page cache included: what its memory limit counts);
+    /// None when stopped or without a memory controller.
+    pub memory_bytes: Option<u64>,
     /// Limits in force (from NAME.toml).
     pub limits: crate::config::LimitsConfig,
     /// Use of the guest's disk image while it runs (`[disk] size` set).
@@ -263,12 +266,12 @@ pub struct Status {
 /// Status of `g`.
 pub fn status(g: &Guest) -> Result<Status, GuestError> {
     let st = g.running();
-    let (processes, suspended) = match &st {
+    let (processes, suspended, memory_bytes) = match &st {
         Some(s) => {
             let cg = g.cgroup_of(s.xid)?;
-            (cg.pids().len(), cg.is_frozen())
+            (cg.pids().len(), cg.is_frozen(), cg.memory_usage())
         }
-        None => (0, false),
+        None => (0, false, None),
     };
     Ok(Status {
         name: g.name.clone(),
@@ -294,6 +297,7 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
             .map(|f| format!("{} -> {}/{}", f.host_port, f.guest_port, f.protocol))
             .collect(),
         suspended,
+        memory_bytes,
         limits: g.config.limits.clone(),
         disk: crate::storage::quota::usage(
             &g.config.disk,

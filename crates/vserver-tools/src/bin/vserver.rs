@@ -162,8 +162,13 @@ enum Cmd {
     /// Change a limit (nproc, memory, memory_soft, swap, cpu, cpu_weight, cpuset, io_weight,
     /// io_read_bps, io_write_bps, io_read_iops, io_write_iops, nice,
     /// ionice) now and in NAME.toml; VALUE "none" removes it. Negative values work as is.
+    /// Without arguments, every limit set (and memory and processes in use when running); with
+    /// KEY alone, that limit.
     #[command(allow_negative_numbers = true)]
-    Limit { key: String, value: String },
+    Limit {
+        key: Option<String>,
+        value: Option<String>,
+    },
     /// Set the guest's network traffic totals (status, vserver-stat --net) back to zero.
     ResetAccounting,
     /// Write NAME.toml from the guest's util-vserver configuration (NAME.conf or NAME/), which
@@ -388,6 +393,37 @@ fn print_unify(name: &str, r: &storage::unify::UnifyReport, json: bool) {
             r.quota_full_files
         );
     }
+}
+
+/// The limits line of `vserver NAME status`: memory and processes in use against their
+/// limits, and the other limits set.
+fn print_limits(s: &guest::Status) {
+    let size = libvserver::stats::format::format_size;
+    let l = &s.limits;
+    let mut parts = Vec::new();
+    if let Some(m) = s.memory_bytes {
+        parts.push(format!(
+            "memory {} of {}",
+            size(m),
+            l.memory.as_deref().unwrap_or("no limit")
+        ));
+    }
+    parts.push(format!(
+        "{} of {} processes",
+        s.processes,
+        l.nproc
+            .map_or_else(|| String::from("no limit"), |n| n.to_string())
+    ));
+    if let Some(c) = &l.cpu {
+        parts.push(format!("cpu {c}"));
+    }
+    if let Some(w) = l.cpu_weight {
+        parts.push(format!("cpu weight {w}"));
+    }
+    if let Some(n) = l.nice {
+        parts.push(format!("nice {n}"));
+    }
+    println!("Limits:              {}", parts.join(", "));
 }
 
 /// The disk line of `vserver NAME status`: use and limit of the guest's quota.
@@ -679,6 +715,7 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 }
                 print_network(&s);
                 print_disk(&s);
+                print_limits(&s);
                 if s.suspended {
                     println!(
                         "State:               suspended ('vserver {} resume' thaws it)",
@@ -698,9 +735,45 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             }
             Ok(ExitCode::from(if s.running { 0 } else { 3 }))
         }
-        Cmd::Limit { key, value } => {
+        Cmd::Limit {
+            key: Some(key),
+            value: Some(value),
+        } => {
             let g = load(&paths, &cli.name)?;
             guest::limits::set_limit(&g, &key, &value).map_err(|e| fail(e.into()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Limit { key, .. } => {
+            // The listing: each key set in NAME.toml, as written there (TOML values).
+            let g = load(&paths, &cli.name)?;
+            let set = serde_json::to_value(&g.config.limits).unwrap_or_default();
+            let obj = set.as_object().cloned().unwrap_or_default();
+            match key {
+                Some(k) => {
+                    if !guest::limits::KEYS.contains(&k.as_str()) {
+                        eprintln!(
+                            "vserver: unknown limit '{k}'; one of: {}",
+                            guest::limits::KEYS.join(", ")
+                        );
+                        return Err(ExitCode::from(2));
+                    }
+                    println!(
+                        "{}",
+                        obj.get(&k)
+                            .map_or_else(|| String::from("none"), |v| v.to_string())
+                    );
+                }
+                None => {
+                    for (k, v) in &obj {
+                        println!("{k} = {v}");
+                    }
+                    if let Ok(s) = guest::status(&g) {
+                        if s.running {
+                            print_limits(&s);
+                        }
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Suspend | Cmd::Resume => {
