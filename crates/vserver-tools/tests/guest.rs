@@ -200,6 +200,18 @@ fn busybox_guest_lifecycle_and_exit_status() {
         Some(1),
         "exec in a stopped guest"
     );
+    // run: the command's output on the terminal too (issue 17, point 25), its status.
+    let o = env.vserver(&name, &["run", "sh", "-c", "echo hello-run; exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("hello-run"),
+        "{}",
+        text(&o)
+    );
+    let o = env.vserver(&name, &["run", "--quiet", "sh", "-c", "echo hello-quiet"]);
+    assert_ok(&o, "run --quiet");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("hello-quiet"));
+    assert!(text(&env.vserver(&name, &["logs"])).contains("hello-quiet"));
 }
 
 #[test]

@@ -892,10 +892,17 @@ fn monitor_main(
 /// `vserver NAME run CMD...`: start the guest with `argv` as its init (a fresh guest, set up as
 /// by [`start`]: namespaces, cgroup, network, limits), wait until it ends and everything is
 /// cleaned up, and return its exit status as a shell would (128 + signal when killed): the
-/// exec-once mode of `lxc-execute`. The guest's stdio is its console (see `vserver NAME logs`).
+/// exec-once mode of `lxc-execute`. The guest's stdio is its console (see `vserver NAME logs`);
+/// with `out`, what the run writes there is copied to it as it comes (the caller's terminal).
 ///
 /// Errors: as [`start`]; a guest that already runs.
-pub fn run_once(g: &Guest, argv: &[String]) -> Result<i32, GuestError> {
+pub fn run_once(
+    g: &Guest,
+    argv: &[String],
+    mut out: Option<&mut dyn std::io::Write>,
+) -> Result<i32, GuestError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::MetadataExt;
     let mut once = g.clone();
     once.config.init.style = InitStyle::Plain;
     once.config.init.command = argv.to_vec();
@@ -903,16 +910,45 @@ pub fn run_once(g: &Guest, argv: &[String]) -> Result<i32, GuestError> {
     once.config.stop.on_halt = crate::config::GuestAction::Stop;
     let rd = g.run_dir();
     let _ = std::fs::remove_file(rd.file("last-exit"));
+    // Where this run's console output begins in the log (appended to what earlier runs left).
+    let log = rd.file("console.log");
+    let before = std::fs::metadata(&log).ok().map(|m| (m.ino(), m.len()));
     let started = start(&once)?;
-    // The monitor exits once the command has ended and the guest is cleaned up.
+    let mut follow = |f: &mut Option<std::fs::File>| {
+        let Some(w) = out.as_mut() else { return };
+        if f.is_none() {
+            *f = std::fs::File::open(&log).ok().map(|mut file| {
+                if let (Some((ino, len)), Ok(m)) = (before, file.metadata()) {
+                    if m.ino() == ino {
+                        let _ = file.seek(std::io::SeekFrom::Start(len));
+                    }
+                }
+                file
+            });
+        }
+        if let Some(file) = f {
+            let mut chunk = Vec::new();
+            let _ = file.read_to_end(&mut chunk);
+            if !chunk.is_empty() {
+                let _ = w.write_all(&chunk);
+                let _ = w.flush();
+            }
+        }
+    };
+    let mut file = None;
+    // The monitor exits once the command has ended and the guest is cleaned up; meanwhile the
+    // command's output is copied from the console log as it comes.
     if let Ok(m) = crate::context::clone::pidfd_open(started.state.monitor_pid) {
         if crate::context::clone::same_process(
             started.state.monitor_pid,
             started.state.monitor_start,
         ) {
-            while !super::stop::wait_exit(&m, std::time::Duration::from_secs(3600)) {}
+            while !super::stop::wait_exit(&m, std::time::Duration::from_millis(100)) {
+                follow(&mut file);
+            }
         }
     }
+    follow(&mut file);
     // A command that ended before this start let go of the lock found the lock taken, so its
     // monitor left the cleanup to the next command: that is us.
     {

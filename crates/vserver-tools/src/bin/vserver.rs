@@ -192,8 +192,12 @@ enum Cmd {
         raw: bool,
     },
     /// Start the guest with CMD as its init, wait for it to end, clean up, and exit with its
-    /// status (exec-once, as lxc-execute); its output goes to the console log.
+    /// status (exec-once, as lxc-execute); its output goes to the console log and, unless
+    /// --quiet, to stdout as it comes.
     Run {
+        /// Do not copy the output to stdout (the console log keeps it).
+        #[arg(long, short = 'q')]
+        quiet: bool,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
@@ -646,10 +650,12 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
             do_start(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { cmd } => {
+        Cmd::Run { cmd, quiet } => {
             let g = load(&paths, &cli.name)?;
             warn_legacy(&g);
-            let code = guest::start::run_once(&g, &cmd).map_err(|e| fail(e.into()))?;
+            let mut stdout = std::io::stdout();
+            let out: Option<&mut dyn std::io::Write> = if quiet { None } else { Some(&mut stdout) };
+            let code = guest::start::run_once(&g, &cmd, out).map_err(|e| fail(e.into()))?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Cmd::Console => {
