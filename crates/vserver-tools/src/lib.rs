@@ -4,17 +4,19 @@ use clap::Args;
 use libvserver::paths::Paths;
 use std::path::PathBuf;
 
-/// Global path overrides (also `VSERVER_CONFDIR`, `VSERVER_ROOTBASE`, `VSERVER_RUNDIR`).
+/// Global path overrides. The environment variables `VSERVER_CONFDIR`, `VSERVER_ROOTBASE` and
+/// `VSERVER_RUNDIR` are read by [`Paths::resolve`], not by clap: clap would show options taken
+/// from the environment in every usage line as if they had to be given.
 #[derive(Debug, Args, Clone, Default)]
 pub struct PathArgs {
-    /// Configuration directory [default: /etc/vservers]
-    #[arg(long, global = true, value_name = "DIR", env = "VSERVER_CONFDIR")]
+    /// Configuration directory [env: VSERVER_CONFDIR] [default: /etc/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Base directory of guest roots [default: /var/lib/vservers]
-    #[arg(long, global = true, value_name = "DIR", env = "VSERVER_ROOTBASE")]
+    /// Base directory of guest roots [env: VSERVER_ROOTBASE] [default: /var/lib/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
     pub root_base: Option<PathBuf>,
-    /// Runtime state directory [default: /run/vservers]
-    #[arg(long, global = true, value_name = "DIR", env = "VSERVER_RUNDIR")]
+    /// Runtime state directory [env: VSERVER_RUNDIR] [default: /run/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
 }
 

@@ -372,6 +372,16 @@ fn config_errors_name_file_line_and_key_and_exit_codes() {
         "context = 42000\n\n[[interface]]\naddress = \"10.0.0.300/24\"\n",
     )
     .unwrap();
+    // A usage error's usage line shows what must be given, not the paths the environment
+    // gave (issue 17, point 17).
+    let o = env.vserver("bad", &["exec"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("Usage: vserver <NAME> exec <CMD>...")
+            && !text(&o).contains("--config-dir"),
+        "{}",
+        text(&o)
+    );
     let o = env.vserver("bad", &["start"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
