@@ -77,7 +77,14 @@ pub fn generate_if_asked(mut cmd: clap::Command) {
         };
         // The process ends right after: a leaked name is fine (clap names are &'static str).
         let page_name: &'static str = Box::leak(format!("{name}-{sub}").into_boxed_str());
-        let page = s.clone().name(page_name);
+        // The synopsis reads as the command is typed: `vserver NAME build ...` (the page keeps
+        // its name, vserver-build(8)).
+        let typed = if name == "vserver" {
+            format!("{name} NAME {sub}")
+        } else {
+            format!("{name} {sub}")
+        };
+        let page = s.clone().name(page_name).bin_name(typed);
         let code = match clap_mangen::Man::new(page).section("8").render(&mut out) {
             Ok(()) => 0,
             Err(e) => {
@@ -89,6 +96,9 @@ pub fn generate_if_asked(mut cmd: clap::Command) {
     }
     let shell = match what.as_str() {
         "man" => {
+            // No `help` subcommand in the page: it would point to a vserver-help(8) that is
+            // not installed.
+            let cmd = cmd.disable_help_subcommand(true);
             let code = match clap_mangen::Man::new(cmd).section("8").render(&mut out) {
                 Ok(()) => 0,
                 Err(e) => {

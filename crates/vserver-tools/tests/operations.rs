@@ -482,7 +482,10 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
         build.contains(".TH vserver-build 8") && build.contains("interface"),
         "{build}"
     );
+    // The synopsis as it is typed; no page pointed to that is not installed (issue 17, 21).
+    assert!(build.contains("vserver NAME build"), "{build}");
     let man = std::fs::read_to_string(prefix.join("share/man/man8/vserver.8")).unwrap();
+    assert!(!man.contains("vserver\\-help"), "{man}");
     assert!(
         man.contains("EXIT STATUS") && man.contains("VSERVER_CONFDIR"),
         "{man}"
