@@ -1074,3 +1074,40 @@ fn builtin_init_lets_daemons_end_and_follows_busybox_signals() {
     });
     wait_until(5, "cleanup after poweroff", || cgroup_left(xid).is_empty());
 }
+
+/// Issue 17, point 11: the builtin init restarts a service that died when `init.restart`
+/// says so, at most five times a minute, and says each step on the console.
+#[test]
+fn builtin_init_restarts_a_failing_service_within_a_burst() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("rst", 17);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let cfg = std::fs::read_to_string(env.config_path(&name))
+        .unwrap()
+        .replace(
+            "\ncommand = []\n",
+            "\ncommand = [\"/bin/sh\", \"-c\", \"echo run >> /tmp/runs; exit 3\"]\nrestart = \"on-failure\"\n",
+        );
+    assert!(cfg.contains("restart = \"on-failure\""), "{cfg}");
+    std::fs::write(env.config_path(&name), cfg).unwrap();
+    assert_ok(&env.vserver(&name, &["start"]), "start");
+    let runs = env.root(&name).join("tmp/runs");
+    wait_until(30, "the service to be started six times", || {
+        std::fs::read_to_string(&runs).is_ok_and(|t| t.lines().count() == 6)
+    });
+    wait_until(10, "the console to say the burst is spent", || {
+        text(&env.vserver(&name, &["logs"])).contains("not restarting it")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap().lines().count(),
+        6,
+        "restarted past the burst"
+    );
+    assert!(text(&env.vserver(&name, &["logs"])).contains("ended with status 3"));
+    assert_ok(&env.vserver(&name, &["stop"]), "stop");
+    assert!(cgroup_left(xid).is_empty());
+}

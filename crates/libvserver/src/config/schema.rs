@@ -619,7 +619,37 @@ pub struct InitConfig {
     /// start fails. 0 returns as soon as the init runs. Default [`DEFAULT_READY_TIMEOUT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_timeout: Option<u32>,
+    /// Builtin init: start `command` again when it ends: `no` (default), `on-failure` (a
+    /// non-zero exit or a signal), `always`. At most [`RESTART_BURST`] restarts within
+    /// [`RESTART_WINDOW_SECS`] seconds; then the init stops restarting and says so on the
+    /// console.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_no")]
+    pub restart: RestartPolicy,
 }
+
+/// When the builtin init starts its command again (`init.restart`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    #[default]
+    No,
+    /// After a non-zero exit or a death by signal.
+    OnFailure,
+    /// After every exit.
+    Always,
+}
+
+impl RestartPolicy {
+    fn is_no(&self) -> bool {
+        *self == RestartPolicy::No
+    }
+}
+
+/// Most restarts of the builtin init's command within [`RESTART_WINDOW_SECS`].
+pub const RESTART_BURST: u32 = 5;
+/// The window of [`RESTART_BURST`], seconds.
+pub const RESTART_WINDOW_SECS: u64 = 60;
 
 /// Seconds `start` waits for a systemd guest to finish booting, unless `init.ready_timeout`
 /// says otherwise (systemd's own DefaultTimeoutStartSec).

@@ -527,6 +527,7 @@ fn init_payload(g: &Guest, systemd: bool) -> Payload {
             kill_timeout,
             reboot_allowed,
             halt_allowed,
+            restart: ic.restart,
         }),
     }
 }

@@ -30,6 +30,8 @@ pub struct InitPlan {
     pub reboot_allowed: bool,
     /// A poweroff or halt from inside (USR2, USR1) stops it (`on_halt` is not `ignore`).
     pub halt_allowed: bool,
+    /// Start `command` again when it ends (`init.restart`).
+    pub restart: crate::config::RestartPolicy,
 }
 
 /// The SysV plan: run `/etc/init.d/rc RUNLEVEL` (or the `S*` scripts of `/etc/rcN.d`) at boot
@@ -85,8 +87,9 @@ fn spawn(argv: &[CString], env: &[CString]) -> Option<i32> {
     }
 }
 
-/// Reap every exited child; returns (main command exited, no child left).
-fn reap(main: &mut Option<i32>) -> bool {
+/// Reap every exited child; returns true when no child is left. The main command's end is
+/// recorded in `ended` (its status as a shell reports it: 128 + signal when killed).
+fn reap(main: &mut Option<i32>, ended: &mut Option<i32>) -> bool {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => return false,
@@ -94,6 +97,11 @@ fn reap(main: &mut Option<i32>) -> bool {
                 if let Some(p) = s.pid() {
                     if Some(p.as_raw()) == *main {
                         *main = None;
+                        *ended = Some(match s {
+                            WaitStatus::Exited(_, c) => c,
+                            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+                            _ => 1,
+                        });
                     }
                 }
             }
@@ -119,7 +127,39 @@ fn others_left() -> bool {
         .unwrap_or(false)
 }
 
-/// What a shutdown ends in.
+/// The main command ended with `code`: start it again when `init.restart` says so and the
+/// burst allows ([`crate::config::RESTART_BURST`] within
+/// [`crate::config::RESTART_WINDOW_SECS`]); each decision is said on the console (the guest's
+/// log). Returns the new command's pid.
+fn restart_if_asked(
+    plan: &InitPlan,
+    code: i32,
+    restarts: &mut Vec<std::time::Instant>,
+) -> Option<i32> {
+    use crate::config::{RestartPolicy, RESTART_BURST, RESTART_WINDOW_SECS};
+    let wanted = match plan.restart {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => code != 0,
+        RestartPolicy::Always => true,
+    };
+    eprintln!("vserver-init: the service ended with status {code}");
+    if !wanted {
+        return None;
+    }
+    let window = std::time::Duration::from_secs(RESTART_WINDOW_SECS);
+    restarts.retain(|t| t.elapsed() < window);
+    if restarts.len() >= RESTART_BURST as usize {
+        eprintln!(
+            "vserver-init: {RESTART_BURST} restarts within {RESTART_WINDOW_SECS} s: not restarting it"
+        );
+        return None;
+    }
+    restarts.push(std::time::Instant::now());
+    eprintln!("vserver-init: restarting the service ({})", restarts.len());
+    plan.command.as_deref().and_then(|c| spawn(c, &plan.env))
+}
+
+/// What a shutdown ends in./// What a shutdown ends in.
 #[derive(Clone, Copy, PartialEq)]
 enum Ending {
     /// Exit 0 (a stop from the host).
@@ -155,10 +195,12 @@ pub fn run(plan: &InitPlan) -> ! {
     };
     let mut main = plan.command.as_deref().and_then(|c| spawn(c, &plan.env));
     let mut ending: Option<(Ending, std::time::Instant)> = None;
+    let mut ended: Option<i32> = None;
+    let mut restarts: Vec<std::time::Instant> = Vec::new();
     loop {
         if let Some((end, since)) = ending {
             // Done once every process is gone; SIGKILL to what outlives the timeout.
-            if reap(&mut main) && !others_left() {
+            if reap(&mut main, &mut ended) && !others_left() {
                 match end {
                     Ending::Exit => std::process::exit(0),
                     Ending::Reboot(cmd) => {
@@ -192,7 +234,12 @@ pub fn run(plan: &InitPlan) -> ! {
         let from_inside = info.ssi_pid != 0;
         let wanted = match sig {
             Signal::SIGCHLD => {
-                reap(&mut main);
+                reap(&mut main, &mut ended);
+                if let Some(code) = ended.take() {
+                    if ending.is_none() {
+                        main = restart_if_asked(plan, code, &mut restarts);
+                    }
+                }
                 None
             }
             Signal::SIGTERM if from_inside => plan
