@@ -715,13 +715,7 @@ fn init_command_gets_a_clean_signal_state_and_stops_on_term() {
     let mut env = Env::new("sigs", 15);
     let (name, xid) = (env.name.clone(), env.xid);
     env.build_busybox(&name, xid);
-    let cfg = std::fs::read_to_string(env.config_path(&name))
-        .unwrap()
-        .replace(
-            "\ncommand = []\n",
-            "\ncommand = [\"/bin/sleep\", \"1000\"]\n",
-        );
-    std::fs::write(env.config_path(&name), cfg).unwrap();
+    env.set_init_command(&name, "command = [\"/bin/sleep\", \"1000\"]");
     assert_ok(&env.vserver(&name, &["start"]), "start");
     // The init starts its command right after the start returns: wait until pid 2 is it.
     wait_until(10, "the init's command to run as pid 2", || {

@@ -1085,14 +1085,10 @@ fn builtin_init_restarts_a_failing_service_within_a_burst() {
     let mut env = Env::new("rst", 17);
     let (name, xid) = (env.name.clone(), env.xid);
     env.build_busybox(&name, xid);
-    let cfg = std::fs::read_to_string(env.config_path(&name))
-        .unwrap()
-        .replace(
-            "\ncommand = []\n",
-            "\ncommand = [\"/bin/sh\", \"-c\", \"echo run >> /tmp/runs; exit 3\"]\nrestart = \"on-failure\"\n",
-        );
-    assert!(cfg.contains("restart = \"on-failure\""), "{cfg}");
-    std::fs::write(env.config_path(&name), cfg).unwrap();
+    env.set_init_command(
+        &name,
+        "command = [\"/bin/sh\", \"-c\", \"echo run >> /tmp/runs; exit 3\"]\nrestart = \"on-failure\"",
+    );
     assert_ok(&env.vserver(&name, &["start"]), "start");
     let runs = env.root(&name).join("tmp/runs");
     wait_until(30, "the service to be started six times", || {

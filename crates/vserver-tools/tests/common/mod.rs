@@ -136,6 +136,16 @@ impl Env {
         self.userns_if_asked(name);
     }
 
+    /// Replace the built config's empty `init.command` by `lines` (TOML, e.g.
+    /// `command = ["/bin/sleep", "1000"]`).
+    pub fn set_init_command(&self, name: &str, lines: &str) {
+        let cfg = std::fs::read_to_string(self.config_path(name))
+            .unwrap()
+            .replace("\ncommand = []\n", &format!("\n{lines}\n"));
+        assert!(cfg.contains(lines), "{cfg}");
+        std::fs::write(self.config_path(name), cfg).unwrap();
+    }
+
     pub fn config_path(&self, name: &str) -> PathBuf {
         self.dir.join("etc").join(format!("{name}.toml"))
     }
