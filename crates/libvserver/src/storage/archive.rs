@@ -573,11 +573,11 @@ fn import_staged(
     std::fs::rename(&sroot, root)
         .map_err(|e| format!("move {} to {}: {e}", sroot.display(), root.display()))?;
     let cfg_path = paths.config_file(&o.name);
-    let tmp = cfg_path.with_extension("toml.tmp");
-    let written =
-        std::fs::write(&tmp, cfg.to_toml(&o.name)).and_then(|()| std::fs::rename(&tmp, &cfg_path));
+    // Whole or absent (fsync'd, renamed), under the guest's config lock.
+    let written = paths
+        .lock_config(&o.name)
+        .and_then(|_lock| crate::paths::write_atomically(&cfg_path, &cfg.to_toml(&o.name)));
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::rename(root, &sroot);
         return Err(format!("write {}: {e}", cfg_path.display()));
     }

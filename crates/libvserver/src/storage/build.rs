@@ -659,10 +659,8 @@ pub fn build(
     .and_then(|()| {
         cfg.validate()
             .map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
-        let tmp = cfg_path.with_extension("toml.tmp");
-        fs::write(&tmp, cfg.to_toml(&o.name))
-            .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        fs::rename(&tmp, &cfg_path).map_err(|e| format!("write {}: {e}", cfg_path.display()))
+        crate::paths::write_atomically(&cfg_path, &cfg.to_toml(&o.name))
+            .map_err(|e| format!("write {}: {e}", cfg_path.display()))
     });
     if image {
         // The image is mounted only while the guest runs.

@@ -154,6 +154,12 @@ pub fn move_root(g: &Guest, new_root: &Path) -> Result<(), String> {
     if let Some(p) = new_root.parent() {
         super::build::make_root_parent(&g.paths, p, &mut |m: &str| eprintln!("vserver: {m}"))?;
     }
+    // Taken before anything moves. The read-modify-write of NAME.toml under the guest's config lock (a concurrent `limit`
+    // must not lose its key, nor this the new root).
+    let _lock = g
+        .paths
+        .lock_config(&g.name)
+        .map_err(|e| format!("lock {}: {e}", cfg_path.display()))?;
     let mut done: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (from, to) in &items {
         if let Err(m) = move_path(from, to) {
@@ -181,9 +187,7 @@ pub fn move_root(g: &Guest, new_root: &Path) -> Result<(), String> {
         Ok(doc.to_string())
     })();
     let written = edited.and_then(|t| {
-        let tmp = cfg_path.with_extension("toml.tmp");
-        std::fs::write(&tmp, t)
-            .and_then(|()| std::fs::rename(&tmp, &cfg_path))
+        crate::paths::write_atomically(&cfg_path, &t)
             .map_err(|e| format!("write {}: {e}", cfg_path.display()))
     });
     if let Err(m) = written {
