@@ -2438,3 +2438,78 @@ fn exits_within(cmd: &mut Command, secs: u64) -> Option<std::process::ExitStatus
     let _ = child.wait();
     None
 }
+
+/// Found by a twelfth hostile review: `process.ioPriority` was set with the runtime's power,
+/// so a container without the capability got the real-time I/O class. It is now set by the
+/// process itself after its user switch.
+#[test]
+fn a_real_time_io_priority_needs_the_containers_own_capability() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("ioprt");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_RT", "priority": 0});
+    b.set_config(&c);
+    let id = id("ioprt");
+    let o = b.oci(&["run", "-d", "--bundle", b.b(), &id]);
+    assert!(
+        !o.status.success() && text(&o).contains("process.ioPriority"),
+        "{}",
+        text(&o)
+    );
+    let _ = b.oci(&["delete", "--force", &id]);
+}
+
+/// Found by a twelfth hostile review: a filter making wait4(2) return 0 kept the exec
+/// intermediate looping (outside the container's cgroup); non-results are bounded like EINTR.
+#[test]
+fn an_exec_under_a_filter_faking_wait4_ends() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("wait0");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["wait4"], "action": "SCMP_ACT_ERRNO", "errnoRet": 0}]});
+    b.set_config(&c);
+    let id = id("wait0");
+    assert_ok(&b.oci(&["run", "-d", "--bundle", b.b(), &id]), "run -d");
+    assert!(
+        exits_within(b.cmd().args(["exec", &id, "echo", "hi"]), 20).is_some(),
+        "exec spun forever"
+    );
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}
+
+/// Found by a twelfth hostile review: a `create` that never heard from its init (a filter
+/// faking close(2)) and was killed left the init, its cgroups and its claim, and `delete
+/// --force` found no state. The state is written as soon as the init exists.
+#[test]
+fn delete_force_removes_what_a_killed_create_left() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("killcr");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["process"]["noNewPrivileges"] = json!(false);
+    c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["close"], "action": "SCMP_ACT_ERRNO", "errnoRet": 0}]});
+    b.set_config(&c);
+    let id = id("killcr");
+    // The create hangs waiting for its init; it is killed as containerd kills a runtime.
+    let _ = exits_within(b.cmd().args(["create", "--bundle", b.b(), &id]), 5);
+    let st = b.state(&id);
+    let pid = st["pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0, "no state after a killed create: {st}");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+    // Gone, or a zombie waiting for this machine's pid 1 to reap it (the create that was its
+    // parent is dead).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.contains("State:\tZ"),
+        "the init of the killed create lives on: {state}"
+    );
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+}

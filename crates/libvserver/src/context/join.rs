@@ -115,6 +115,10 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Most milliseconds the client waits for the command's pid (the intermediate's steps before
+/// its fork take well under a second).
+const PID_HANDOVER_MS: u16 = 30_000;
+
 /// Run the protocol: fork the intermediate and through it the command, write the command into
 /// `plan.procs`, call `host(cmd_pid)` (host-side steps such as oom_score_adj or a pid file),
 /// then release the command. `intermediate` runs in the intermediate after the pid namespace
@@ -155,7 +159,19 @@ pub fn join(
         let _ = nix::sys::wait::waitpid(mid, None);
     };
     let mut b = [0u8; 4];
-    if nix::unistd::read(&pid_r, &mut b).unwrap_or(0) != 4 {
+    // The pid comes right after the intermediate's quick steps; a bound keeps a filter that
+    // fakes its write and close from holding this client forever.
+    let ready = {
+        let mut fds = [nix::poll::PollFd::new(
+            pid_r.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(PID_HANDOVER_MS)),
+            Ok(n) if n > 0
+        )
+    };
+    if !ready || nix::unistd::read(&pid_r, &mut b).unwrap_or(0) != 4 {
         // No command pid (the intermediate failed, or a hostile seccomp filter refused its
         // write): end the intermediate and close our go pipe first, so that a command it may
         // have forked sees EOF there and lets go of the error pipe read below.
@@ -326,11 +342,12 @@ fn run_intermediate(
                 match nix::sys::wait::waitpid(cmd, None) {
                     Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => exit_now(c),
                     Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => exit_now(128 + s as i32),
-                    Err(nix::errno::Errno::EINTR) if interrupted < sync::MAX_EINTR => {
+                    // EINTR, or a result that says nothing (a filter returning 0 reads as
+                    // StillAlive): bounded alike.
+                    Err(nix::errno::Errno::EINTR) | Ok(_) if interrupted < sync::MAX_EINTR => {
                         interrupted += 1
                     }
-                    Ok(_) => continue,
-                    Err(_) => exit_now(1),
+                    _ => exit_now(1),
                 }
             }
         }

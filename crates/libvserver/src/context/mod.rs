@@ -146,8 +146,12 @@ pub struct OciExtras {
     pub host_pid: std::cell::Cell<i32>,
     /// personality(2) domain for LINUX32.
     pub personality: Option<libc::c_ulong>,
-    /// `process.scheduler`, applied before the user switch.
+    /// `process.scheduler`, applied after the user switch (with the process's own
+    /// capabilities).
     pub scheduler: Option<sched::SchedAttr>,
+    /// `process.ioPriority` as an ioprio_set(2) value, applied after the user switch (a
+    /// real-time class then needs the process's own CAP_SYS_NICE or CAP_SYS_ADMIN).
+    pub ioprio: Option<u32>,
     /// `linux.memoryPolicy`, applied before the user switch.
     pub mempolicy: Option<sched::MemPolicy>,
     /// `process.execCPUAffinity` of an exec'd process: (initial, final) CPU lists.

@@ -203,17 +203,25 @@ fn keyring_and_personality(x: &OciExtras) -> Result<(), String> {
     Ok(())
 }
 
-/// `process.scheduler`, applied with the process's own credentials (after the user switch):
+/// `process.scheduler` and `process.ioPriority`, applied with the process's own credentials
+/// (after the user switch):
 /// a real-time or deadline policy then needs CAP_SYS_NICE in the config's sets, as for the
 /// program itself. Applied as host root it let a container without it take SCHED_DEADLINE,
 /// which the cgroup's CPU quota does not bound.
 ///
 /// Errors: the OS error (EPERM without the capability).
 fn apply_scheduler(x: &OciExtras) -> Result<(), String> {
-    match &x.scheduler {
-        Some(s) => s.apply().map_err(|e| format!("process.scheduler: {e}")),
-        None => Ok(()),
+    if let Some(s) = &x.scheduler {
+        s.apply().map_err(|e| format!("process.scheduler: {e}"))?;
     }
+    // The I/O priority likewise (ioprio_set(2), IOPRIO_WHO_PROCESS of ourselves).
+    if let Some(v) = x.ioprio {
+        // SAFETY: plain syscall with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, v) } != 0 {
+            return Err(format!("process.ioPriority: {}", nix::errno::Errno::last()));
+        }
+    }
+    Ok(())
 }
 
 /// chdir(2) to `process.cwd`, required to be inside the root (outside a pivot_root'ed tree a

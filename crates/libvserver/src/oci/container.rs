@@ -330,14 +330,9 @@ pub(crate) fn process_parts(p: &super::spec::Process) -> ProcessParts {
             .iter()
             .filter_map(|r| super::check::rlimit_resource(&r.kind).map(|res| (res, r.soft, r.hard)))
             .collect(),
-        ioprio: p.io_priority.as_ref().map(|io| {
-            let class = match io.class.as_str() {
-                "IOPRIO_CLASS_RT" => 1,
-                "IOPRIO_CLASS_IDLE" => 3,
-                _ => 2,
-            };
-            (class << 13) | io.priority
-        }),
+        // Set by the process itself after its user switch (OciExtras::ioprio), never with the
+        // runtime's power.
+        ioprio: None,
         extras: OciExtras {
             cwd: p.cwd.clone(),
             user: context::child::UserSpec {
@@ -356,6 +351,7 @@ pub(crate) fn process_parts(p: &super::spec::Process) -> ProcessParts {
             ctty: p.terminal,
             // Checked by `check_supported` / `check_process_at`: errors cannot happen here.
             scheduler: p.scheduler.as_ref().and_then(|s| sched_attr_of(s).ok()),
+            ioprio: ioprio_of(p),
             exec_affinity: p
                 .exec_cpu_affinity
                 .as_ref()
@@ -624,6 +620,18 @@ impl Drop for Undo {
     }
 }
 
+/// The ioprio_set(2) value of `process.ioPriority` (class << 13 | level).
+fn ioprio_of(p: &super::spec::Process) -> Option<u32> {
+    p.io_priority.as_ref().map(|io| {
+        let class = match io.class.as_str() {
+            "IOPRIO_CLASS_RT" => 1,
+            "IOPRIO_CLASS_IDLE" => 3,
+            _ => 2,
+        };
+        (class << 13) | io.priority
+    })
+}
+
 /// sched_setattr(2)'s values of `process.scheduler`.
 ///
 /// Errors: an unknown policy or flag.
@@ -835,9 +843,20 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         .open_unified()
         .map_err(|e| failed(&o.id, e.to_string()))?;
     let st_for_hooks = st.clone();
+    let st_early = st.clone();
+    let c_early = c.clone();
     let mut prepare = |pid: i32| -> Result<(), String> {
         nix::sched::setns(own_pidns.as_fd(), CloneFlags::CLONE_NEWPID)
             .map_err(|e| format!("return to the runtime's pid namespace: {e}"))?;
+        // The state as soon as the init exists (status creating): a create killed while it
+        // waits for the init (a hostile filter can keep it from reporting) leaves a container
+        // that `delete --force` finds, kills and removes with its cgroups and claim.
+        let mut early = st_early.clone();
+        early.pid = pid;
+        early.init_start = crate::context::clone::proc_start_time(pid).unwrap_or(0);
+        c_early
+            .save(&early)
+            .map_err(|e| format!("write the state: {e}"))?;
         cg.add_pid(pid, cg_fd.is_some())
             .map_err(|e| e.to_string())?;
         if let Some(a) = oom {

@@ -233,7 +233,7 @@ pub fn exec(o: &ExecOptions) -> Result<i32, OciError> {
     };
     // Set from here, with the host's privileges, before the process runs.
     let mut host = |cmd: i32| -> Result<(), String> {
-        set_priorities(&host_proc, cmd, p.oom_score_adj, parts.ioprio)?;
+        set_priorities(&host_proc, cmd, p.oom_score_adj, None)?;
         if let Some((dir, name)) = &pid_dir {
             write_at(dir, name, &cmd.to_string())
                 .map_err(|e| format!("pid file {}: {e}", name.to_string_lossy()))?;
