@@ -2513,3 +2513,90 @@ fn delete_force_removes_what_a_killed_create_left() {
     );
     assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
 }
+
+/// Found by a thirteenth hostile review: every `linux.devices` entry was allowed read-write
+/// after the config's own device rules, so a config listing 5:1 opened the host's system
+/// console whatever `resources.devices` denied. The listed nodes are allowed before the
+/// config's rules (which keep the last word) and 5:1 never.
+#[test]
+fn listed_devices_do_not_override_the_configs_denials_or_open_the_console() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("devord");
+    let mut c = b.config();
+    c["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "echo x > /dev/vscon && echo CONSOLE; echo x > /dev/vsnull && echo NULL"
+    ]);
+    c["linux"]["devices"] = json!([
+        {"path": "/dev/vscon", "type": "c", "major": 5, "minor": 1, "fileMode": 0o600},
+        {"path": "/dev/vsnull", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}
+    ]);
+    c["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+    b.set_config(&c);
+    let id = id("devord");
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !out.contains("CONSOLE"),
+        "the host's console was written: {}",
+        text(&o)
+    );
+    // 1:3 is one of the engine's own nodes' numbers: allowed after the rules.
+    assert!(out.contains("NULL"), "{}", text(&o));
+    let _ = b.oci(&["delete", "--force", &id]);
+    // Without any rule of its own the config's listed nodes work (but 5:1 still not).
+    c["linux"]["resources"]["devices"] = json!([]);
+    b.set_config(&c);
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !out.contains("CONSOLE"),
+        "the host's console was written: {}",
+        text(&o)
+    );
+    let _ = b.oci(&["delete", "--force", &id]);
+}
+
+/// Found by a thirteenth hostile review: with the state written as soon as the init exists, a
+/// container still being created read as `created`, and `exec` ran a process before the root
+/// was set up (in the host's file system). It reads `creating` until create has finished, and
+/// exec and start refuse it.
+#[test]
+fn a_container_being_created_takes_no_exec_or_start() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("creating");
+    let mut c = b.config();
+    c["process"]["args"] = json!(["sleep", "1000"]);
+    c["hooks"] = json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "3"]}]});
+    b.set_config(&c);
+    let id = id("creating");
+    let mut create = b
+        .cmd()
+        .args(["create", "--bundle", b.b(), &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(10, "the state to appear", || {
+        serde_json::from_slice::<Value>(&b.oci(&["state", &id]).stdout)
+            .is_ok_and(|v| v["status"] == "creating")
+    });
+    let o = b.oci(&["exec", &id, "true"]);
+    assert!(
+        !o.status.success(),
+        "exec into a container being created ran"
+    );
+    let o = b.oci(&["start", &id]);
+    assert!(
+        !o.status.success(),
+        "start of a container being created ran"
+    );
+    assert!(create.wait().unwrap().success());
+    assert_eq!(b.state(&id)["status"], "created");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+}

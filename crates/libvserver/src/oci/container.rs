@@ -947,10 +947,9 @@ pub fn live_status(st: &State) -> Status {
     if cgroup_of(&st.id, &st.cgroup).is_ok_and(|cg| cg.is_frozen() || cg.process_frozen(st.pid)) {
         return Status::Paused;
     }
-    match st.status {
-        Status::Creating | Status::Created => Status::Created,
-        s => s,
-    }
+    // `creating` while create has not finished (its state is written as soon as the init
+    // exists): neither `start` nor `exec` may touch a container whose root is not set up.
+    st.status
 }
 
 /// `state`: the spec's state object with the live status (pid 0 once stopped).

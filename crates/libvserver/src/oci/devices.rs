@@ -26,8 +26,8 @@ pub fn v1_rule(r: &DeviceRule) -> String {
     }
 }
 
-/// Deny every device, apply `rules`, then allow the engine's /dev nodes and `devices`
-/// (config.json's `linux.devices`), to `cg` in every hierarchy that controls devices. The
+/// Deny every device, allow `devices` (config.json's `linux.devices`, but 5:1), apply `rules`
+/// (which may deny those again), then allow the engine's /dev nodes, to `cg` in every hierarchy that controls devices. The
 /// first denial makes the result independent of what the cgroup allowed before (a cgroup
 /// made by someone else, an earlier `update`): an allowlist, which a config opens up with an
 /// `allow` rule for all devices (privileged containers).
@@ -45,17 +45,29 @@ pub fn apply(
         minor: None,
         access: Some("rwm".into()),
     }];
-    all.extend_from_slice(rules);
-    // The nodes the engine makes in every /dev, allowed after the config's rules (as runc does).
-    for (major, minor) in crate::cgroup::devices::GUEST_CHAR_DEVICES {
+    // `linux.devices` nodes first, so that the config's own rules (`resources.devices`) have
+    // the last word on them (a config denying a device it also lists keeps it denied, as with
+    // runc); the host's system console (5:1) is never allowed this way.
+    for d in devices
+        .iter()
+        .filter(|d| d.kind != "p")
+        .filter(|d| !(d.kind != "b" && d.major == 5 && d.minor == 1))
+    {
         all.push(DeviceRule {
             allow: true,
-            kind: Some("c".into()),
-            major: Some(i64::from(*major)),
-            minor: minor.map(i64::from),
+            kind: Some(if d.kind == "u" {
+                "c".into()
+            } else {
+                d.kind.clone()
+            }),
+            major: Some(d.major),
+            minor: Some(d.minor),
             access: Some("rwm".into()),
         });
     }
+    all.extend_from_slice(rules);
+    // Making the listed nodes (mknod, no read or write) stays allowed whatever the rules say:
+    // the runtime makes them in the init, inside the cgroup.
     for d in devices.iter().filter(|d| d.kind != "p") {
         all.push(DeviceRule {
             allow: true,
@@ -66,6 +78,16 @@ pub fn apply(
             }),
             major: Some(d.major),
             minor: Some(d.minor),
+            access: Some("m".into()),
+        });
+    }
+    // The nodes the engine makes in every /dev, allowed after the config's rules (as runc does).
+    for (major, minor) in crate::cgroup::devices::GUEST_CHAR_DEVICES {
+        all.push(DeviceRule {
+            allow: true,
+            kind: Some("c".into()),
+            major: Some(i64::from(*major)),
+            minor: minor.map(i64::from),
             access: Some("rwm".into()),
         });
     }
