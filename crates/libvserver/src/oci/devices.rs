@@ -48,38 +48,29 @@ pub fn apply(
     // `linux.devices` nodes first, so that the config's own rules (`resources.devices`) have
     // the last word on them (a config denying a device it also lists keeps it denied, as with
     // runc); the host's system console (5:1) is never allowed this way.
+    let listed = |d: &super::spec::Device, access: &str| DeviceRule {
+        allow: true,
+        kind: Some(if d.kind == "u" {
+            "c".into()
+        } else {
+            d.kind.clone()
+        }),
+        major: Some(d.major),
+        minor: Some(d.minor),
+        access: Some(access.into()),
+    };
     for d in devices
         .iter()
         .filter(|d| d.kind != "p")
         .filter(|d| !(d.kind != "b" && d.major == 5 && d.minor == 1))
     {
-        all.push(DeviceRule {
-            allow: true,
-            kind: Some(if d.kind == "u" {
-                "c".into()
-            } else {
-                d.kind.clone()
-            }),
-            major: Some(d.major),
-            minor: Some(d.minor),
-            access: Some("rwm".into()),
-        });
+        all.push(listed(d, "rwm"));
     }
     all.extend_from_slice(rules);
     // Making the listed nodes (mknod, no read or write) stays allowed whatever the rules say:
     // the runtime makes them in the init, inside the cgroup.
     for d in devices.iter().filter(|d| d.kind != "p") {
-        all.push(DeviceRule {
-            allow: true,
-            kind: Some(if d.kind == "u" {
-                "c".into()
-            } else {
-                d.kind.clone()
-            }),
-            major: Some(d.major),
-            minor: Some(d.minor),
-            access: Some("m".into()),
-        });
+        all.push(listed(d, "m"));
     }
     // The nodes the engine makes in every /dev, allowed after the config's rules (as runc does).
     for (major, minor) in crate::cgroup::devices::GUEST_CHAR_DEVICES {
