@@ -2600,3 +2600,37 @@ fn a_container_being_created_takes_no_exec_or_start() {
     assert_eq!(b.state(&id)["status"], "created");
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
 }
+
+/// Found by a thirteenth hostile review: a create killed after it made the container's
+/// cgroups but before its init existed (hung opening a namespace path on a stalled file
+/// system) left the cgroups and the claim, and `delete --force` found no state. The state is
+/// written as soon as the cgroups exist.
+#[test]
+fn delete_force_removes_the_cgroups_of_a_create_killed_before_its_init() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("preinit");
+    b.args(&["sleep", "1000"]);
+    let id = id("preinit");
+    let pause = b.dir.join("pause");
+    let mut create = b.cmd();
+    create
+        .args(["create", "--bundle", b.b(), &id])
+        .env("VSERVER_PAUSE_AT", "oci-create-before-init")
+        .env("VSERVER_PAUSE_FILE", &pause)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = create.spawn().unwrap();
+    wait_until(20, "create to pause before its init", || {
+        std::fs::read_to_string(&pause)
+            .unwrap_or_default()
+            .contains("paused oci-create-before-init")
+    });
+    assert!(!cgroups_of(&id).is_empty(), "no cgroup made yet");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(b.state(&id)["status"], "creating");
+    assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+}

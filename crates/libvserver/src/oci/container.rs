@@ -744,6 +744,23 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     }
     cg.create().map_err(|e| failed(&o.id, e.to_string()))?;
     undo.cgroup = Some(cg.clone());
+    // A state from here on (status creating, no init yet), so that a create killed before its
+    // init exists (a namespace path on a hung file system) leaves nothing `delete --force`
+    // cannot find: the cgroup and the claim go with it.
+    c.save(&State {
+        oci_version: spec.oci_version.clone(),
+        id: o.id.clone(),
+        status: Status::Creating,
+        pid: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: rfc3339_now(),
+        annotations: spec.annotations.clone(),
+        owner: String::from("root"),
+        init_start: 0,
+        cgroup: rel.clone(),
+    })?;
+    crate::testhook::pause("oci-create-before-init");
     let no_resources = Resources::default();
     let resources = spec
         .linux
@@ -940,6 +957,9 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), String> {
 
 /// The live status of a recorded container.
 pub fn live_status(st: &State) -> Status {
+    if st.pid <= 0 && st.status == Status::Creating {
+        return Status::Creating;
+    }
     if st.pid <= 0 || !crate::context::clone::same_process(st.pid, st.init_start) {
         return Status::Stopped;
     }
