@@ -274,7 +274,6 @@ pub(crate) fn reduce_for_exec(
     // on the way, as runc tries it first); the command enters it again if this failed.
     let _ = enter_cwd(x);
     become_user(x)?;
-    apply_scheduler(x)?;
     let _ = nix::sys::prctl::set_dumpable(false);
     if x.no_new_privs {
         load()?;
@@ -364,7 +363,11 @@ pub(crate) fn finish_exec(x: &OciExtras, payload: &Payload, err: OwnedFd) -> ! {
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(x.umask as libc::mode_t) };
-    // In the container's cgroup now (its cpuset applies).
+    // In the container's cgroup now: its scheduling and I/O class (with the process's own
+    // capabilities, and where the cgroup's real-time runtime applies), and its cpuset.
+    if let Err(e) = apply_scheduler(x) {
+        fail(&err, &e);
+    }
     if let Some(cpus) = &x.exec_affinity.1 {
         if let Err(e) = super::sched::set_affinity(cpus) {
             fail(&err, &format!("process.execCPUAffinity.final: {e}"));
