@@ -747,7 +747,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     // A state from here on (status creating, no init yet), so that a create killed before its
     // init exists (a namespace path on a hung file system) leaves nothing `delete --force`
     // cannot find: the cgroup and the claim go with it.
-    c.save(&State {
+    c.save_unsynced(&State {
         oci_version: spec.oci_version.clone(),
         id: o.id.clone(),
         status: Status::Creating,
@@ -872,7 +872,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         early.pid = pid;
         early.init_start = crate::context::clone::proc_start_time(pid).unwrap_or(0);
         c_early
-            .save(&early)
+            .save_unsynced(&early)
             .map_err(|e| format!("write the state: {e}"))?;
         cg.add_pid(pid, cg_fd.is_some())
             .map_err(|e| e.to_string())?;

@@ -223,6 +223,18 @@ impl Container {
     ///
     /// Errors: [`StateError::Io`].
     pub fn save(&self, st: &State) -> Result<(), StateError> {
+        self.write_state(st, true)
+    }
+
+    /// [`Container::save`] without the fsync: for the `creating` states `create` writes on its
+    /// way (a host crash ends the container anyway; the final state is synced).
+    ///
+    /// Errors: [`StateError::Io`].
+    pub fn save_unsynced(&self, st: &State) -> Result<(), StateError> {
+        self.write_state(st, false)
+    }
+
+    fn write_state(&self, st: &State, sync: bool) -> Result<(), StateError> {
         use std::io::Write;
         let tmp = self.file("state.json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
@@ -231,7 +243,7 @@ impl Container {
             message: e.to_string(),
         })?;
         f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
+            .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
             .map_err(io("write", &tmp))?;
         let p = self.file("state.json");
         std::fs::rename(&tmp, &p).map_err(io("rename", &p))
