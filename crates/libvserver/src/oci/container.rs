@@ -747,7 +747,7 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
     // A state from here on (status creating, no init yet), so that a create killed before its
     // init exists (a namespace path on a hung file system) leaves nothing `delete --force`
     // cannot find: the cgroup and the claim go with it.
-    c.save_unsynced(&State {
+    let mut st = State {
         oci_version: spec.oci_version.clone(),
         id: o.id.clone(),
         status: Status::Creating,
@@ -759,7 +759,8 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         owner: String::from("root"),
         init_start: 0,
         cgroup: rel.clone(),
-    })?;
+    };
+    c.save_unsynced(&st)?;
     crate::testhook::pause("oci-create-before-init");
     let no_resources = Resources::default();
     let resources = spec
@@ -809,19 +810,6 @@ pub fn create(o: &CreateOptions) -> Result<OwnedFd, OciError> {
         Some(pty.slave)
     } else {
         None
-    };
-    let mut st = State {
-        oci_version: spec.oci_version.clone(),
-        id: o.id.clone(),
-        status: Status::Creating,
-        pid: 0,
-        bundle: bundle.clone(),
-        rootfs: rootfs.clone(),
-        created: rfc3339_now(),
-        annotations: spec.annotations.clone(),
-        owner: String::from("root"),
-        init_start: 0,
-        cgroup: rel.clone(),
     };
     let cspec = context_spec(
         &spec,
