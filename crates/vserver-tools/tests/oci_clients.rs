@@ -9,18 +9,9 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Skip (or fail under CI=true) when a client is not installed.
 fn require(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have_tool(t)).collect();
     if missing.is_empty() {
         return true;
     }
@@ -29,19 +20,6 @@ fn require(tools: &[&str]) -> bool {
     }
     eprintln!("skipped: {missing:?} not installed");
     false
-}
-
-fn sh(cmd: &str) -> Output {
-    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
-}
-
-fn sha256(path: &Path) -> String {
-    let o = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// An OCI image layout tarball (index.json, oci-layout, blobs) of a busybox tree, named
@@ -54,18 +32,21 @@ fn build_image(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&blobs).unwrap();
     let layer = dir.join("layer.tar");
     assert_ok(
-        &sh(&format!(
+        &sh_output(&format!(
             "tar -C {} -cf {} .",
             rootfs.display(),
             layer.display()
         )),
         "tar the layer",
     );
-    let diff_id = sha256(&layer);
-    assert_ok(&sh(&format!("gzip -n -f {}", layer.display())), "gzip");
+    let diff_id = sha256_of_file(&layer);
+    assert_ok(
+        &sh_output(&format!("gzip -n -f {}", layer.display())),
+        "gzip",
+    );
     let gz = dir.join("layer.tar.gz");
     let put = |p: &Path| -> (String, u64) {
-        let d = sha256(p);
+        let d = sha256_of_file(p);
         std::fs::copy(p, blobs.join(&d)).unwrap();
         (d, std::fs::metadata(p).unwrap().len())
     };
@@ -112,7 +93,7 @@ fn build_image(dir: &Path) -> PathBuf {
     std::fs::write(img.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let tarball = dir.join("image.tar");
     assert_ok(
-        &sh(&format!(
+        &sh_output(&format!(
             "tar -C {} -cf {} .",
             img.display(),
             tarball.display()

@@ -92,21 +92,12 @@ const READONLY_PATHS: &[&str] = &[
 // ------------------------------------------------------------------------------------------
 // Tools and small helpers
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// True when every tool this test drives is installed. Otherwise: skip with a message, or
 /// panic under CI=true (scripts/deps.sh installs them all).
 fn require_tools() -> bool {
     let mut missing: Vec<String> = ["containerd", "ctr", "containerd-shim-runc-v2", "runc"]
         .iter()
-        .filter(|t| !have(t))
+        .filter(|t| !have_tool(t))
         .map(|t| t.to_string())
         .collect();
     for p in ["loopback", "static"] {
@@ -130,19 +121,6 @@ fn require_tools() -> bool {
     }
     eprintln!("skipped: {missing:?} not installed (run scripts/deps.sh)");
     false
-}
-
-fn sh(cmd: &str) -> Output {
-    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
-}
-
-fn sha256_file(path: &Path) -> String {
-    let o = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 fn sha256_str(s: &str) -> String {
@@ -410,17 +388,20 @@ fn build_image(dir: &Path, config: Value) -> PathBuf {
     std::fs::create_dir_all(&blobs).unwrap();
     let layer = dir.join("layer.tar");
     assert_ok(
-        &sh(&format!(
+        &sh_output(&format!(
             "tar -C {} -cf {} .",
             rootfs.display(),
             layer.display()
         )),
         "tar the layer",
     );
-    let diff_id = sha256_file(&layer);
-    assert_ok(&sh(&format!("gzip -n -f {}", layer.display())), "gzip");
+    let diff_id = sha256_of_file(&layer);
+    assert_ok(
+        &sh_output(&format!("gzip -n -f {}", layer.display())),
+        "gzip",
+    );
     let put = |p: &Path| -> (String, u64) {
-        let d = sha256_file(p);
+        let d = sha256_of_file(p);
         std::fs::copy(p, blobs.join(&d)).unwrap();
         (d, std::fs::metadata(p).unwrap().len())
     };
@@ -456,7 +437,7 @@ fn build_image(dir: &Path, config: Value) -> PathBuf {
     std::fs::write(img.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let tarball = dir.join("image.tar");
     assert_ok(
-        &sh(&format!(
+        &sh_output(&format!(
             "tar -C {} -cf {} .",
             img.display(),
             tarball.display()
