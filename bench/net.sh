@@ -31,7 +31,7 @@ trap cleanup EXIT
 cleanup
 ip link add vsbnc0 type bridge && ip addr add 10.123.1.1/24 dev vsbnc0 && ip link set vsbnc0 up
 ip link add vsbnm0 type veth peer name vsbnm0p && ip link set vsbnm0 up && ip link set vsbnm0p up
-b() { "$V" "$1" build -m host --context "$2" --interface "$3" "${@:4}" >/dev/null; "$V" "$1" start; }
+b() { "$V" "$1" build -m host --initstyle builtin --context "$2" --interface "$3" "${@:4}" >/dev/null; "$V" "$1" start; }
 b bnv 43801 vsbnv0:10.123.0.2/24
 b bnj 43805 vsbnj0:10.123.3.2/24 --mtu 65520
 b bnc 43802 classic:vsbnc0:10.123.1.5/24

@@ -20,7 +20,7 @@ cleanup() { "$B/vserver" bov stop >/dev/null 2>&1 || true; rm -rf "$W"; }
 trap cleanup EXIT
 cleanup
 mkdir -p "$W/hostdir"
-"$B/vserver" bov build -m host --context 43893 >/dev/null 2>&1
+"$B/vserver" bov build -m host --initstyle builtin --context 43893 >/dev/null 2>&1
 "$B/vserver" bov start >/dev/null
 CPU="/usr/bin/python3 -c 'x=0
 for i in range(12_000_000): x+=i*i

@@ -11,6 +11,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq || true
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Guests built from the host (`build -m host`) share its /usr: the walk-through test (tests/walkthrough.rs)
+# needs sshd there. Installed without starting it, and left disabled on the host if this script
+# installed it (its guests enable it in their own /etc).
+if ! dpkg -s openssh-server >/dev/null 2>&1; then
+  apt-get update -qq || true
+  policy=/usr/sbin/policy-rc.d; own_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1; fi
+  apt-get install -y -qq openssh-server >/dev/null
+  [ "$own_policy" = 1 ] && rm -f "$policy"
+  systemctl disable ssh.service >/dev/null 2>&1 || true
+  update-rc.d ssh disable >/dev/null 2>&1 || true
+fi
 # The CRI test (tests/oci_cri.rs): Debian's CNI plugins, and its CRI client's Python packages in a
 # virtualenv of their own (crictl is built from Go modules, which this machine cannot fetch).
 if ! dpkg -s containernetworking-plugins python3-venv >/dev/null 2>&1; then

@@ -506,6 +506,8 @@ fn io_bandwidth_cap_throttles_direct_writes_and_lifts() {
             "build",
             "-m",
             "host",
+            "--initstyle",
+            "builtin",
             "--context",
             &x,
             "--disk-size",

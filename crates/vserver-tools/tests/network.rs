@@ -132,6 +132,8 @@ fn veth_guests_forwards_conflicts_and_accounting() {
                 "build",
                 "-m",
                 "host",
+                "--initstyle",
+                "builtin",
                 "--context",
                 &xs,
                 "--interface",
@@ -153,6 +155,8 @@ fn veth_guests_forwards_conflicts_and_accounting() {
                 "build",
                 "-m",
                 "host",
+                "--initstyle",
+                "builtin",
                 "--context",
                 &xs,
                 "--interface",
@@ -641,7 +645,17 @@ fn classic_guest_uses_only_its_own_address() {
     assert_ok(
         &env.vserver(
             &name,
-            &["build", "-m", "host", "--context", &xs, "--interface", &ifc],
+            &[
+                "build",
+                "-m",
+                "host",
+                "--initstyle",
+                "builtin",
+                "--context",
+                &xs,
+                "--interface",
+                &ifc,
+            ],
         ),
         "build",
     );
@@ -819,7 +833,17 @@ fn macvlan_guests_share_a_segment() {
         assert_ok(
             &env.vserver(
                 n,
-                &["build", "-m", "host", "--context", &xs, "--interface", &ifc],
+                &[
+                    "build",
+                    "-m",
+                    "host",
+                    "--initstyle",
+                    "builtin",
+                    "--context",
+                    &xs,
+                    "--interface",
+                    &ifc,
+                ],
             ),
             "build",
         );

@@ -25,7 +25,17 @@ fn build_host_at(env: &mut Env, name: &str, root: &Path, xid: u32, extra: &[&str
     env.guests.push(name.to_string());
     let x = xid.to_string();
     let r = root.to_str().unwrap();
-    let mut args = vec!["build", "-m", "host", "--context", &x, "--rootdir", r];
+    let mut args = vec![
+        "build",
+        "-m",
+        "host",
+        "--initstyle",
+        "builtin",
+        "--context",
+        &x,
+        "--rootdir",
+        r,
+    ];
     args.extend_from_slice(extra);
     assert_ok(&env.vserver(name, &args), "build");
 }
@@ -104,6 +114,8 @@ fn project_quota_limits_a_guest_df_shows_it_and_it_cannot_escape_it() {
                 "build",
                 "-m",
                 "host",
+                "--initstyle",
+                "builtin",
                 "--context",
                 &x,
                 "--rootdir",

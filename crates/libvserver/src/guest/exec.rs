@@ -190,6 +190,31 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// The guest `g` as `vserver NAME enter` of a stopped guest starts it: a maintenance run, as
+/// `systemd-nspawn -D` without `-b` gives a shell. Its init is vserver's builtin one with no
+/// command (so none of the guest's services run, whatever its init style); network, limits,
+/// bounding set and seccomp filter are the guest's. Returns the guest as started (stop it
+/// with [`super::stop::stop`] of this value when the shell ends), or None when someone else
+/// started the guest meanwhile (enter it as it is, and leave it running).
+///
+/// Errors: as [`super::start::start`].
+pub fn start_for_maintenance(g: &Guest) -> Result<Option<Guest>, GuestError> {
+    let mut m = g.clone();
+    m.config.init = crate::config::InitConfig {
+        style: crate::config::InitStyle::Builtin,
+        ..Default::default()
+    };
+    m.config.stop.on_reboot = crate::config::GuestAction::Stop;
+    m.config.stop.on_halt = crate::config::GuestAction::Stop;
+    m.config.stop.signal = None;
+    m.config.stop.kill_timeout = None;
+    match super::start::start(&m) {
+        Ok(_) => Ok(Some(m)),
+        Err(GuestError::AlreadyRunning { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Run a command in running guest `g`; returns its exit status (128 + signal if killed).
 ///
 /// Errors: [`GuestError::NotRunning`], or a setup failure naming the step.

@@ -622,17 +622,17 @@ pub fn build(
                 progress.line("the tree boots systemd: init style systemd");
             }
         }
+        if matches!(o.method, BuildMethod::Host) && o.init_style.is_none() {
+            // The host's own init style: the guest starts its services as the host does.
+            if let Some((style, why)) = host_init_style() {
+                cfg.init.style = style;
+                progress.line(&format!("{why}: init style {style:?}").to_lowercase());
+            }
+        }
         if cfg.stop.kill_timeout.is_none() {
             // A plain guest whose /sbin/init is systemd is stopped as one too.
             let systemd = crate::guest::systemd::boots_systemd(&root, &cfg.init);
             cfg.stop.kill_timeout = Some(cfg.stop.kill_timeout_secs(systemd));
-        }
-    })
-    .and_then(|()| {
-        if matches!(o.method, BuildMethod::Host | BuildMethod::Clone { .. }) {
-            fresh_ssh_host_keys(&root, &hostname, progress)
-        } else {
-            Ok(())
         }
     })
     .and_then(|()| {
@@ -641,6 +641,17 @@ pub fn build(
             Plan::Base { .. } => Some(super::overlay::MountGuard::mount(&cfg, paths, &root)?),
             _ => None,
         };
+        // Every tree that may come with another machine's identity gets its own: a
+        // debootstrap's is made fresh by its own package scripts, a host build copies none.
+        if !matches!(
+            o.method,
+            BuildMethod::Host | BuildMethod::Debootstrap { .. }
+        ) {
+            drop_inherited_identity(&root, progress)?;
+        }
+        if !matches!(o.method, BuildMethod::Debootstrap { .. }) {
+            fresh_ssh_host_keys(&root, &hostname, progress)?;
+        }
         write_identity(&root, &hostname, &cfg)
     })
     .and_then(|()| {
@@ -694,6 +705,23 @@ pub fn build(
         cfg_path.display()
     ));
     Ok(cfg)
+}
+
+/// The init style of a guest built from this host, when it is not the builtin one: `systemd`
+/// when the host's `/sbin/init` is systemd, `sysv` when the host boots sysvinit's rc scripts
+/// (`/etc/init.d/rc` present), with the reason to print.
+fn host_init_style() -> Option<(InitStyle, &'static str)> {
+    let plain = config::InitConfig {
+        style: InitStyle::Plain,
+        ..Default::default()
+    };
+    if crate::guest::systemd::boots_systemd(Path::new("/"), &plain) {
+        Some((InitStyle::Systemd, "the host boots systemd"))
+    } else if Path::new("/etc/init.d/rc").is_file() {
+        Some((InitStyle::Sysv, "the host boots sysv rc scripts"))
+    } else {
+        None
+    }
 }
 
 /// The nearest existing directory at or above `p` (for checks on a path not made yet).
@@ -1092,8 +1120,16 @@ fn build_clone(
             );
         }
     }
-    // A fresh identity: no host keys of the source (sshd makes new ones), a new machine-id
-    // (write_identity), new hostname, context id and MACs (derived from the context id).
+    make_dirs(root)
+}
+
+/// Remove the identity a copied tree carries from its source (another machine, a tarball, a
+/// guest): its ssh host keys (`etc/ssh/ssh_host_*`, new ones are made by
+/// [`fresh_ssh_host_keys`]), D-Bus's own machine-id file and systemd's random seed. The
+/// machine-id, host name and hosts file are written afresh by [`write_identity`].
+///
+/// Errors: `etc/ssh` is a symlink, or a key cannot be removed (naming it).
+fn drop_inherited_identity(root: &Path, progress: &mut dyn Progress) -> Result<(), String> {
     if leaves_root(root, "etc/ssh") {
         return Err(format!(
             "{}/etc/ssh is a symlink; refusing to touch it",
@@ -1113,7 +1149,7 @@ fn build_clone(
     }
     if removed > 0 {
         progress.line(&format!(
-            "removed the source's {removed} ssh host key files (new ones follow)"
+            "removed the {removed} ssh host key files the tree came with"
         ));
     }
     for f in ["var/lib/dbus/machine-id", "var/lib/systemd/random-seed"] {
@@ -1121,7 +1157,7 @@ fn build_clone(
             let _ = fs::remove_file(root.join(f));
         }
     }
-    make_dirs(root)
+    Ok(())
 }
 
 fn build_template_guest(
@@ -1367,6 +1403,31 @@ fn build_host(
     let _ = fs::remove_file(root.join("etc/mtab"));
     std::os::unix::fs::symlink("../proc/self/mounts", root.join("etc/mtab"))
         .map_err(|e| format!("symlink etc/mtab: {e}"))?;
+    // The host's services stay the host's: the guest starts what a fresh server would.
+    let services = super::services::reset_host_services_by_dpkg(root)?;
+    if !services.disabled.is_empty() {
+        progress.line(&format!(
+            "the host's own services left disabled in the guest: {} (enable one inside with \
+             systemctl enable NAME)",
+            services
+                .disabled
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !services.enabled.is_empty() {
+        progress.line(&format!(
+            "enabled in the guest: {}",
+            services
+                .enabled
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     progress.line("copying the package database");
     for d in ["var/lib/dpkg", "var/lib/apt", "var/lib/ucf"] {
         let src = Path::new("/").join(d);

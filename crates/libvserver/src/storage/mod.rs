@@ -8,6 +8,7 @@ pub mod manage;
 pub mod overlay;
 pub mod progress;
 pub mod quota;
+pub mod services;
 pub mod shift;
 pub mod snapshot;
 pub mod unify;

@@ -9,6 +9,7 @@ use libvserver::storage::{
     self,
     build::{build, BuildMethod, BuildOptions},
 };
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vserver_tools::{human_secs, PathArgs};
@@ -942,7 +943,51 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 },
                 _ => unreachable!("matched above"),
             };
-            let code = guest::exec::exec(&g, &req).map_err(|e| fail(e.into()))?;
+            let code = if req.tty && g.running().is_none() {
+                eprintln!(
+                    "vserver: {} is not running: a maintenance shell in it, with vserver's \
+                     builtin init and none of its services (it stops when the shell ends; \
+                     'vserver {} start' boots it)",
+                    cli.name, cli.name
+                );
+                match guest::exec::start_for_maintenance(&g).map_err(|e| fail(e.into()))? {
+                    // The shell runs in a child (exec joins the guest's namespaces for good),
+                    // this process stops the guest when it ends.
+                    Some(m) => {
+                        // A hang-up or ^C reaches the shell (the child forwards it); this
+                        // process keeps them pending until the guest is stopped, then exits.
+                        let mut set = nix::sys::signal::SigSet::empty();
+                        for sig in [
+                            nix::sys::signal::Signal::SIGHUP,
+                            nix::sys::signal::Signal::SIGINT,
+                            nix::sys::signal::Signal::SIGQUIT,
+                            nix::sys::signal::Signal::SIGTERM,
+                        ] {
+                            set.add(sig);
+                        }
+                        let _ = set.thread_block();
+                        let shell = std::process::Command::new("/proc/self/exe")
+                            .arg(&cli.name)
+                            .arg("enter")
+                            .env("VSERVER_CONFDIR", &paths.config_dir)
+                            .env("VSERVER_ROOTBASE", &paths.root_base)
+                            .env("VSERVER_RUNDIR", &paths.run_dir)
+                            .status();
+                        let stopped = guest::stop::stop(&m);
+                        let st = shell.map_err(|e| fail(anyhow::anyhow!("run the shell: {e}")))?;
+                        stopped.map_err(|e| fail(e.into()))?;
+                        return Ok(ExitCode::from(
+                            st.code()
+                                .unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+                                .clamp(0, 255) as u8,
+                        ));
+                    }
+                    None => guest::exec::exec(&g, &req),
+                }
+            } else {
+                guest::exec::exec(&g, &req)
+            };
+            let code = code.map_err(|e| fail(e.into()))?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
     }

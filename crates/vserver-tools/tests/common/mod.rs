@@ -87,7 +87,15 @@ impl Env {
         self.guests.push(name.to_string());
         let x = xid.to_string();
         let ifc = format!("{}:{}/24", self.bridge, self.ip(2 + (xid % 100) as u8));
-        let mut args = vec!["build", "-m", "host", "--context", &x];
+        let mut args = vec![
+            "build",
+            "-m",
+            "host",
+            "--initstyle",
+            "builtin",
+            "--context",
+            &x,
+        ];
         if iface {
             args.extend(["--interface", &ifc]);
         }
