@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end, as root on Debian 12: build the tools, build a guest from the host's
-# distribution, start it, reach a service inside from the host, compare ps inside with vps
-# outside, vserver-stat, stop it. Uses a scratch config/root/run tree under /tmp, removed at the end.
+# distribution, set root's ssh key from a shell inside, start it (its own systemd, ssh, none of
+# the host's services), manage it over ssh from the host, compare ps inside with vps outside,
+# vserver-stat, stop it. Uses a scratch config/root/run tree under /tmp, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -19,20 +20,22 @@ trap cleanup EXIT
 rm -rf /tmp/vserver-demo
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 step "$B/vserver" web1 build --hostname web1 --interface 10.77.0.2/24
+# The administrator's key, set from a shell inside (the guest is stopped: enter gives a
+# maintenance shell and stops the guest again when it ends).
+ssh-keygen -q -t ed25519 -N '' -C vserver-demo -f /tmp/vserver-demo/key
+printf '\n\033[1m$ %s\033[0m\n' "$B/vserver web1 enter   # then: mkdir -m 700 /root/.ssh; echo 'ssh-ed25519 ...' > /root/.ssh/authorized_keys; exit"
+printf 'mkdir -p -m 700 /root/.ssh && echo "%s" > /root/.ssh/authorized_keys && exit\n' "$(cat /tmp/vserver-demo/key.pub)" |
+  script -qec "$B/vserver web1 enter" /dev/null >/dev/null
 step "$B/vserver" web1 start
 step "$B/vserver" web1 status
-step "$B/vserver" web1 exec sh -c 'echo "hello from $(hostname)" > /tmp/index.html; cd /tmp; (python3 -m http.server 80 --bind 10.77.0.2 >/dev/null 2>&1 &)'
-printf '\n\033[1m$ (on the host) GET http://10.77.0.2/index.html\033[0m\n'
-python3 - <<'PY'
-import time, urllib.request
-for _ in range(50):
-    try:
-        print(urllib.request.urlopen("http://10.77.0.2/index.html", timeout=1).read().decode().strip()); break
-    except Exception:
-        time.sleep(0.1)
-else:
-    raise SystemExit("the guest's service did not answer")
-PY
+ssh_guest() {
+  ssh -i /tmp/vserver-demo/key -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=accept-new \
+    -o UserKnownHostsFile=/tmp/vserver-demo/known_hosts -o LogLevel=ERROR root@10.77.0.2 "$@"
+}
+printf '\n\033[1m$ ssh root@10.77.0.2 hostname\033[0m\n'
+ssh_guest hostname
+printf '\n\033[1m$ ssh root@10.77.0.2 systemctl list-units --type=service --state=running\033[0m\n'
+ssh_guest systemctl list-units --type=service --state=running --no-pager --no-legend
 step "$B/vserver" web1 exec ps aux
 printf '\n\033[1m$ vps aux | (header and the guest'"'"'s processes)\033[0m\n'
 "$B/vps" aux | awk 'NR==1 || / web1 /'

@@ -6,7 +6,8 @@
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
 # Usage: bash scripts/vm-lane.sh [TEST[:FILTER]...]   (default: limits quota network guest
-#   operations oci oci_conformance systemd:full_cycle_; FILTER runs only the tests whose names
+#   operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_; FILTER runs
+#   only the tests whose names
 #   contain it)
 #        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
 #        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
@@ -21,7 +22,7 @@ if [ "${1:-}" = "--run" ]; then
   RUN_CMD=${2:?--run needs a command}
   set --
 fi
-[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance systemd:full_cycle_
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
 CACHE=/var/cache/vserver-vm
