@@ -470,6 +470,130 @@ fn clone_gets_a_new_identity_and_keeps_limits_and_marks() {
 }
 
 #[test]
+fn every_copied_tree_gets_its_own_identity() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("ident", 23);
+    let (name, xid) = (env.name.clone(), env.xid);
+    // A tree that comes with another machine's identity.
+    let src = env.dir.join("machine");
+    busybox_tree(&src);
+    write_file(&src.join("etc/ssh/sshd_config"), b"Port 22\n");
+    for f in ["ssh_host_ed25519_key", "ssh_host_rsa_key"] {
+        write_file(&src.join("etc/ssh").join(f), b"PRIVATE KEY\n");
+        write_file(&src.join(format!("etc/ssh/{f}.pub")), b"ssh-x AAAA\n");
+    }
+    let theirs = "0123456789abcdef0123456789abcdef";
+    write_file(
+        &src.join("etc/machine-id"),
+        format!("{theirs}\n").as_bytes(),
+    );
+    write_file(
+        &src.join("var/lib/dbus/machine-id"),
+        format!("{theirs}\n").as_bytes(),
+    );
+    write_file(&src.join("var/lib/systemd/random-seed"), b"seed");
+    write_file(&src.join("etc/hostname"), b"elsewhere\n");
+    let tar = env.dir.join("machine.tar");
+    assert_ok(
+        &Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .args(["-cf", p(&tar), "."])
+            .output()
+            .unwrap(),
+        "tar",
+    );
+    let fill = format!("cp -a {}/. \"$VSERVER_ROOT\"", p(&src));
+    let methods: Vec<(&str, Vec<&str>)> = vec![
+        ("rootfs", vec!["-m", "rootfs", "--source", p(&src)]),
+        ("template", vec!["-m", "template", "--tarball", p(&tar)]),
+        ("rsync", vec!["-m", "rsync", "--source", p(&src)]),
+        (
+            "skeleton",
+            vec!["-m", "skeleton", "--", "/bin/sh", "-c", &fill],
+        ),
+    ];
+    let check = |what: &str, g: &str, etc: &Path, var: &Path| {
+        let mut keys = ssh_host_keys(etc.parent().unwrap());
+        keys.sort();
+        assert_eq!(keys.len(), 6, "{what}: ssh host keys {keys:?}");
+        for k in keys {
+            assert_ne!(
+                std::fs::read(etc.join("ssh").join(&k)).unwrap(),
+                if k.ends_with(".pub") {
+                    &b"ssh-x AAAA\n"[..]
+                } else {
+                    &b"PRIVATE KEY\n"[..]
+                },
+                "{what}: {k} is the source's"
+            );
+        }
+        let mid = std::fs::read_to_string(etc.join("machine-id")).unwrap();
+        assert_ne!(mid.trim(), theirs, "{what}: the source's machine-id");
+        assert_eq!(mid.trim().len(), 32, "{what}: machine-id {mid:?}");
+        assert!(
+            !var.join("lib/dbus/machine-id").exists(),
+            "{what}: D-Bus's machine-id came along"
+        );
+        assert!(
+            !var.join("lib/systemd/random-seed").exists(),
+            "{what}: the random seed came along"
+        );
+        assert_eq!(
+            std::fs::read_to_string(etc.join("hostname"))
+                .unwrap()
+                .trim(),
+            g,
+            "{what}"
+        );
+    };
+    let mut first = None;
+    for (i, (what, args)) in methods.into_iter().enumerate() {
+        let g = format!("{name}{i}");
+        env.guests.push(g.clone());
+        let x = (xid + i as u32).to_string();
+        let mut a = vec!["build", "--context", x.as_str()];
+        a.extend(args);
+        assert_ok(&env.vserver(&g, &a), &format!("build -m {what}"));
+        let r = env.root(&g);
+        check(what, &g, &r.join("etc"), &r.join("var"));
+        first.get_or_insert(g);
+    }
+    // Guests sharing a base through overlayfs: their own keys in their own upper layer.
+    let base = first.unwrap();
+    let base_key = std::fs::read(env.root(&base).join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    let t = format!("{name}t");
+    env.guests.push(t.clone());
+    let x = (xid + 4).to_string();
+    assert_ok(
+        &env.vserver(
+            &t,
+            &[
+                "build",
+                "-m",
+                "template-guest",
+                "--template",
+                &base,
+                "--context",
+                &x,
+            ],
+        ),
+        "build -m template-guest",
+    );
+    let upper = sibling(&env.root(&t), ".overlay").join("upper");
+    let key = std::fs::read(upper.join("etc/ssh/ssh_host_ed25519_key")).unwrap();
+    assert_ne!(key, base_key, "the template guest serves its base's key");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("etc/hostname"))
+            .unwrap()
+            .trim(),
+        t
+    );
+}
+
+#[test]
 fn build_debootstrap_bookworm_starts() {
     if !require_root() {
         return;
