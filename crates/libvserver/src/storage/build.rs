@@ -1130,19 +1130,52 @@ fn build_clone(
 ///
 /// Errors: `etc/ssh` is a symlink, or a key cannot be removed (naming it).
 fn drop_inherited_identity(root: &Path, progress: &mut dyn Progress) -> Result<(), String> {
-    if leaves_root(root, "etc/ssh") {
-        return Err(format!(
-            "{}/etc/ssh is a symlink; refusing to touch it",
-            root.display()
-        ));
-    }
-    let ssh = root.join("etc/ssh");
+    use std::os::fd::AsRawFd;
+    // Directories are opened inside the root (no symlink or mount leads out, a symlinked
+    // directory itself is refused) and entries removed relative to them, never through a path
+    // a running base guest could change meanwhile.
+    let dir = |rel: &str| match sfs::open_in_root(root, rel, libc::O_DIRECTORY | libc::O_RDONLY, 0)
+    {
+        Ok(d) => Ok(Some(d)),
+        Err(_) if sfs::open_in_root(root, rel, libc::O_PATH, 0).is_err() => Ok(None),
+        Err(m) => Err(format!("{m}; refusing to touch it")),
+    };
+    let unlink = |d: &fs::File, name: &str, only_files: bool| -> Result<bool, String> {
+        let c = std::ffi::CString::new(name).map_err(|_| format!("bad name {name:?}"))?;
+        // SAFETY: fstatat/unlinkat on a directory fd we own and a NUL-terminated name.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstatat(
+                d.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) != 0
+            {
+                return Ok(false);
+            }
+            if only_files && st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Ok(false);
+            }
+            if libc::unlinkat(d.as_raw_fd(), c.as_ptr(), 0) != 0 {
+                return Err(format!(
+                    "remove {name} in the guest: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(true)
+    };
     let mut removed = 0;
-    if let Ok(rd) = fs::read_dir(&ssh) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-                fs::remove_file(e.path())
-                    .map_err(|er| format!("remove {}: {er}", e.path().display()))?;
+    if let Some(ssh) = dir("etc/ssh")? {
+        let names: Vec<String> = fs::read_dir(format!("/proc/self/fd/{}", ssh.as_raw_fd()))
+            .map_err(|e| format!("list etc/ssh in the guest: {e}"))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("ssh_host_"))
+            .collect();
+        for n in names {
+            if unlink(&ssh, &n, false)? {
                 removed += 1;
             }
         }
@@ -1152,9 +1185,13 @@ fn drop_inherited_identity(root: &Path, progress: &mut dyn Progress) -> Result<(
             "removed the {removed} ssh host key files the tree came with"
         ));
     }
-    for f in ["var/lib/dbus/machine-id", "var/lib/systemd/random-seed"] {
-        if !leaves_root(root, f) {
-            let _ = fs::remove_file(root.join(f));
+    // D-Bus's own copy (Debian's is a symlink to /etc/machine-id: kept) and the random seed.
+    for (d, f) in [
+        ("var/lib/dbus", "machine-id"),
+        ("var/lib/systemd", "random-seed"),
+    ] {
+        if let Ok(Some(d)) = dir(d) {
+            unlink(&d, f, true)?;
         }
     }
     Ok(())
