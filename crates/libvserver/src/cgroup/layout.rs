@@ -87,12 +87,16 @@ impl Hierarchy {
     /// Initialise a directory just created: v2 enables the available controllers for the
     /// children of `vservers/`; v1 cpuset copies cpus/mems from the parent (a new cpuset is
     /// empty and takes no process); v1 devices allows only the nodes a guest's /dev holds, and so
-    /// does a device program on the v2 directory ([`super::devices`]).
+    /// does a device program on the v2 directory ([`super::devices`]), unless `leaf`: a process
+    /// leaf below a cgroup with its device rules keeps what it copied from its parent when it
+    /// was made (a new v1 devices cgroup inherits its parent's default and exceptions,
+    /// cgroup-v1/devices.rst), so a container's wider rules are not narrowed again.
     pub(super) fn init_new_dir(
         &self,
         xid: u32,
         dir: &Path,
         is_base: bool,
+        leaf: bool,
     ) -> Result<(), CgroupError> {
         match self {
             Hierarchy::V2 { .. } => {
@@ -128,7 +132,7 @@ impl Hierarchy {
                         write_file(xid, &dir.join(f), v.trim())?;
                     }
                 }
-                if !is_base && controllers.iter().any(|c| c == "devices") {
+                if !is_base && !leaf && controllers.iter().any(|c| c == "devices") {
                     write_file(xid, &dir.join("devices.deny"), "a")?;
                     for (major, minor) in super::devices::GUEST_CHAR_DEVICES {
                         let minor = minor.map_or_else(|| String::from("*"), |m| m.to_string());

@@ -347,7 +347,7 @@ impl GuestCgroup {
                 match fs::create_dir(&d) {
                     // A leaf's device policy is its parent's program (v2).
                     Ok(()) if self.is_leaf && h.is_v2() => {}
-                    Ok(()) => h.init_new_dir(self.xid, &d, is_base)?,
+                    Ok(()) => h.init_new_dir(self.xid, &d, is_base, self.is_leaf)?,
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         if is_base && h.is_v2() {
                             layout::enable_v2_controllers(self.xid, &d);
@@ -721,6 +721,12 @@ impl GuestCgroup {
         let mut done: Vec<&'static str> = Vec::new();
         for (h, d) in &self.dirs {
             let mut set = |file: &str, value: String, key: &'static str| -> Result<()> {
+                // A v1 hierarchy has only its own controllers' files: the others are not
+                // looked for (a failed open each, in every hierarchy, on every start).
+                let controller = file.split('.').next().unwrap_or(file);
+                if !h.is_v2() && !h.has_controller(controller) {
+                    return Ok(());
+                }
                 let p = d.join(file);
                 let Ok(now) = fs::read_to_string(&p) else {
                     return Ok(()); // no such file: not this hierarchy's
@@ -763,7 +769,10 @@ impl GuestCgroup {
                 // lifted first and set last.
                 let v1 = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-1".into());
                 let memsw_file = d.join("memory.memsw.limit_in_bytes");
-                let old_memsw = fs::read_to_string(&memsw_file).ok();
+                let old_memsw = h
+                    .has_controller("memory")
+                    .then(|| fs::read_to_string(&memsw_file).ok())
+                    .flatten();
                 let memsw = match (mem, swap) {
                     (Some(m), Some(s)) => Some(m.saturating_add(s)),
                     _ => None,

@@ -156,24 +156,30 @@ pub fn apply_resources(
     // leaf before its parent and a wider one after it: the leaf is written before (as far as
     // it goes) and after.
     let leaf = cg.leaf();
-    if let Some(l) = leaf.as_ref().filter(|l| l.exists()) {
-        let _ = apply_to(id, l, r, extra_devices, false);
+    let fresh = leaf.as_ref().is_some_and(|l| !l.exists());
+    if let Some(l) = leaf.as_ref().filter(|_| !fresh) {
+        let _ = apply_to(id, l, r, extra_devices, false, true);
     }
-    apply_to(id, cg, r, extra_devices, true)?;
+    apply_to(id, cg, r, extra_devices, true, true)?;
     if let Some(l) = &leaf {
         cg.create_leaf().map_err(|e| failed(id, e.to_string()))?;
-        apply_to(id, l, r, extra_devices, false)?;
+        // A v1 devices cgroup made now copies its parent's default and rules (devices.rst:
+        // a new cgroup inherits its parent's), written just above; v2 leaves are governed by
+        // the parent's program. So a fresh leaf's device rules are not written again.
+        apply_to(id, l, r, extra_devices, false, !fresh)?;
     }
     Ok(())
 }
 
-/// [`apply_resources`] on one cgroup; `unified` writes `linux.resources.unified` too.
+/// [`apply_resources`] on one cgroup; `unified` writes `linux.resources.unified` too,
+/// `devices` the device rules.
 fn apply_to(
     id: &str,
     cg: &GuestCgroup,
     r: &Resources,
     extra_devices: &[super::spec::Device],
     unified: bool,
+    devices: bool,
 ) -> Result<(), OciError> {
     let mut l = crate::config::LimitsConfig::default();
     if let Some(m) = &r.memory {
@@ -245,7 +251,9 @@ fn apply_to(
         std::fs::write(dir.join(k), v)
             .map_err(|e| failed(id, format!("linux.resources.unified.{k} = {v}: {e}")))?;
     }
-    super::devices::apply(cg, &r.devices, extra_devices).map_err(|e| failed(id, e))?;
+    if devices {
+        super::devices::apply(cg, &r.devices, extra_devices).map_err(|e| failed(id, e))?;
+    }
     Ok(())
 }
 
