@@ -1284,6 +1284,30 @@ fn import_refuses_an_existing_name_and_a_used_context() {
     );
     assert!(!env.root(&b).exists(), "a refused import left a root");
 
+    // On a stream that has not ended (here: never ends), the clash is refused from the config
+    // at its head, without reading the rest.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cat {}; exec sleep 600", p(&file)))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut import = env
+        .cmd("vserver")
+        .args([b.as_str(), "import", "-"])
+        .stdin(writer.stdout.take().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_child(&mut import, 120, "import waited for the end of the stream");
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let o = import.wait_with_output().unwrap();
+    assert_eq!(st.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--renumber"), "{}", text(&o));
+    assert!(!env.root(&b).exists(), "a refused import left a root");
+
     let o = env.vserver(&b, &["import", p(&file), "--renumber"]);
     assert_ok(&o, "import --renumber");
     let bctx = config(&env, &b).context;

@@ -59,6 +59,43 @@ fn pump(
     Ok(n)
 }
 
+/// The first bytes of an export stream, enough to hold its config member (at most 1 MiB; less
+/// when the stream ends first or a read fails, which the pump after it reports).
+fn read_head(from: &mut dyn Read) -> Vec<u8> {
+    const HEAD: usize = 1 << 20;
+    let mut head = vec![0u8; HEAD];
+    let mut n = 0;
+    while n < HEAD {
+        match from.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                // A config is small: stop once the first member is whole.
+                if config_in_head(&head[..n]).is_some() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    head.truncate(n);
+    head
+}
+
+/// The text of the stream's config member when it is the first member and wholly in `head`
+/// (tar(5), PAX headers included).
+fn config_in_head(head: &[u8]) -> Option<String> {
+    let mut ar = tar::Archive::new(std::io::Cursor::new(head));
+    let mut first = ar.entries().ok()?.next()?.ok()?;
+    if first.path().ok()?.as_os_str() != CONFIG_MEMBER || first.size() > 1 << 19 {
+        return None;
+    }
+    let mut text = String::new();
+    first.read_to_string(&mut text).ok()?;
+    (text.len() as u64 == first.size()).then_some(text)
+}
+
 fn stderr_of(c: &mut std::process::Child) -> String {
     let mut s = String::new();
     if let Some(mut e) = c.stderr.take() {
@@ -461,7 +498,28 @@ fn import_staged(
     progress.begin("import", None, "bytes");
     let mut from = zstd.stdout.take().expect("piped");
     let mut to = tar.stdin.take().expect("piped");
-    let pumped = pump(&mut from, &mut to, progress);
+    // The config comes first in an export: a context clash is refused before the rest of a
+    // large stream is read.
+    let head = read_head(&mut from);
+    if let Some(text) = config_in_head(&head) {
+        if let Ok(cfg) = config::parse_guest_config(Path::new(CONFIG_MEMBER), &text) {
+            if o.context.is_none() && !o.renumber {
+                if let Err(m) = check_context_free(paths, &o.name, cfg.context) {
+                    drop(to);
+                    drop(from);
+                    let _ = zstd.kill();
+                    let _ = tar.kill();
+                    let _ = zstd.wait();
+                    let _ = tar.wait();
+                    progress.end();
+                    return Err(format!("{m}; give --renumber or --context N"));
+                }
+            }
+        }
+    }
+    let pumped = to
+        .write_all(&head)
+        .and_then(|()| pump(&mut from, &mut to, progress).map(|n| n + head.len() as u64));
     drop(to);
     drop(from);
     progress.end();
