@@ -161,6 +161,20 @@ fn busybox_guest_lifecycle_and_exit_status() {
         (0.0..30.0).contains(&guest_up) && host_up - guest_up > 5.0,
         "guest uptime {guest_up}, host {host_up}"
     );
+    // And /proc/stat's btime is the guest's boot (ps's START column counts from it): the
+    // host's boot moved forward by the host's uptime at the guest's start.
+    let btime = |t: &str| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    let guest_bt = btime(&text(&env.exec(&name, "cat /proc/stat")));
+    let host_bt = btime(&std::fs::read_to_string("/proc/stat").unwrap());
+    assert!(
+        (guest_bt - (host_bt + host_up - guest_up)).abs() < 3.0,
+        "guest btime {guest_bt}, host btime {host_bt}, uptimes {guest_up} / {host_up}"
+    );
     assert_eq!(env.exec(&name, "exit 42").status.code(), Some(42));
     let o = env.vserver(&name, &["exec", "/no/such/program"]);
     assert_eq!(o.status.code(), Some(1));

@@ -509,15 +509,10 @@ fn build_dev(console: Option<&OwnedFd>, host_devices: Option<&[OwnedFd]>) -> Res
     Ok(())
 }
 
-/// LXCFS's files that replace host-wide figures in a guest's /proc (lxcfs(1)).
-pub const LXCFS_PROC_FILES: &[&str] = &[
-    "meminfo",
-    "cpuinfo",
-    "stat",
-    "swaps",
-    "diskstats",
-    "loadavg",
-];
+/// LXCFS's files that replace host-wide figures in a guest's /proc (lxcfs(1)). Not `stat`:
+/// the kernel's own shifts `btime` by the guest's time namespace (its boot), LXCFS's copies
+/// the host's, which made every START column of `ps` inside the host's boot time.
+pub const LXCFS_PROC_FILES: &[&str] = &["meminfo", "cpuinfo", "swaps", "diskstats", "loadavg"];
 
 /// Where LXCFS is mounted: the first `fuse.lxcfs` mount in `mounts_text` (the text of
 /// /proc/self/mounts), without touching it (a stalled LXCFS blocks whoever stats its files).
