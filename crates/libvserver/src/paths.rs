@@ -1,7 +1,8 @@
-//! Host paths of vserver: configuration directory, guest root base and runtime directory.
+//! Host paths of vserver: configuration directory, guest root base, runtime directory and log
+//! directory.
 //!
 //! Every path can be overridden (global flags or `VSERVER_CONFDIR`, `VSERVER_ROOTBASE`,
-//! `VSERVER_RUNDIR` in the environment) so tests run in temporary directories.
+//! `VSERVER_RUNDIR`, `VSERVER_LOGDIR` in the environment) so tests run in temporary directories.
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +10,13 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/vservers";
 /// Default base directory of guest roots (`BASE/NAME`), as on Debian's util-vserver.
 pub const DEFAULT_ROOT_BASE: &str = "/var/lib/vservers";
-/// Default runtime directory (`RUN/NAME/` holds state, lock and console log).
+/// Default runtime directory (`RUN/NAME/` holds state, lock and console socket).
 pub const DEFAULT_RUN_DIR: &str = "/run/vservers";
+/// Default log directory (`LOG/NAME/` holds the console and monitor logs, kept across host
+/// reboots).
+pub const DEFAULT_LOG_DIR: &str = "/var/log/vservers";
 
-/// The three host directories the engine works in.
+/// The host directories the engine works in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     /// Directory of `NAME.toml` / `NAME.sh`.
@@ -21,6 +25,8 @@ pub struct Paths {
     pub root_base: PathBuf,
     /// Directory of runtime state (tmpfs in production).
     pub run_dir: PathBuf,
+    /// Directory of the guests' logs (`LOG/NAME/console.log`, `monitor.log`).
+    pub log_dir: PathBuf,
 }
 
 impl Default for Paths {
@@ -29,6 +35,7 @@ impl Default for Paths {
             config_dir: PathBuf::from(DEFAULT_CONFIG_DIR),
             root_base: PathBuf::from(DEFAULT_ROOT_BASE),
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+            log_dir: PathBuf::from(DEFAULT_LOG_DIR),
         }
     }
 }
@@ -39,6 +46,7 @@ impl Paths {
         config_dir: Option<PathBuf>,
         root_base: Option<PathBuf>,
         run_dir: Option<PathBuf>,
+        log_dir: Option<PathBuf>,
     ) -> Paths {
         let env = |k: &str| {
             std::env::var_os(k)
@@ -56,6 +64,9 @@ impl Paths {
             run_dir: run_dir
                 .or_else(|| env("VSERVER_RUNDIR"))
                 .unwrap_or(d.run_dir),
+            log_dir: log_dir
+                .or_else(|| env("VSERVER_LOGDIR"))
+                .unwrap_or(d.log_dir),
         }
     }
 
@@ -102,6 +113,11 @@ impl Paths {
     /// Runtime directory of guest `name`: `RUN/NAME`.
     pub fn guest_run_dir(&self, name: &str) -> PathBuf {
         self.run_dir.join(name)
+    }
+
+    /// Log directory of guest `name`: `LOG/NAME`.
+    pub fn guest_log_dir(&self, name: &str) -> PathBuf {
+        self.log_dir.join(name)
     }
 }
 

@@ -18,6 +18,9 @@ pub struct PathArgs {
     /// Runtime state directory [env: VSERVER_RUNDIR] [default: /run/vservers]
     #[arg(long, global = true, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    /// Guest log directory [env: VSERVER_LOGDIR] [default: /var/log/vservers]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 impl PathArgs {
@@ -27,6 +30,7 @@ impl PathArgs {
             self.config_dir.clone(),
             self.root_base.clone(),
             self.run_dir.clone(),
+            self.log_dir.clone(),
         )
     }
 }

@@ -2634,3 +2634,70 @@ fn delete_force_removes_the_cgroups_of_a_create_killed_before_its_init() {
     assert_ok(&b.oci(&["delete", "--force", &id]), "delete --force");
     assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
 }
+
+/// Review 14: a bind of a shared host mount was a peer of it (the clone was made before the
+/// container's namespace turned private), so mounts nested below a volume were made on the
+/// host and stayed after delete, and a container's own mounts reached the host. Every bind is
+/// private: nothing mounted for or in the container shows on the host.
+#[test]
+fn binds_of_shared_host_mounts_do_not_propagate() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("prop");
+    let vol = b.dir.join("vol");
+    let marker = b.dir.join("marker");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::create_dir_all(&marker).unwrap();
+    std::fs::write(marker.join("cfg"), "x").unwrap();
+    /// Unmounts the test's shared volume (and whatever a failure left on it) when dropped.
+    struct Shared(PathBuf);
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            for _ in 0..8 {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+            }
+        }
+    }
+    let _shared = Shared(vol.clone());
+    assert_ok(
+        &sh_output(&format!(
+            "mount --bind {0} {0} && mount --make-shared {0}",
+            vol.display()
+        )),
+        "shared volume",
+    );
+    let mut c = b.config();
+    c["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/data", "type": "bind", "source": vol, "options": ["rbind", "rprivate"]}),
+        json!({"destination": "/data/cfg", "type": "bind", "source": marker, "options": ["rbind", "ro", "rprivate"]}),
+    ]);
+    // CAP_SYS_ADMIN in its own mount namespace: its mounts must stay there.
+    for set in ["bounding", "effective", "permitted"] {
+        c["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+    }
+    b.set_config(&c);
+    b.args(&[
+        "sh",
+        "-c",
+        "mkdir -p /data/evil && mount -t tmpfs evil /data/evil; grep ' /data' /proc/self/mountinfo",
+    ]);
+    let id = id("prop");
+    let o = b.oci(&["run", "--bundle", b.b(), &id]);
+    assert_ok(&o, "run");
+    let inside = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(inside.contains(" /data "), "{inside}");
+    assert!(
+        !inside.contains("shared:"),
+        "a container mount is a peer of a host mount:\n{inside}"
+    );
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leaked: Vec<&str> = host
+        .lines()
+        .filter(|l| l.contains(&format!("{}/", vol.display())))
+        .collect();
+    assert!(leaked.is_empty(), "mounts left on the host: {leaked:#?}");
+}

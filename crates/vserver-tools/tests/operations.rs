@@ -510,6 +510,7 @@ fn install_puts_units_that_systemd_accepts_and_an_lsb_init_script() {
             .env("VSERVER_CONFDIR", env.dir.join("etc"))
             .env("VSERVER_ROOTBASE", env.dir.join("root"))
             .env("VSERVER_RUNDIR", env.dir.join("run"))
+            .env("VSERVER_LOGDIR", env.dir.join("log"))
             .output()
             .unwrap()
     };
@@ -824,7 +825,7 @@ fn a_guest_rebooting_in_a_loop_is_left_stopped() {
         wait_until(10, "the reboot ended the init", || {
             init_pid(&env, &name) != Some(before)
                 && (env.vserver(&name, &["running"]).status.success()
-                    || std::fs::read_to_string(env.dir.join("run").join(&name).join("monitor.log"))
+                    || std::fs::read_to_string(env.dir.join("log").join(&name).join("monitor.log"))
                         .unwrap_or_default()
                         .contains("leaving the guest stopped"))
         });
@@ -867,7 +868,7 @@ fn logs_follow_loses_nothing_across_a_rotation() {
         "write to the console",
     );
     wait_until(20, "the monitor logged the last line", || {
-        std::fs::read_to_string(env.dir.join("run").join(&name).join("console.log"))
+        std::fs::read_to_string(env.dir.join("log").join(&name).join("console.log"))
             .unwrap_or_default()
             .contains(&format!("\n{N}\r"))
     });
@@ -877,7 +878,7 @@ fn logs_follow_loses_nothing_across_a_rotation() {
     let got = reader.join().unwrap();
     assert!(
         env.dir
-            .join("run")
+            .join("log")
             .join(&name)
             .join("console.log.1")
             .exists(),
@@ -921,7 +922,7 @@ fn typing_into_a_console_nobody_reads_never_stalls_the_monitor() {
         &env.exec(&name, "echo still-logging > /dev/console"),
         "write to the console",
     );
-    let log = env.dir.join("run").join(&name).join("console.log");
+    let log = env.dir.join("log").join(&name).join("console.log");
     wait_until(5, "the monitor kept logging the console", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

@@ -77,7 +77,7 @@ fn run_in(cg: &GuestCgroup, o: &OneShot, announce: &mut dyn FnMut(u32)) -> Resul
             .keep
             .clone()
             .unwrap_or_else(crate::security::caps::all_supported);
-        let cache = crate::paths::Paths::resolve(None, None, None)
+        let cache = crate::paths::Paths::resolve(None, None, None, None)
             .run_dir
             .join(".seccomp");
         Some(

@@ -1,5 +1,5 @@
 //! The guest's console: the monitor holds the master side of the pty that is the init's
-//! /dev/console, copies everything to `RUN/NAME/console.log` (rotated to `console.log.1`) and
+//! /dev/console, copies everything to `LOG/NAME/console.log` (rotated to `console.log.1`) and
 //! serves one attached client at a time on the unix socket `RUN/NAME/console.sock` (mode 0600).
 //!
 //! Client to monitor, framed: `b'd'`, length (u16, big endian), bytes to type into the console;
@@ -328,8 +328,7 @@ pub fn defang(data: &[u8]) -> Vec<u8> {
 /// is interrupted. Errors: the guest has no console log yet.
 pub fn logs(g: &Guest, follow: bool, raw: bool, out: &mut dyn Write) -> Result<(), GuestError> {
     let shown = |b: &[u8]| if raw { b.to_vec() } else { defang(b) };
-    let rd = g.run_dir();
-    let (old, cur) = (rd.file("console.log.1"), rd.file("console.log"));
+    let (old, cur) = (g.log_file("console.log.1"), g.log_file("console.log"));
     if !cur.exists() && !old.exists() && !follow {
         return Err(failed(
             &g.name,

@@ -189,6 +189,12 @@ impl Guest {
         RunDir::new(&self.paths.run_dir, &self.name)
     }
 
+    /// `file` in the guest's log directory `LOG/NAME/` (`console.log`, `console.log.1`,
+    /// `monitor.log`, `monitor.log.1`), kept across host reboots.
+    pub fn log_file(&self, file: &str) -> std::path::PathBuf {
+        self.paths.guest_log_dir(&self.name).join(file)
+    }
+
     /// The guest's cgroup on this host.
     pub fn cgroup(&self) -> Result<GuestCgroup, GuestError> {
         self.cgroup_of(self.config.context)

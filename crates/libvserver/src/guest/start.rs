@@ -676,7 +676,7 @@ fn start_created(
                     &name,
                     format!(
                         "the monitor died during start; see {}",
-                        g.run_dir().file("monitor.log").display()
+                        g.log_file("monitor.log").display()
                     ),
                 ))
             } else {
@@ -727,10 +727,31 @@ fn monitor_main(
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
+    // The logs outlive the run (LOG/NAME/, not RUN/NAME/): each run is marked in both, and the
+    // monitor log is rotated like the console log.
+    let _ = std::fs::create_dir_all(g.paths.guest_log_dir(&g.name));
+    let mlog = g.log_file("monitor.log");
+    if std::fs::metadata(&mlog).is_ok_and(|m| m.len() > crate::monitor::CONSOLE_LOG_MAX) {
+        let _ = std::fs::rename(&mlog, g.log_file("monitor.log.1"));
+    }
+    if let Ok(mut c) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(g.log_file("console.log"))
+    {
+        use std::io::Write;
+        let _ = writeln!(
+            c,
+            "\n--- vserver: {} starting at context {}, {} ---",
+            g.name,
+            g.config.context,
+            crate::storage::snapshot::utc_label(crate::guest::state::now_unix())
+        );
+    }
     if let Ok(log) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(rd.file("monitor.log"))
+        .open(&mlog)
     {
         let null = std::fs::File::open("/dev/null");
         // SAFETY: dup2 onto stdio of this process with valid fds.
@@ -912,9 +933,11 @@ pub fn run_once(
     let rd = g.run_dir();
     let _ = std::fs::remove_file(rd.file("last-exit"));
     // Where this run's console output begins in the log (appended to what earlier runs left).
-    let log = rd.file("console.log");
+    let log = g.log_file("console.log");
     let before = std::fs::metadata(&log).ok().map(|m| (m.ino(), m.len()));
     let started = start(&once)?;
+    // The monitor marks the run in the log; the command's own output follows the mark.
+    let mut marked = true;
     let mut follow = |f: &mut Option<std::fs::File>| {
         let Some(w) = out.as_mut() else { return };
         if f.is_none() {
@@ -930,6 +953,14 @@ pub fn run_once(
         if let Some(file) = f {
             let mut chunk = Vec::new();
             let _ = file.read_to_end(&mut chunk);
+            if marked && !chunk.is_empty() {
+                marked = false;
+                if chunk.starts_with(b"\n--- vserver: ") {
+                    if let Some(end) = chunk.windows(5).position(|x| x == b" ---\n") {
+                        chunk.drain(..end + 5);
+                    }
+                }
+            }
             if !chunk.is_empty() {
                 let _ = w.write_all(&chunk);
                 let _ = w.flush();

@@ -1,5 +1,5 @@
 //! The per-guest monitor: a small host process, parent of the guest's init. It copies the
-//! console to `RUN/NAME/console.log`, reaps the init, records its exit in `last-exit`, and
+//! console to `LOG/NAME/console.log`, reaps the init, records its exit in `last-exit`, and
 //! cleans up (cgroup, veths, state) when the guest ends, whether stopped or by itself.
 
 pub mod init;
@@ -21,11 +21,11 @@ struct ConsoleLog {
 }
 
 impl ConsoleLog {
-    fn append(&mut self, rd: &RunDir, data: &[u8]) {
-        let path = rd.file("console.log");
+    fn append(&mut self, g: &Guest, data: &[u8]) {
+        let path = g.log_file("console.log");
         if self.file.is_none() || self.size > CONSOLE_LOG_MAX {
             if self.size > CONSOLE_LOG_MAX {
-                let _ = std::fs::rename(&path, rd.file("console.log.1"));
+                let _ = std::fs::rename(&path, g.log_file("console.log.1"));
             }
             self.file = std::fs::OpenOptions::new()
                 .create(true)
@@ -102,8 +102,8 @@ pub struct Boot {
 
 /// The last `n` lines of the guest's console log, control characters and escape sequences
 /// dropped, joined by " / " (for a start that failed).
-pub fn console_tail(rd: &RunDir, n: usize) -> String {
-    let text = std::fs::read(rd.file("console.log")).unwrap_or_default();
+pub fn console_tail(g: &Guest, n: usize) -> String {
+    let text = std::fs::read(g.log_file("console.log")).unwrap_or_default();
     let start = text.len().saturating_sub(16384);
     let text = String::from_utf8_lossy(&text[start..]);
     let mut lines: Vec<String> = text
@@ -144,14 +144,36 @@ fn rd_file(g: &Guest, name: &str) -> std::path::PathBuf {
     g.run_dir().file(name)
 }
 
-/// One line of the monitor's log (its stderr, `RUN/NAME/monitor.log`), stamped with the UTC
-/// time and the guest's name.
+/// One line of the monitor's log (its stderr, `LOG/NAME/monitor.log`), stamped with the UTC
+/// time and the guest's name; also to journald where the host runs it ([`journal_send`]).
 fn note(g: &Guest, msg: &str) {
     eprintln!(
         "{} {}: {msg}",
         crate::storage::snapshot::utc_label(now_unix()),
         g.name
     );
+    journal_send(&g.name, msg);
+}
+
+/// journald's socket for structured messages (systemd.io/JOURNAL_NATIVE_PROTOCOL).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Send `msg` to the host's journald with the syslog identifier `vserver-NAME` (so
+/// `journalctl -t vserver-NAME` shows one guest's monitor), priority info; nothing where
+/// journald does not run. One datagram in the native protocol's text form: fields
+/// `KEY=value` one per line, newlines in the message made spaces.
+pub fn journal_send(name: &str, msg: &str) {
+    if !std::path::Path::new(JOURNAL_SOCKET).exists() {
+        return;
+    }
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let body = format!(
+        "SYSLOG_IDENTIFIER=vserver-{name}\nPRIORITY=6\nVSERVER_GUEST={name}\nMESSAGE={}\n",
+        msg.replace('\n', " ")
+    );
+    let _ = sock.send_to(body.as_bytes(), JOURNAL_SOCKET);
 }
 
 /// Supervise the guest until its init exits, then clean up and exit the process.
@@ -322,7 +344,7 @@ pub fn run(
                 }
             }
             if b.report.is_some() && boot_failed.is_none() && Instant::now() >= b.deadline {
-                tail_at_failure = Some(console_tail(&rd, 8));
+                tail_at_failure = Some(console_tail(g, 8));
                 boot_failed = Some(format!(
                     "its systemd did not finish booting within {} s (init.ready_timeout); \
                      halted it",
@@ -343,7 +365,7 @@ pub fn run(
             if let Some(c) = &console {
                 match nix::unistd::read(c, &mut buf) {
                     Ok(n) if n > 0 => {
-                        log.append(&rd, &buf[..n]);
+                        log.append(g, &buf[..n]);
                         if let Some(srv) = &mut server {
                             srv.to_client(&buf[..n]);
                         }
@@ -436,7 +458,7 @@ pub fn run(
                 format!("its init ended while booting (status {status})")
             }
         });
-        let tail = tail_at_failure.unwrap_or_else(|| console_tail(&rd, 8));
+        let tail = tail_at_failure.unwrap_or_else(|| console_tail(g, 8));
         let msg = if tail.is_empty() {
             format!("{}: {why}", g.name)
         } else {

@@ -604,7 +604,12 @@ pub struct BindMount {
 }
 
 /// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` (relative to
-/// `dirfd`; an empty path with AT_EMPTY_PATH means the file `dirfd` itself).
+/// `dirfd`; an empty path with AT_EMPTY_PATH means the file `dirfd` itself), made private
+/// (every mount of the copy, by mount_setattr(2) `propagation = MS_PRIVATE`): a copy of a
+/// shared host mount is otherwise a peer of it, so that mounts made below it inside a guest or
+/// container would appear on the host (and stay there) and the host's would appear inside.
+///
+/// Errors: open_tree's or mount_setattr's errno.
 pub(crate) fn open_tree_clone(
     dirfd: i32,
     path: &std::ffi::CStr,
@@ -626,7 +631,46 @@ pub(crate) fn open_tree_clone(
         return Err(nix::errno::Errno::last());
     }
     // SAFETY: fd is a fresh mount fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    set_tree_propagation(&fd, libc::MS_PRIVATE)?;
+    Ok(fd)
+}
+
+/// mount_setattr(2) on every mount of the detached tree `fd`: propagation type `propagation`
+/// (MS_PRIVATE, MS_SLAVE, MS_SHARED or MS_UNBINDABLE; mount_namespaces(7)).
+pub(crate) fn set_tree_propagation(
+    fd: &OwnedFd,
+    propagation: libc::c_ulong,
+) -> Result<(), nix::errno::Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: propagation as u64,
+        userns_fd: 0,
+    };
+    // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr of the
+    // size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
 }
 
 /// mount_setattr(2) attribute: read-only.

@@ -40,7 +40,7 @@ struct Cli {
 /// `--xid N` of a running guest: join its context (util-vserver migrated into an existing
 /// context the same way), with the guest's own bounding set and seccomp filter.
 fn join_guest(xid: u32, cmd: &[String]) -> Option<ExitCode> {
-    let paths = libvserver::paths::Paths::resolve(None, None, None);
+    let paths = libvserver::paths::Paths::resolve(None, None, None, None);
     let st = libvserver::guest::state::running_guests(&paths.run_dir)
         .into_iter()
         .find(|s| s.xid == xid)?;

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     }
     let json = args.iter().any(|a| a == "--json");
     let ps_args: Vec<&String> = args.iter().filter(|a| *a != "--json").collect();
-    let names = guest_names(&Paths::resolve(None, None, None).run_dir);
+    let names = guest_names(&Paths::resolve(None, None, None, None).run_dir);
     let lookup = |pid: u32| -> Option<(u32, String)> {
         let xid = xid_of_pid(Path::new("/proc"), pid as i32)?;
         Some((

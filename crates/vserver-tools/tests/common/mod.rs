@@ -66,6 +66,7 @@ impl Env {
         c.env("VSERVER_CONFDIR", self.dir.join("etc"))
             .env("VSERVER_ROOTBASE", self.dir.join("root"))
             .env("VSERVER_RUNDIR", self.dir.join("run"))
+            .env("VSERVER_LOGDIR", self.dir.join("log"))
             .stdin(Stdio::null());
         c
     }
@@ -692,6 +693,7 @@ pub fn debootstrap_seed(tag: &str, dist: &str, include: &str) -> Option<PathBuf>
         .env("VSERVER_CONFDIR", base.join("etc"))
         .env("VSERVER_ROOTBASE", base.join("root"))
         .env("VSERVER_RUNDIR", base.join("run"))
+        .env("VSERVER_LOGDIR", base.join("log"))
         .stdin(Stdio::null())
         .args(["seed", "build", "-m", "debootstrap", "--dist", dist])
         .args(["--include", include])
