@@ -190,6 +190,16 @@ fn walk(env: &Env, name: &str, ip: &str, source_keys: &[String]) {
     assert_ok(&o, "ssh root@GUEST hostname");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), name);
 
+    // A restart: the host reaches it again at once (its MAC is the same, no neighbour entry
+    // of the host's goes stale).
+    let mac = |env: &Env| text(&env.exec(name, "cat /sys/class/net/eth0/address"));
+    let before = mac(env);
+    assert_ok(&env.vserver(name, &["restart"]), "restart");
+    assert_eq!(mac(env), before, "the guest's MAC changed across a restart");
+    let o = ssh_hostname(env, ip, &key, &known);
+    assert_ok(&o, "ssh root@GUEST hostname after a restart");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), name);
+
     assert_ok(&env.vserver(name, &["stop"]), "stop");
     assert_eq!(env.vserver(name, &["status"]).status.code(), Some(3));
 }

@@ -564,8 +564,13 @@ pub(crate) fn attach(
             NetMode::Veth => {
                 let host = g.veth_name(i);
                 let _ = nl.delete_link(&host);
+                // The guest's end keeps its MAC across restarts (derived from the context id
+                // and interface index), so the host's and other guests' neighbour caches stay
+                // right when it comes back (a new MAC made the host unreachable until its
+                // cached entry timed out).
+                let mac = crate::net::netlink::stable_mac(&format!("guest {host}"));
                 let idx = nl
-                    .create_veth_mtu(&host, &ifc.name, pid, cfg.mtu)
+                    .create_veth_mtu(&host, &ifc.name, pid, cfg.mtu, Some(mac))
                     .map_err(|e| e.to_string())?;
                 let br = nl
                     .link_index(&cfg.bridge)

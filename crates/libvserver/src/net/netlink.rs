@@ -334,16 +334,18 @@ impl Netlink {
     /// peer's `VETH_INFO_PEER`). Returns the host side's index. [`Netlink::create_veth_mtu`]
     /// without MTU. Errors: [`NetlinkError::Os`], e.g. `EEXIST`, `ESRCH` (no such process).
     pub fn create_veth(&mut self, host_name: &str, peer_name: &str, peer_pid: i32) -> Result<u32> {
-        self.create_veth_mtu(host_name, peer_name, peer_pid, None)
+        self.create_veth_mtu(host_name, peer_name, peer_pid, None, None)
     }
 
-    /// [`Netlink::create_veth`] with an optional MTU in bytes (`IFLA_MTU`) set on both ends.
+    /// [`Netlink::create_veth`] with an optional MTU in bytes (`IFLA_MTU`) set on both ends
+    /// and an optional MAC for the peer (`IFLA_ADDRESS`; the kernel's random one otherwise).
     pub fn create_veth_mtu(
         &mut self,
         host_name: &str,
         peer_name: &str,
         peer_pid: i32,
         mtu: Option<u32>,
+        peer_mac: Option<[u8; 6]>,
     ) -> Result<u32> {
         let op = "create veth";
         check_name(op, host_name)?;
@@ -356,7 +358,15 @@ impl Netlink {
             LinkAttribute::IfName(peer_name.into()),
             LinkAttribute::NetNsPid(pid),
         ];
-        let peer = link_msg(0, peer_attrs.into_iter().chain(mtu.clone()).collect());
+        let peer_mac = peer_mac.map(|m| LinkAttribute::Address(m.to_vec()));
+        let peer = link_msg(
+            0,
+            peer_attrs
+                .into_iter()
+                .chain(mtu.clone())
+                .chain(peer_mac)
+                .collect(),
+        );
         let info = LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -686,7 +696,7 @@ mod tests {
             let pid = child.0.as_raw();
             let mut nl = Netlink::open().unwrap();
             let host = nl
-                .create_veth_mtu("vsnl-vh1", "vsnl-vp1", pid, Some(1400))
+                .create_veth_mtu("vsnl-vh1", "vsnl-vp1", pid, Some(1400), None)
                 .unwrap();
             assert_eq!(nl.link_index("vsnl-vh1").unwrap(), Some(host));
             assert_eq!(nl.link_index("vsnl-vp1").unwrap(), None);
