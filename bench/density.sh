@@ -13,7 +13,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
 B=$PWD/target/release
 W=/tmp/vserver-bench-density
-export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run
+export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run VSERVER_LOGDIR=$W/log
 stop_all() {
   for c in "$VSERVER_CONFDIR"/*.toml; do
     [ -e "$c" ] || continue

@@ -18,7 +18,7 @@ command -v iperf3 >/dev/null || { apt-get install -y -qq iperf3 >/dev/null; }
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
 V=$PWD/target/release/vserver
-export VSERVER_CONFDIR=/tmp/vserver-bench/etc VSERVER_ROOTBASE=/tmp/vserver-bench/root VSERVER_RUNDIR=/tmp/vserver-bench/run
+export VSERVER_CONFDIR=/tmp/vserver-bench/etc VSERVER_ROOTBASE=/tmp/vserver-bench/root VSERVER_RUNDIR=/tmp/vserver-bench/run VSERVER_LOGDIR=/tmp/vserver-bench/log
 cleanup() {
   for g in bnv bnj bnc bnm1 bnm2; do "$V" "$g" stop >/dev/null 2>&1 || true; done
   ip link del vsbnv0 2>/dev/null || true

@@ -15,7 +15,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
 B=$PWD/target/release
 W=/tmp/vserver-bench-overhead
-export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run
+export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run VSERVER_LOGDIR=$W/log
 cleanup() { "$B/vserver" bov stop >/dev/null 2>&1 || true; rm -rf "$W"; }
 trap cleanup EXIT
 cleanup

@@ -16,7 +16,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
 B=$PWD/target/release
 W=/tmp/vserver-bench-profile
-export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run
+export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run VSERVER_LOGDIR=$W/log
 trap 'rm -rf "$W"' EXIT
 rm -rf "$W"
 T=$W/tree

@@ -37,7 +37,7 @@ CACHE=/tmp/vserver-bench-base-cache
 IMG=$W/btrfs.img
 M=$W/mnt
 LOG=$W/log
-export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$M/root VSERVER_RUNDIR=$W/run
+export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$M/root VSERVER_RUNDIR=$W/run VSERVER_LOGDIR=$W/log
 cleanup() ( # a subshell: `set +e` stays in here
   set +e
   v=$B/vserver

@@ -27,7 +27,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
 B=$PWD/target/release
 W=/tmp/vserver-bench-sdboot
-export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run
+export VSERVER_CONFDIR=$W/etc VSERVER_ROOTBASE=$W/root VSERVER_RUNDIR=$W/run VSERVER_LOGDIR=$W/log
 PKGS=openssh-server,nginx-light,cron,rsyslog,systemd-timesyncd,iproute2,procps
 cleanup() {
   "$B/vserver" bsd stop >/dev/null 2>&1 || true
@@ -43,7 +43,7 @@ if [ ! -e target/tmp/seeds/trixie/ok ]; then
   SEED=$W/seed/root/seed
   if [ ! -e "$W/seed/ok" ]; then
     rm -rf "$W/seed"
-    VSERVER_CONFDIR=$W/seed/etc VSERVER_ROOTBASE=$W/seed/root VSERVER_RUNDIR=$W/seed/run \
+    VSERVER_CONFDIR=$W/seed/etc VSERVER_ROOTBASE=$W/seed/root VSERVER_RUNDIR=$W/seed/run VSERVER_LOGDIR=$W/seed/log \
       "$B/vserver" seed build -m debootstrap --dist trixie --include "$PKGS" >/dev/null
     touch "$W/seed/ok"
   fi

@@ -9,7 +9,7 @@ bash scripts/deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
 B=$PWD/target/release
-export VSERVER_CONFDIR=/tmp/vserver-demo/etc VSERVER_ROOTBASE=/tmp/vserver-demo/root VSERVER_RUNDIR=/tmp/vserver-demo/run
+export VSERVER_CONFDIR=/tmp/vserver-demo/etc VSERVER_ROOTBASE=/tmp/vserver-demo/root VSERVER_RUNDIR=/tmp/vserver-demo/run VSERVER_LOGDIR=/tmp/vserver-demo/log
 had_bridge=0; ip link show vsbr0 >/dev/null 2>&1 && had_bridge=1
 cleanup() {
   "$B/vserver" web1 stop >/dev/null 2>&1 || true

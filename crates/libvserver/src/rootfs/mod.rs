@@ -652,7 +652,7 @@ pub(crate) fn set_tree_propagation(
     let attr = MountAttr {
         attr_set: 0,
         attr_clr: 0,
-        propagation: propagation as u64,
+        propagation,
         userns_fd: 0,
     };
     // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr of the
