@@ -348,3 +348,59 @@ fn set_ready_timeout(env: &Env, name: &str) {
     )
     .unwrap();
 }
+
+/// The maintenance shell of a stopped guest shows as such, refuses a `start` meanwhile, and
+/// ends (the guest stopped again) when its terminal goes away, as a dropped ssh session to the
+/// host would leave it.
+#[test]
+fn a_maintenance_shell_is_marked_and_ends_with_its_terminal() {
+    if !require_root() {
+        return;
+    }
+    let mut env = Env::new("walkm", 33);
+    let (name, xid) = (env.name.clone(), env.xid);
+    env.build_busybox(&name, xid);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    // Only this test holds the master: its close is the hang-up.
+    nix::fcntl::fcntl(
+        &pty.master,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = env.cmd("vserver");
+    cmd.args([name.as_str(), "enter"])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // The pty is its controlling terminal, as a login session's is: its hang-up reaches it.
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let master = std::fs::File::from(pty.master);
+    wait_until(60, "the maintenance run to start", || {
+        text(&env.vserver(&name, &["status"])).contains("maintenance shell")
+    });
+    let o = env.vserver(&name, &["start"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("maintenance shell"), "{}", text(&o));
+    // The terminal goes away: the shell is hung up, the guest stopped.
+    drop(master);
+    let st = wait_child(&mut child, 60, "enter did not end with its terminal");
+    assert!(!st.success() || st.code() == Some(0), "{st:?}");
+    wait_until(30, "the maintenance run to stop", || {
+        env.vserver(&name, &["status"]).status.code() == Some(3)
+    });
+    assert!(
+        cgroup_left(xid).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_left(xid)
+    );
+}

@@ -209,7 +209,13 @@ pub fn start_for_maintenance(g: &Guest) -> Result<Option<Guest>, GuestError> {
     m.config.stop.signal = None;
     m.config.stop.kill_timeout = None;
     match super::start::start(&m) {
-        Ok(_) => Ok(Some(m)),
+        Ok(_) => {
+            let _ = std::fs::write(
+                m.run_dir().file(super::state::MAINTENANCE_MARK),
+                format!("{}\n", std::process::id()),
+            );
+            Ok(Some(m))
+        }
         Err(GuestError::AlreadyRunning { .. }) => Ok(None),
         Err(e) => Err(e),
     }

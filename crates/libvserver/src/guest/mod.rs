@@ -257,6 +257,9 @@ pub struct Status {
     pub forwards: Vec<String>,
     /// Suspended (`vserver NAME suspend`).
     pub suspended: bool,
+    /// Running for a maintenance shell (`vserver NAME enter` of a stopped guest: vserver's
+    /// builtin init, none of the guest's services); stopped when that shell ends.
+    pub maintenance: bool,
     /// Memory the guest uses now (bytes, page cache included: what its memory limit counts);
     /// None when stopped or without a memory controller.
     pub memory_bytes: Option<u64>,
@@ -283,6 +286,7 @@ pub fn status(g: &Guest) -> Result<Status, GuestError> {
         name: g.name.clone(),
         xid: st.as_ref().map(|s| s.xid).unwrap_or(g.config.context),
         running: st.is_some(),
+        maintenance: st.is_some() && g.run_dir().file(state::MAINTENANCE_MARK).exists(),
         processes,
         uptime_secs: st
             .as_ref()

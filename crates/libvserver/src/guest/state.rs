@@ -55,6 +55,10 @@ impl RunState {
     }
 }
 
+/// `RUN/NAME/maintenance`: present while the guest runs for `vserver NAME enter` of a stopped
+/// guest (vserver's builtin init, none of its services); holds the pid of that `enter`.
+pub const MAINTENANCE_MARK: &str = "maintenance";
+
 /// Files of one guest's runtime directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -101,9 +105,10 @@ impl RunDir {
         fs::rename(tmp, self.state_path())
     }
 
-    /// Remove `state.json` (missing is fine).
+    /// Remove `state.json` (missing is fine), and the mark of a maintenance run with it.
     pub fn remove_state(&self) {
         let _ = fs::remove_file(self.state_path());
+        let _ = fs::remove_file(self.file(MAINTENANCE_MARK));
     }
 
     /// Path of a file in the directory.

@@ -633,6 +633,18 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
         Cmd::Start => {
             let g = load(&paths, &cli.name)?;
             warn_legacy(&g);
+            if g.running().is_some()
+                && g.run_dir()
+                    .file(libvserver::guest::state::MAINTENANCE_MARK)
+                    .exists()
+            {
+                eprintln!(
+                    "vserver: {} runs a maintenance shell (vserver {} enter of the stopped \
+                     guest); start it once that shell has ended",
+                    cli.name, cli.name
+                );
+                return Err(ExitCode::from(1));
+            }
             do_start(&g).map_err(fail)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -723,6 +735,13 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                 print_network(&s);
                 print_disk(&s);
                 print_limits(&s);
+                if s.maintenance {
+                    println!(
+                        "State:               maintenance shell (vserver {} enter of the stopped \
+                         guest: builtin init, none of its services; stops when the shell ends)",
+                        s.name
+                    );
+                }
                 if s.suspended {
                     println!(
                         "State:               suspended ('vserver {} resume' thaws it)",
@@ -966,13 +985,50 @@ fn run(cli: Cli) -> std::result::Result<ExitCode, ExitCode> {
                             set.add(sig);
                         }
                         let _ = set.thread_block();
-                        let shell = std::process::Command::new("/proc/self/exe")
-                            .arg(&cli.name)
+                        let mut cmd = std::process::Command::new("/proc/self/exe");
+                        cmd.arg(&cli.name)
                             .arg("enter")
                             .env("VSERVER_CONFDIR", &paths.config_dir)
                             .env("VSERVER_ROOTBASE", &paths.root_base)
                             .env("VSERVER_RUNDIR", &paths.run_dir)
-                            .status();
+                            .env("VSERVER_LOGDIR", &paths.log_dir);
+                        // SAFETY: sigprocmask is async-signal-safe; the child takes the
+                        // signals as any enter does.
+                        unsafe {
+                            use std::os::unix::process::CommandExt;
+                            cmd.pre_exec(move || {
+                                let _ = set.thread_unblock();
+                                Ok(())
+                            });
+                        }
+                        let shell = cmd.spawn().and_then(|mut child| {
+                            // A hang-up, ^C or TERM sent to this process goes to the shell's
+                            // enter (which passes it on); the guest is stopped once it ends.
+                            loop {
+                                if let Some(st) = child.try_wait()? {
+                                    return Ok(st);
+                                }
+                                let ts = libc::timespec {
+                                    tv_sec: 0,
+                                    tv_nsec: 100_000_000,
+                                };
+                                // SAFETY: a valid signal set and timeout; no siginfo wanted.
+                                let sig = unsafe {
+                                    libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts)
+                                };
+                                if sig > 0 {
+                                    // An interactive shell ignores TERM: a TERM for this
+                                    // session hangs it up.
+                                    let sig = if sig == libc::SIGTERM {
+                                        libc::SIGHUP
+                                    } else {
+                                        sig
+                                    };
+                                    // SAFETY: kill(2) of our own child.
+                                    unsafe { libc::kill(child.id() as i32, sig) };
+                                }
+                            }
+                        });
                         let stopped = guest::stop::stop(&m);
                         let st = shell.map_err(|e| fail(anyhow::anyhow!("run the shell: {e}")))?;
                         stopped.map_err(|e| fail(e.into()))?;
