@@ -498,7 +498,25 @@ fn plain_and_sysv_init_styles() {
     wait_until(5, "rc3.d script did not run", || {
         text(&env.exec(&sysv, "cat /tmp/rc.log")).contains("started-start")
     });
+    // The stop runs the stop links of what the runlevel started, once: not those of services
+    // it never started (such as a host's services a host build disabled).
+    for d in ["etc/init.d", "etc/rc0.d"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for svc in ["hello", "other"] {
+        let p = root.join("etc/init.d").join(svc);
+        std::fs::write(
+            &p,
+            "#!/bin/sh\necho \"$(basename $0) $1\" >> /rc-stop.log\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink("../init.d/hello", root.join("etc/rc0.d/K10hello")).unwrap();
+    std::os::unix::fs::symlink("../init.d/other", root.join("etc/rc0.d/K20other")).unwrap();
     assert_ok(&env.vserver(&sysv, &["stop"]), "stop sysv");
+    let log = std::fs::read_to_string(root.join("rc-stop.log")).unwrap_or_default();
+    assert_eq!(log, "K10hello stop\n", "stop scripts run: {log:?}");
 }
 
 #[test]

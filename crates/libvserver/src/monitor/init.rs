@@ -41,8 +41,12 @@ pub fn sysv_plan(runlevel: u8, env: Vec<CString>) -> InitPlan {
         "if [ -x /etc/init.d/rc ]; then exec /etc/init.d/rc {runlevel}; fi; \
          for s in /etc/rc{runlevel}.d/S*; do [ -x \"$s\" ] && \"$s\" start; done; exit 0"
     );
-    let stop = String::from(
-        "for s in /etc/rc0.d/K* /etc/rc6.d/K*; do [ -x \"$s\" ] && \"$s\" stop; done; exit 0",
+    // Stop what the runlevel started, once, in rc0's order (the stop links of services it
+    // never started, such as those a host build disabled, are not run).
+    let stop = format!(
+        "for s in /etc/rc0.d/K*; do n=${{s#/etc/rc0.d/K??}}; \
+         set -- /etc/rc{runlevel}.d/S??\"$n\"; [ -e \"$1\" ] || continue; \
+         [ -x \"$s\" ] && \"$s\" stop; done; exit 0"
     );
     let sh = |s: String| {
         ["/bin/sh", "-c", &s]
