@@ -564,7 +564,7 @@ pub fn build(
         },
     };
     let filled = match (&o.method, &plan) {
-        (BuildMethod::Host, _) => build_host(&root, &mut cfg, progress),
+        (BuildMethod::Host, _) => build_host(&root, &mut cfg, o.init_style, progress),
         (BuildMethod::Skeleton { command }, _) => build_skeleton(&root, &o.name, command, progress),
         (BuildMethod::Rootfs { source }, _) => build_rootfs(&root, source, progress),
         (BuildMethod::Template { tarball }, _) => build_rootfs(&root, tarball, progress),
@@ -1291,6 +1291,8 @@ pub const HOST_ETC_EXCLUDES: &[&str] = &[
     ".pwd.lock",
     "ssh/ssh_host_",
     "ssl/private",
+    // The host's self-signed certificate (its name; the key stays in ssl/private).
+    "ssl/certs/ssl-cert-snakeoil.pem",
     "machine-id",
     "vservers",
     "krb5.keytab",
@@ -1392,6 +1394,7 @@ pub fn strip_password_hashes(text: &str) -> String {
 fn build_host(
     root: &Path,
     cfg: &mut GuestConfig,
+    init_style: Option<InitStyle>,
     progress: &mut dyn Progress,
 ) -> Result<(), String> {
     progress.line("making the directory tree");
@@ -1464,6 +1467,17 @@ fn build_host(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+    }
+    if matches!(init_style, Some(InitStyle::Builtin | InitStyle::Plain)) {
+        progress.line(&format!(
+            "note: init style {} starts none of the guest's services (init.command runs one)",
+            if init_style == Some(InitStyle::Builtin) { "builtin" } else { "plain" }
+        ));
+    }
+    // A persistent journal where the host keeps one (systemd's default on Debian).
+    if Path::new("/var/log/journal").is_dir() {
+        let j = root.join("var/log/journal");
+        fs::create_dir_all(&j).map_err(|e| format!("create {}: {e}", j.display()))?;
     }
     progress.line("copying the package database");
     for d in ["var/lib/dpkg", "var/lib/apt", "var/lib/ucf"] {
