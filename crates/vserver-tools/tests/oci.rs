@@ -2701,3 +2701,46 @@ fn binds_of_shared_host_mounts_do_not_propagate() {
         .collect();
     assert!(leaked.is_empty(), "mounts left on the host: {leaked:#?}");
 }
+
+/// Review 14: the init looked up the image's /etc/passwd (for HOME) while it still held the
+/// runtime's host directory fds, so an `etc` symlink through /proc/self/fd/N read a host file.
+/// Every such fd is closed before the image's paths are looked up.
+#[test]
+fn image_paths_cannot_reach_the_runtimes_fds() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("fdleak");
+    let marker = b.dir.join("marker");
+    std::fs::create_dir_all(&marker).unwrap();
+    std::fs::write(
+        marker.join("passwd"),
+        "x:x:0:0::/LEAKED-HOST-FILE:/bin/sh\n",
+    )
+    .unwrap();
+    let etc = b.dir.join("rootfs/etc");
+    let _ = std::fs::remove_dir_all(&etc);
+    let mut c = b.config();
+    c["process"]["env"] = json!(["PATH=/bin"]);
+    b.set_config(&c);
+    b.args(&["sh", "-c", "echo HOME=$HOME"]);
+    let up = "../".repeat(16);
+    for fd in 3..=9 {
+        let _ = std::fs::remove_file(&etc);
+        std::os::unix::fs::symlink(
+            format!(
+                "/proc/self/fd/{fd}/{up}{}",
+                marker.display().to_string().trim_start_matches('/')
+            ),
+            &etc,
+        )
+        .unwrap();
+        let id = id(&format!("fdleak{fd}"));
+        let o = b.oci(&["run", "--bundle", b.b(), &id]);
+        assert!(
+            !text(&o).contains("LEAKED-HOST-FILE"),
+            "fd {fd}: the image read a host file: {}",
+            text(&o)
+        );
+    }
+}

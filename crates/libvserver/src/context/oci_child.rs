@@ -402,16 +402,11 @@ pub(crate) fn finish(
             "an OCI container runs a program, not the built-in init",
         )
     };
-    let env = &with_home(env, x.user.uid);
-    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
-        fail(&err, &e);
-    }
-    if let Err(e) = enter_cwd(x) {
-        fail(&err, &e);
-    }
     // Every inherited fd but stdio, the passed ones, the gate and the error pipe is closed
     // now, not only at execve: the init waits at the gate while exec may already run
-    // processes in the container.
+    // processes in the container; and before any path of the image is looked up (its
+    // /etc/passwd, the cwd), so that no symlink through /proc/self/fd/N reaches a host
+    // directory the runtime had open (the runc CVE-2024-21626 class).
     {
         use std::os::fd::AsRawFd;
         let mut keep: Vec<i32> = (3..3 + x.preserve_fds as i32).collect();
@@ -421,6 +416,13 @@ pub(crate) fn finish(
         if let Err(e) = super::clone::close_all_but(&keep) {
             fail(&err, &format!("close inherited fds: {e}"));
         }
+    }
+    let env = &with_home(env, x.user.uid);
+    if let Err(e) = crate::security::caps::apply_bounding(cap_drop, false) {
+        fail(&err, &e);
+    }
+    if let Err(e) = enter_cwd(x) {
+        fail(&err, &e);
     }
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(x.umask as libc::mode_t) };

@@ -769,15 +769,18 @@ pub fn parse_resources(path: &str, text: &str) -> Result<(Resources, Vec<String>
 /// place (as `exec -e NAME=value` over the container's own environment expects, and as runc
 /// does). An entry without `=` is kept as it is, once.
 pub fn dedup_env(env: &[String]) -> Vec<String> {
+    // Linear in the number of variables (a config may carry many: the work is the
+    // runtime's, outside the container's cgroup).
     let mut out: Vec<String> = Vec::with_capacity(env.len());
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for e in env {
         let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-        match out
-            .iter_mut()
-            .find(|o| o.split_once('=').map_or(o.as_str(), |(k, _)| k) == key)
-        {
-            Some(slot) => *slot = e.clone(),
-            None => out.push(e.clone()),
+        match at.get(key) {
+            Some(&i) => out[i] = e.clone(),
+            None => {
+                at.insert(key, out.len());
+                out.push(e.clone());
+            }
         }
     }
     out

@@ -1471,7 +1471,11 @@ fn build_host(
     if matches!(init_style, Some(InitStyle::Builtin | InitStyle::Plain)) {
         progress.line(&format!(
             "note: init style {} starts none of the guest's services (init.command runs one)",
-            if init_style == Some(InitStyle::Builtin) { "builtin" } else { "plain" }
+            if init_style == Some(InitStyle::Builtin) {
+                "builtin"
+            } else {
+                "plain"
+            }
         ));
     }
     // A persistent journal where the host keeps one (systemd's default on Debian).
