@@ -217,27 +217,13 @@ pub fn parse_forward_arg(s: &str) -> Result<config::ForwardConfig, String> {
     })
 }
 
-/// The lowest context id from 40000 not used by a guest in the config dir nor reserved by a
-/// build or import in progress. Unlocked: [`reserve_xid`] is what allocates.
-pub fn next_free_xid(paths: &Paths) -> u32 {
-    let used = used_xids(paths, "");
-    (config::XID_AUTO_START..=config::XID_MAX_STATIC)
-        .find(|x| !used.iter().any(|(u, _)| u == x))
-        .unwrap_or(config::XID_MAX_STATIC)
-}
-
 /// Context ids taken: (id, by whom) for every configured guest but `except`, and every live
-/// reservation of another guest.
+/// reservation of another guest. Reservations are read before the configs: a build finishing
+/// meanwhile writes its NAME.toml before it drops its reservation, so one of the two is seen
+/// (read the other way round, a config not yet written and a reservation just dropped made two
+/// parallel builds take the same id). Only [`reserve_xid`] calls this, under its lock.
 fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
-    let mut used: Vec<(u32, String)> = crate::guest::configured_guests(paths)
-        .iter()
-        .filter(|(n, _)| n != except)
-        .filter_map(|(n, p)| {
-            config::load_guest_config(p)
-                .ok()
-                .map(|c| (c.context, format!("guest {n} ({})", p.display())))
-        })
-        .collect();
+    let mut used: Vec<(u32, String)> = Vec::new();
     for e in std::fs::read_dir(reservations_dir(paths))
         .into_iter()
         .flatten()
@@ -246,12 +232,15 @@ fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
         let Some(x) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        // A reservation dropped while we read it is gone (its config holds the id now).
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         let (name, pid) = text.trim().split_once(' ').unwrap_or(("", ""));
-        let alive = pid.parse::<i32>().is_ok_and(|p| {
-            p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+        let dead = pid.parse::<i32>().is_ok_and(|p| {
+            p <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_err()
         });
-        if !alive {
+        if dead {
             let _ = std::fs::remove_file(e.path());
         } else if name != except {
             used.push((
@@ -260,6 +249,16 @@ fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
             ));
         }
     }
+    used.extend(
+        crate::guest::configured_guests(paths)
+            .iter()
+            .filter(|(n, _)| n != except)
+            .filter_map(|(n, p)| {
+                config::load_guest_config(p)
+                    .ok()
+                    .map(|c| (c.context, format!("guest {n} ({})", p.display())))
+            }),
+    );
     used
 }
 
