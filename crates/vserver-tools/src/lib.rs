@@ -4,8 +4,9 @@ use clap::Args;
 use libvserver::paths::Paths;
 use std::path::PathBuf;
 
-/// Global path overrides. The environment variables `VSERVER_CONFDIR`, `VSERVER_ROOTBASE` and
-/// `VSERVER_RUNDIR` are read by [`Paths::resolve`], not by clap: clap would show options taken
+/// Global path overrides. The environment variables `VSERVER_CONFDIR`, `VSERVER_ROOTBASE`,
+/// `VSERVER_RUNDIR` and `VSERVER_LOGDIR` are read by [`Paths::resolve`], not by clap: clap would
+/// show options taken
 /// from the environment in every usage line as if they had to be given.
 #[derive(Debug, Args, Clone, Default)]
 pub struct PathArgs {

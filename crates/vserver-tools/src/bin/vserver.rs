@@ -24,9 +24,9 @@ use vserver_tools::{human_secs, PathArgs};
 (128 + signal when killed).\n\n\
 FILES: /etc/vservers/NAME.toml (or util-vserver's NAME.conf and NAME/), NAME.sh and \
 NAME/scripts/ (hook scripts), /var/lib/vservers/NAME (root), /run/vservers/NAME/ (state, \
-console.log, console.sock).\n\n\
-ENVIRONMENT: VSERVER_CONFDIR, VSERVER_ROOTBASE and VSERVER_RUNDIR override the three \
-directories, as --config-dir, --root-base and --run-dir do."
+console.sock), /var/log/vservers/NAME/ (console.log, monitor.log).\n\n\
+ENVIRONMENT: VSERVER_CONFDIR, VSERVER_ROOTBASE, VSERVER_RUNDIR and VSERVER_LOGDIR override the \
+four directories, as --config-dir, --root-base, --run-dir and --log-dir do."
 )]
 struct Cli {
     #[command(flatten)]
