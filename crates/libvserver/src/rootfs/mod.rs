@@ -217,7 +217,8 @@ pub fn enter_guest_root(
 ) -> Result<(), String> {
     // An OCI container's binds come from host paths: detached while the host is visible.
     let oci_binds = match oci {
-        Some(x) => oci::open_binds(&x.mounts).map_err(|(i, e)| oci::field_error(x, i, e))?,
+        Some(x) => oci::open_binds(&x.mounts, x.rootfs_slave)
+            .map_err(|(i, e)| oci::field_error(x, i, e))?,
         None => Vec::new(),
     };
     let (root_tree, bind_fds) = match userns {
@@ -615,6 +616,17 @@ pub(crate) fn open_tree_clone(
     path: &std::ffi::CStr,
     extra: libc::c_uint,
 ) -> Result<OwnedFd, nix::errno::Errno> {
+    open_tree_clone_as(dirfd, path, extra, libc::MS_PRIVATE)
+}
+
+/// [`open_tree_clone`] with the propagation type of the copy: MS_PRIVATE, or MS_SLAVE (the
+/// host's later mounts below the source appear in the copy, none made in it reach the host).
+pub(crate) fn open_tree_clone_as(
+    dirfd: i32,
+    path: &std::ffi::CStr,
+    extra: libc::c_uint,
+    propagation: libc::c_ulong,
+) -> Result<OwnedFd, nix::errno::Errno> {
     use std::os::fd::FromRawFd;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
@@ -632,7 +644,7 @@ pub(crate) fn open_tree_clone(
     }
     // SAFETY: fd is a fresh mount fd owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    set_tree_propagation(&fd, libc::MS_PRIVATE)?;
+    set_tree_propagation(&fd, propagation)?;
     Ok(fd)
 }
 

@@ -3,7 +3,7 @@
 //! open_tree(2) before pivot_root; every target is resolved and created after pivot_root, where
 //! no path leads out of the root (as for guests' binds). Options follow mount(8)'s words.
 
-use super::{is_readonly, m, open_tree_clone};
+use super::{is_readonly, m};
 use nix::mount::MsFlags;
 use std::os::fd::OwnedFd;
 
@@ -139,8 +139,8 @@ const ATTR_WORDS: &[(&str, u64, u64)] = {
     ]
 };
 
-/// Propagation words: accepted and ignored (every container mount is private; the root's
-/// propagation is `linux.rootfsPropagation`).
+/// Propagation words: accepted and ignored (every bind is a private copy, or a slave of its
+/// source when `linux.rootfsPropagation` is slave/rslave; never shared with the host).
 const PROPAGATION_WORDS: &[&str] = &[
     "private",
     "rprivate",
@@ -228,15 +228,20 @@ pub fn parse_mount(
 }
 
 /// Before pivot_root: detach the source of every bind (None for other mounts), with its
-/// attributes set.
+/// attributes set, as a private copy, or a slave of the source when `slave`
+/// (`rootfsPropagation` `slave`/`rslave`): never a peer of a shared host mount, so that nothing
+/// mounted in the container reaches the host.
 ///
 /// Errors: the source path and the OS error.
-pub fn open_binds(mounts: &[SpecMount]) -> Result<Vec<Option<OwnedFd>>, (usize, String)> {
+pub fn open_binds(
+    mounts: &[SpecMount],
+    slave: bool,
+) -> Result<Vec<Option<OwnedFd>>, (usize, String)> {
     mounts
         .iter()
         .enumerate()
         .map(|(i, mnt)| -> Result<Option<OwnedFd>, (usize, String)> {
-            open_bind(mnt).map_err(|e| (i, e))
+            open_bind(mnt, slave).map_err(|e| (i, e))
         })
         .collect()
 }
@@ -249,7 +254,7 @@ pub fn field_error(x: &crate::context::OciExtras, i: usize, error: String) -> St
     }
 }
 
-fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
+fn open_bind(mnt: &SpecMount, slave: bool) -> Result<Option<OwnedFd>, String> {
     let SpecMount::Bind {
         source,
         recursive,
@@ -269,7 +274,12 @@ fn open_bind(mnt: &SpecMount) -> Result<Option<OwnedFd>, String> {
     } else {
         0
     };
-    let fd = open_tree_clone(libc::AT_FDCWD, &c, extra)
+    let propagation = if slave {
+        libc::MS_SLAVE
+    } else {
+        libc::MS_PRIVATE
+    };
+    let fd = super::open_tree_clone_as(libc::AT_FDCWD, &c, extra, propagation)
         .map_err(|e| format!("open_tree {source}: {e}"))?;
     // The whole tree first, then the top mount (`rbind,rro,nosuid`: everything read-only,
     // the top nosuid too).
