@@ -597,7 +597,9 @@ pub(crate) fn attach(
                     .link_index(parent)
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("host interface {parent} vanished"))?;
-                nl.create_macvlan(&ifc.name, p, pid, cfg.mtu)
+                // Its MAC, too, stays the same across restarts (the LAN's neighbour caches).
+                let stable = crate::net::netlink::stable_mac(&format!("guest {}", g.veth_name(i)));
+                nl.create_macvlan(&ifc.name, p, pid, cfg.mtu, Some(stable))
                     .map_err(|e| e.to_string())?;
                 let mac = peer_mac(pid, &ifc.name)?;
                 if netns_cmds.is_empty() {

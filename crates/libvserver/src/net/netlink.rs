@@ -503,7 +503,8 @@ impl Netlink {
     /// Create a macvlan interface `name` in bridge mode on host link `parent`, directly in the
     /// network namespace of process `pid` (`IFLA_LINK` + `IFLA_NET_NS_PID`, as
     /// `ip link add link PARENT name NAME netns PID type macvlan mode bridge`). The kernel gives
-    /// it a fresh random MAC; `mtu` in bytes (`IFLA_MTU`), the parent's when None.
+    /// it `mac` (`IFLA_ADDRESS`), a fresh random MAC when None; `mtu` in bytes (`IFLA_MTU`),
+    /// the parent's when None.
     /// Errors: [`NetlinkError::Os`], e.g. `ENODEV` (no parent), `EINVAL` (MTU above the
     /// parent's), `ESRCH`.
     pub fn create_macvlan(
@@ -512,6 +513,7 @@ impl Netlink {
         parent: u32,
         pid: i32,
         mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
     ) -> Result<()> {
         let op = "create macvlan";
         check_name(op, name)?;
@@ -531,6 +533,7 @@ impl Netlink {
             info,
         ];
         attrs.extend(mtu.map(LinkAttribute::Mtu));
+        attrs.extend(mac.map(|m| LinkAttribute::Address(m.to_vec())));
         let msg = RouteNetlinkMessage::NewLink(link_msg(0, attrs));
         self.request(msg, NLM_F_CREATE | NLM_F_EXCL, op, name)
             .map(drop)
