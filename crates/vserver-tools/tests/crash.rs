@@ -234,18 +234,24 @@ fn sigkill_at_every_step_of_start_and_stop_is_repaired() {
     }
 }
 
-/// Open fds of this test process, mounts on the host and vserver's links (names `vs*`): what
-/// a cycle could leak.
-fn host_counts() -> (usize, usize, usize) {
+/// Open fds of this test process, host mounts below the test's directory and the links of its
+/// guest (`vs<xid>*`) and bridge: what a cycle could leak. Only the test's own objects are
+/// counted: other work on the host (a CI job, a reviewer) mounts and unmounts its own.
+fn host_counts(env: &Env, xid: u32) -> (usize, usize, usize) {
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let dir = env.dir.to_string_lossy().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
+        .filter(|l| l.contains(&dir))
         .count();
     let links = std::fs::read_dir("/sys/class/net")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("vs"))
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.starts_with(&format!("vs{xid}")) || n == env.bridge
+        })
         .count();
     (fds, mounts, links)
 }
@@ -265,7 +271,7 @@ fn many_start_stop_cycles_leave_nothing_behind() {
     // One cycle first: the bridge exists from then on.
     assert_ok(&env.vserver(&name, &["start"]), "start");
     assert_ok(&env.vserver(&name, &["stop"]), "stop");
-    let before = host_counts();
+    let before = host_counts(&env, xid);
     let run = env.dir.join("run").join(&name);
     let run_files = |p: &Path| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
     let files_before = run_files(&run);
@@ -277,7 +283,7 @@ fn many_start_stop_cycles_leave_nothing_behind() {
         }
         assert_ok(&env.vserver(&name, &["stop"]), &format!("stop {i}"));
     }
-    let after = host_counts();
+    let after = host_counts(&env, xid);
     assert_eq!(
         before, after,
         "(fds, mounts, links) before and after {cycles} cycles"
