@@ -654,6 +654,20 @@ pub(crate) fn set_tree_propagation(
     fd: &OwnedFd,
     propagation: libc::c_ulong,
 ) -> Result<(), nix::errno::Errno> {
+    mount_setattr(fd, 0, 0, propagation, None, true)
+}
+
+/// mount_setattr(2) (the `struct mount_attr` of linux/mount.h) on the detached mount `fd`, or
+/// on every mount of its tree when `recursive`: set `attr_set`, clear `attr_clr`, propagation
+/// type `propagation` (0: unchanged), idmapped through `userns` when given.
+fn mount_setattr(
+    fd: &OwnedFd,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns: Option<BorrowedFd<'_>>,
+    recursive: bool,
+) -> Result<(), nix::errno::Errno> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -662,11 +676,12 @@ pub(crate) fn set_tree_propagation(
         userns_fd: u64,
     }
     let attr = MountAttr {
-        attr_set: 0,
-        attr_clr: 0,
+        attr_set,
+        attr_clr,
         propagation,
-        userns_fd: 0,
+        userns_fd: userns.map(|u| u.as_raw_fd() as u64).unwrap_or(0),
     };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr of the
     // size passed.
     let r = unsafe {
@@ -674,15 +689,12 @@ pub(crate) fn set_tree_propagation(
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
-    if r < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(())
+    nix::errno::Errno::result(r).map(drop)
 }
 
 /// mount_setattr(2) attribute: read-only.
@@ -713,40 +725,12 @@ pub(crate) fn set_tree_attrs(
     attrs: u64,
     userns: Option<BorrowedFd<'_>>,
 ) -> Result<(), nix::errno::Errno> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: attrs
-            | if userns.is_some() {
-                MOUNT_ATTR_IDMAP
-            } else {
-                0
-            },
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.map(|u| u.as_raw_fd() as u64).unwrap_or(0),
+    let idmap = if userns.is_some() {
+        MOUNT_ATTR_IDMAP
+    } else {
+        0
     };
-    // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr of the
-    // size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(())
+    mount_setattr(fd, attrs | idmap, 0, 0, userns, true)
 }
 
 /// Detach a recursive copy of `b.source` as a mount fd with its attributes set.
@@ -923,32 +907,7 @@ pub(crate) fn change_mount_attrs(
     attr_clr: u64,
     recursive: bool,
 ) -> Result<(), nix::errno::Errno> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set,
-        attr_clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: empty path with AT_EMPTY_PATH targets the fd; attr is a valid mount_attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    nix::errno::Errno::result(r).map(drop)
+    mount_setattr(fd, attr_set, attr_clr, 0, None, recursive)
 }
 
 /// Attach a detached mount at `target` (resolved in the current root), creating it as a
