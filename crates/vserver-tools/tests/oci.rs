@@ -2744,3 +2744,62 @@ fn image_paths_cannot_reach_the_runtimes_fds() {
         );
     }
 }
+
+/// Issue 15, item 16: what is refused (seccomp notify, no new mount namespace, joining a mount
+/// namespace by path) is refused at once, naming the field, and leaves nothing behind; never a
+/// hang (each run is bounded here by timeout(1)).
+#[test]
+fn unsupported_configs_are_refused_at_once_by_field() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new("refuse16");
+    let base = b.config();
+    let without_mount_ns = |c: &mut Value| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+    };
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "linux.seccomp.listenerPath",
+            Box::new(|c: &mut Value| {
+                c["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "listenerPath": "/run/nonexistent-seccomp-agent.sock",
+                    "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+                });
+            }),
+        ),
+        ("linux.namespaces", Box::new(without_mount_ns)),
+        (
+            "linux.namespaces[",
+            Box::new(|c: &mut Value| {
+                for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+                    if n["type"] == "mount" {
+                        n["path"] = json!("/proc/1/ns/mnt");
+                    }
+                }
+            }),
+        ),
+    ];
+    for (i, (field, change)) in cases.iter().enumerate() {
+        let mut c = base.clone();
+        change(&mut c);
+        b.set_config(&c);
+        let id = id(&format!("refuse16-{i}"));
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60")
+            .arg(bin("vserver-oci"))
+            .arg("--root")
+            .arg(&b.root)
+            .args(["run", "--bundle", b.b(), &id])
+            .stdin(Stdio::null());
+        let o = run_to_files(&mut cmd, &b.dir);
+        assert_ne!(o.status.code(), Some(124), "{field}: the run hung");
+        assert!(!o.status.success(), "{field}: accepted");
+        assert!(text(&o).contains(field), "{field}: {}", text(&o));
+        assert!(!b.root.join(&id).exists(), "{field}: state left");
+        assert!(cgroups_of(&id).is_empty(), "{field}: cgroups left");
+    }
+}
