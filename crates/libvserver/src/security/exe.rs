@@ -13,7 +13,7 @@
 //! process using it. A binary that already lives on a read-only mount is not re-executed.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 
 /// Set in the environment of the re-executed command: a second re-execution means the
@@ -62,36 +62,15 @@ pub fn reexec_readonly() -> Result<(), String> {
     }
     // SAFETY: a fresh fd nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: 1 | 2 | 4, // MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: empty path with AT_EMPTY_PATH names the detached mount; attr is a mount_attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(format!(
-            "make the copy of the own binary read-only: {}",
-            nix::errno::Errno::last()
-        ));
-    }
+    crate::rootfs::change_mount_attrs(
+        &fd,
+        crate::rootfs::MOUNT_ATTR_RDONLY
+            | crate::rootfs::MOUNT_ATTR_NOSUID
+            | crate::rootfs::MOUNT_ATTR_NODEV,
+        0,
+        false,
+    )
+    .map_err(|e| format!("make the copy of the own binary read-only: {e}"))?;
     let argv: Vec<CString> = std::env::args_os()
         .filter_map(|a| CString::new(OsString::into_vec(a)).ok())
         .collect();
