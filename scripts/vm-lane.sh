@@ -6,13 +6,19 @@
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
 # Usage: bash scripts/vm-lane.sh [TEST[:FILTER]...]   (default: limits quota network guest
-#   operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_; FILTER runs
-#   only the tests whose names
-#   contain it)
+#   operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_ hostcrash;
+#   FILTER runs only the tests whose names contain it)
 #        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
 #        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
+#        VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh TEST...  (the host most users run:
+#        systemd as PID 1 owning the unified cgroup v2 tree, journald, the units of dist/systemd
+#        installed; the tests run from a unit of the lane's, vmlane.service, in vmlane.target)
 #        VSERVER_VM_CGROUP=v1 bash scripts/vm-lane.sh TEST...  (the same VM with only cgroup v1
 #        hierarchies mounted, as on a host booted with systemd.unified_cgroup_hierarchy=0)
+# The VM also has a disk that outlives a reset: an ext4 image (virtio, /dev/vda) mounted at
+# /persist, for a test that crashes the VM (tests/hostcrash.rs). Such a test writes
+# $VSERVER_VM_REBOOT and resets the machine (sysrq b: no sync, no unmount); the lane then boots
+# the VM again (at most three boots) with VSERVER_VM_BOOT=2, 3 and runs from that test binary on.
 # Exit status: that of the tests (or command) in the VM.
 # Prints the VM's console (the test output) and ends with the tests' "N passed, N failed" line.
 set -euo pipefail
@@ -22,7 +28,8 @@ if [ "${1:-}" = "--run" ]; then
   RUN_CMD=${2:?--run needs a command}
   set --
 fi
-[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_ hostcrash
+INIT=${VSERVER_VM_INIT:-sh}
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
 CACHE=/var/cache/vserver-vm
@@ -110,6 +117,12 @@ mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot
 mkdir -p /newroot/vmlane-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /newroot/vmlane-out
+if [ -e /newroot/vmlane-out/vmlane.service ]; then
+  # systemd as PID 1: the lane's unit runs the tests; /etc/fstab (this host's disks) is ignored.
+  mkdir -p /newroot/etc/systemd/system
+  cp /newroot/vmlane-out/vmlane.service /newroot/vmlane-out/vmlane.target /newroot/etc/systemd/system/
+  exec switch_root /newroot /lib/systemd/systemd
+fi
 exec switch_root /newroot /bin/sh /vmlane-out/run.sh
 EOF
 chmod +x "$WORK/initrd/init"
@@ -120,11 +133,21 @@ chmod +x "$WORK/initrd/init"
 {
   echo '#!/bin/sh'
   echo 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CI=true VSERVER_IN_VM_LANE=1'
+  if [ "$INIT" != systemd ]; then
   echo 'mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev'
   echo 'mkdir -p /dev/pts /dev/shm /run /tmp; mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts'
   echo 'ln -sf pts/ptmx /dev/ptmx 2>/dev/null; mount -t tmpfs tmpfs /dev/shm; mount -t tmpfs tmpfs /run'
   echo 'ln -sf /proc/self/fd /dev/fd; for i in 0 1 2; do ln -sf /proc/self/fd/$i /dev/$(echo stdin stdout stderr | cut -d" " -f$((i+1))); done'
-  if [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
+  fi
+  if [ "$INIT" = systemd ]; then
+    # systemd mounted everything; the units of dist/systemd as `make install` puts them.
+    echo 'export VSERVER_VM_INIT=systemd'
+    for u in dist/systemd/*; do
+      printf 'sed -e "s|@SBINDIR@|%s|g; s|@DOCDIR@|%s|g" %q >/etc/systemd/system/%q\n' \
+        "$PWD/target/debug" "$PWD" "$PWD/$u" "$(basename "$u")"
+    done
+    echo 'systemctl daemon-reload'
+  elif [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
     echo 'mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup'
     echo 'for c in cpu,cpuacct cpuset memory devices freezer blkio pids; do mkdir /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done'
     echo 'mkdir /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd'
@@ -135,12 +158,17 @@ chmod +x "$WORK/initrd/init"
   fi
   echo "mount --bind $MODS /lib/modules/$KVER 2>/dev/null || { mkdir -p /lib/modules/$KVER && mount --bind $MODS /lib/modules/$KVER; }"
   echo 'echo /sbin/modprobe > /proc/sys/kernel/modprobe'
-  echo 'for m in loop veth bridge br_netfilter nf_tables ext4 xfs btrfs quota_v2 overlay; do modprobe $m 2>/dev/null; done'
+  echo 'for m in loop veth bridge br_netfilter nf_tables ext4 xfs btrfs quota_v2 overlay virtio_blk; do modprobe $m 2>/dev/null; done'
   echo 'hostname vm-lane; ip link set lo up'
+  # The disk that survives a reset, and which boot this is.
+  echo 'mkdir -p /persist; for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done'
+  echo 'mount -t ext4 /dev/vda /persist || echo "vm-lane: cannot mount the persistent disk"'
+  echo 'export VSERVER_VM_PERSIST=/persist VSERVER_VM_REBOOT=/vmlane-out/reboot VSERVER_VM_BOOT=$(cat /vmlane-out/boot)'
+  echo 'first=0; [ "$VSERVER_VM_BOOT" -gt 1 ] && first=$(cat /vmlane-out/current)'
   # LXCFS gives guests their own /proc/meminfo, as on the host lane.
   echo 'modprobe fuse 2>/dev/null; mkdir -p /var/lib/lxcfs; (lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)'
   echo 'for i in $(seq 100); do grep -q " fuse.lxcfs " /proc/self/mounts && break; sleep 0.1; done'
-  echo 'echo "vm-lane: kernel $(uname -r), cgroup: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || echo v1 only)"'
+  echo 'echo "vm-lane: boot $VSERVER_VM_BOOT, kernel $(uname -r), cgroup: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || echo v1 only)"'
   echo 'rc=0'
   if [ -n "$RUN_CMD" ]; then
     printf '{ (cd %q && %s); echo $? >/vmlane-out/cmdrc; } 2>&1 | tee -a /vmlane-out/log\n' \
@@ -152,14 +180,39 @@ chmod +x "$WORK/initrd/init"
     b=${bins[$i]}
     f=${filters[$i]}
     [ -n "$b" ] || continue
+    # After a reset, the binary that asked for it runs again, and those after it.
+    echo "if [ $i -ge \$first ]; then echo $i >/vmlane-out/current"
     echo "echo \"vm-lane: running $b $f\""
     echo "cd $PWD && $b --test-threads=2 $f 2>&1 | tee -a /vmlane-out/log; r=\$?"
     # tee hides the status: take it from the log's last result line.
     echo 'tail -n 5 /vmlane-out/log | grep -q "test result: ok" || rc=1'
+    echo 'fi'
   done
   echo 'echo $rc > /vmlane-out/rc; sync'
   echo 'echo o > /proc/sysrq-trigger; sleep 5 2>/dev/null'
 } >"$WORK/out/run.sh"
+
+if [ "$INIT" = systemd ]; then
+  cat >"$WORK/out/vmlane.target" <<'EOF'
+[Unit]
+Description=vserver VM lane
+Requires=basic.target vmlane.service
+After=basic.target vmlane.service
+AllowIsolate=yes
+EOF
+  cat >"$WORK/out/vmlane.service" <<'EOF'
+[Unit]
+Description=vserver VM lane: the tests
+After=basic.target systemd-journald.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /vmlane-out/run.sh
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+TimeoutStartSec=infinity
+EOF
+fi
 
 # KVM where the host has hardware virtualisation; a PVM host (module kvm_pvm: KVM without it,
 # for guests built as PVM guests) cannot run Debian's kernel, so software emulation (TCG) it is.
@@ -170,19 +223,40 @@ else
   accel=(-enable-kvm -cpu host)
   how=KVM
 fi
-if [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
+if [ "$INIT" = systemd ]; then
+  cgroup_arg="systemd.unit=vmlane.target fstab=no systemd.unified_cgroup_hierarchy=1"
+  echo "vm-lane: booting Debian kernel $KVER with systemd as PID 1 (cgroup v2) under $how for: $*"
+elif [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
   cgroup_arg=
   echo "vm-lane: booting Debian kernel $KVER (cgroup v1 only) under $how for: $*"
 else
   cgroup_arg=cgroup_no_v1=all
   echo "vm-lane: booting Debian kernel $KVER (cgroup v2 only) under $how for: $*"
 fi
-timeout 3000 qemu-system-x86_64 "${accel[@]}" -smp 2 -m 6G -nographic -no-reboot \
-  -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$WORK/initrd.gz" \
-  -append "console=ttyS0 quiet panic=-1 $cgroup_arg rdinit=/init" \
-  -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on \
-  -virtfs local,path="$WORK/out",mount_tag=out,security_model=passthrough \
-  -nic none </dev/null | tr -d '\r' | grep -v '^\[ *[0-9.]*\]' || true
+# The persistent disk: sparse, so 8 GiB costs what the tests write. cache=unsafe: the guest's
+# own page cache is what a reset loses; what reached the virtual disk is kept by this host.
+truncate -s 8G "$WORK/disk.img"
+mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$WORK/disk.img"
+boot=1
+deadline=$((SECONDS + 3000))
+while :; do
+  echo "$boot" >"$WORK/out/boot"
+  rm -f "$WORK/out/reboot"
+  timeout $((deadline - SECONDS)) qemu-system-x86_64 "${accel[@]}" -smp 2 -m 6G -nographic -no-reboot \
+    -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$WORK/initrd.gz" \
+    -append "console=ttyS0 quiet panic=-1 $cgroup_arg rdinit=/init" \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on \
+    -virtfs local,path="$WORK/out",mount_tag=out,security_model=passthrough \
+    -drive file="$WORK/disk.img",format=raw,if=virtio,cache=unsafe \
+    -nic none </dev/null | tr -d '\r' | grep -v '^\[ *[0-9.]*\]' || true
+  # A test reset the VM on purpose: boot it again (-no-reboot made the reset end qemu).
+  if [ -e "$WORK/out/reboot" ] && [ ! -e "$WORK/out/rc" ] && [ "$boot" -lt 3 ] && [ "$SECONDS" -lt "$deadline" ]; then
+    boot=$((boot + 1))
+    echo "vm-lane: the VM was reset by $(cat "$WORK/out/reboot"); booting it again (boot $boot)"
+    continue
+  fi
+  break
+done
 rc=$(cat "$WORK/out/rc" 2>/dev/null || echo 1)
 if [ -n "$RUN_CMD" ] && [ -d "$WORK/out/results" ]; then
   # Only what the command wrote in the VM: files newer than the lane's start.

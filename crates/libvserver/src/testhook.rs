@@ -1,4 +1,4 @@
-//! Test-only pause points in the start, exec and stop paths.
+//! Test-only pause points in the build, start, exec and stop paths.
 //!
 //! A race defense (a guest swapping a path for a symlink between a check and a use) or a crash
 //! repair (the tool killed half-way) is only proven when a test can stop the runtime at the
@@ -24,7 +24,8 @@
 //! `exec-joined` (exec client joined the guest's namespaces), `exec-pre-exec` (the exec'd
 //! command, in the guest's pid namespace and reduced, before its execve), `oci-pre-exec` (an
 //! OCI container's init after `start`, or a process of `vserver-oci exec`, with its user and
-//! capability sets, before its execve), `lxcfs-probe` (the child of `start` that asks LXCFS which
+//! capability sets, before its execve), `build-synced` (a build's tree made and synced to disk,
+//! its context id reserved, NAME.toml not yet written), `lxcfs-probe` (the child of `start` that asks LXCFS which
 //! /proc files it serves, before it asks).
 
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -108,13 +108,28 @@ pub(crate) fn checkpoint_traffic(g: &Guest, xid: u32, netns: Option<&OwnedFd>) {
 }
 
 /// At start: a checkpoint left by a run that never stopped (the host crashed) joins the
-/// totals, once.
+/// totals, once, and the monitor log says so.
 pub(crate) fn recover_checkpoint(g: &Guest) {
     let mut s = read_saved(g);
     if let Some(cp) = s.checkpoint.take() {
         s.totals.add(&cp);
         write_saved(g, &s);
+        note_recovered(g, &cp);
     }
+}
+
+/// Say in the guest's monitor log that a run's counters were gone and its last checkpoint
+/// joined the totals instead (what a host crash leaves).
+fn note_recovered(g: &Guest, cp: &Traffic) {
+    crate::monitor::note_in_log(
+        g,
+        &format!(
+            "the previous run did not end by a stop or an exit of its own (the host went down, \
+             or its monitor was killed and its nft table removed): its traffic up to the last \
+             checkpoint (received {} bytes, sent {} bytes) joins the totals",
+            cp.rx_bytes, cp.tx_bytes
+        ),
+    );
 }
 
 /// The `rx`/`tx` counters of the tables `vs<xid>` (every family) in network namespace `netns`
@@ -1059,7 +1074,12 @@ pub(crate) fn save_netns_traffic(g: &Guest, xid: u32, netns: &OwnedFd) {
 fn save(g: &Guest, live: &Traffic) {
     let mut s = read_saved(g);
     let add = match s.checkpoint.take() {
-        Some(cp) if *live == Traffic::default() => cp,
+        Some(cp) if *live == Traffic::default() => {
+            if cp != Traffic::default() {
+                note_recovered(g, &cp);
+            }
+            cp
+        }
         None if *live == Traffic::default() => return,
         _ => *live,
     };

@@ -729,13 +729,7 @@ fn monitor_main(
     }
     // The logs outlive the run (LOG/NAME/, not RUN/NAME/): each run is marked in both, and the
     // monitor log is rotated like the console log.
-    // Root's only (a console log may hold what was typed at the guest's console).
-    for d in [g.paths.log_dir.clone(), g.paths.guest_log_dir(&g.name)] {
-        if std::fs::create_dir(&d).is_ok() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
-        }
-    }
+    crate::monitor::make_log_dirs(g);
     let mlog = g.log_file("monitor.log");
     if std::fs::metadata(&mlog).is_ok_and(|m| m.len() > crate::monitor::CONSOLE_LOG_MAX) {
         let _ = std::fs::rename(&mlog, g.log_file("monitor.log.1"));

@@ -155,6 +155,37 @@ fn note(g: &Guest, msg: &str) {
     journal_send(&g.name, msg);
 }
 
+/// [`note`] from a command rather than the monitor: appended to `LOG/NAME/monitor.log` (and
+/// sent to journald). Errors writing are ignored, as the monitor's own are.
+pub(crate) fn note_in_log(g: &Guest, msg: &str) {
+    use std::io::Write;
+    make_log_dirs(g);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(g.log_file("monitor.log"))
+    {
+        let _ = writeln!(
+            f,
+            "{} {}: {msg}",
+            crate::storage::snapshot::utc_label(now_unix()),
+            g.name
+        );
+    }
+    journal_send(&g.name, msg);
+}
+
+/// `LOG` and `LOG/NAME`, made mode 0700 where missing: root's only (a console log may hold
+/// what was typed at the guest's console). Errors are ignored (the logs then go nowhere).
+pub(crate) fn make_log_dirs(g: &Guest) {
+    for d in [g.paths.log_dir.clone(), g.paths.guest_log_dir(&g.name)] {
+        if std::fs::create_dir(&d).is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+}
+
 /// journald's socket for structured messages (systemd.io/JOURNAL_NATIVE_PROTOCOL).
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 

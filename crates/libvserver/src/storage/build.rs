@@ -224,6 +224,7 @@ pub fn parse_forward_arg(s: &str) -> Result<config::ForwardConfig, String> {
 /// parallel builds take the same id). Only [`reserve_xid`] calls this, under its lock.
 fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
     let mut used: Vec<(u32, String)> = Vec::new();
+    let this_boot = boot_id();
     for e in std::fs::read_dir(reservations_dir(paths))
         .into_iter()
         .flatten()
@@ -236,10 +237,19 @@ fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
         let Ok(text) = std::fs::read_to_string(e.path()) else {
             continue;
         };
-        let (name, pid) = text.trim().split_once(' ').unwrap_or(("", ""));
-        let dead = pid.parse::<i32>().is_ok_and(|p| {
-            p <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_err()
-        });
+        let mut fields = text.split_whitespace();
+        let (name, pid, boot) = (
+            fields.next().unwrap_or(""),
+            fields.next().unwrap_or(""),
+            fields.next(),
+        );
+        // Written in an earlier boot (the host crashed during a build): its pid may name an
+        // unrelated process of this boot.
+        let earlier_boot = boot.is_some_and(|b| Some(b) != this_boot.as_deref());
+        let dead = earlier_boot
+            || pid.parse::<i32>().is_ok_and(|p| {
+                p <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_err()
+            });
         if dead {
             let _ = std::fs::remove_file(e.path());
         } else if name != except {
@@ -262,13 +272,29 @@ fn used_xids(paths: &Paths, except: &str) -> Vec<(u32, String)> {
     used
 }
 
+/// syncfs(2) the file system holding `root` (every dirty page of it, not only the tree's).
+///
+/// Errors: the root cannot be opened, or syncfs fails (an I/O error writing back).
+fn sync_tree(root: &Path) -> Result<(), String> {
+    let f = fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+    nix::unistd::syncfs(&f).map_err(|e| format!("syncfs {}: {e}", root.display()))
+}
+
+/// This boot's id (/proc/sys/kernel/random/boot_id, random(4)); None where it cannot be read.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 fn reservations_dir(paths: &Paths) -> std::path::PathBuf {
     paths.config_dir.join(".xid-reserved")
 }
 
 /// A context id held for a guest being built or imported, from allocation until its NAME.toml
-/// is written (then the config holds it): `CONFIG/.xid-reserved/XID` with "NAME PID". Removed
-/// when dropped; a reservation whose process died is dropped by the next allocation.
+/// is written (then the config holds it): `CONFIG/.xid-reserved/XID` with "NAME PID BOOT_ID".
+/// Removed when dropped; a reservation whose process died, or that an earlier boot wrote (a
+/// host crash during the build), is dropped by the next allocation.
 pub struct XidReservation {
     /// The context id.
     pub xid: u32,
@@ -324,7 +350,8 @@ pub fn reserve_xid(
             .ok_or_else(|| String::from("no free context id left"))?,
     };
     let file = dir.join(xid.to_string());
-    std::fs::write(&file, format!("{name} {}\n", std::process::id()))
+    let boot = boot_id().unwrap_or_default();
+    std::fs::write(&file, format!("{name} {} {boot}\n", std::process::id()))
         .map_err(|e| format!("write {}: {e}", file.display()))?;
     drop(lock);
     Ok(XidReservation { xid, file })
@@ -342,6 +369,7 @@ pub fn build(
         name: o.name.clone(),
         message: m,
     };
+    crate::testhook::init();
     validate_guest_name(&o.name).map_err(err)?;
     if let Some(h) = &o.hostname {
         validate_hostname(h).map_err(err)?;
@@ -669,6 +697,11 @@ pub fn build(
     .and_then(|()| {
         cfg.validate()
             .map_err(|fe| format!("{}: {}", config::key_path_string(&fe.path), fe.message))?;
+        // The tree reaches the disk before the config that says the guest exists: after a
+        // host crash a guest is either whole or a root without a config (which the next
+        // build names), never a config over files the crash emptied.
+        sync_tree(&root)?;
+        crate::testhook::pause("build-synced");
         crate::paths::write_atomically(&cfg_path, &cfg.to_toml(&o.name))
             .map_err(|e| format!("write {}: {e}", cfg_path.display()))
     });
@@ -1714,6 +1747,36 @@ fn write_identity(root: &Path, hostname: &str, cfg: &GuestConfig) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reservation written in an earlier boot (a host crash during a build) holds nothing,
+    /// even when its pid names a live process of this boot; one of this boot does.
+    #[test]
+    fn a_reservation_of_an_earlier_boot_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("vs-resv-{}", std::process::id()));
+        let paths = Paths {
+            config_dir: dir.join("etc"),
+            root_base: dir.join("root"),
+            run_dir: dir.join("run"),
+            log_dir: dir.join("log"),
+        };
+        let resv = reservations_dir(&paths);
+        std::fs::create_dir_all(&resv).unwrap();
+        let me = std::process::id();
+        std::fs::write(
+            resv.join("40007"),
+            format!("old {me} 00000000-0000-0000-0000-000000000000\n"),
+        )
+        .unwrap();
+        let r = reserve_xid(&paths, "new", Some(40007)).expect("the stale reservation is dropped");
+        assert_eq!(r.xid, 40007);
+        let text = std::fs::read_to_string(resv.join("40007")).unwrap();
+        assert!(text.starts_with(&format!("new {me} ")), "{text}");
+        // This boot's reservation of a live process holds.
+        let e = reserve_xid(&paths, "other", Some(40007)).map(|r| r.xid);
+        assert!(e.as_ref().is_err_and(|m| m.contains("guest new")), "{e:?}");
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn interface_args() {
