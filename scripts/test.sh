@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run every test as root on the real kernel (namespaces, cgroups, veths). Each test cleans up.
 # The escape tests run twice: plain guests, then user-namespace guests.
-# Then the cgroup v2 lane: the limit and quota tests again in a VM on Debian's kernel with
-# v2-only cgroups and project quotas (scripts/vm-lane.sh; VSERVER_SKIP_VM_LANE=1 skips it),
-# and a short run of the same VM with cgroup v1 only (systemd guests on a v1 host).
+# Then the VM lanes on Debian's kernel (scripts/vm-lane.sh; VSERVER_SKIP_VM_LANE=1 skips them):
+# v2-only cgroups without systemd (limits, project quotas, systemd guests, the debootstrapped
+# walk-through, a host crash); the host most users run, systemd as PID 1 owning the v2 tree
+# (guests in delegated scopes, boot integration across a reboot and a reset, and the guest,
+# limit, network, operations and OCI tests); and a short run with cgroup v1 only.
 # Ends with one summary line over all test binaries and the lane: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,9 @@ urc=${PIPESTATUS[0]}
 [ "$urc" -eq 0 ] || rc=$urc
 if [ "${VSERVER_SKIP_VM_LANE:-}" != 1 ]; then
   bash scripts/vm-lane.sh 2>&1 | tee -a "$log"
+  vrc=${PIPESTATUS[0]}
+  [ "$vrc" -eq 0 ] || rc=$vrc
+  VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh systemd_host limits guest network operations oci 2>&1 | tee -a "$log"
   vrc=${PIPESTATUS[0]}
   [ "$vrc" -eq 0 ] || rc=$vrc
   # The same VM with cgroup v1 only: an older systemd guest boots, a newer one is refused.

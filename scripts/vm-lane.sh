@@ -5,9 +5,10 @@
 # tmpfs overlay on top, and run test binaries of this checkout there as root. The Debian kernel
 # also has what this host's lacks: ext4 and xfs project quotas.
 #
-# Usage: bash scripts/vm-lane.sh [TEST[:FILTER]...]   (default: limits quota network guest
-#   operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_ hostcrash;
-#   FILTER runs only the tests whose names contain it)
+# Usage: bash scripts/vm-lane.sh [TEST[:FILTER]...]   (default: limits quota oci_conformance
+#   systemd:full_cycle_ walkthrough:debootstrapped_ hostcrash; FILTER runs only the tests whose
+#   names contain it; scripts/test.sh runs the guest, network, operations and OCI tests in the
+#   systemd mode below)
 #        bash scripts/vm-lane.sh --run 'COMMAND'  (a command from this checkout, as root in the
 #        VM; the files it writes to bench/results/ are copied back here; used by bench/vm-start.sh)
 #        VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh TEST...  (the host most users run:
@@ -28,7 +29,7 @@ if [ "${1:-}" = "--run" ]; then
   RUN_CMD=${2:?--run needs a command}
   set --
 fi
-[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota network guest operations oci oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_ hostcrash
+[ $# -gt 0 ] || [ -n "$RUN_CMD" ] || set -- limits quota oci_conformance systemd:full_cycle_ walkthrough:debootstrapped_ hostcrash
 INIT=${VSERVER_VM_INIT:-sh}
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -100,7 +101,7 @@ add_mod() { # modules.dep order: dependencies first
   for o in "${order[@]:-}"; do [ "$o" = "$path" ] && return 0; done
   order+=("$path")
 }
-for m in virtio_pci 9pnet_virtio 9p overlay; do add_mod "$m"; done
+for m in virtio_pci 9pnet_virtio 9p overlay virtio_blk crc32c_generic ext4; do add_mod "$m"; done
 : >"$WORK/initrd/mods/order"
 for p in "${order[@]}"; do
   cp "$MODS/$p" "$WORK/initrd/mods/"
@@ -117,11 +118,27 @@ mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot
 mkdir -p /newroot/vmlane-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /newroot/vmlane-out
+# The disk that survives a reset.
+mkdir -p /newroot/persist
+for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+mount -t ext4 /dev/vda /newroot/persist || echo "vm-lane: cannot mount the persistent disk"
 if [ -e /newroot/vmlane-out/vmlane.service ]; then
   # systemd as PID 1: the lane's unit runs the tests; /etc/fstab (this host's disks) is ignored.
-  mkdir -p /newroot/etc/systemd/system
+  # What an administrator changes lives on the persistent disk, as on a host's own: the unit
+  # directory (which starts with the lane's units, not this host's enabled services) and
+  # vserver's configs, guests and logs at their default paths.
+  for d in etc/systemd/system etc/vservers var/lib/vservers var/log/vservers; do
+    mkdir -p "/newroot/persist/host/$d" "/newroot/$d"
+    mount --bind "/newroot/persist/host/$d" "/newroot/$d"
+  done
   cp /newroot/vmlane-out/vmlane.service /newroot/vmlane-out/vmlane.target /newroot/etc/systemd/system/
-  exec switch_root /newroot /lib/systemd/systemd
+  # systemd-tmpfiles empties /tmp at boot (tmp.conf's "D"): here /tmp is this host's, where
+  # the checkout under test may live.
+  mkdir -p /newroot/etc/tmpfiles.d
+  printf 'd /tmp 1777 root root -\nd /var/tmp 1777 root root -\n' >/newroot/etc/tmpfiles.d/tmp.conf
+  # This host may be a container: its marker would make systemd believe the VM is one too.
+  rm -f /newroot/.dockerenv /newroot/run/.containerenv
+  exec switch_root /newroot /lib/systemd/systemd --unit=vmlane.target
 fi
 exec switch_root /newroot /bin/sh /vmlane-out/run.sh
 EOF
@@ -160,13 +177,17 @@ chmod +x "$WORK/initrd/init"
   echo 'echo /sbin/modprobe > /proc/sys/kernel/modprobe'
   echo 'for m in loop veth bridge br_netfilter nf_tables ext4 xfs btrfs quota_v2 overlay virtio_blk; do modprobe $m 2>/dev/null; done'
   echo 'hostname vm-lane; ip link set lo up'
-  # The disk that survives a reset, and which boot this is.
-  echo 'mkdir -p /persist; for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done'
-  echo 'mount -t ext4 /dev/vda /persist || echo "vm-lane: cannot mount the persistent disk"'
+  # Which boot this is.
   echo 'export VSERVER_VM_PERSIST=/persist VSERVER_VM_REBOOT=/vmlane-out/reboot VSERVER_VM_BOOT=$(cat /vmlane-out/boot)'
   echo 'first=0; [ "$VSERVER_VM_BOOT" -gt 1 ] && first=$(cat /vmlane-out/current)'
   # LXCFS gives guests their own /proc/meminfo, as on the host lane.
-  echo 'modprobe fuse 2>/dev/null; mkdir -p /var/lib/lxcfs; (lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)'
+  if [ "$INIT" = systemd ]; then
+    # As a unit of its own (this host's /var/lib/lxcfs may be a dead FUSE mount seen over 9p).
+    echo 'modprobe fuse 2>/dev/null; mkdir -p /run/lxcfs-vm; systemd-run --quiet --unit=vm-lxcfs lxcfs /run/lxcfs-vm'
+
+  else
+    echo 'modprobe fuse 2>/dev/null; mkdir -p /var/lib/lxcfs; (lxcfs /var/lib/lxcfs >/dev/null 2>&1 &)'
+  fi
   echo 'for i in $(seq 100); do grep -q " fuse.lxcfs " /proc/self/mounts && break; sleep 0.1; done'
   echo 'echo "vm-lane: boot $VSERVER_VM_BOOT, kernel $(uname -r), cgroup: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || echo v1 only)"'
   echo 'rc=0'
@@ -197,13 +218,14 @@ if [ "$INIT" = systemd ]; then
 [Unit]
 Description=vserver VM lane
 Requires=basic.target vmlane.service
+Wants=multi-user.target
 After=basic.target vmlane.service
 AllowIsolate=yes
 EOF
   cat >"$WORK/out/vmlane.service" <<'EOF'
 [Unit]
 Description=vserver VM lane: the tests
-After=basic.target systemd-journald.service
+After=basic.target systemd-journald.service multi-user.target
 [Service]
 Type=oneshot
 ExecStart=/bin/sh /vmlane-out/run.sh
@@ -224,7 +246,7 @@ else
   how=KVM
 fi
 if [ "$INIT" = systemd ]; then
-  cgroup_arg="systemd.unit=vmlane.target fstab=no systemd.unified_cgroup_hierarchy=1"
+  cgroup_arg="systemd.unit=vmlane.target fstab=no systemd.unified_cgroup_hierarchy=1 systemd.getty_auto=no"
   echo "vm-lane: booting Debian kernel $KVER with systemd as PID 1 (cgroup v2) under $how for: $*"
 elif [ "${VSERVER_VM_CGROUP:-v2}" = v1 ]; then
   cgroup_arg=

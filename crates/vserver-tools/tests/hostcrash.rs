@@ -286,8 +286,7 @@ fn after_the_crash(env: &mut Env) {
         );
         assert!(cgroup_pids(XID + i as u32) > 0, "{n}'s cgroup");
     }
-    let max = std::fs::read_to_string(format!("/sys/fs/cgroup/vservers/{XID}/memory.max"))
-        .unwrap_or_default();
+    let max = std::fs::read_to_string(v2_guest_dir(XID).join("memory.max")).unwrap_or_default();
     assert_eq!(max.trim(), (200u64 << 20).to_string(), "a's memory limit");
     // Traffic: the totals hold the last checkpoint written before the crash, once (a stray
     // IPv6 neighbour or multicast packet may have come after the record: a few hundred bytes,

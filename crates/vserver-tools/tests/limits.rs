@@ -107,7 +107,7 @@ fn cpu_hog_is_capped() {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok().map(|ns| ns / 1000))
         .or_else(|| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/vservers/{xid}/cpu.stat"))
+            std::fs::read_to_string(v2_guest_dir(xid).join("cpu.stat"))
                 .ok()
                 .and_then(|s| {
                     s.lines().find_map(|l| {
@@ -216,9 +216,10 @@ fn limits_change_live_persist_and_suspend_resume() {
             && cfg.contains("# keep me"),
         "{cfg}"
     );
-    let max = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
-        .iter()
-        .find_map(|b| std::fs::read_to_string(format!("{b}/vservers/{xid}/pids.max")).ok())
+    let max = std::fs::read_to_string(v2_guest_dir(xid).join("pids.max"))
+        .or_else(|_| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/pids/vservers/{xid}/pids.max"))
+        })
         .unwrap_or_default();
     assert_eq!(max.trim(), "25");
     // A bad value names the command line's value, not a line of the file it never reached.
@@ -331,6 +332,7 @@ fn cpuset_applies_and_an_unenforceable_limit_is_refused_by_name() {
     // with the files it looked for, and leaves nothing behind.
     let has_io_weight = [
         "/sys/fs/cgroup/vservers",
+        "/sys/fs/cgroup/vservers.slice",
         "/sys/fs/cgroup/unified/vservers",
         "/sys/fs/cgroup/blkio/vservers",
     ]
@@ -537,7 +539,7 @@ fn io_bandwidth_cap_throttles_direct_writes_and_lifts() {
     );
     let rules: String = [
         format!("/sys/fs/cgroup/blkio/vservers/{xid}/blkio.throttle.write_bps_device"),
-        format!("/sys/fs/cgroup/vservers/{xid}/io.max"),
+        v2_guest_dir(xid).join("io.max").display().to_string(),
     ]
     .iter()
     .filter_map(|p| std::fs::read_to_string(p).ok())

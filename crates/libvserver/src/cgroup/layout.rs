@@ -154,6 +154,9 @@ impl Hierarchy {
 pub struct CgroupLayout {
     /// v2 first (if mounted), then v1 hierarchies in mount order, each mounted once.
     pub hierarchies: Vec<Hierarchy>,
+    /// systemd owns the tree (PID 1 is systemd, v2 only): guests live in scopes it delegates
+    /// (see [`super::systemd`]).
+    pub systemd_scopes: bool,
 }
 
 impl CgroupLayout {
@@ -161,7 +164,9 @@ impl CgroupLayout {
     ///
     /// Errors: the table cannot be read, or no hierarchy is mounted.
     pub fn detect() -> Result<CgroupLayout, CgroupError> {
-        Self::from_mountinfo(Path::new("/proc/self/mountinfo"))
+        let mut l = Self::from_mountinfo(Path::new("/proc/self/mountinfo"))?;
+        l.systemd_scopes = l.mode() == "v2" && super::systemd::booted();
+        Ok(l)
     }
 
     /// [`CgroupLayout::detect`] once per process: the cgroup mounts do not change while a
@@ -186,7 +191,10 @@ impl CgroupLayout {
         if hierarchies.is_empty() {
             return Err(CgroupError::NoHierarchy(path.to_path_buf()));
         }
-        Ok(CgroupLayout { hierarchies })
+        Ok(CgroupLayout {
+            hierarchies,
+            systemd_scopes: false,
+        })
     }
 
     /// "v2", "v1" or "hybrid", for messages and `status --json`.
@@ -212,7 +220,17 @@ impl CgroupLayout {
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
             .collect();
+        // On a systemd host, the scopes that hold a guest.
+        if self.systemd_scopes {
+            v.extend(
+                super::systemd::scopes(h.mount())
+                    .into_iter()
+                    .filter(|(_, d)| d.join(super::systemd::PAYLOAD).is_dir())
+                    .map(|(x, _)| x),
+            );
+        }
         v.sort_unstable();
+        v.dedup();
         v
     }
 }

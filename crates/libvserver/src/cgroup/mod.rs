@@ -2,11 +2,14 @@
 //!
 //! The layout is discovered from a mount table (`/proc/self/mountinfo`, a parameter so the
 //! parser is tested on fake tables). Every guest gets `vservers/<xid>` in the v2 hierarchy (if
-//! one is mounted; it takes processes even without controllers) and in every v1 hierarchy.
+//! one is mounted; it takes processes even without controllers) and in every v1 hierarchy;
+//! on a host whose systemd owns a v2-only tree, `vservers.slice/vserver-<xid>.scope/payload`
+//! instead, in a scope delegated by systemd (see [`systemd`]).
 //! Kernel docs: Documentation/admin-guide/cgroup-v2.rst and cgroup-v1/.
 
 pub mod devices;
 mod layout;
+pub mod systemd;
 mod tree;
 
 pub use layout::{parse_mountinfo, CgroupLayout, Hierarchy};
@@ -76,6 +79,14 @@ pub enum CgroupError {
         /// The cgroup files looked for.
         needs: &'static str,
     },
+    /// systemd did not give the guest its scope (see [`systemd::enter_scope`]).
+    #[error("context {xid}: {message}")]
+    Systemd {
+        /// Context id.
+        xid: u32,
+        /// What failed, with systemd's or the OS's error.
+        message: String,
+    },
     /// A state change the kernel did not report in time.
     #[error("context {xid}: {what} did not complete within 5 s ({path})")]
     Timeout {
@@ -125,6 +136,8 @@ pub struct GuestCgroup {
     /// This is such a leaf: the device program of the cgroup above governs it (a program of
     /// its own cannot be attached below one that does not allow it).
     is_leaf: bool,
+    /// The v2 directory of the systemd scope the cgroup lives in (see [`systemd`]), if any.
+    scope: Option<PathBuf>,
 }
 
 fn io(xid: u32, what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -157,12 +170,32 @@ fn read_pids(path: &Path) -> std::io::Result<Vec<i32>> {
 impl GuestCgroup {
     /// The cgroup of context `xid` in `layout` (nothing is created).
     pub fn new(layout: &CgroupLayout, xid: u32) -> GuestCgroup {
-        let rel = format!("{CGROUP_BASE}/{xid}");
-        let dirs = layout
+        let classic = format!("{CGROUP_BASE}/{xid}");
+        let scoped = systemd::scope_rel(xid);
+        let v2 = layout
+            .hierarchies
+            .iter()
+            .find(|h| h.is_v2())
+            .map(|h| h.mount());
+        // A guest started before the host's vserver learnt scopes keeps its classic place.
+        let (rel, scope) = if layout.systemd_scopes
+            && !v2.is_some_and(|m| {
+                !m.join(&scoped).join(systemd::PAYLOAD).is_dir() && m.join(&classic).is_dir()
+            }) {
+            (format!("{scoped}/{}", systemd::PAYLOAD), Some(scoped))
+        } else {
+            (classic, None)
+        };
+        let dirs: Vec<(Hierarchy, PathBuf)> = layout
             .hierarchies
             .iter()
             .map(|h| (h.clone(), h.mount().join(&rel)))
             .collect();
+        let scope = scope.and_then(|s| {
+            dirs.iter()
+                .find(|(h, _)| h.is_v2())
+                .map(|(h, _)| h.mount().join(s))
+        });
         GuestCgroup {
             xid,
             dirs,
@@ -170,7 +203,30 @@ impl GuestCgroup {
             leaf: false,
             leaf_v2: false,
             is_leaf: false,
+            scope,
         }
+    }
+
+    /// On a host whose systemd owns the cgroup tree: move this process into the guest's scope
+    /// (registered now if it does not run; see [`systemd::enter_scope`]), before
+    /// [`GuestCgroup::create`]. `description` names the scope's unit; `before` lists the units
+    /// systemd must stop before the scope at shutdown. Elsewhere nothing happens.
+    ///
+    /// Errors: [`CgroupError::Systemd`].
+    pub fn enter_scope(&self, description: &str, before: &[String]) -> Result<()> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        let mount = scope
+            .ancestors()
+            .nth(2)
+            .unwrap_or(Path::new("/sys/fs/cgroup"));
+        systemd::enter_scope(mount, self.xid, description, before).map_err(|message| {
+            CgroupError::Systemd {
+                xid: self.xid,
+                message,
+            }
+        })
     }
 
     /// The same cgroup for a guest that manages its own cgroups: on the v2 hierarchy its
@@ -200,6 +256,7 @@ impl GuestCgroup {
             leaf: false,
             leaf_v2: false,
             is_leaf: false,
+            scope: None,
         }
     }
 
@@ -242,6 +299,7 @@ impl GuestCgroup {
             leaf: false,
             leaf_v2: false,
             is_leaf: true,
+            scope: None,
         })
     }
 
@@ -342,6 +400,24 @@ impl GuestCgroup {
             let mut d = h.mount().to_path_buf();
             for (i, c) in comps.iter().enumerate() {
                 d.push(c);
+                // The slice and the scope are systemd's: the scope must run (enter_scope), and
+                // only its own subtree_control, delegated to us, is written.
+                if let Some(scope) = self.scope.as_deref().filter(|s| s.starts_with(&d)) {
+                    if d == scope {
+                        if !d.is_dir() {
+                            return Err(CgroupError::Systemd {
+                                xid: self.xid,
+                                message: format!(
+                                    "{} is not running (its cgroup {} is missing)",
+                                    systemd::scope_name(self.xid),
+                                    d.display()
+                                ),
+                            });
+                        }
+                        layout::enable_v2_controllers_of(self.xid, &d);
+                    }
+                    continue;
+                }
                 // Every directory above the leaf is a parent that must pass controllers down.
                 let is_base = i + 1 < comps.len();
                 match fs::create_dir(&d) {
@@ -465,8 +541,9 @@ impl GuestCgroup {
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         let mut v = Vec::new();
         for (h, d) in &self.dirs {
-            let rel = cgroup_path_of(&text, h)
-                .and_then(|p| nested_below(&p, &format!("/{CGROUP_BASE}/{}", self.xid)));
+            let own = Path::new("/").join(d.strip_prefix(h.mount()).unwrap_or(d));
+            let rel =
+                cgroup_path_of(&text, h).and_then(|p| nested_below(&p, &own.to_string_lossy()));
             let nested = rel
                 .filter(|r| !r.is_empty())
                 .and_then(|r| open_beneath(d, &format!("{r}/cgroup.procs")).ok());
@@ -1266,15 +1343,25 @@ pub fn xid_of_pid(proc_root: &Path, pid: i32) -> Option<u32> {
     xid_from_cgroup_file(&text)
 }
 
-/// Parse the context id out of the text of a `/proc/PID/cgroup` file.
+/// Parse the context id out of the text of a `/proc/PID/cgroup` file: a path below
+/// `/vservers/<xid>`, or below `/vservers.slice/vserver-<xid>.scope/payload` (a guest's
+/// scope on a systemd host; its `supervisor` holds host processes, the monitor).
 pub fn xid_from_cgroup_file(text: &str) -> Option<u32> {
     let needle = format!("/{CGROUP_BASE}/");
+    let slice = format!("/{}/", systemd::SLICE);
     for line in text.lines() {
         let path = line.splitn(3, ':').nth(2)?;
         if let Some(rest) = path.strip_prefix(&needle) {
             let id = rest.split('/').next()?;
             if let Ok(x) = id.parse() {
                 return Some(x);
+            }
+        }
+        if let Some(rest) = path.strip_prefix(&slice) {
+            let mut parts = rest.split('/');
+            let x = parts.next().and_then(systemd::xid_of_scope);
+            if x.is_some() && parts.next() == Some(systemd::PAYLOAD) {
+                return x;
             }
         }
     }

@@ -20,7 +20,14 @@ fn hybrid_layout_is_parsed() {
         }
     );
     assert!(h[2].has_controller("cpuacct"));
-    assert_eq!(CgroupLayout { hierarchies: h }.mode(), "hybrid");
+    assert_eq!(
+        CgroupLayout {
+            hierarchies: h,
+            systemd_scopes: false,
+        }
+        .mode(),
+        "hybrid"
+    );
 }
 
 #[test]
@@ -28,6 +35,7 @@ fn v2_only_layout() {
     let t = "31 25 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
     let l = CgroupLayout {
         hierarchies: parse_mountinfo(t),
+        systemd_scopes: false,
     };
     assert_eq!(l.mode(), "v2");
 }

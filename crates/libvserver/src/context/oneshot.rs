@@ -49,6 +49,8 @@ fn claim_cgroup(layout: &CgroupLayout, xid: Option<u32>) -> Result<GuestCgroup, 
             }
             continue;
         }
+        cg.enter_scope(&format!("chcontext, context {x}"), &[])
+            .map_err(|e| e.to_string())?;
         cg.create().map_err(|e| e.to_string())?;
         return Ok(cg);
     }

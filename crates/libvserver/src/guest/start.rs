@@ -353,6 +353,25 @@ fn check_root_and_launch(
     let systemd = super::systemd::plan(g, root, &layout)?;
     scripts::run(g, "pre-start")?;
     let cg = guest_cgroup(g, systemd.is_some())?;
+    // On a systemd host: into the guest's own scope first (a user session or unit that ran
+    // this command may end; the guest stays). At shutdown systemd stops the scope after the
+    // units that stop the guest cleanly.
+    let before: Vec<String> = std::iter::once(format!("vserver@{}.service", g.name))
+        .chain(
+            g.config
+                .mark
+                .iter()
+                .map(|m| format!("vservers@{m}.service")),
+        )
+        .collect();
+    cg.enter_scope(
+        &format!("Virtual server {} (context {})", g.name, g.config.context),
+        &before,
+    )
+    .map_err(|source| GuestError::Cgroup {
+        name: g.name.clone(),
+        source,
+    })?;
     cg.create().map_err(|source| GuestError::Cgroup {
         name: g.name.clone(),
         source,

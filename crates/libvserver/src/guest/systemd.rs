@@ -447,12 +447,15 @@ mod tests {
         };
         let hybrid = CgroupLayout {
             hierarchies: vec![v2.clone(), v1(&["memory"]), v1(&["name=systemd"])],
+            systemd_scopes: false,
         };
         let v1only = CgroupLayout {
             hierarchies: vec![v1(&["memory"]), v1(&["name=systemd"])],
+            systemd_scopes: false,
         };
         let v2only = CgroupLayout {
             hierarchies: vec![v2],
+            systemd_scopes: false,
         };
         for l in [&hybrid, &v2only] {
             for v in [Some(252), Some(257), None] {

@@ -89,17 +89,14 @@ fn cgroup_rel(spec: &Spec, id: &str) -> Result<String, OciError> {
         .filter(|c| !c.is_empty())
         .collect::<Vec<_>>()
         .join("/");
-    if rel == crate::cgroup::CGROUP_BASE
-        || rel.starts_with(&format!("{}/", crate::cgroup::CGROUP_BASE))
-    {
-        return Err(OciError::Spec(SpecError::Unsupported {
-            path: "config.json".into(),
-            field: "linux.cgroupsPath".into(),
-            message: format!(
-                "'{p}' lies within {}, the virtual servers' cgroups",
-                crate::cgroup::CGROUP_BASE
-            ),
-        }));
+    for base in [crate::cgroup::CGROUP_BASE, crate::cgroup::systemd::SLICE] {
+        if rel == base || rel.starts_with(&format!("{base}/")) {
+            return Err(OciError::Spec(SpecError::Unsupported {
+                path: "config.json".into(),
+                field: "linux.cgroupsPath".into(),
+                message: format!("'{p}' lies within {base}, the virtual servers' cgroups"),
+            }));
+        }
     }
     if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
         return Err(OciError::Spec(SpecError::Unsupported {

@@ -226,9 +226,34 @@ pub fn busybox_tree(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
 }
 
+/// The v2 directory of context `xid`'s cgroup as the engine makes it: in the guest's scope on
+/// a host whose systemd owns the tree (`vservers.slice/vserver-XID.scope/payload`), else
+/// `/sys/fs/cgroup/vservers/XID`.
+pub fn v2_guest_dir(xid: u32) -> PathBuf {
+    let scope = PathBuf::from(format!(
+        "/sys/fs/cgroup/vservers.slice/vserver-{xid}.scope/payload"
+    ));
+    if scope.is_dir() {
+        return scope;
+    }
+    PathBuf::from(format!("/sys/fs/cgroup/vservers/{xid}"))
+}
+
+/// True when this host's systemd owns the cgroup tree (PID 1 is systemd, cgroup v2 only): the
+/// engine puts guests in scopes then.
+pub fn systemd_host() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+        && Path::new("/run/dbus/system_bus_socket").exists()
+        && Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
 /// Cgroup directories of context `xid` that still exist.
 pub fn cgroup_left(xid: u32) -> Vec<PathBuf> {
     let mut v = Vec::new();
+    let scope = PathBuf::from(format!("/sys/fs/cgroup/vservers.slice/vserver-{xid}.scope"));
+    if scope.exists() {
+        v.push(scope);
+    }
     for e in std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
@@ -276,6 +301,9 @@ pub fn lxcfs_running() -> bool {
 
 /// Number of processes in context `xid` (first hierarchy that lists them).
 pub fn cgroup_pids(xid: u32) -> usize {
+    if let Ok(s) = std::fs::read_to_string(v2_guest_dir(xid).join("cgroup.procs")) {
+        return s.lines().count();
+    }
     for base in [
         "/sys/fs/cgroup/unified",
         "/sys/fs/cgroup/pids",
