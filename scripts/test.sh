@@ -26,7 +26,7 @@ if [ "${VSERVER_SKIP_VM_LANE:-}" != 1 ]; then
   bash scripts/vm-lane.sh 2>&1 | tee -a "$log"
   vrc=${PIPESTATUS[0]}
   [ "$vrc" -eq 0 ] || rc=$vrc
-  VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh systemd_host limits guest network operations oci 2>&1 | tee -a "$log"
+  VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh systemd_host limits guest network operations oci systemd:full_cycle_bookworm_plain 2>&1 | tee -a "$log"
   vrc=${PIPESTATUS[0]}
   [ "$vrc" -eq 0 ] || rc=$vrc
   # The same VM with cgroup v1 only: an older systemd guest boots, a newer one is refused.

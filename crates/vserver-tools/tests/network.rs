@@ -552,24 +552,7 @@ fn veth_guests_forwards_conflicts_and_accounting() {
         "{stat}"
     );
     // vtop shows the guest's traffic totals (and a rate per second after the first sample).
-    let top = env
-        .cmd("vtop")
-        .args(["--json", "-n", "2", "-d", "0.5"])
-        .output()
-        .unwrap();
-    let last = String::from_utf8_lossy(&top.stdout)
-        .lines()
-        .last()
-        .unwrap_or("[]")
-        .to_string();
-    let rows: serde_json::Value = serde_json::from_str(&last).unwrap();
-    let row = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["xid"] == xa)
-        .cloned()
-        .unwrap_or_else(|| panic!("vtop has no row for {xa}: {last}"));
+    let row = vtop_row(&env, xa, 2);
     assert!(
         row["tx_bytes"].as_u64().unwrap_or(0) >= N && row["tx_bytes_per_sec"].is_number(),
         "vtop: {row}"

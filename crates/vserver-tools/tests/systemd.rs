@@ -147,6 +147,7 @@ fn init_pid(env: &Env, name: &str) -> i64 {
 /// Pids on the host whose cgroup is below context `xid`'s.
 fn guest_processes(xid: u32) -> Vec<String> {
     let needle = format!("/vservers/{xid}");
+    let scoped = format!("/vservers.slice/vserver-{xid}.scope/payload");
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -154,8 +155,12 @@ fn guest_processes(xid: u32) -> Vec<String> {
         .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|t| {
-                t.lines()
-                    .any(|l| l.ends_with(&needle) || l.contains(&format!("{needle}/")))
+                t.lines().any(|l| {
+                    l.ends_with(&needle)
+                        || l.contains(&format!("{needle}/"))
+                        || l.ends_with(&scoped)
+                        || l.contains(&format!("{scoped}/"))
+                })
             })
         })
         .collect()
@@ -377,6 +382,9 @@ fn oom_kills(xid: u32) -> u64 {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
+    if let Ok(t) = std::fs::read_to_string(v2_guest_dir(xid).join("memory.events")) {
+        return key(&t);
+    }
     for (file, base) in [
         ("memory.events", "/sys/fs/cgroup"),
         ("memory.events", "/sys/fs/cgroup/unified"),
@@ -609,10 +617,12 @@ fn status_names_failed_units_and_the_tools_see_nested_cgroups() {
     );
     // Every process lives in a cgroup systemd made below the context's: the tools count them.
     let mut ground = Vec::new();
-    for e in walk(&std::path::PathBuf::from(format!(
-        "{}/vservers/{xid}",
-        v2_or_pids_mount()
-    ))) {
+    let top = if systemd_host() {
+        v2_guest_dir(xid)
+    } else {
+        PathBuf::from(format!("{}/vservers/{xid}", v2_or_pids_mount()))
+    };
+    for e in walk(&top) {
         if let Ok(t) = std::fs::read_to_string(e.join("cgroup.procs")) {
             ground.extend(t.lines().map(str::to_string));
         }
@@ -730,7 +740,7 @@ fn guest_root_cannot_leave_raise_or_flood_its_delegated_cgroup() {
     let limits_now = || -> Vec<(PathBuf, String)> {
         walk(Path::new("/sys/fs/cgroup"))
             .into_iter()
-            .filter(|d| d.ends_with(format!("vservers/{xid}")))
+            .filter(|d| d.ends_with(format!("vservers/{xid}")) || *d == v2_guest_dir(xid))
             .flat_map(|d| {
                 [
                     "pids.max",
@@ -780,6 +790,7 @@ fn guest_root_cannot_leave_raise_or_flood_its_delegated_cgroup() {
         "i=0; while [ $i -lt 600 ]; do sleep 60 & i=$((i+1)); done 2>/dev/null; true",
     );
     let current: u64 = [
+        v2_guest_dir(xid).join("pids.current").display().to_string(),
         format!("/sys/fs/cgroup/vservers/{xid}/pids.current"),
         format!("/sys/fs/cgroup/pids/vservers/{xid}/pids.current"),
     ]

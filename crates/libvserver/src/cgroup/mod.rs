@@ -207,6 +207,23 @@ impl GuestCgroup {
         }
     }
 
+    /// On a host whose systemd owns the cgroup tree: wait up to `timeout` until systemd has
+    /// removed the guest's scope (it does once the scope holds no process). True when it is
+    /// gone, or there is none.
+    pub fn wait_scope_gone(&self, timeout: Duration) -> bool {
+        let Some(scope) = &self.scope else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        while scope.exists() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     /// On a host whose systemd owns the cgroup tree: move this process into the guest's scope
     /// (registered now if it does not run; see [`systemd::enter_scope`]), before
     /// [`GuestCgroup::create`]. `description` names the scope's unit; `before` lists the units

@@ -1068,6 +1068,28 @@ pub(crate) fn save_netns_traffic(g: &Guest, xid: u32, netns: &OwnedFd) {
     save(g, &table_traffic(xid, Some(netns)));
 }
 
+/// Inside the monitor, when the init has exited: a classic guest's counters live in the packet
+/// filter's map on its cgroup, which on a systemd host goes with the guest's scope as soon as
+/// the monitor exits (before a stop's cleanup could read it). They join the saved totals now
+/// and are zeroed, so that a later cleanup that still finds them counts nothing twice.
+pub(crate) fn save_classic_traffic(g: &Guest, xid: u32) {
+    let Some(cg) = classic_cgroup(g, xid) else {
+        return;
+    };
+    if let Some([rb, rp, tb, tp]) = bpf::classic_traffic(cg.as_fd()) {
+        save(
+            g,
+            &Traffic {
+                rx_bytes: rb,
+                rx_packets: rp,
+                tx_bytes: tb,
+                tx_packets: tp,
+            },
+        );
+        bpf::reset_classic_traffic(cg.as_fd());
+    }
+}
+
 /// At stop (and the repair of a dead run): the final counters join the totals, and the run's
 /// checkpoint goes, in one write. With no live counters left (the tables went with a host
 /// crash) the checkpoint is the best figure there is, and joins instead.

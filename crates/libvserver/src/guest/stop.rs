@@ -143,6 +143,11 @@ pub fn stop(g: &Guest) -> Result<Stopped, GuestError> {
     if !cleaned || rd.read_state().is_some() {
         super::repair(g)?;
     }
+    // On a systemd host the guest's scope goes once its monitor has: systemd removes it a
+    // moment later, and a stop returns when it has (a start right after registers it anew).
+    if let Ok(cg) = g.cgroup_of(st.xid) {
+        cg.wait_scope_gone(Duration::from_secs(5));
+    }
     let _ = std::fs::remove_file(rd.file("stopping"));
     for stage in ["post-stop", "postpost-stop"] {
         if let Err(e) = scripts::run(g, stage) {

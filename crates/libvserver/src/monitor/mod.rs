@@ -438,6 +438,7 @@ pub fn run(
         crate::guest::network::save_netns_traffic(g, g.config.context, ns);
     }
     drop(netns);
+    crate::guest::network::save_classic_traffic(g, g.config.context);
     let _ = std::fs::write(rd.file("last-exit"), format!("{status} {}\n", now_unix()));
     let stopping = rd.file("stopping").exists();
     let mut ok = true;

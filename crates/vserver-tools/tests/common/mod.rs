@@ -800,3 +800,24 @@ pub fn sha256_of_file(path: &Path) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The row of context `xid` in the last sample of `vtop --json -n SAMPLES -d 0.5`.
+pub fn vtop_row(env: &Env, xid: u32, samples: u32) -> serde_json::Value {
+    let top = env
+        .cmd("vtop")
+        .args(["--json", "-n", &samples.to_string(), "-d", "0.5"])
+        .output()
+        .unwrap();
+    let last = String::from_utf8_lossy(&top.stdout)
+        .lines()
+        .last()
+        .unwrap_or("[]")
+        .to_string();
+    let rows: serde_json::Value = serde_json::from_str(&last).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["xid"] == xid)
+        .cloned()
+        .unwrap_or_else(|| panic!("vtop has no row for {xid}: {last}"))
+}
