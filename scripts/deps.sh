@@ -23,6 +23,15 @@ if ! dpkg -s openssh-server >/dev/null 2>&1; then
   systemctl disable ssh.service >/dev/null 2>&1 || true
   update-rc.d ssh disable >/dev/null 2>&1 || true
 fi
+# The systemd lane of scripts/vm-lane.sh boots this host's own systemd and D-Bus in its VM
+# (guests' scopes are registered over the system bus): installed without starting the bus here.
+if ! dpkg -s systemd dbus >/dev/null 2>&1; then
+  apt-get update -qq || true
+  policy=/usr/sbin/policy-rc.d; own_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1; fi
+  apt-get install -y -qq systemd dbus >/dev/null
+  [ "$own_policy" = 1 ] && rm -f "$policy"
+fi
 # The CRI test (tests/oci_cri.rs): Debian's CNI plugins, and its CRI client's Python packages in a
 # virtualenv of their own (crictl is built from Go modules, which this machine cannot fetch).
 if ! dpkg -s containernetworking-plugins python3-venv >/dev/null 2>&1; then

@@ -32,6 +32,11 @@ fn guests_live_in_delegated_scopes_that_systemd_leaves_alone() {
         return;
     }
     if !systemd_host() {
+        assert_ne!(
+            std::env::var("VSERVER_VM_INIT").as_deref(),
+            Ok("systemd"),
+            "the lane booted systemd, but it runs no system bus (scripts/deps.sh installs dbus)"
+        );
         eprintln!(
             "skipped: needs a host whose PID 1 is systemd on cgroup v2 \
              (VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh systemd_host)"
@@ -275,6 +280,11 @@ fn enabled_guests_come_back_after_a_reboot_and_a_reset_in_order() {
         return;
     }
     let (true, Ok(boot)) = (systemd_host(), std::env::var("VSERVER_VM_BOOT")) else {
+        assert_ne!(
+            std::env::var("VSERVER_VM_INIT").as_deref(),
+            Ok("systemd"),
+            "the lane booted systemd, but it runs no system bus (scripts/deps.sh installs dbus)"
+        );
         eprintln!(
             "skipped: reboots the host: runs in the VM lane's systemd mode only \
              (VSERVER_VM_INIT=systemd bash scripts/vm-lane.sh systemd_host)"
