@@ -220,15 +220,14 @@ impl CgroupLayout {
             .flatten()
             .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
             .collect();
-        // On a systemd host, the scopes that hold a guest.
-        if self.systemd_scopes {
-            v.extend(
-                super::systemd::scopes(h.mount())
-                    .into_iter()
-                    .filter(|(_, d)| d.join(super::systemd::PAYLOAD).is_dir())
-                    .map(|(x, _)| x),
-            );
-        }
+        // The scopes that hold a guest (a systemd host's), whatever this command sees of
+        // the system bus.
+        v.extend(
+            super::systemd::scopes(h.mount())
+                .into_iter()
+                .filter(|(_, d)| d.join(super::systemd::PAYLOAD).is_dir())
+                .map(|(x, _)| x),
+        );
         v.sort_unstable();
         v.dedup();
         v

@@ -177,11 +177,13 @@ impl GuestCgroup {
             .iter()
             .find(|h| h.is_v2())
             .map(|h| h.mount());
-        // A guest started before the host's vserver learnt scopes keeps its classic place.
-        let (rel, scope) = if layout.systemd_scopes
-            && !v2.is_some_and(|m| {
-                !m.join(&scoped).join(systemd::PAYLOAD).is_dir() && m.join(&classic).is_dir()
-            }) {
+        // What is on disk first: a running guest stays where it started (a guest started
+        // before the host's vserver learnt scopes keeps its classic place; a scoped guest is
+        // found even by a command that cannot see the system bus); new guests go where the
+        // host says.
+        let scoped_there = v2.is_some_and(|m| m.join(&scoped).join(systemd::PAYLOAD).is_dir());
+        let classic_there = v2.is_some_and(|m| m.join(&classic).is_dir());
+        let (rel, scope) = if scoped_there || (layout.systemd_scopes && !classic_there) {
             (format!("{scoped}/{}", systemd::PAYLOAD), Some(scoped))
         } else {
             (classic, None)

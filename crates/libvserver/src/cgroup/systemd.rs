@@ -78,16 +78,16 @@ pub fn enter_scope(
 ) -> Result<(), String> {
     let scope = mount.join(scope_rel(xid));
     let want = format!("/{}", scope_rel(xid));
+    let inside = |now: &str| now == want || now.starts_with(&format!("{want}/"));
     let deadline = Instant::now() + SCOPE_WAIT;
     loop {
-        let now = own_cgroup();
-        if now == want || now.starts_with(&format!("{want}/")) {
+        if inside(&own_cgroup()) {
             break;
         }
         match start_scope(xid, description, before) {
             Ok(()) => {
                 // The job runs after the call returns: wait until systemd moved us.
-                while own_cgroup() != want {
+                while !inside(&own_cgroup()) {
                     if Instant::now() > deadline {
                         return Err(format!(
                             "systemd did not move this process into {} within {} s",
@@ -99,23 +99,21 @@ pub fn enter_scope(
                 }
                 break;
             }
-            // A scope of that name exists: a run that is still ending (its monitor has not
-            // exited), or a guest started meanwhile. Join it while it is there.
-            Err(e) if e.contains("UnitExists") => {
-                if populated(&scope) {
-                    break;
-                }
+            // A scope of that name is still there: a run whose last process is ending (a
+            // stop waits for the scope to go, a guest that ended by itself may not have).
+            // Never joined (systemd may be stopping it): wait until it is gone, register anew.
+            Err(Refused::Exists) => {
                 if Instant::now() > deadline {
                     return Err(format!(
-                        "{} exists but holds no process, and systemd did not remove it \
-                         within {} s (systemctl status {0})",
+                        "{} is still there after {} s (processes: {}; systemctl status {0})",
                         scope_name(xid),
-                        SCOPE_WAIT.as_secs()
+                        SCOPE_WAIT.as_secs(),
+                        procs_below(&scope).join(" ")
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(e),
+            Err(Refused::Other(e)) => return Err(e),
         }
     }
     let sup = scope.join(SUPERVISOR);
@@ -138,56 +136,92 @@ fn own_cgroup() -> String {
         .unwrap_or_default()
 }
 
-/// True when cgroup `dir` or one below it holds a process (`cgroup.events`: `populated 1`).
-fn populated(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.events"))
-        .is_ok_and(|t| t.lines().any(|l| l.trim() == "populated 1"))
+/// Pids in cgroup `dir` and the cgroups right below it (for messages).
+fn procs_below(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(t) = std::fs::read_to_string(e.path().join("cgroup.procs")) {
+            v.extend(t.lines().map(str::to_string));
+        }
+    }
+    v
+}
+
+/// Why systemd did not take the scope.
+enum Refused {
+    /// `org.freedesktop.systemd1.UnitExists`: a unit of that name is loaded.
+    Exists,
+    /// Anything else, with its message.
+    Other(String),
+}
+
+/// True when systemd takes `name` as a unit name (unit-name rules of systemd.unit(5): at most
+/// 255 bytes of `[A-Za-z0-9:_.\-@]`). Marks and guest names vserver accepts may not be.
+pub fn valid_unit_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":_.-@\\".contains(&b))
 }
 
 /// `StartTransientUnit(vserver-<xid>.scope, "fail", properties, [])` with this process as the
 /// scope's first process, asked by a forked child: a D-Bus connection starts threads that
 /// outlive it, and this process must stay single-threaded (setns(2) into a mount or user
 /// namespace refuses a process whose threads share its file system attributes).
-fn start_scope(xid: u32, description: &str, before: &[String]) -> Result<(), String> {
+fn start_scope(xid: u32, description: &str, before: &[String]) -> Result<(), Refused> {
     let me = std::process::id();
-    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let other = |m: String| Refused::Other(m);
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| other(format!("pipe: {e}")))?;
     // SAFETY: the caller is single-threaded; the child talks to the bus, writes its answer
-    // and leaves with _exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+    // and leaves with _exit (a panic is caught, never unwound into the parent's frames).
+    match unsafe { nix::unistd::fork() }.map_err(|e| other(format!("fork: {e}")))? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let answer = match ask_for_scope(me, xid, description, before) {
-                Ok(()) => String::new(),
-                Err(m) => m,
+            // One byte, then the message: 0 taken, 1 UnitExists, 2 another error.
+            let answer = std::panic::catch_unwind(|| ask_for_scope(me, xid, description, before))
+                .unwrap_or_else(|_| Err(Refused::Other(String::from("the D-Bus call panicked"))));
+            let bytes = match answer {
+                Ok(()) => vec![0u8],
+                Err(Refused::Exists) => vec![1u8],
+                Err(Refused::Other(m)) => [&[2u8][..], m.as_bytes()].concat(),
             };
-            let _ = nix::unistd::write(&wr, answer.as_bytes());
+            let _ = nix::unistd::write(&wr, &bytes);
             // SAFETY: leave the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(0) }
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(wr);
-            let mut answer = String::new();
-            let got = std::io::Read::read_to_string(&mut std::fs::File::from(rd), &mut answer);
-            let status = nix::sys::wait::waitpid(child, None);
-            match (got, status) {
-                (Ok(_), Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) if answer.is_empty() => {
-                    Ok(())
-                }
-                (Ok(_), Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) => Err(answer),
-                (_, st) => Err(format!(
-                    "register {} with systemd: the asking process ended with {st:?}",
+            let mut answer = Vec::new();
+            let got = std::io::Read::read_to_end(&mut std::fs::File::from(rd), &mut answer);
+            let _ = nix::sys::wait::waitpid(child, None);
+            match (got, answer.first()) {
+                (Ok(_), Some(0)) => Ok(()),
+                (Ok(_), Some(1)) => Err(Refused::Exists),
+                (Ok(_), Some(_)) => Err(other(String::from_utf8_lossy(&answer[1..]).into_owned())),
+                _ => Err(other(format!(
+                    "register {} with systemd: the asking process gave no answer",
                     scope_name(xid)
-                )),
+                ))),
             }
         }
     }
 }
 
-/// The D-Bus call of [`start_scope`], for process `pid`.
-fn ask_for_scope(pid: u32, xid: u32, description: &str, before: &[String]) -> Result<(), String> {
+/// The D-Bus call of [`start_scope`], for process `pid`, within [`SCOPE_WAIT`].
+fn ask_for_scope(pid: u32, xid: u32, description: &str, before: &[String]) -> Result<(), Refused> {
     use zbus::zvariant::Value;
-    let bus = zbus::blocking::Connection::system()
-        .map_err(|e| format!("connect to the D-Bus system bus ({SYSTEM_BUS}): {e}"))?;
+    let bus = zbus::blocking::connection::Builder::system()
+        .and_then(|b| b.method_timeout(SCOPE_WAIT).build())
+        .map_err(|e| {
+            Refused::Other(format!(
+                "connect to the D-Bus system bus ({SYSTEM_BUS}): {e}"
+            ))
+        })?;
     let mut props: Vec<(&str, Value)> = vec![
         ("Description", Value::from(description)),
         ("Slice", Value::from(SLICE)),
@@ -196,8 +230,14 @@ fn ask_for_scope(pid: u32, xid: u32, description: &str, before: &[String]) -> Re
         // A scope that failed is collected too: the next start may register the name again.
         ("CollectMode", Value::from("inactive-or-failed")),
     ];
+    // Only names systemd takes (a mark may hold characters a unit name may not).
+    let before: Vec<String> = before
+        .iter()
+        .filter(|u| valid_unit_name(u))
+        .cloned()
+        .collect();
     if !before.is_empty() {
-        props.push(("Before", Value::from(before.to_vec())));
+        props.push(("Before", Value::from(before)));
     }
     let aux: Vec<(&str, Vec<(&str, Value)>)> = Vec::new();
     bus.call_method(
@@ -208,7 +248,14 @@ fn ask_for_scope(pid: u32, xid: u32, description: &str, before: &[String]) -> Re
         &(scope_name(xid), "fail", props, aux),
     )
     .map(|_| ())
-    .map_err(|e| format!("register {} with systemd: {e}", scope_name(xid)))
+    .map_err(|e| match &e {
+        zbus::Error::MethodError(name, _, _)
+            if name.as_str() == "org.freedesktop.systemd1.UnitExists" =>
+        {
+            Refused::Exists
+        }
+        _ => Refused::Other(format!("register {} with systemd: {e}", scope_name(xid))),
+    })
 }
 
 /// Directories of running scopes below `mount`'s [`SLICE`] with their context ids.
@@ -235,5 +282,12 @@ mod tests {
         assert_eq!(xid_of_scope("vserver-40001.scope"), Some(40001));
         assert_eq!(xid_of_scope("vserver-x.scope"), None);
         assert_eq!(xid_of_scope("vserver-40001.service"), None);
+        assert!(valid_unit_name("vservers@web.service"));
+        assert!(!valid_unit_name("vservers@a+b.service"));
+        assert!(!valid_unit_name("vservers@x/y.service"));
+        assert!(!valid_unit_name(&format!(
+            "vservers@{}.service",
+            "m".repeat(260)
+        )));
     }
 }
